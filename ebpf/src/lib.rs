@@ -1,0 +1,64 @@
+//! mapsync's kernel side: BPF object files built from C by this crate's build
+//! script, and the change-record ABI they share with user space.
+//!
+//! # Layout
+//! - `include/mapsync.h`: the ABI (record layout, limits, shared maps) and the
+//!   *emit* helpers `mapsync_update()` / `mapsync_delete()` for users' programs.
+//! - `src/bpf/trace.bpf.c`: the *syscall trace* source ([`TRACE_OBJECT`]).
+//! - `src/bpf/demo.bpf.c`: the demo writer ([`DEMO_OBJECT`]).
+//! - [`abi`]: the Rust mirror of `mapsync.h`, with compile-time size checks.
+//!
+//! The objects are compiled with `clang -target bpf -g -O2` against a
+//! `vmlinux.h` generated from the build machine's kernel BTF; they use CO-RE,
+//! so the loader (`aya`, given the running kernel's BTF) relocates them.
+//!
+//! ```
+//! // An ELF object, ready for aya::EbpfLoader::load().
+//! assert_eq!(&mapsync_ebpf::TRACE_OBJECT[..4], b"\x7fELF");
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod abi;
+
+/// Aligns embedded bytes for the ELF parser.
+#[repr(C)]
+struct Aligned<Bytes: ?Sized> {
+    _align: [u64; 0],
+    bytes: Bytes,
+}
+
+macro_rules! embed_object {
+    ($name:literal) => {{
+        static OBJECT: &Aligned<[u8]> = &Aligned {
+            _align: [],
+            bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/", $name)),
+        };
+        &OBJECT.bytes
+    }};
+}
+
+/// The syscall-trace object: programs `mapsync_sys_enter_bpf` and
+/// `mapsync_sys_exit_bpf` (tracepoints `syscalls/sys_enter_bpf` and
+/// `syscalls/sys_exit_bpf`), the private maps `mapsync_watched`,
+/// `mapsync_calls`, `mapsync_scratch`, and the shared maps of `mapsync.h`.
+pub static TRACE_OBJECT: &[u8] = embed_object!("trace.bpf.o");
+
+/// The demo object: XDP programs `demo_count` (count packets per IPv4 source
+/// into the hash map `demo_pkts`, through `mapsync_update()`) and
+/// `demo_forget` (remove the packet's source, through `mapsync_delete()`).
+pub static DEMO_OBJECT: &[u8] = embed_object!("demo.bpf.o");
+
+/// Tracepoint category of the trace programs.
+pub const TRACE_CATEGORY: &str = "syscalls";
+/// Program and tracepoint names of the trace object, in attach order.
+pub const TRACE_PROGRAMS: [(&str, &str); 2] = [
+    ("mapsync_sys_enter_bpf", "sys_enter_bpf"),
+    ("mapsync_sys_exit_bpf", "sys_exit_bpf"),
+];
+/// Name of the demo's counting program.
+pub const DEMO_COUNT_PROGRAM: &str = "demo_count";
+/// Name of the demo's deleting program.
+pub const DEMO_FORGET_PROGRAM: &str = "demo_forget";
+/// Name of the demo's map.
+pub const DEMO_MAP: &str = "demo_pkts";
