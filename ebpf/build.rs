@@ -16,7 +16,10 @@ fn main() -> anyhow::Result<()> {
     let include = manifest_dir.join("include");
     let src = manifest_dir.join("src/bpf");
 
-    println!("cargo:rerun-if-changed={}", include.join("mapsync.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("mapsync.h").display()
+    );
     println!("cargo:rerun-if-env-changed=MAPSYNC_VMLINUX_BTF");
     println!("cargo:rerun-if-env-changed=CLANG");
 
@@ -41,7 +44,9 @@ fn main() -> anyhow::Result<()> {
             .context("source name")?;
         let object = out_dir.join(format!("{stem}.o"));
         let status = Command::new(&clang)
-            .args(["-target", "bpf", "-mcpu=v3", "-g", "-O2", "-Wall", "-Werror"])
+            .args([
+                "-target", "bpf", "-mcpu=v3", "-g", "-O2", "-Wall", "-Werror",
+            ])
             .arg("-D__TARGET_ARCH_x86")
             .arg("-I")
             .arg(&out_dir)
@@ -66,7 +71,9 @@ fn generate_vmlinux_h(out_dir: &Path) -> anyhow::Result<()> {
     let btf = std::env::var("MAPSYNC_VMLINUX_BTF")
         .unwrap_or_else(|_| "/sys/kernel/btf/vmlinux".to_owned());
     if !Path::new(&btf).exists() {
-        bail!("kernel BTF not found at {btf}: mapsync needs a kernel built with CONFIG_DEBUG_INFO_BTF");
+        bail!(
+            "kernel BTF not found at {btf}: mapsync needs a kernel built with CONFIG_DEBUG_INFO_BTF"
+        );
     }
     let bpftool = ["bpftool", "/usr/sbin/bpftool"]
         .into_iter()

@@ -157,10 +157,16 @@ mod tests {
 
     #[test]
     fn constants_match_the_c_header() {
-        assert_eq!(header_define("MAPSYNC_ABI_VERSION"), ABI_VERSION.to_string());
+        assert_eq!(
+            header_define("MAPSYNC_ABI_VERSION"),
+            ABI_VERSION.to_string()
+        );
         assert_eq!(header_define("MAPSYNC_KEY_MAX"), KEY_MAX.to_string());
         assert_eq!(header_define("MAPSYNC_VALUE_MAX"), VALUE_MAX.to_string());
-        assert_eq!(header_define("MAPSYNC_WATCHED_MAX"), WATCHED_MAX.to_string());
+        assert_eq!(
+            header_define("MAPSYNC_WATCHED_MAX"),
+            WATCHED_MAX.to_string()
+        );
         assert_eq!(header_define("MAPSYNC_RINGBUF_BYTES"), "(4 * 1024 * 1024)");
         assert_eq!(RINGBUF_BYTES, 4 * 1024 * 1024);
     }
@@ -183,7 +189,10 @@ mod tests {
         assert_eq!(header.cpu, 1);
         assert_eq!((header.key_size, header.value_size), (4, 16));
         assert_eq!(RecordOp::from_u8(header.op), Some(RecordOp::Put));
-        assert_eq!(RecordSource::from_u8(header.source), Some(RecordSource::Trace));
+        assert_eq!(
+            RecordSource::from_u8(header.source),
+            Some(RecordSource::Trace)
+        );
         assert!(RecordHeader::parse(&bytes[..31]).is_none());
     }
 

@@ -1,0 +1,203 @@
+//! The bounded log of recent changes that subscribers resume from.
+
+use std::sync::Arc;
+
+use crate::error::SyncError;
+use crate::event::{ChangeEvent, Revision};
+
+/// Bounds of the change log: the oldest changes are compacted once either
+/// is exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Most changes kept.
+    pub max_events: usize,
+    /// Most bytes of keys and values (plus a fixed overhead per event) kept.
+    pub max_bytes: usize,
+}
+
+impl Default for LogLimits {
+    /// 100,000 changes or 64 MiB, whichever is reached first.
+    fn default() -> Self {
+        Self {
+            max_events: 100_000,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A contiguous run of the most recent changes, revisions
+/// `oldest()..=newest`, held in a persistent vector so that snapshots share it.
+#[derive(Debug, Clone)]
+pub struct ChangeLog {
+    events: imbl::Vector<Arc<ChangeEvent>>,
+    bytes: usize,
+    /// Highest revision no longer in the log (0: nothing compacted yet).
+    compacted: Revision,
+    limits: LogLimits,
+}
+
+impl ChangeLog {
+    /// An empty log with the given bounds.
+    pub fn new(limits: LogLimits) -> Self {
+        Self {
+            events: imbl::Vector::new(),
+            bytes: 0,
+            compacted: 0,
+            limits,
+        }
+    }
+
+    /// The oldest revision a resume can start from.
+    pub fn oldest(&self) -> Revision {
+        self.compacted + 1
+    }
+
+    /// Number of changes held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the log holds no change.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Bytes accounted to the held changes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Marks every revision up to `revision` as not available (used when
+    /// the initial state is published without per-change history).
+    pub(crate) fn compact_through(&mut self, revision: Revision) {
+        while self
+            .events
+            .front()
+            .is_some_and(|event| event.revision <= revision)
+        {
+            self.pop_front();
+        }
+        self.compacted = self.compacted.max(revision);
+    }
+
+    pub(crate) fn push(&mut self, event: Arc<ChangeEvent>) {
+        self.bytes += event.approx_bytes();
+        self.events.push_back(event);
+        while self.events.len() > self.limits.max_events
+            || (self.bytes > self.limits.max_bytes && self.events.len() > 1)
+        {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(event) = self.events.pop_front() {
+            self.bytes -= event.approx_bytes();
+            self.compacted = event.revision;
+        }
+    }
+
+    /// Up to `max` changes from revision `from` on. `from` may be one past
+    /// the newest revision (nothing yet); older than [`Self::oldest`] is
+    /// [`SyncError::Compacted`].
+    pub fn read_from(
+        &self,
+        from: Revision,
+        max: usize,
+    ) -> Result<Vec<Arc<ChangeEvent>>, SyncError> {
+        if from < self.oldest() {
+            return Err(SyncError::Compacted {
+                requested: from,
+                oldest: self.oldest(),
+            });
+        }
+        let start = usize::try_from(from - self.oldest()).unwrap_or(usize::MAX);
+        if start >= self.events.len() {
+            return Ok(Vec::new());
+        }
+        let end = start.saturating_add(max).min(self.events.len());
+        Ok(self.events.clone().slice(start..end).into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventSource, Op};
+    use bytes::Bytes;
+
+    fn event(revision: Revision, value_len: usize) -> Arc<ChangeEvent> {
+        Arc::new(ChangeEvent {
+            revision,
+            map: "m".into(),
+            op: Op::Put,
+            key: Bytes::from_static(b"k"),
+            value: Some(Bytes::from(vec![0u8; value_len])),
+            source: EventSource::Trace,
+        })
+    }
+
+    #[test]
+    fn keeps_at_most_max_events_and_reports_compaction() {
+        let mut log = ChangeLog::new(LogLimits {
+            max_events: 3,
+            max_bytes: usize::MAX,
+        });
+        for revision in 1..=5 {
+            log.push(event(revision, 1));
+        }
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.oldest(), 3);
+        let read: Vec<_> = log
+            .read_from(3, 10)
+            .expect("in range")
+            .iter()
+            .map(|e| e.revision)
+            .collect();
+        assert_eq!(read, vec![3, 4, 5]);
+        assert!(log.read_from(6, 10).expect("one past newest").is_empty());
+        match log.read_from(2, 10) {
+            Err(SyncError::Compacted {
+                requested: 2,
+                oldest: 3,
+            }) => {}
+            other => panic!("expected compacted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn byte_bound_compacts_oldest_first() {
+        let mut log = ChangeLog::new(LogLimits {
+            max_events: 100,
+            max_bytes: 3 * (64 + 1 + 100),
+        });
+        for revision in 1..=10 {
+            log.push(event(revision, 100));
+        }
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.oldest(), 8);
+        assert!(log.bytes() <= 3 * (64 + 1 + 100));
+    }
+
+    #[test]
+    fn read_is_capped_by_max() {
+        let mut log = ChangeLog::new(LogLimits::default());
+        for revision in 1..=10 {
+            log.push(event(revision, 1));
+        }
+        let read = log.read_from(4, 2).expect("in range");
+        assert_eq!(
+            read.iter().map(|e| e.revision).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+    }
+
+    #[test]
+    fn compact_through_marks_initial_state_unavailable() {
+        let mut log = ChangeLog::new(LogLimits::default());
+        log.compact_through(40);
+        assert_eq!(log.oldest(), 41);
+        assert!(log.read_from(41, 5).expect("next revision").is_empty());
+        assert!(log.read_from(40, 5).is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! The one error type of the sync core.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::event::{Epoch, Revision};
+use crate::map_info::MapKind;
+
+/// Everything that can go wrong in the sync core, with the facts a caller
+/// needs to report it precisely.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// No map of that name is mirrored.
+    #[error("unknown map `{name}`")]
+    UnknownMap {
+        /// The name asked for.
+        name: String,
+    },
+    /// Two maps were configured under one name.
+    #[error("map name `{name}` is configured twice")]
+    DuplicateMap {
+        /// The name.
+        name: String,
+    },
+    /// A pin path could not be opened.
+    #[error("cannot open pinned object {path}: {source}")]
+    OpenPin {
+        /// The pin path.
+        path: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// A pin path names a BPF object that is not a map (a program, a link).
+    #[error("{path} is not a BPF map")]
+    NotAMap {
+        /// The pin path.
+        path: PathBuf,
+    },
+    /// No map has that id.
+    #[error("cannot open map id {id}: {source}")]
+    OpenId {
+        /// The id.
+        id: u32,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// The map's kind cannot be mirrored.
+    #[error(
+        "map `{name}` is a {kind} map, which mapsync cannot mirror (supported: hash, lru_hash, percpu_hash, lru_percpu_hash, array, percpu_array)"
+    )]
+    UnsupportedKind {
+        /// The map's name.
+        name: String,
+        /// Its kind.
+        kind: MapKind,
+    },
+    /// The map's keys or values are larger than a change record carries.
+    #[error(
+        "map `{name}`: {what} of {size} bytes is larger than the {max} bytes a change record carries"
+    )]
+    TooLarge {
+        /// The map's name.
+        name: String,
+        /// "key" or "value".
+        what: &'static str,
+        /// Its size.
+        size: u32,
+        /// The limit.
+        max: usize,
+    },
+    /// A key of the wrong size was given for a map.
+    #[error("map `{map}` has {expected}-byte keys, got {size} bytes")]
+    WrongKeySize {
+        /// The map's name.
+        map: String,
+        /// Size given.
+        size: usize,
+        /// The map's key size.
+        expected: u32,
+    },
+    /// A revision older than the change log was asked for.
+    #[error("revision {requested} is compacted; the oldest available revision is {oldest}")]
+    Compacted {
+        /// The revision asked for.
+        requested: Revision,
+        /// The oldest revision still in the log.
+        oldest: Revision,
+    },
+    /// A revision of another process lifetime was given.
+    #[error("epoch changed (asked {requested}, now {current}): resync from a snapshot")]
+    EpochChanged {
+        /// The epoch given.
+        requested: Epoch,
+        /// This instance's epoch.
+        current: Epoch,
+    },
+    /// More maps than the syscall trace can watch.
+    #[error("too many maps: the syscall trace watches at most {max}")]
+    TooManyMaps {
+        /// The limit.
+        max: u32,
+    },
+    /// A `bpf()` call failed.
+    #[error("bpf({op}) failed: {source}")]
+    Syscall {
+        /// The command.
+        op: &'static str,
+        /// errno.
+        #[source]
+        source: io::Error,
+    },
+    /// Loading mapsync's BPF objects failed.
+    #[error("loading BPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program failed to load or attach.
+    #[error("program `{program}`: {source}")]
+    Program {
+        /// The program's name.
+        program: String,
+        /// aya's error.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map of mapsync's objects could not be used.
+    #[error("BPF map `{map}`: {source}")]
+    Map {
+        /// The map's name.
+        map: String,
+        /// aya's error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A BPF object lacks something mapsync expects in it.
+    #[error("BPF object has no {what} `{name}`")]
+    MissingInObject {
+        /// "map" or "program".
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// Reading kernel facts (possible CPUs, clock) failed.
+    #[error("{what}: {source}")]
+    Host {
+        /// What was read.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The ingest task has stopped; the mirror no longer follows the kernel.
+    #[error("mapsync's ingest task has stopped")]
+    Stopped,
+}

@@ -1,0 +1,31 @@
+//! mapsync's sync core: a live, lock-free user-space mirror of BPF maps.
+//!
+//! # Layout
+//! - [`store`]: the [`Store`] readers load snapshots from, and its single
+//!   [`StoreWriter`]; revisions, epochs and the per-key "never go back" rule.
+//! - [`snapshot`]: immutable views of all maps at one revision.
+//! - [`changelog`]: the bounded log of recent changes.
+//! - [`subscribe`]: in-process subscriptions (initial state, then changes).
+//! - [`map_info`]: kinds and sizes of kernel maps.
+//! - [`kernel`]: everything that talks to the kernel: opening maps, raw
+//!   `bpf()` calls, dumps, the capture programs and the ring buffer.
+//! - [`sync`]: [`MapSync`], which wires the kernel side to a store.
+//!
+//! No gRPC or protobuf here: `mapsync-grpc` serves a [`Store`].
+#![deny(missing_docs)]
+
+pub mod changelog;
+pub mod error;
+pub mod event;
+pub mod map_info;
+pub mod snapshot;
+pub mod store;
+pub mod subscribe;
+
+pub use changelog::{ChangeLog, LogLimits};
+pub use error::SyncError;
+pub use event::{ChangeEvent, Epoch, EventSource, Op, Revision};
+pub use map_info::{MapInfo, MapKind};
+pub use snapshot::{Entry, MapView, Snapshot};
+pub use store::{Change, Store, StoreWriter};
+pub use subscribe::{SubscribeFilter, Subscription, WatchBatch};

@@ -1,0 +1,112 @@
+//! What mapsync knows about a mirrored kernel map: kind and sizes.
+
+use std::fmt;
+
+/// The kind of a BPF map (`enum bpf_map_type`), as far as mapsync cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MapKind {
+    /// `BPF_MAP_TYPE_HASH`
+    Hash,
+    /// `BPF_MAP_TYPE_ARRAY`
+    Array,
+    /// `BPF_MAP_TYPE_PERCPU_HASH`
+    PercpuHash,
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY`
+    PercpuArray,
+    /// `BPF_MAP_TYPE_LRU_HASH`
+    LruHash,
+    /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`
+    LruPercpuHash,
+    /// `BPF_MAP_TYPE_ARRAY_OF_MAPS`
+    ArrayOfMaps,
+    /// `BPF_MAP_TYPE_HASH_OF_MAPS`
+    HashOfMaps,
+    /// Any other kind, by its number; mapsync refuses to mirror these.
+    Other(u32),
+}
+
+impl MapKind {
+    /// Decodes `enum bpf_map_type`.
+    pub fn from_raw(raw: u32) -> Self {
+        match raw {
+            1 => Self::Hash,
+            2 => Self::Array,
+            5 => Self::PercpuHash,
+            6 => Self::PercpuArray,
+            9 => Self::LruHash,
+            10 => Self::LruPercpuHash,
+            12 => Self::ArrayOfMaps,
+            13 => Self::HashOfMaps,
+            other => Self::Other(other),
+        }
+    }
+
+    /// Whether values hold one slot per possible CPU.
+    pub fn is_per_cpu(self) -> bool {
+        matches!(
+            self,
+            Self::PercpuHash | Self::PercpuArray | Self::LruPercpuHash
+        )
+    }
+
+    /// Whether keys are array indexes that always exist (no delete).
+    pub fn is_array(self) -> bool {
+        matches!(self, Self::Array | Self::PercpuArray | Self::ArrayOfMaps)
+    }
+
+    /// Whether this version of mapsync can mirror the kind.
+    pub fn is_supported(self) -> bool {
+        matches!(
+            self,
+            Self::Hash
+                | Self::Array
+                | Self::LruHash
+                | Self::PercpuHash
+                | Self::PercpuArray
+                | Self::LruPercpuHash
+        )
+    }
+
+    /// The kernel's name of the kind.
+    pub fn name(self) -> String {
+        match self {
+            Self::Hash => "hash".into(),
+            Self::Array => "array".into(),
+            Self::PercpuHash => "percpu_hash".into(),
+            Self::PercpuArray => "percpu_array".into(),
+            Self::LruHash => "lru_hash".into(),
+            Self::LruPercpuHash => "lru_percpu_hash".into(),
+            Self::ArrayOfMaps => "array_of_maps".into(),
+            Self::HashOfMaps => "hash_of_maps".into(),
+            Self::Other(raw) => format!("type {raw}"),
+        }
+    }
+}
+
+impl fmt::Display for MapKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// A mirrored map's identity and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapInfo {
+    /// Name mapsync serves it under (configured, or the pin's file name).
+    pub name: String,
+    /// Kernel map id.
+    pub id: u32,
+    /// Name the kernel knows it by (at most 15 bytes).
+    pub kernel_name: String,
+    /// Kind of map.
+    pub kind: MapKind,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes, as declared (one CPU's slot for per-CPU maps).
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// Bytes of one value as lookups and events carry it: `value_size`, or
+    /// for per-CPU maps `possible CPUs * round_up(value_size, 8)`.
+    pub value_bytes: u32,
+}

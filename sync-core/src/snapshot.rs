@@ -1,0 +1,127 @@
+//! Immutable, consistent views of every mirrored map at one revision.
+//!
+//! A [`Snapshot`] is what readers load from the store's `ArcSwap`: no lock,
+//! no syscall. Maps are persistent ordered maps (`imbl::OrdMap`), so a writer
+//! publishing one change shares all untouched structure with the previous
+//! snapshot: publishing costs O(log n), not O(map size).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::changelog::ChangeLog;
+use crate::event::{Epoch, Revision};
+use crate::map_info::MapInfo;
+
+/// One key's current value in the mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Value bytes (syscall layout).
+    pub value: Bytes,
+    /// Revision of the change that set this value.
+    pub mod_revision: Revision,
+    /// CLOCK_MONOTONIC time (ns) at which the value was known to be current
+    /// in the kernel; a change observed earlier is older and never applied.
+    pub(crate) observed_ns: u64,
+}
+
+/// The mirror of one map at the snapshot's revision.
+#[derive(Debug, Clone)]
+pub struct MapView {
+    pub(crate) info: Arc<MapInfo>,
+    pub(crate) entries: imbl::OrdMap<Bytes, Entry>,
+    /// Changes observed before this time are reflected in the map's base
+    /// state (its last full dump): applying them again would go backwards.
+    pub(crate) floor_ns: u64,
+}
+
+impl MapView {
+    /// The map's identity and shape.
+    pub fn info(&self) -> &MapInfo {
+        &self.info
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.entries.get(key).map(|entry| &entry.value)
+    }
+
+    /// The value of `key` with its revision, if present.
+    pub fn entry(&self, key: &[u8]) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries in key order (bytewise).
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Entry)> {
+        self.entries.iter()
+    }
+
+    /// Entries with keys strictly after `after` (or all), in key order: the
+    /// way to page through a large map.
+    pub fn iter_after<'a>(
+        &'a self,
+        after: Option<&Bytes>,
+    ) -> impl Iterator<Item = (&'a Bytes, &'a Entry)> + 'a {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(key) => Bound::Excluded(key.clone()),
+            None => Bound::Unbounded,
+        };
+        self.entries.range((lower, Bound::Unbounded))
+    }
+}
+
+/// Every mirrored map, consistent at one revision.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub(crate) epoch: Epoch,
+    pub(crate) revision: Revision,
+    pub(crate) maps: imbl::OrdMap<Arc<str>, MapView>,
+    pub(crate) log: ChangeLog,
+}
+
+impl Snapshot {
+    pub(crate) fn empty(epoch: Epoch, log: ChangeLog) -> Self {
+        Self {
+            epoch,
+            revision: 0,
+            maps: imbl::OrdMap::new(),
+            log,
+        }
+    }
+
+    /// The instance's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The revision this snapshot is consistent at.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// One map's mirror.
+    pub fn map(&self, name: &str) -> Option<&MapView> {
+        self.maps.get(name)
+    }
+
+    /// All maps, by name.
+    pub fn maps(&self) -> impl Iterator<Item = (&Arc<str>, &MapView)> {
+        self.maps.iter()
+    }
+
+    /// The change log as of this snapshot.
+    pub fn log(&self) -> &ChangeLog {
+        &self.log
+    }
+}

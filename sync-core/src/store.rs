@@ -1,0 +1,432 @@
+//! The store: one `ArcSwap<Snapshot>` that readers load, and the single
+//! writer that publishes changes with revisions.
+
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::changelog::{ChangeLog, LogLimits};
+use crate::error::SyncError;
+use crate::event::{ChangeEvent, Epoch, EventSource, Op, Revision};
+use crate::map_info::MapInfo;
+use crate::snapshot::{Entry, MapView, Snapshot};
+use crate::subscribe::{SubscribeFilter, Subscription};
+
+/// A handle on the mirror of every map one mapsync instance follows. Cheap to
+/// clone; all clones see the same data.
+///
+/// ```
+/// use bytes::Bytes;
+/// use mapsync_core::{Change, EventSource, MapInfo, MapKind, Store};
+///
+/// let (store, mut writer) = Store::new(Default::default());
+/// let info = MapInfo {
+///     name: "counts".into(), id: 7, kernel_name: "counts".into(), kind: MapKind::Hash,
+///     key_size: 4, value_size: 8, max_entries: 16, value_bytes: 8,
+/// };
+/// writer.add_map(info, Vec::new(), 0);
+/// writer.apply([Change::put("counts", &[1, 0, 0, 0][..], &[9, 0, 0, 0, 0, 0, 0, 0][..], EventSource::Trace, 1)]);
+///
+/// // Readers: no lock, no syscall.
+/// let snapshot = store.snapshot();
+/// assert_eq!(snapshot.revision(), 1);
+/// assert_eq!(snapshot.map("counts").unwrap().get(&[1, 0, 0, 0]).unwrap()[0], 9);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    current: ArcSwap<Snapshot>,
+    revision: watch::Sender<Revision>,
+    ready: watch::Sender<bool>,
+}
+
+impl Store {
+    /// A new, empty store with a fresh epoch, and its only writer.
+    pub fn new(limits: LogLimits) -> (Store, StoreWriter) {
+        let snapshot = Snapshot::empty(Epoch::random(), ChangeLog::new(limits));
+        let store = Store {
+            inner: Arc::new(Inner {
+                current: ArcSwap::from_pointee(snapshot),
+                revision: watch::channel(0).0,
+                ready: watch::channel(false).0,
+            }),
+        };
+        let writer = StoreWriter {
+            store: store.clone(),
+        };
+        (store, writer)
+    }
+
+    /// The current snapshot, to keep. For a short read, [`Store::load`] is
+    /// cheaper.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.current.load_full()
+    }
+
+    /// The current snapshot, borrowed for a short read (no reference count
+    /// traffic on the shared pointer).
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.inner.current.load()
+    }
+
+    /// The instance's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.load().epoch
+    }
+
+    /// The newest published revision.
+    pub fn revision(&self) -> Revision {
+        *self.inner.revision.borrow()
+    }
+
+    /// A receiver that changes whenever a new revision is published.
+    pub fn revisions(&self) -> watch::Receiver<Revision> {
+        self.inner.revision.subscribe()
+    }
+
+    /// Whether every configured map has had its initial dump.
+    pub fn is_ready(&self) -> bool {
+        *self.inner.ready.borrow()
+    }
+
+    /// Waits until every configured map has had its initial dump.
+    pub async fn wait_ready(&self) {
+        let mut ready = self.inner.ready.subscribe();
+        // the sender lives in `self`, so this cannot fail
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    /// Waits until the mirror has reached `revision` (read-your-writes).
+    pub async fn wait_for_revision(&self, revision: Revision) {
+        let mut revisions = self.revisions();
+        let _ = revisions.wait_for(|current| *current >= revision).await;
+    }
+
+    /// A stream of the changes to the maps `filter` selects, from
+    /// `from_revision` on; `from_revision` 0 first yields the selected
+    /// entries as of one revision R and an end-of-initial-state marker, then
+    /// every change after R. Errors: an unknown map in the filter, or a
+    /// revision older than the change log.
+    pub fn subscribe(
+        &self,
+        from_revision: Revision,
+        filter: SubscribeFilter,
+    ) -> Result<Subscription, SyncError> {
+        Subscription::new(self.clone(), from_revision, filter)
+    }
+
+    fn publish(&self, snapshot: Snapshot) {
+        let revision = snapshot.revision;
+        self.inner.current.store(Arc::new(snapshot));
+        self.inner.revision.send_replace(revision);
+    }
+}
+
+/// One observed change to apply to the mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Map name.
+    pub map: Arc<str>,
+    /// Key bytes.
+    pub key: Bytes,
+    /// New value, or `None` for a delete.
+    pub value: Option<Bytes>,
+    /// Who saw it.
+    pub source: EventSource,
+    /// CLOCK_MONOTONIC time (ns) at which the change was known to be in
+    /// the kernel; used to never apply a change older than what the mirror holds.
+    pub observed_ns: u64,
+}
+
+impl Change {
+    /// A put.
+    pub fn put(
+        map: &str,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        source: EventSource,
+        observed_ns: u64,
+    ) -> Self {
+        Self {
+            map: map.into(),
+            key: key.into(),
+            value: Some(value.into()),
+            source,
+            observed_ns,
+        }
+    }
+
+    /// A delete.
+    pub fn delete(map: &str, key: impl Into<Bytes>, source: EventSource, observed_ns: u64) -> Self {
+        Self {
+            map: map.into(),
+            key: key.into(),
+            value: None,
+            source,
+            observed_ns,
+        }
+    }
+}
+
+/// The single writer of a [`Store`]: owned by the ingest task.
+#[derive(Debug)]
+pub struct StoreWriter {
+    store: Store,
+}
+
+impl StoreWriter {
+    /// The store this writer publishes to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Adds (or replaces) a map with its initial entries, each taking the
+    /// next revision, in key order. `floor_ns` is when the dump of those
+    /// entries began: any change observed earlier is already in them.
+    /// Revisions up to the new one are compacted: the initial state is served
+    /// as a snapshot, not as history.
+    pub fn add_map(&mut self, info: MapInfo, entries: Vec<(Bytes, Bytes, u64)>, floor_ns: u64) {
+        let mut next = (*self.store.snapshot()).clone();
+        let mut map = imbl::OrdMap::new();
+        let mut sorted = entries;
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, value, observed_ns) in sorted {
+            next.revision += 1;
+            map.insert(
+                key,
+                Entry {
+                    value,
+                    mod_revision: next.revision,
+                    observed_ns,
+                },
+            );
+        }
+        let name: Arc<str> = info.name.as_str().into();
+        next.maps.insert(
+            name,
+            MapView {
+                info: Arc::new(info),
+                entries: map,
+                floor_ns,
+            },
+        );
+        next.log.compact_through(next.revision);
+        self.store.publish(next);
+    }
+
+    /// Marks the store ready: every configured map has had its initial dump.
+    pub fn set_ready(&mut self) {
+        self.store.inner.ready.send_replace(true);
+    }
+
+    /// Applies changes in order and publishes the result once. A change to
+    /// an unknown map, a delete of an absent key, and a change observed
+    /// before what the mirror holds for its key are skipped. Returns the
+    /// published revision.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) -> Revision {
+        let current = self.store.snapshot();
+        let mut next = (*current).clone();
+        drop(current);
+        for change in changes {
+            apply_one(&mut next, change);
+        }
+        let revision = next.revision;
+        if revision != self.store.revision() {
+            self.store.publish(next);
+        }
+        revision
+    }
+
+    /// Raises a map's floor: changes observed before `floor_ns` are reflected
+    /// in a dump taken since. Used by resyncs.
+    pub fn raise_floor(&mut self, map: &str, floor_ns: u64) {
+        let mut next = (*self.store.snapshot()).clone();
+        if let Some(view) = next.maps.get_mut(map) {
+            view.floor_ns = view.floor_ns.max(floor_ns);
+            self.store.inner.current.store(Arc::new(next));
+        }
+    }
+}
+
+fn apply_one(next: &mut Snapshot, change: Change) {
+    let Some(view) = next.maps.get_mut(&change.map) else {
+        return;
+    };
+    let existing = view.entries.get(&change.key);
+    let newest_known = existing.map_or(view.floor_ns, |entry| entry.observed_ns);
+    if change.observed_ns < newest_known {
+        return;
+    }
+    let op = match (&change.value, existing) {
+        (None, None) => return,
+        (None, Some(_)) => Op::Delete,
+        (Some(value), Some(entry))
+            if change.source == EventSource::Resync && entry.value == *value =>
+        {
+            return;
+        }
+        (Some(_), _) => Op::Put,
+    };
+    next.revision += 1;
+    let revision = next.revision;
+    match &change.value {
+        Some(value) => {
+            view.entries.insert(
+                change.key.clone(),
+                Entry {
+                    value: value.clone(),
+                    mod_revision: revision,
+                    observed_ns: change.observed_ns,
+                },
+            );
+        }
+        None => {
+            view.entries.remove(&change.key);
+        }
+    }
+    next.log.push(Arc::new(ChangeEvent {
+        revision,
+        map: change.map,
+        op,
+        key: change.key,
+        value: change.value,
+        source: change.source,
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map_info::MapKind;
+
+    pub(crate) fn info(name: &str) -> MapInfo {
+        MapInfo {
+            name: name.into(),
+            id: 1,
+            kernel_name: name.into(),
+            kind: MapKind::Hash,
+            key_size: 1,
+            value_size: 1,
+            max_entries: 64,
+            value_bytes: 1,
+        }
+    }
+
+    #[test]
+    fn initial_entries_take_revisions_in_key_order_and_are_not_history() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        writer.add_map(
+            info("m"),
+            vec![
+                (Bytes::from_static(b"b"), Bytes::from_static(b"2"), 10),
+                (Bytes::from_static(b"a"), Bytes::from_static(b"1"), 10),
+            ],
+            5,
+        );
+        let snapshot = store.snapshot();
+        assert_eq!(snapshot.revision(), 2);
+        let view = snapshot.map("m").expect("map added");
+        assert_eq!(view.entry(b"a").expect("a").mod_revision, 1);
+        assert_eq!(view.entry(b"b").expect("b").mod_revision, 2);
+        assert_eq!(snapshot.log().oldest(), 3);
+    }
+
+    #[test]
+    fn a_change_older_than_the_mirror_never_moves_a_key_back() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        writer.add_map(
+            info("m"),
+            vec![(Bytes::from_static(b"k"), Bytes::from_static(b"new"), 100)],
+            50,
+        );
+        // observed before the dump read the key: stale
+        writer.apply([Change::put(
+            "m",
+            &b"k"[..],
+            &b"old"[..],
+            EventSource::Trace,
+            99,
+        )]);
+        // an absent key whose write predates the dump start: already reflected
+        writer.apply([Change::put(
+            "m",
+            &b"x"[..],
+            &b"gone"[..],
+            EventSource::Trace,
+            49,
+        )]);
+        let snapshot = store.snapshot();
+        assert_eq!(
+            snapshot.map("m").expect("map").get(b"k").expect("k"),
+            &b"new"[..]
+        );
+        assert!(snapshot.map("m").expect("map").get(b"x").is_none());
+        assert_eq!(snapshot.revision(), 1, "skipped changes take no revision");
+        // a newer change applies
+        writer.apply([Change::put(
+            "m",
+            &b"k"[..],
+            &b"newer"[..],
+            EventSource::Trace,
+            101,
+        )]);
+        assert_eq!(
+            store.load().map("m").expect("map").get(b"k").expect("k"),
+            &b"newer"[..]
+        );
+        assert_eq!(store.revision(), 2);
+    }
+
+    #[test]
+    fn deletes_of_absent_keys_and_unchanged_resync_values_are_not_events() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        writer.add_map(
+            info("m"),
+            vec![(Bytes::from_static(b"k"), Bytes::from_static(b"v"), 1)],
+            0,
+        );
+        writer.apply([
+            Change::delete("m", &b"nope"[..], EventSource::Trace, 5),
+            Change::put("m", &b"k"[..], &b"v"[..], EventSource::Resync, 5),
+            Change::put("other", &b"k"[..], &b"v"[..], EventSource::Trace, 5),
+        ]);
+        assert_eq!(store.revision(), 1);
+        writer.apply([Change::put(
+            "m",
+            &b"k"[..],
+            &b"v"[..],
+            EventSource::Trace,
+            6,
+        )]);
+        assert_eq!(
+            store.revision(),
+            2,
+            "a real write of the same value is a change"
+        );
+        writer.apply([Change::delete("m", &b"k"[..], EventSource::Trace, 7)]);
+        let snapshot = store.snapshot();
+        assert!(snapshot.map("m").expect("map").is_empty());
+        let log = snapshot.log().read_from(2, 10).expect("in log");
+        assert_eq!(
+            log.iter().map(|e| e.op).collect::<Vec<_>>(),
+            vec![Op::Put, Op::Delete]
+        );
+        assert_eq!(log[1].value, None);
+    }
+
+    #[test]
+    fn old_snapshots_stay_unchanged_after_publishing() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        writer.add_map(info("m"), vec![], 0);
+        let before = store.snapshot();
+        writer.apply([Change::put("m", &b"k"[..], &b"v"[..], EventSource::Emit, 1)]);
+        assert!(before.map("m").expect("map").is_empty());
+        assert_eq!(store.snapshot().map("m").expect("map").len(), 1);
+    }
+}

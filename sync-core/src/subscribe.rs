@@ -1,0 +1,389 @@
+//! In-process subscriptions: the initial state, then every change in
+//! revision order, read from the change log.
+//!
+//! A subscription holds only a cursor (the next revision it needs) and reads
+//! the shared change log from the current snapshot, so a slow subscriber
+//! costs no memory and never slows ingest or other subscribers. One that
+//! falls further behind than the log reaches ends with
+//! [`SyncError::Compacted`]: it must start again from a snapshot.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::watch;
+
+use crate::error::SyncError;
+use crate::event::{ChangeEvent, EventSource, Op, Revision};
+use crate::snapshot::Snapshot;
+use crate::store::Store;
+
+/// Most events in one [`WatchBatch::Events`].
+pub const MAX_BATCH: usize = 512;
+
+/// Which changes a subscription delivers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeFilter {
+    /// Map names; empty selects every map.
+    pub maps: Vec<String>,
+    /// Only keys starting with these bytes.
+    pub key_prefix: Option<Bytes>,
+}
+
+impl SubscribeFilter {
+    /// Every change to the named maps.
+    pub fn maps(names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            maps: names.into_iter().map(Into::into).collect(),
+            key_prefix: None,
+        }
+    }
+
+    fn selects_map(&self, map: &str) -> bool {
+        self.maps.is_empty() || self.maps.iter().any(|name| name == map)
+    }
+
+    fn selects(&self, event: &ChangeEvent) -> bool {
+        self.selects_map(&event.map)
+            && self
+                .key_prefix
+                .as_ref()
+                .is_none_or(|prefix| event.key.starts_with(prefix))
+    }
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchBatch {
+    /// Changes (or, before [`WatchBatch::InitialStateDone`], entries of the
+    /// initial state with source [`EventSource::Initial`]) in revision order.
+    Events(Vec<Arc<ChangeEvent>>),
+    /// The initial state, as of `revision`, is complete; live changes from
+    /// `revision + 1` follow.
+    InitialStateDone {
+        /// The revision the initial state was read at.
+        revision: Revision,
+    },
+}
+
+enum Phase {
+    Initial {
+        snapshot: Arc<Snapshot>,
+        maps: Vec<Arc<str>>,
+        map_index: usize,
+        after: Option<Bytes>,
+    },
+    Live {
+        next: Revision,
+    },
+    Done,
+}
+
+/// A stream of [`WatchBatch`]es; see [`Store::subscribe`]. Ends after an
+/// error.
+pub struct Subscription {
+    inner: Pin<Box<dyn Stream<Item = Result<WatchBatch, SyncError>> + Send>>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        store: Store,
+        from_revision: Revision,
+        filter: SubscribeFilter,
+    ) -> Result<Self, SyncError> {
+        let snapshot = store.snapshot();
+        for name in &filter.maps {
+            if snapshot.map(name).is_none() {
+                return Err(SyncError::UnknownMap { name: name.clone() });
+            }
+        }
+        let phase = if from_revision == 0 {
+            let maps = snapshot
+                .maps()
+                .map(|(name, _)| name.clone())
+                .filter(|name| filter.selects_map(name))
+                .collect();
+            Phase::Initial {
+                snapshot,
+                maps,
+                map_index: 0,
+                after: None,
+            }
+        } else {
+            if from_revision < snapshot.log().oldest() {
+                return Err(SyncError::Compacted {
+                    requested: from_revision,
+                    oldest: snapshot.log().oldest(),
+                });
+            }
+            Phase::Live {
+                next: from_revision,
+            }
+        };
+        let revisions = store.revisions();
+        let state = (store, revisions, filter, phase);
+        let inner =
+            futures::stream::unfold(state, |(store, mut revisions, filter, phase)| async move {
+                let (item, phase) = step(&store, &mut revisions, &filter, phase).await?;
+                Some((item, (store, revisions, filter, phase)))
+            });
+        Ok(Self {
+            inner: Box::pin(inner),
+        })
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<WatchBatch, SyncError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// Produces the next item and the phase after it; `None` ends the stream.
+async fn step(
+    store: &Store,
+    revisions: &mut watch::Receiver<Revision>,
+    filter: &SubscribeFilter,
+    phase: Phase,
+) -> Option<(Result<WatchBatch, SyncError>, Phase)> {
+    match phase {
+        Phase::Done => None,
+        Phase::Initial {
+            snapshot,
+            maps,
+            mut map_index,
+            mut after,
+        } => {
+            let mut batch = Vec::new();
+            while batch.len() < MAX_BATCH && map_index < maps.len() {
+                let name = &maps[map_index];
+                let view = snapshot.map(name).expect("listed from this snapshot");
+                let room = MAX_BATCH - batch.len();
+                let mut taken = 0;
+                for (key, entry) in view.iter_after(after.as_ref()).take(room) {
+                    taken += 1;
+                    after = Some(key.clone());
+                    if filter
+                        .key_prefix
+                        .as_ref()
+                        .is_some_and(|p| !key.starts_with(p))
+                    {
+                        continue;
+                    }
+                    batch.push(Arc::new(ChangeEvent {
+                        revision: entry.mod_revision,
+                        map: name.clone(),
+                        op: Op::Put,
+                        key: key.clone(),
+                        value: Some(entry.value.clone()),
+                        source: EventSource::Initial,
+                    }));
+                }
+                if taken < room {
+                    map_index += 1;
+                    after = None;
+                }
+            }
+            if batch.is_empty() {
+                let revision = snapshot.revision();
+                let next = Phase::Live { next: revision + 1 };
+                return Some((Ok(WatchBatch::InitialStateDone { revision }), next));
+            }
+            let next = Phase::Initial {
+                snapshot,
+                maps,
+                map_index,
+                after,
+            };
+            Some((Ok(WatchBatch::Events(batch)), next))
+        }
+        Phase::Live { mut next } => loop {
+            if revisions
+                .wait_for(|current| *current >= next)
+                .await
+                .is_err()
+            {
+                return Some((Err(SyncError::Stopped), Phase::Done));
+            }
+            let events = match store.load().log().read_from(next, MAX_BATCH) {
+                Ok(events) => events,
+                Err(error) => return Some((Err(error), Phase::Done)),
+            };
+            let Some(last) = events.last() else {
+                continue;
+            };
+            next = last.revision + 1;
+            let selected: Vec<_> = events.into_iter().filter(|e| filter.selects(e)).collect();
+            if !selected.is_empty() {
+                return Some((Ok(WatchBatch::Events(selected)), Phase::Live { next }));
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changelog::LogLimits;
+    use crate::map_info::{MapInfo, MapKind};
+    use crate::store::Change;
+    use futures::StreamExt;
+
+    fn info(name: &str) -> MapInfo {
+        MapInfo {
+            name: name.into(),
+            id: 1,
+            kernel_name: name.into(),
+            kind: MapKind::Hash,
+            key_size: 2,
+            value_size: 1,
+            max_entries: 4096,
+            value_bytes: 1,
+        }
+    }
+
+    fn collect(batch: WatchBatch) -> Vec<(Revision, Vec<u8>, EventSource)> {
+        match batch {
+            WatchBatch::Events(events) => events
+                .iter()
+                .map(|e| (e.revision, e.key.to_vec(), e.source))
+                .collect(),
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn from_zero_gives_state_then_marker_then_live_without_gap_or_duplicate() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        let entries = (0..1000u16)
+            .map(|i| {
+                (
+                    Bytes::from(i.to_be_bytes().to_vec()),
+                    Bytes::from_static(b"v"),
+                    1,
+                )
+            })
+            .collect();
+        writer.add_map(info("m"), entries, 0);
+        let mut sub = store
+            .subscribe(0, SubscribeFilter::default())
+            .expect("subscribe");
+        // a change published after the subscription started is live, not initial
+        writer.apply([Change::put(
+            "m",
+            &[0xff, 0xff][..],
+            &b"w"[..],
+            EventSource::Trace,
+            2,
+        )]);
+        let mut initial = Vec::new();
+        loop {
+            match sub.next().await.expect("item").expect("ok") {
+                WatchBatch::InitialStateDone { revision } => {
+                    assert_eq!(revision, 1000);
+                    break;
+                }
+                batch => initial.extend(collect(batch)),
+            }
+        }
+        assert_eq!(initial.len(), 1000);
+        assert!(
+            initial
+                .iter()
+                .all(|(_, _, source)| *source == EventSource::Initial)
+        );
+        let live = collect(sub.next().await.expect("item").expect("ok"));
+        assert_eq!(live, vec![(1001, vec![0xff, 0xff], EventSource::Trace)]);
+    }
+
+    #[tokio::test]
+    async fn resume_from_revision_and_filter_by_map_and_prefix() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        writer.add_map(info("a"), vec![], 0);
+        writer.add_map(info("b"), vec![], 0);
+        writer.apply([
+            Change::put("a", &[1, 1][..], &b"x"[..], EventSource::Trace, 1),
+            Change::put("b", &[1, 1][..], &b"x"[..], EventSource::Trace, 1),
+            Change::put("a", &[2, 1][..], &b"x"[..], EventSource::Trace, 1),
+            Change::put("a", &[1, 2][..], &b"x"[..], EventSource::Trace, 1),
+        ]);
+        let filter = SubscribeFilter {
+            maps: vec!["a".into()],
+            key_prefix: Some(Bytes::from_static(&[1])),
+        };
+        let mut sub = store.subscribe(2, filter).expect("subscribe");
+        let got = collect(sub.next().await.expect("item").expect("ok"));
+        assert_eq!(got.iter().map(|(r, _, _)| *r).collect::<Vec<_>>(), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn unknown_map_and_compacted_revision_are_refused() {
+        let (store, mut writer) = Store::new(LogLimits {
+            max_events: 2,
+            max_bytes: usize::MAX,
+        });
+        writer.add_map(info("m"), vec![], 0);
+        for i in 0..5u8 {
+            writer.apply([Change::put(
+                "m",
+                vec![i, 0],
+                &b"v"[..],
+                EventSource::Trace,
+                1,
+            )]);
+        }
+        match store.subscribe(0, SubscribeFilter::maps(["nope"])) {
+            Err(SyncError::UnknownMap { name }) => assert_eq!(name, "nope"),
+            other => panic!("expected unknown map, got {other:?}"),
+        }
+        match store.subscribe(1, SubscribeFilter::default()) {
+            Err(SyncError::Compacted {
+                requested: 1,
+                oldest: 4,
+            }) => {}
+            other => panic!("expected compacted, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_left_behind_the_log_is_told_it_is_compacted() {
+        let (store, mut writer) = Store::new(LogLimits {
+            max_events: 4,
+            max_bytes: usize::MAX,
+        });
+        writer.add_map(info("m"), vec![], 0);
+        let mut sub = store
+            .subscribe(1, SubscribeFilter::default())
+            .expect("subscribe");
+        for i in 0..10u8 {
+            writer.apply([Change::put(
+                "m",
+                vec![i, 0],
+                &b"v"[..],
+                EventSource::Trace,
+                1,
+            )]);
+        }
+        match sub.next().await.expect("item") {
+            Err(SyncError::Compacted {
+                requested: 1,
+                oldest: 7,
+            }) => {}
+            other => panic!("expected compacted, got {other:?}"),
+        }
+        assert!(
+            sub.next().await.is_none(),
+            "the stream ends after the error"
+        );
+    }
+}
