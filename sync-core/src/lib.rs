@@ -17,10 +17,14 @@
 pub mod changelog;
 pub mod error;
 pub mod event;
+mod ingest;
+pub mod kernel;
 pub mod map_info;
 pub mod snapshot;
+pub mod stats;
 pub mod store;
 pub mod subscribe;
+pub mod sync;
 
 pub use changelog::{ChangeLog, LogLimits};
 pub use error::SyncError;
@@ -28,4 +32,7 @@ pub use event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 pub use map_info::{MapInfo, MapKind};
 pub use snapshot::{Entry, MapView, Snapshot};
 pub use store::{Change, Store, StoreWriter};
+pub use kernel::{MapSource, MapSpec};
+pub use stats::StatsSnapshot;
+pub use sync::{DEFAULT_PIN_DIR, MapSync, SyncConfig};
 pub use subscribe::{SubscribeFilter, Subscription, WatchBatch};

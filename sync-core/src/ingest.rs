@@ -1,0 +1,237 @@
+//! The ingest task: the one owner of the capture programs, the mirrored
+//! maps' fds and the store's writer. It turns ring records into changes,
+//! repairs what records cannot say (lost records, ambiguous batch calls,
+//! dump races) by re-reading the kernel, and publishes.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aya::maps::{MapData, RingBuf};
+use bytes::Bytes;
+use mapsync_ebpf::abi::{RecordOp, RecordSource};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+
+use crate::error::SyncError;
+use crate::event::EventSource;
+use crate::kernel::{Capture, Record, dump, sys};
+use crate::map_info::MapInfo;
+use crate::stats::SyncStats;
+use crate::store::{Change, StoreWriter};
+
+/// Most records applied (and published) as one batch.
+pub(crate) const MAX_RECORDS_PER_BATCH: usize = 8192;
+/// How often the task checks the drop counters and polls the ring even
+/// without a wakeup.
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+/// A mirrored map as the ingest task holds it.
+#[derive(Debug)]
+pub(crate) struct Mirrored {
+    pub(crate) info: MapInfo,
+    pub(crate) name: Arc<str>,
+    pub(crate) fd: OwnedFd,
+}
+
+/// What a record asks the task to do.
+enum Action {
+    Apply(Change),
+    ReadKey { map_id: u32, key: Bytes },
+    Resync { map_id: u32 },
+}
+
+pub(crate) struct Ingest {
+    pub(crate) capture: Capture,
+    pub(crate) ring: AsyncFd<RingBuf<MapData>>,
+    pub(crate) writer: StoreWriter,
+    pub(crate) maps: HashMap<u32, Mirrored>,
+    pub(crate) stats: Arc<SyncStats>,
+    pub(crate) last_drops: u64,
+}
+
+impl Ingest {
+    /// Reads up to one batch of records from the ring.
+    fn read_ring(&mut self) -> Vec<Record> {
+        let ring = self.ring.get_mut();
+        let mut records = Vec::new();
+        while records.len() < MAX_RECORDS_PER_BATCH {
+            let Some(item) = ring.next() else { break };
+            match Record::parse(&item) {
+                Ok(record) => records.push(record),
+                Err(bad) => {
+                    tracing::warn!(?bad, len = item.len(), "undecodable ring record");
+                    SyncStats::add(&self.stats.bad_records, 1);
+                }
+            }
+        }
+        SyncStats::add(&self.stats.records, records.len() as u64);
+        records
+    }
+
+    /// Drains the ring until it is empty, applying every record. Returns the
+    /// records handled.
+    pub(crate) fn drain(&mut self) -> Result<Vec<Record>, SyncError> {
+        let mut all = Vec::new();
+        loop {
+            let records = self.read_ring();
+            if records.is_empty() {
+                return Ok(all);
+            }
+            self.handle(&records)?;
+            all.extend(records);
+        }
+    }
+
+    fn handle(&mut self, records: &[Record]) -> Result<(), SyncError> {
+        let mut changes = Vec::with_capacity(records.len());
+        let mut reads = Vec::new();
+        let mut resyncs = HashSet::new();
+        for record in records {
+            match self.action(record) {
+                Some(Action::Apply(change)) => changes.push(change),
+                Some(Action::ReadKey { map_id, key }) => reads.push((map_id, key)),
+                Some(Action::Resync { map_id }) => {
+                    resyncs.insert(map_id);
+                }
+                None => {}
+            }
+        }
+        self.writer.apply(changes);
+        if let Some(newest) = records.last() {
+            let lag = sys::monotonic_ns().saturating_sub(newest.header.ts_ns);
+            self.stats.last_lag_ns.store(lag, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.read_keys(reads)?;
+        for map_id in resyncs {
+            self.resync(map_id, "a record could not say what changed")?;
+        }
+        Ok(())
+    }
+
+    fn action(&self, record: &Record) -> Option<Action> {
+        let Some(map) = self.maps.get(&record.header.map_id) else {
+            SyncStats::add(&self.stats.foreign_records, 1);
+            return None;
+        };
+        let source = match record.source {
+            RecordSource::Emit => EventSource::Emit,
+            RecordSource::Trace => EventSource::Trace,
+        };
+        let map_id = record.header.map_id;
+        match record.op {
+            RecordOp::Resync => Some(Action::Resync { map_id }),
+            _ if record.key.len() != map.info.key_size as usize => Some(Action::Resync { map_id }),
+            RecordOp::Delete => Some(Action::Apply(Change {
+                map: map.name.clone(),
+                key: record.key.clone(),
+                value: None,
+                source,
+                observed_ns: record.header.ts_ns,
+            })),
+            // a BPF program's write to a per-CPU map carries one CPU's slot:
+            // read the whole value back
+            RecordOp::Put if record.value.len() != map.info.value_bytes as usize => {
+                Some(Action::ReadKey { map_id, key: record.key.clone() })
+            }
+            RecordOp::Put => Some(Action::Apply(Change {
+                map: map.name.clone(),
+                key: record.key.clone(),
+                value: Some(record.value.clone()),
+                source,
+                observed_ns: record.header.ts_ns,
+            })),
+        }
+    }
+
+    /// Re-reads keys from the kernel and applies what it holds now.
+    pub(crate) fn read_keys(&mut self, keys: Vec<(u32, Bytes)>) -> Result<(), SyncError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut changes = Vec::with_capacity(keys.len());
+        for (map_id, key) in keys {
+            let Some(map) = self.maps.get(&map_id) else { continue };
+            let (value, observed_ns) = dump::read_key(map.fd.as_fd(), &map.info, &key)?;
+            changes.push(Change {
+                map: map.name.clone(),
+                key,
+                value,
+                source: EventSource::Resync,
+                observed_ns,
+            });
+        }
+        self.writer.apply(changes);
+        Ok(())
+    }
+
+    /// Re-dumps one map and applies the difference as resync events.
+    pub(crate) fn resync(&mut self, map_id: u32, why: &str) -> Result<(), SyncError> {
+        let Some(map) = self.maps.get(&map_id) else { return Ok(()) };
+        let dump = dump::dump(map.fd.as_fd(), &map.info)?;
+        let name = map.name.clone();
+        let snapshot = self.writer.store().snapshot();
+        let mut changes = Vec::with_capacity(dump.entries.len());
+        let mut present = HashSet::with_capacity(dump.entries.len());
+        for (key, value, observed_ns) in dump.entries {
+            present.insert(key.clone());
+            changes.push(Change { map: name.clone(), key, value: Some(value), source: EventSource::Resync, observed_ns });
+        }
+        if let Some(view) = snapshot.map(&name) {
+            for (key, entry) in view.iter() {
+                if !present.contains(key) && entry.observed_ns < dump.started_ns {
+                    changes.push(Change::delete(&name, key.clone(), EventSource::Resync, dump.started_ns));
+                }
+            }
+        }
+        let before = self.writer.store().revision();
+        let after = self.writer.apply(changes);
+        self.writer.raise_floor(&name, dump.started_ns);
+        SyncStats::add(&self.stats.resyncs, 1);
+        tracing::info!(map = %name, why, repaired = after - before, "resync");
+        Ok(())
+    }
+
+    /// Resyncs every map when the kernel counted lost records.
+    fn check_drops(&mut self) -> Result<(), SyncError> {
+        let drops = self.capture.drops()?;
+        if drops > self.last_drops {
+            let lost = drops - self.last_drops;
+            self.last_drops = drops;
+            SyncStats::add(&self.stats.drops, lost);
+            tracing::warn!(lost, "ring buffer full: records lost, resyncing every map");
+            // what is still queued is older than the dumps below; apply it first
+            self.drain()?;
+            let ids: Vec<u32> = self.maps.keys().copied().collect();
+            for map_id in ids {
+                self.resync(map_id, "records lost")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the ring until `shutdown` fires or an error stops it.
+    pub(crate) async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> Result<(), SyncError> {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                ready = self.ring.readable_mut() => {
+                    let mut guard = ready.map_err(|source| SyncError::Host { what: "polling the ring buffer", source })?;
+                    guard.clear_ready();
+                    drop(guard);
+                    // re-check after clearing readiness: a wakeup that raced
+                    // the clear is not lost
+                    self.drain()?;
+                }
+                _ = tick.tick() => {
+                    self.drain()?;
+                    self.check_drops()?;
+                }
+            }
+        }
+    }
+}

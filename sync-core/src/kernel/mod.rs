@@ -1,0 +1,18 @@
+//! Everything that talks to the kernel.
+//!
+//! - [`sys`]: raw `bpf()` commands (lookups, batch lookups, pins, map info).
+//! - [`open`]: opening maps by pin path or id.
+//! - [`dump`]: full dumps with `BPF_MAP_LOOKUP_BATCH` (iteration as fallback).
+//! - [`capture`]: the syscall-trace programs and the shared ring.
+//! - [`record`]: decoding ring records.
+
+pub mod capture;
+pub mod dump;
+pub mod open;
+pub mod record;
+pub mod sys;
+
+pub use capture::Capture;
+pub use dump::Dump;
+pub use open::{MapSource, MapSpec, OpenMap};
+pub use record::Record;

@@ -1,0 +1,127 @@
+//! Opening the maps to mirror, by pin path or id, and learning their shape.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use mapsync_ebpf::abi;
+
+use super::sys;
+use crate::error::SyncError;
+use crate::map_info::{MapInfo, MapKind};
+
+/// Where a mirrored map comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapSource {
+    /// A map pinned in bpffs.
+    Pin(PathBuf),
+    /// A map by kernel id.
+    Id(u32),
+}
+
+/// A map to mirror: the name to serve it under and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapSpec {
+    /// Name clients use.
+    pub name: String,
+    /// Where the map is.
+    pub source: MapSource,
+}
+
+impl MapSpec {
+    /// A pinned map; the name defaults to the pin's file name.
+    pub fn pin(name: Option<&str>, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let name = name.map(str::to_owned).unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string())
+        });
+        Self {
+            name,
+            source: MapSource::Pin(path),
+        }
+    }
+
+    /// A map by id; the name defaults to the kernel's name of the map.
+    pub fn id(name: Option<&str>, id: u32) -> Self {
+        Self {
+            name: name.map(str::to_owned).unwrap_or_default(),
+            source: MapSource::Id(id),
+        }
+    }
+}
+
+/// An open map: its fd and shape.
+#[derive(Debug)]
+pub struct OpenMap {
+    /// Shape and names.
+    pub info: MapInfo,
+    /// The map's fd.
+    pub fd: OwnedFd,
+}
+
+/// Number of possible CPUs: the slot count of per-CPU values.
+pub fn possible_cpus() -> Result<usize, SyncError> {
+    aya::util::nr_cpus().map_err(|(what, source)| SyncError::Host {
+        what: if what.is_empty() { "possible CPUs" } else { "reading /sys/devices/system/cpu/possible" },
+        source,
+    })
+}
+
+/// Opens the map `spec` names and checks mapsync can mirror it.
+pub fn open(spec: &MapSpec) -> Result<OpenMap, SyncError> {
+    let fd = match &spec.source {
+        MapSource::Pin(path) => open_pin(path)?,
+        MapSource::Id(id) => {
+            sys::map_fd_by_id(*id).map_err(|source| SyncError::OpenId { id: *id, source })?
+        }
+    };
+    let raw = sys::map_info(fd.as_fd()).map_err(|source| SyncError::Syscall {
+        op: "BPF_OBJ_GET_INFO_BY_FD",
+        source,
+    })?;
+    let kind = MapKind::from_raw(raw.map_type);
+    let name = if spec.name.is_empty() {
+        raw.name.clone()
+    } else {
+        spec.name.clone()
+    };
+    if !kind.is_supported() {
+        return Err(SyncError::UnsupportedKind { name, kind });
+    }
+    let value_bytes = if kind.is_per_cpu() {
+        (raw.value_size.div_ceil(8) * 8) * possible_cpus()? as u32
+    } else {
+        raw.value_size
+    };
+    if raw.key_size as usize > abi::KEY_MAX {
+        return Err(SyncError::TooLarge { name, what: "key", size: raw.key_size, max: abi::KEY_MAX });
+    }
+    if value_bytes as usize > abi::VALUE_MAX {
+        return Err(SyncError::TooLarge { name, what: "value", size: value_bytes, max: abi::VALUE_MAX });
+    }
+    Ok(OpenMap {
+        info: MapInfo {
+            name,
+            id: raw.id,
+            kernel_name: raw.name,
+            kind,
+            key_size: raw.key_size,
+            value_size: raw.value_size,
+            max_entries: raw.max_entries,
+            value_bytes,
+        },
+        fd,
+    })
+}
+
+fn open_pin(path: &Path) -> Result<OwnedFd, SyncError> {
+    let fd = sys::obj_get(path).map_err(|source| SyncError::OpenPin {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !sys::is_map_fd(fd.as_fd()) {
+        return Err(SyncError::NotAMap { path: path.to_owned() });
+    }
+    Ok(fd)
+}

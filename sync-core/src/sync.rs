@@ -1,0 +1,176 @@
+//! [`MapSync`]: opens the maps, attaches capture, takes the initial dumps,
+//! and runs the ingest task that keeps a [`Store`] following the kernel.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mapsync_ebpf::abi;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::changelog::LogLimits;
+use crate::error::SyncError;
+use crate::ingest::{Ingest, Mirrored};
+use crate::kernel::{Capture, MapSpec, dump, open};
+use crate::stats::{StatsSnapshot, SyncStats};
+use crate::store::Store;
+
+/// Default bpffs directory of the shared capture maps.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/mapsync";
+
+/// What to mirror and how.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// The maps to mirror.
+    pub maps: Vec<MapSpec>,
+    /// bpffs directory where the shared ring, drop and sequence counters are
+    /// pinned by name (default [`DEFAULT_PIN_DIR`]). Users' programs that
+    /// include `mapsync.h` share the ring when loaded with this pin root.
+    pub pin_dir: PathBuf,
+    /// Size of the ring buffer when mapsync creates it (a power of two
+    /// multiple of the page size; default 4 MiB). An existing pinned ring
+    /// keeps its size.
+    pub ring_bytes: u32,
+    /// Bounds of the change log.
+    pub log_limits: LogLimits,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            maps: Vec::new(),
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            ring_bytes: abi::RINGBUF_BYTES,
+            log_limits: LogLimits::default(),
+        }
+    }
+}
+
+/// A running sync: the store and the task that feeds it.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), mapsync_core::SyncError> {
+/// use mapsync_core::{MapSpec, MapSync, SyncConfig};
+///
+/// let config = SyncConfig {
+///     maps: vec![MapSpec::pin(None, "/sys/fs/bpf/my_map")],
+///     ..SyncConfig::default()
+/// };
+/// // Returns once the initial dump of every map is in the mirror.
+/// let sync = MapSync::start(config).await?;
+/// let store = sync.store().clone();
+/// // Lock-free, syscall-free read, never older than the propagation delay:
+/// let value = store.load().map("my_map").and_then(|m| m.get(&[1, 0, 0, 0]).cloned());
+/// # let _ = value;
+/// sync.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct MapSync {
+    store: Store,
+    stats: Arc<SyncStats>,
+    task: JoinHandle<Result<(), SyncError>>,
+    stop: oneshot::Sender<()>,
+}
+
+impl MapSync {
+    /// Opens every map (failing on the first one that cannot be mirrored),
+    /// attaches the syscall trace, watches the maps *before* dumping them,
+    /// dumps them, re-reads keys written while the dumps ran, marks the
+    /// store ready and spawns the ingest task.
+    pub async fn start(config: SyncConfig) -> Result<MapSync, SyncError> {
+        let mut names = HashSet::new();
+        let mut opened = Vec::with_capacity(config.maps.len());
+        for spec in &config.maps {
+            let map = open::open(spec)?;
+            if !names.insert(map.info.name.clone()) {
+                return Err(SyncError::DuplicateMap { name: map.info.name });
+            }
+            opened.push(map);
+        }
+        let (mut capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
+        // SAFETY: the ring owns its map fd and keeps it open for as long as
+        // the AsyncFd that takes ownership of it lives.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|error| SyncError::Host {
+                what: "registering the ring buffer with tokio",
+                source: std::io::Error::other(error.to_string()),
+            })?;
+        let (store, writer) = Store::new(config.log_limits);
+        let stats = Arc::new(SyncStats::default());
+        let last_drops = capture.drops()?;
+        // capture first, then dump: a write made during the dump is either
+        // in the dump or in the ring (DESIGN, "never stale", property 3)
+        let mut dumped = Vec::with_capacity(opened.len());
+        for map in opened {
+            capture.watch(&map.info)?;
+            let dump = dump::dump(map.fd.as_fd(), &map.info)?;
+            tracing::info!(
+                map = %map.info.name, id = map.info.id, kind = %map.info.kind,
+                entries = dump.entries.len(), "initial dump"
+            );
+            dumped.push((map, dump));
+        }
+        let mut ingest = Ingest {
+            capture,
+            ring,
+            writer,
+            maps: HashMap::new(),
+            stats: stats.clone(),
+            last_drops,
+        };
+        let mut windows = HashMap::new();
+        for (map, dump) in dumped {
+            windows.insert(map.info.id, (dump.started_ns, dump.ended_ns));
+            ingest.writer.add_map(map.info.clone(), dump.entries, dump.started_ns);
+            let name: Arc<str> = map.info.name.as_str().into();
+            ingest.maps.insert(map.info.id, Mirrored { info: map.info, name, fd: map.fd });
+        }
+        // apply what was captured while dumping, then re-read every key
+        // written during its map's dump: the order of a record and the
+        // dump's read of the same key is unknown, the kernel's value is not
+        let records = ingest.drain()?;
+        let touched: HashSet<(u32, Bytes)> = records
+            .iter()
+            .filter(|record| {
+                windows.get(&record.header.map_id).is_some_and(|(start, end)| {
+                    (*start..=*end).contains(&record.header.ts_ns)
+                })
+            })
+            .map(|record| (record.header.map_id, record.key.clone()))
+            .collect();
+        tracing::debug!(keys = touched.len(), "re-reading keys written during the dumps");
+        ingest.read_keys(touched.into_iter().collect())?;
+        ingest.writer.set_ready();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(ingest.run(stopped).instrument(tracing::info_span!("ingest")));
+        Ok(MapSync { store, stats, task, stop })
+    }
+
+    /// The mirror.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The ingest counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Whether the ingest task is still running.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Stops the ingest task and detaches capture.
+    pub async fn shutdown(self) -> Result<(), SyncError> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or(Err(SyncError::Stopped))
+    }
+}
