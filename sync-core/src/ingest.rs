@@ -23,6 +23,8 @@ use crate::store::{Change, StoreWriter};
 
 /// Most records applied (and published) as one batch.
 pub(crate) const MAX_RECORDS_PER_BATCH: usize = 8192;
+/// Batches applied before the task yields to the runtime.
+const DRAIN_BATCHES_PER_TURN: usize = 8;
 /// How often the task checks the drop counters and polls the ring even
 /// without a wakeup.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -70,18 +72,37 @@ impl Ingest {
         records
     }
 
-    /// Drains the ring until it is empty, applying every record. Returns the
-    /// records handled.
-    pub(crate) fn drain(&mut self) -> Result<Vec<Record>, SyncError> {
-        let mut all = Vec::new();
+    /// Applies records until the ring is empty or a batch ends with a record
+    /// produced after `until_ns`, and returns the records with a timestamp
+    /// up to `until_ns` (used at start-up to find keys written during the
+    /// dumps, while writers may keep the ring busy).
+    pub(crate) fn drain_until(&mut self, until_ns: u64) -> Result<Vec<Record>, SyncError> {
+        let mut early = Vec::new();
         loop {
             let records = self.read_ring();
+            let Some(last) = records.last() else {
+                return Ok(early);
+            };
+            let past = last.header.ts_ns > until_ns;
+            self.handle(&records)?;
+            early.extend(records.into_iter().filter(|r| r.header.ts_ns <= until_ns));
+            if past {
+                return Ok(early);
+            }
+        }
+    }
+
+    /// Applies up to `max_batches` batches of records; returns whether the
+    /// ring may hold more.
+    fn drain(&mut self, max_batches: usize) -> Result<bool, SyncError> {
+        for _ in 0..max_batches {
+            let records = self.read_ring();
             if records.is_empty() {
-                return Ok(all);
+                return Ok(false);
             }
             self.handle(&records)?;
-            all.extend(records);
         }
+        Ok(true)
     }
 
     fn handle(&mut self, records: &[Record]) -> Result<(), SyncError> {
@@ -202,7 +223,7 @@ impl Ingest {
             SyncStats::add(&self.stats.drops, lost);
             tracing::warn!(lost, "ring buffer full: records lost, resyncing every map");
             // what is still queued is older than the dumps below; apply it first
-            self.drain()?;
+            while self.drain(64)? {}
             let ids: Vec<u32> = self.maps.keys().copied().collect();
             for map_id in ids {
                 self.resync(map_id, "records lost")?;
@@ -225,10 +246,12 @@ impl Ingest {
                     drop(guard);
                     // re-check after clearing readiness: a wakeup that raced
                     // the clear is not lost
-                    self.drain()?;
+                    while self.drain(DRAIN_BATCHES_PER_TURN)? {
+                        tokio::task::yield_now().await;
+                    }
                 }
                 _ = tick.tick() => {
-                    self.drain()?;
+                    self.drain(DRAIN_BATCHES_PER_TURN)?;
                     self.check_drops()?;
                 }
             }

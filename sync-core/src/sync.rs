@@ -135,7 +135,8 @@ impl MapSync {
         // apply what was captured while dumping, then re-read every key
         // written during its map's dump: the order of a record and the
         // dump's read of the same key is unknown, the kernel's value is not
-        let records = ingest.drain()?;
+        let dumps_ended = windows.values().map(|(_, end)| *end).max().unwrap_or(0);
+        let records = ingest.drain_until(dumps_ended)?;
         let touched: HashSet<(u32, Bytes)> = records
             .iter()
             .filter(|record| {
