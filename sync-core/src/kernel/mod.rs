@@ -4,15 +4,18 @@
 //! - [`open`]: opening maps by pin path or id.
 //! - [`dump`]: full dumps with `BPF_MAP_LOOKUP_BATCH` (iteration as fallback).
 //! - [`capture`]: the syscall-trace programs and the shared ring.
+//! - [`demo`]: the demo writer program, driven by `BPF_PROG_TEST_RUN`.
 //! - [`record`]: decoding ring records.
 
 pub mod capture;
+pub mod demo;
 pub mod dump;
 pub mod open;
 pub mod record;
 pub mod sys;
 
 pub use capture::Capture;
+pub use demo::DemoWriter;
 pub use dump::Dump;
 pub use open::{MapSource, MapSpec, OpenMap};
 pub use record::Record;

@@ -1,0 +1,102 @@
+//! The demo writer: mapsync's XDP demo program, loaded so that it shares the
+//! capture ring, and driven with `BPF_PROG_TEST_RUN` (no interface needed).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
+use aya::{Btf, Ebpf, EbpfLoader};
+
+use crate::error::SyncError;
+
+/// The loaded demo program and its map.
+pub struct DemoWriter {
+    ebpf: Ebpf,
+    map_id: u32,
+}
+
+impl std::fmt::Debug for DemoWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoWriter").field("map_id", &self.map_id).finish_non_exhaustive()
+    }
+}
+
+impl DemoWriter {
+    /// Loads the demo object with its shared maps pinned under `pin_dir`
+    /// (the same directory `MapSync` uses, so both share the ring).
+    pub fn load(pin_dir: &Path) -> Result<Self, SyncError> {
+        std::fs::create_dir_all(pin_dir).map_err(|source| SyncError::Host {
+            what: "creating the pin directory",
+            source,
+        })?;
+        let btf = Btf::from_sys_fs().map_err(|error| SyncError::Host {
+            what: "reading kernel BTF at /sys/kernel/btf/vmlinux",
+            source: std::io::Error::other(error),
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .default_map_pin_directory(pin_dir)
+            .load(mapsync_ebpf::DEMO_OBJECT)?;
+        for name in [mapsync_ebpf::DEMO_COUNT_PROGRAM, mapsync_ebpf::DEMO_FORGET_PROGRAM] {
+            program(&mut ebpf, name)?
+                .load()
+                .map_err(|source| SyncError::Program { program: name.into(), source })?;
+        }
+        let map_id = ebpf
+            .map(mapsync_ebpf::DEMO_MAP)
+            .ok_or_else(|| SyncError::MissingInObject { what: "map", name: mapsync_ebpf::DEMO_MAP.into() })?;
+        let map_id = match map_id {
+            aya::maps::Map::HashMap(data) => data.info(),
+            _ => return Err(SyncError::MissingInObject { what: "hash map", name: mapsync_ebpf::DEMO_MAP.into() }),
+        }
+        .map_err(|source| SyncError::Map { map: mapsync_ebpf::DEMO_MAP.into(), source })?
+        .id();
+        Ok(Self { ebpf, map_id })
+    }
+
+    /// Kernel id of the demo's map `demo_pkts`.
+    pub fn map_id(&self) -> u32 {
+        self.map_id
+    }
+
+    /// Runs `demo_count` on a packet from `source` of `len` bytes (at least
+    /// 34), `repeat` times: the program counts it through `mapsync_update()`.
+    pub fn count(&mut self, source: Ipv4Addr, len: usize, repeat: u32) -> Result<(), SyncError> {
+        self.run(mapsync_ebpf::DEMO_COUNT_PROGRAM, source, len, repeat)
+    }
+
+    /// Runs `demo_forget` on a packet from `source`: the program removes its
+    /// entry through `mapsync_delete()`.
+    pub fn forget(&mut self, source: Ipv4Addr) -> Result<(), SyncError> {
+        self.run(mapsync_ebpf::DEMO_FORGET_PROGRAM, source, 64, 1)
+    }
+
+    fn run(&mut self, name: &str, source: Ipv4Addr, len: usize, repeat: u32) -> Result<(), SyncError> {
+        let packet = ipv4_packet(source, len);
+        program(&mut self.ebpf, name)?
+            .test_run(TestRunOptions { data_in: Some(&packet), repeat, ..TestRunOptions::default() })
+            .map(drop)
+            .map_err(|source| SyncError::Program { program: name.into(), source })
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, SyncError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| SyncError::MissingInObject { what: "program", name: name.into() })?
+        .try_into()
+        .map_err(|source: ProgramError| SyncError::Program { program: name.into(), source })
+}
+
+/// An Ethernet + IPv4 frame from `source`, `len` bytes long (at least 34).
+fn ipv4_packet(source: Ipv4Addr, len: usize) -> Vec<u8> {
+    let mut packet = vec![0u8; len.max(34)];
+    packet[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    packet[14] = 0x45; // version 4, header length 5 words
+    let total = (packet.len() - 14) as u16;
+    packet[16..18].copy_from_slice(&total.to_be_bytes());
+    packet[22] = 64; // ttl
+    packet[23] = 17; // udp
+    packet[26..30].copy_from_slice(&source.octets());
+    packet[30..34].copy_from_slice(&[10, 0, 0, 1]);
+    packet
+}
