@@ -122,7 +122,9 @@ impl Ingest {
         self.writer.apply(changes);
         if let Some(newest) = records.last() {
             let lag = sys::monotonic_ns().saturating_sub(newest.header.ts_ns);
-            self.stats.last_lag_ns.store(lag, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .last_lag_ns
+                .store(lag, std::sync::atomic::Ordering::Relaxed);
         }
         self.read_keys(reads)?;
         for map_id in resyncs {
@@ -154,7 +156,10 @@ impl Ingest {
             // a BPF program's write to a per-CPU map carries one CPU's slot:
             // read the whole value back
             RecordOp::Put if record.value.len() != map.info.value_bytes as usize => {
-                Some(Action::ReadKey { map_id, key: record.key.clone() })
+                Some(Action::ReadKey {
+                    map_id,
+                    key: record.key.clone(),
+                })
             }
             RecordOp::Put => Some(Action::Apply(Change {
                 map: map.name.clone(),
@@ -173,7 +178,9 @@ impl Ingest {
         }
         let mut changes = Vec::with_capacity(keys.len());
         for (map_id, key) in keys {
-            let Some(map) = self.maps.get(&map_id) else { continue };
+            let Some(map) = self.maps.get(&map_id) else {
+                continue;
+            };
             let (value, observed_ns) = dump::read_key(map.fd.as_fd(), &map.info, &key)?;
             changes.push(Change {
                 map: map.name.clone(),
@@ -189,7 +196,9 @@ impl Ingest {
 
     /// Re-dumps one map and applies the difference as resync events.
     pub(crate) fn resync(&mut self, map_id: u32, why: &str) -> Result<(), SyncError> {
-        let Some(map) = self.maps.get(&map_id) else { return Ok(()) };
+        let Some(map) = self.maps.get(&map_id) else {
+            return Ok(());
+        };
         let dump = dump::dump(map.fd.as_fd(), &map.info)?;
         let name = map.name.clone();
         let snapshot = self.writer.store().snapshot();
@@ -197,12 +206,23 @@ impl Ingest {
         let mut present = HashSet::with_capacity(dump.entries.len());
         for (key, value, observed_ns) in dump.entries {
             present.insert(key.clone());
-            changes.push(Change { map: name.clone(), key, value: Some(value), source: EventSource::Resync, observed_ns });
+            changes.push(Change {
+                map: name.clone(),
+                key,
+                value: Some(value),
+                source: EventSource::Resync,
+                observed_ns,
+            });
         }
         if let Some(view) = snapshot.map(&name) {
             for (key, entry) in view.iter() {
                 if !present.contains(key) && entry.observed_ns < dump.started_ns {
-                    changes.push(Change::delete(&name, key.clone(), EventSource::Resync, dump.started_ns));
+                    changes.push(Change::delete(
+                        &name,
+                        key.clone(),
+                        EventSource::Resync,
+                        dump.started_ns,
+                    ));
                 }
             }
         }
@@ -233,7 +253,10 @@ impl Ingest {
     }
 
     /// Follows the ring until `shutdown` fires or an error stops it.
-    pub(crate) async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> Result<(), SyncError> {
+    pub(crate) async fn run(
+        mut self,
+        mut shutdown: oneshot::Receiver<()>,
+    ) -> Result<(), SyncError> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

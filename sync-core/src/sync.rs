@@ -90,18 +90,21 @@ impl MapSync {
         for spec in &config.maps {
             let map = open::open(spec)?;
             if !names.insert(map.info.name.clone()) {
-                return Err(SyncError::DuplicateMap { name: map.info.name });
+                return Err(SyncError::DuplicateMap {
+                    name: map.info.name,
+                });
             }
             opened.push(map);
         }
         let (mut capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
         // SAFETY: the ring owns its map fd and keeps it open for as long as
         // the AsyncFd that takes ownership of it lives.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|error| SyncError::Host {
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(
+            |error| SyncError::Host {
                 what: "registering the ring buffer with tokio",
                 source: std::io::Error::other(error.to_string()),
-            })?;
+            },
+        )?;
         let (store, writer) = Store::new(config.log_limits);
         let stats = Arc::new(SyncStats::default());
         let last_drops = capture.drops()?;
@@ -128,9 +131,18 @@ impl MapSync {
         let mut windows = HashMap::new();
         for (map, dump) in dumped {
             windows.insert(map.info.id, (dump.started_ns, dump.ended_ns));
-            ingest.writer.add_map(map.info.clone(), dump.entries, dump.started_ns);
+            ingest
+                .writer
+                .add_map(map.info.clone(), dump.entries, dump.started_ns);
             let name: Arc<str> = map.info.name.as_str().into();
-            ingest.maps.insert(map.info.id, Mirrored { info: map.info, name, fd: map.fd });
+            ingest.maps.insert(
+                map.info.id,
+                Mirrored {
+                    info: map.info,
+                    name,
+                    fd: map.fd,
+                },
+            );
         }
         // apply what was captured while dumping, then re-read every key
         // written during its map's dump: the order of a record and the
@@ -140,18 +152,30 @@ impl MapSync {
         let touched: HashSet<(u32, Bytes)> = records
             .iter()
             .filter(|record| {
-                windows.get(&record.header.map_id).is_some_and(|(start, end)| {
-                    (*start..=*end).contains(&record.header.ts_ns)
-                })
+                windows
+                    .get(&record.header.map_id)
+                    .is_some_and(|(start, end)| (*start..=*end).contains(&record.header.ts_ns))
             })
             .map(|record| (record.header.map_id, record.key.clone()))
             .collect();
-        tracing::debug!(keys = touched.len(), "re-reading keys written during the dumps");
+        tracing::debug!(
+            keys = touched.len(),
+            "re-reading keys written during the dumps"
+        );
         ingest.read_keys(touched.into_iter().collect())?;
         ingest.writer.set_ready();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(ingest.run(stopped).instrument(tracing::info_span!("ingest")));
-        Ok(MapSync { store, stats, task, stop })
+        let task = tokio::spawn(
+            ingest
+                .run(stopped)
+                .instrument(tracing::info_span!("ingest")),
+        );
+        Ok(MapSync {
+            store,
+            stats,
+            task,
+            stop,
+        })
     }
 
     /// The mirror.

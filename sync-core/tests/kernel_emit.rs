@@ -24,7 +24,8 @@ async fn program_writes_through_mapsync_update_reach_mirror_and_subscription() {
     let pins = PinDir::new("emit");
     let capture_dir = pins.join("capture");
     let mut demo = DemoWriter::load(&capture_dir).expect("load demo program");
-    demo.count(Ipv4Addr::new(192, 0, 2, 1), 100, 1).expect("seed before start");
+    demo.count(Ipv4Addr::new(192, 0, 2, 1), 100, 1)
+        .expect("seed before start");
 
     let config = SyncConfig {
         maps: vec![MapSpec::id(Some("pkts"), demo.map_id())],
@@ -35,16 +36,31 @@ async fn program_writes_through_mapsync_update_reach_mirror_and_subscription() {
     let store = sync.store().clone();
     let a = Ipv4Addr::new(192, 0, 2, 1).octets();
     let b = Ipv4Addr::new(198, 51, 100, 7).octets();
-    assert_eq!(counts(store.load().map("pkts").expect("map").get(&a).expect("seeded")), (1, 100));
+    assert_eq!(
+        counts(
+            store
+                .load()
+                .map("pkts")
+                .expect("map")
+                .get(&a)
+                .expect("seeded")
+        ),
+        (1, 100)
+    );
 
-    let mut sub = store.subscribe(store.revision() + 1, SubscribeFilter::default()).expect("subscribe");
+    let mut sub = store
+        .subscribe(store.revision() + 1, SubscribeFilter::default())
+        .expect("subscribe");
     demo.count(Ipv4Addr::from(b), 60, 3).expect("three packets");
     demo.count(Ipv4Addr::from(a), 100, 1).expect("one more");
     demo.forget(Ipv4Addr::from(b)).expect("forget");
 
     let mut events = Vec::new();
     while events.len() < 5 {
-        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await.expect("in time") {
+        match tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("in time")
+        {
             Some(Ok(WatchBatch::Events(batch))) => events.extend(batch),
             other => panic!("unexpected {other:?}"),
         }

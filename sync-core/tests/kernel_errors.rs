@@ -4,7 +4,12 @@ use mapsync_core::{MapKind, MapSpec, MapSync, SyncConfig, SyncError};
 use mapsync_test_support::{self as support, PinDir};
 
 async fn start(pins: &PinDir, maps: Vec<MapSpec>) -> Result<MapSync, SyncError> {
-    MapSync::start(SyncConfig { maps, pin_dir: pins.join("capture"), ..SyncConfig::default() }).await
+    MapSync::start(SyncConfig {
+        maps,
+        pin_dir: pins.join("capture"),
+        ..SyncConfig::default()
+    })
+    .await
 }
 
 #[tokio::test]
@@ -43,7 +48,10 @@ async fn a_pinned_program_is_not_a_map() {
     program.pin(&pin).expect("pin program");
     match start(&pins, vec![MapSpec::pin(None, &pin)]).await {
         Err(error @ SyncError::NotAMap { .. }) => {
-            assert_eq!(error.to_string(), format!("{} is not a BPF map", pin.display()));
+            assert_eq!(
+                error.to_string(),
+                format!("{} is not a BPF map", pin.display())
+            );
         }
         other => panic!("expected NotAMap, got {other:?}"),
     }
@@ -58,8 +66,18 @@ async fn an_unsupported_kind_is_refused_by_name() {
     let queue = pins.join("jobs");
     support::create_map(&queue, "queue", 0, 4, 8, "jobs");
     match start(&pins, vec![MapSpec::pin(None, &queue)]).await {
-        Err(error @ SyncError::UnsupportedKind { kind: MapKind::Other(22), .. }) => {
-            assert!(error.to_string().starts_with("map `jobs` is a type 22 map, which mapsync cannot mirror"), "{error}");
+        Err(
+            error @ SyncError::UnsupportedKind {
+                kind: MapKind::Other(22),
+                ..
+            },
+        ) => {
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("map `jobs` is a type 22 map, which mapsync cannot mirror"),
+                "{error}"
+            );
         }
         other => panic!("expected UnsupportedKind, got {other:?}"),
     }
@@ -82,7 +100,15 @@ async fn an_unknown_map_id_and_a_duplicate_name_are_refused() {
     let b = pins.join("b");
     support::create_map(&a, "hash", 4, 4, 8, "a");
     support::create_map(&b, "hash", 4, 4, 8, "b");
-    match start(&pins, vec![MapSpec::pin(Some("same"), &a), MapSpec::pin(Some("same"), &b)]).await {
+    match start(
+        &pins,
+        vec![
+            MapSpec::pin(Some("same"), &a),
+            MapSpec::pin(Some("same"), &b),
+        ],
+    )
+    .await
+    {
         Err(SyncError::DuplicateMap { name }) => assert_eq!(name, "same"),
         other => panic!("expected DuplicateMap, got {other:?}"),
     }

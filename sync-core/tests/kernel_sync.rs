@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mapsync_core::kernel::{open, sys};
-use mapsync_core::{EventSource, MapSpec, MapSync, Op, Store, SubscribeFilter, SyncConfig, WatchBatch};
+use mapsync_core::{
+    EventSource, MapSpec, MapSync, Op, Store, SubscribeFilter, SyncConfig, WatchBatch,
+};
 use mapsync_test_support::{self as support, PinDir};
 
 fn mirror(store: &Store, map: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
@@ -31,7 +33,11 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn config(pins: &PinDir, maps: Vec<MapSpec>) -> SyncConfig {
-    SyncConfig { maps, pin_dir: pins.join("capture"), ..SyncConfig::default() }
+    SyncConfig {
+        maps,
+        pin_dir: pins.join("capture"),
+        ..SyncConfig::default()
+    }
 }
 
 #[tokio::test]
@@ -46,15 +52,28 @@ async fn bpftool_writes_to_hash_and_array_reach_mirror_and_subscription_in_order
     support::create_map(&array, "array", 4, 4, 8, "config");
     support::update(&hash, &[1, 0, 0, 0], &[10, 0, 0, 0, 0, 0, 0, 0]).expect("seed");
 
-    let sync = MapSync::start(config(&pins, vec![MapSpec::pin(None, &hash), MapSpec::pin(None, &array)]))
-        .await
-        .expect("start");
+    let sync = MapSync::start(config(
+        &pins,
+        vec![MapSpec::pin(None, &hash), MapSpec::pin(None, &array)],
+    ))
+    .await
+    .expect("start");
     let store = sync.store().clone();
     assert!(store.is_ready());
-    assert_eq!(mirror(&store, "flows"), support::dump(&hash), "initial dump");
-    assert_eq!(mirror(&store, "config"), support::dump(&array), "arrays list every index");
+    assert_eq!(
+        mirror(&store, "flows"),
+        support::dump(&hash),
+        "initial dump"
+    );
+    assert_eq!(
+        mirror(&store, "config"),
+        support::dump(&array),
+        "arrays list every index"
+    );
 
-    let mut sub = store.subscribe(store.revision() + 1, SubscribeFilter::default()).expect("subscribe");
+    let mut sub = store
+        .subscribe(store.revision() + 1, SubscribeFilter::default())
+        .expect("subscribe");
     support::update(&hash, &[2, 0, 0, 0], &[20, 0, 0, 0, 0, 0, 0, 0]).expect("put 2");
     support::update(&hash, &[1, 0, 0, 0], &[11, 0, 0, 0, 0, 0, 0, 0]).expect("replace 1");
     support::delete(&hash, &[2, 0, 0, 0]).expect("delete 2");
@@ -65,13 +84,18 @@ async fn bpftool_writes_to_hash_and_array_reach_mirror_and_subscription_in_order
 
     let mut seen = Vec::new();
     while seen.len() < 4 {
-        let item = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.expect("events in time");
+        let item = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("events in time");
         match item.expect("stream open").expect("no error") {
             WatchBatch::Events(events) => seen.extend(events),
             other => panic!("unexpected {other:?}"),
         }
     }
-    let summary: Vec<_> = seen.iter().map(|e| (e.map.to_string(), e.op, e.key[0])).collect();
+    let summary: Vec<_> = seen
+        .iter()
+        .map(|e| (e.map.to_string(), e.op, e.key[0]))
+        .collect();
     assert_eq!(
         summary,
         vec![
@@ -81,9 +105,15 @@ async fn bpftool_writes_to_hash_and_array_reach_mirror_and_subscription_in_order
             ("config".into(), Op::Put, 3),
         ]
     );
-    assert!(seen.windows(2).all(|w| w[1].revision == w[0].revision + 1), "consecutive revisions");
+    assert!(
+        seen.windows(2).all(|w| w[1].revision == w[0].revision + 1),
+        "consecutive revisions"
+    );
     assert!(seen.iter().all(|e| e.source == EventSource::Trace));
-    assert_eq!(seen[1].value.as_deref(), Some(&[11, 0, 0, 0, 0, 0, 0, 0][..]));
+    assert_eq!(
+        seen[1].value.as_deref(),
+        Some(&[11, 0, 0, 0, 0, 0, 0, 0][..])
+    );
     assert_eq!(mirror(&store, "flows"), support::dump(&hash));
     assert_eq!(mirror(&store, "config"), support::dump(&array));
     // nothing more arrives: the failed writes made no event
@@ -100,7 +130,9 @@ async fn batch_updates_and_deletes_through_the_syscall_are_captured() {
     let pins = PinDir::new("batch");
     let hash = pins.join("batched");
     support::create_map(&hash, "hash", 4, 4, 1024, "batched");
-    let sync = MapSync::start(config(&pins, vec![MapSpec::pin(None, &hash)])).await.expect("start");
+    let sync = MapSync::start(config(&pins, vec![MapSpec::pin(None, &hash)]))
+        .await
+        .expect("start");
     let store = sync.store().clone();
     let map = open::open(&MapSpec::pin(None, &hash)).expect("open");
 
@@ -136,10 +168,11 @@ async fn a_watch_from_zero_started_while_a_writer_runs_converges_without_gap_or_
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for key in 0..2000u32 {
                     let value = (round * 10_000 + u64::from(key)).to_ne_bytes();
-                    if (key + round as u32) % 7 == 0 {
+                    if (key + round as u32).is_multiple_of(7) {
                         let _ = sys::delete(writer_map.fd.as_fd(), &key.to_ne_bytes());
                     } else {
-                        sys::update(writer_map.fd.as_fd(), &key.to_ne_bytes(), &value, 0).expect("update");
+                        sys::update(writer_map.fd.as_fd(), &key.to_ne_bytes(), &value, 0)
+                            .expect("update");
                     }
                 }
                 round += 1;
@@ -148,9 +181,13 @@ async fn a_watch_from_zero_started_while_a_writer_runs_converges_without_gap_or_
         })
     };
     std::thread::sleep(Duration::from_millis(50));
-    let sync = MapSync::start(config(&pins, vec![MapSpec::pin(None, &hash)])).await.expect("start under load");
+    let sync = MapSync::start(config(&pins, vec![MapSpec::pin(None, &hash)]))
+        .await
+        .expect("start under load");
     let store = sync.store().clone();
-    let mut sub = store.subscribe(0, SubscribeFilter::maps(["busy"])).expect("subscribe");
+    let mut sub = store
+        .subscribe(0, SubscribeFilter::maps(["busy"]))
+        .expect("subscribe");
     let (target_tx, mut target) = tokio::sync::watch::channel(u64::MAX);
     let collector = tokio::spawn(async move {
         let mut state = BTreeMap::new();
@@ -173,7 +210,10 @@ async fn a_watch_from_zero_started_while_a_writer_runs_converges_without_gap_or_
                             last_revision = event.revision;
                         }
                         match event.op {
-                            Op::Put => state.insert(event.key.to_vec(), event.value.clone().expect("put value").to_vec()),
+                            Op::Put => state.insert(
+                                event.key.to_vec(),
+                                event.value.clone().expect("put value").to_vec(),
+                            ),
                             Op::Delete => state.remove(&event.key.to_vec()),
                         };
                     }
@@ -193,6 +233,9 @@ async fn a_watch_from_zero_started_while_a_writer_runs_converges_without_gap_or_
         .await
         .expect("watcher caught up")
         .expect("watcher task");
-    assert_eq!(watched, kernel, "the state a watcher builds equals the kernel's");
+    assert_eq!(
+        watched, kernel,
+        "the state a watcher builds equals the kernel's"
+    );
     sync.shutdown().await.expect("clean shutdown");
 }

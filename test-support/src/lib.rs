@@ -60,7 +60,10 @@ impl PinDir {
     pub fn new(label: &str) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = PathBuf::from(format!("/sys/fs/bpf/mapsync-test-{}-{n}-{label}", std::process::id()));
+        let path = PathBuf::from(format!(
+            "/sys/fs/bpf/mapsync-test-{}-{n}-{label}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&path).expect("create a directory in bpffs");
         Self { path }
     }
@@ -84,18 +87,43 @@ impl Drop for PinDir {
 
 /// Runs bpftool with `args`; returns its stdout, or an error with its stderr.
 pub fn bpftool(args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("bpftool").args(args).output().context("running bpftool")?;
+    let output = Command::new("bpftool")
+        .args(args)
+        .output()
+        .context("running bpftool")?;
     if !output.status.success() {
-        bail!("bpftool {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "bpftool {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Creates and pins a map with bpftool.
-pub fn create_map(pin: &Path, kind: &str, key_size: u32, value_size: u32, entries: u32, name: &str) {
+pub fn create_map(
+    pin: &Path,
+    kind: &str,
+    key_size: u32,
+    value_size: u32,
+    entries: u32,
+    name: &str,
+) {
     bpftool(&[
-        "map", "create", pin.to_str().expect("utf-8 path"), "type", kind, "key", &key_size.to_string(),
-        "value", &value_size.to_string(), "entries", &entries.to_string(), "name", name,
+        "map",
+        "create",
+        pin.to_str().expect("utf-8 path"),
+        "type",
+        kind,
+        "key",
+        &key_size.to_string(),
+        "value",
+        &value_size.to_string(),
+        "entries",
+        &entries.to_string(),
+        "name",
+        name,
     ])
     .expect("bpftool map create");
 }
@@ -106,7 +134,14 @@ fn hex_args(bytes: &[u8]) -> Vec<String> {
 
 /// `bpftool map update pinned PIN key hex .. value hex ..`.
 pub fn update(pin: &Path, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
-    let mut args = vec!["map".to_owned(), "update".into(), "pinned".into(), pin.display().to_string(), "key".into(), "hex".into()];
+    let mut args = vec![
+        "map".to_owned(),
+        "update".into(),
+        "pinned".into(),
+        pin.display().to_string(),
+        "key".into(),
+        "hex".into(),
+    ];
     args.extend(hex_args(key));
     args.extend(["value".into(), "hex".into()]);
     args.extend(hex_args(value));
@@ -115,7 +150,14 @@ pub fn update(pin: &Path, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
 
 /// `bpftool map delete pinned PIN key hex ..`.
 pub fn delete(pin: &Path, key: &[u8]) -> anyhow::Result<()> {
-    let mut args = vec!["map".to_owned(), "delete".into(), "pinned".into(), pin.display().to_string(), "key".into(), "hex".into()];
+    let mut args = vec![
+        "map".to_owned(),
+        "delete".into(),
+        "pinned".into(),
+        pin.display().to_string(),
+        "key".into(),
+        "hex".into(),
+    ];
     args.extend(hex_args(key));
     bpftool(&args.iter().map(String::as_str).collect::<Vec<_>>()).map(drop)
 }
@@ -123,14 +165,24 @@ pub fn delete(pin: &Path, key: &[u8]) -> anyhow::Result<()> {
 /// The map's content as `bpftool -j map dump` shows it: key bytes -> value
 /// bytes (per-CPU values: the CPUs' values concatenated, each padded to 8).
 pub fn dump(pin: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let text = bpftool(&["-j", "map", "dump", "pinned", pin.to_str().expect("utf-8 path")]).expect("bpftool map dump");
+    let text = bpftool(&[
+        "-j",
+        "map",
+        "dump",
+        "pinned",
+        pin.to_str().expect("utf-8 path"),
+    ])
+    .expect("bpftool map dump");
     let entries: serde_json::Value = serde_json::from_str(&text).expect("bpftool JSON");
     let bytes = |value: &serde_json::Value| -> Vec<u8> {
         value
             .as_array()
             .expect("byte array")
             .iter()
-            .map(|b| u8::from_str_radix(b.as_str().expect("hex string").trim_start_matches("0x"), 16).expect("hex byte"))
+            .map(|b| {
+                u8::from_str_radix(b.as_str().expect("hex string").trim_start_matches("0x"), 16)
+                    .expect("hex byte")
+            })
             .collect()
     };
     entries

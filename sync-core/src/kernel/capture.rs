@@ -49,35 +49,78 @@ impl Capture {
         for (program, tracepoint) in mapsync_ebpf::TRACE_PROGRAMS {
             let trace: &mut TracePoint = ebpf
                 .program_mut(program)
-                .ok_or_else(|| SyncError::MissingInObject { what: "program", name: program.into() })?
+                .ok_or_else(|| SyncError::MissingInObject {
+                    what: "program",
+                    name: program.into(),
+                })?
                 .try_into()
-                .map_err(|source| SyncError::Program { program: program.into(), source })?;
-            trace.load().map_err(|source| SyncError::Program { program: program.into(), source })?;
+                .map_err(|source| SyncError::Program {
+                    program: program.into(),
+                    source,
+                })?;
+            trace.load().map_err(|source| SyncError::Program {
+                program: program.into(),
+                source,
+            })?;
             trace
                 .attach(mapsync_ebpf::TRACE_CATEGORY, tracepoint)
-                .map_err(|source| SyncError::Program { program: program.into(), source })?;
+                .map_err(|source| SyncError::Program {
+                    program: program.into(),
+                    source,
+                })?;
         }
-        let watched = BpfHashMap::try_from(take_map(&mut ebpf, abi::WATCHED_MAP)?)
-            .map_err(|source| SyncError::Map { map: abi::WATCHED_MAP.into(), source })?;
-        let drops = PerCpuArray::try_from(take_map(&mut ebpf, abi::DROPS_MAP)?)
-            .map_err(|source| SyncError::Map { map: abi::DROPS_MAP.into(), source })?;
-        let ring = RingBuf::try_from(take_map(&mut ebpf, abi::EVENTS_MAP)?)
-            .map_err(|source| SyncError::Map { map: abi::EVENTS_MAP.into(), source })?;
+        let watched =
+            BpfHashMap::try_from(take_map(&mut ebpf, abi::WATCHED_MAP)?).map_err(|source| {
+                SyncError::Map {
+                    map: abi::WATCHED_MAP.into(),
+                    source,
+                }
+            })?;
+        let drops =
+            PerCpuArray::try_from(take_map(&mut ebpf, abi::DROPS_MAP)?).map_err(|source| {
+                SyncError::Map {
+                    map: abi::DROPS_MAP.into(),
+                    source,
+                }
+            })?;
+        let ring = RingBuf::try_from(take_map(&mut ebpf, abi::EVENTS_MAP)?).map_err(|source| {
+            SyncError::Map {
+                map: abi::EVENTS_MAP.into(),
+                source,
+            }
+        })?;
         tracing::info!(pin_dir = %pin_dir.display(), ring_fd = ring.as_raw_fd(), "syscall trace attached");
-        Ok((Self { _ebpf: ebpf, watched, drops }, ring))
+        Ok((
+            Self {
+                _ebpf: ebpf,
+                watched,
+                drops,
+            },
+            ring,
+        ))
     }
 
     /// Starts tracing `bpf()` writes to the map.
     pub fn watch(&mut self, info: &MapInfo) -> Result<(), SyncError> {
-        let entry = WatchEntry { key_size: info.key_size, value_size: info.value_bytes };
-        self.watched.insert(info.id, entry.to_bytes(), 0).map_err(|source| match source {
-            aya::maps::MapError::SyscallError(ref error)
-                if error.io_error.raw_os_error() == Some(libc::E2BIG) =>
-            {
-                SyncError::TooManyMaps { max: abi::WATCHED_MAX }
-            }
-            source => SyncError::Map { map: abi::WATCHED_MAP.into(), source },
-        })
+        let entry = WatchEntry {
+            key_size: info.key_size,
+            value_size: info.value_bytes,
+        };
+        self.watched
+            .insert(info.id, entry.to_bytes(), 0)
+            .map_err(|source| match source {
+                aya::maps::MapError::SyscallError(ref error)
+                    if error.io_error.raw_os_error() == Some(libc::E2BIG) =>
+                {
+                    SyncError::TooManyMaps {
+                        max: abi::WATCHED_MAX,
+                    }
+                }
+                source => SyncError::Map {
+                    map: abi::WATCHED_MAP.into(),
+                    source,
+                },
+            })
     }
 
     /// Stops tracing writes to the map.
@@ -87,15 +130,18 @@ impl Capture {
 
     /// Records lost so far because the ring was full, summed over CPUs.
     pub fn drops(&self) -> Result<u64, SyncError> {
-        let per_cpu = self
-            .drops
-            .get(&0, 0)
-            .map_err(|source| SyncError::Map { map: abi::DROPS_MAP.into(), source })?;
+        let per_cpu = self.drops.get(&0, 0).map_err(|source| SyncError::Map {
+            map: abi::DROPS_MAP.into(),
+            source,
+        })?;
         Ok(per_cpu.iter().sum())
     }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, SyncError> {
     ebpf.take_map(name)
-        .ok_or_else(|| SyncError::MissingInObject { what: "map", name: name.into() })
+        .ok_or_else(|| SyncError::MissingInObject {
+            what: "map",
+            name: name.into(),
+        })
 }

@@ -17,7 +17,9 @@ pub struct DemoWriter {
 
 impl std::fmt::Debug for DemoWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DemoWriter").field("map_id", &self.map_id).finish_non_exhaustive()
+        f.debug_struct("DemoWriter")
+            .field("map_id", &self.map_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -37,19 +39,36 @@ impl DemoWriter {
             .btf(Some(&btf))
             .default_map_pin_directory(pin_dir)
             .load(mapsync_ebpf::DEMO_OBJECT)?;
-        for name in [mapsync_ebpf::DEMO_COUNT_PROGRAM, mapsync_ebpf::DEMO_FORGET_PROGRAM] {
+        for name in [
+            mapsync_ebpf::DEMO_COUNT_PROGRAM,
+            mapsync_ebpf::DEMO_FORGET_PROGRAM,
+        ] {
             program(&mut ebpf, name)?
                 .load()
-                .map_err(|source| SyncError::Program { program: name.into(), source })?;
+                .map_err(|source| SyncError::Program {
+                    program: name.into(),
+                    source,
+                })?;
         }
-        let map_id = ebpf
-            .map(mapsync_ebpf::DEMO_MAP)
-            .ok_or_else(|| SyncError::MissingInObject { what: "map", name: mapsync_ebpf::DEMO_MAP.into() })?;
+        let map_id =
+            ebpf.map(mapsync_ebpf::DEMO_MAP)
+                .ok_or_else(|| SyncError::MissingInObject {
+                    what: "map",
+                    name: mapsync_ebpf::DEMO_MAP.into(),
+                })?;
         let map_id = match map_id {
             aya::maps::Map::HashMap(data) => data.info(),
-            _ => return Err(SyncError::MissingInObject { what: "hash map", name: mapsync_ebpf::DEMO_MAP.into() }),
+            _ => {
+                return Err(SyncError::MissingInObject {
+                    what: "hash map",
+                    name: mapsync_ebpf::DEMO_MAP.into(),
+                });
+            }
         }
-        .map_err(|source| SyncError::Map { map: mapsync_ebpf::DEMO_MAP.into(), source })?
+        .map_err(|source| SyncError::Map {
+            map: mapsync_ebpf::DEMO_MAP.into(),
+            source,
+        })?
         .id();
         Ok(Self { ebpf, map_id })
     }
@@ -71,20 +90,39 @@ impl DemoWriter {
         self.run(mapsync_ebpf::DEMO_FORGET_PROGRAM, source, 64, 1)
     }
 
-    fn run(&mut self, name: &str, source: Ipv4Addr, len: usize, repeat: u32) -> Result<(), SyncError> {
+    fn run(
+        &mut self,
+        name: &str,
+        source: Ipv4Addr,
+        len: usize,
+        repeat: u32,
+    ) -> Result<(), SyncError> {
         let packet = ipv4_packet(source, len);
         program(&mut self.ebpf, name)?
-            .test_run(TestRunOptions { data_in: Some(&packet), repeat, ..TestRunOptions::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(&packet),
+                repeat,
+                ..TestRunOptions::default()
+            })
             .map(drop)
-            .map_err(|source| SyncError::Program { program: name.into(), source })
+            .map_err(|source| SyncError::Program {
+                program: name.into(),
+                source,
+            })
     }
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, SyncError> {
     ebpf.program_mut(name)
-        .ok_or_else(|| SyncError::MissingInObject { what: "program", name: name.into() })?
+        .ok_or_else(|| SyncError::MissingInObject {
+            what: "program",
+            name: name.into(),
+        })?
         .try_into()
-        .map_err(|source: ProgramError| SyncError::Program { program: name.into(), source })
+        .map_err(|source: ProgramError| SyncError::Program {
+            program: name.into(),
+            source,
+        })
 }
 
 /// An Ethernet + IPv4 frame from `source`, `len` bytes long (at least 34).

@@ -67,7 +67,14 @@ fn dump_batched(fd: BorrowedFd<'_>, info: &MapInfo) -> std::io::Result<Vec<(Byte
         let mut values = vec![0u8; batch as usize * value_size];
         let mut out = [0u8; 8];
         let observed_ns = sys::monotonic_ns();
-        let read = match sys::lookup_batch(fd, position.as_ref(), &mut out, &mut keys, &mut values, batch) {
+        let read = match sys::lookup_batch(
+            fd,
+            position.as_ref(),
+            &mut out,
+            &mut keys,
+            &mut values,
+            batch,
+        ) {
             Ok(read) => read,
             Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && batch < (1 << 20) => {
                 batch *= 2;
@@ -110,14 +117,22 @@ fn dump_iterating(fd: BorrowedFd<'_>, info: &MapInfo) -> std::io::Result<Vec<(By
         let observed_ns = sys::monotonic_ns();
         // a key deleted between next-key and lookup is simply absent
         if sys::lookup(fd, &key, &mut value)? {
-            entries.push((Bytes::copy_from_slice(&key), Bytes::copy_from_slice(&value), observed_ns));
+            entries.push((
+                Bytes::copy_from_slice(&key),
+                Bytes::copy_from_slice(&value),
+                observed_ns,
+            ));
         }
     }
     Ok(entries)
 }
 
 /// Reads one key: `Some(value)` or `None` if absent, with the time before the read.
-pub fn read_key(fd: BorrowedFd<'_>, info: &MapInfo, key: &[u8]) -> Result<(Option<Bytes>, u64), SyncError> {
+pub fn read_key(
+    fd: BorrowedFd<'_>,
+    info: &MapInfo,
+    key: &[u8],
+) -> Result<(Option<Bytes>, u64), SyncError> {
     let mut value = vec![0u8; info.value_bytes as usize];
     let observed_ns = sys::monotonic_ns();
     let found = sys::lookup(fd, key, &mut value).map_err(|source| SyncError::Syscall {

@@ -63,7 +63,11 @@ pub struct OpenMap {
 /// Number of possible CPUs: the slot count of per-CPU values.
 pub fn possible_cpus() -> Result<usize, SyncError> {
     aya::util::nr_cpus().map_err(|(what, source)| SyncError::Host {
-        what: if what.is_empty() { "possible CPUs" } else { "reading /sys/devices/system/cpu/possible" },
+        what: if what.is_empty() {
+            "possible CPUs"
+        } else {
+            "reading /sys/devices/system/cpu/possible"
+        },
         source,
     })
 }
@@ -95,10 +99,20 @@ pub fn open(spec: &MapSpec) -> Result<OpenMap, SyncError> {
         raw.value_size
     };
     if raw.key_size as usize > abi::KEY_MAX {
-        return Err(SyncError::TooLarge { name, what: "key", size: raw.key_size, max: abi::KEY_MAX });
+        return Err(SyncError::TooLarge {
+            name,
+            what: "key",
+            size: raw.key_size,
+            max: abi::KEY_MAX,
+        });
     }
     if value_bytes as usize > abi::VALUE_MAX {
-        return Err(SyncError::TooLarge { name, what: "value", size: value_bytes, max: abi::VALUE_MAX });
+        return Err(SyncError::TooLarge {
+            name,
+            what: "value",
+            size: value_bytes,
+            max: abi::VALUE_MAX,
+        });
     }
     Ok(OpenMap {
         info: MapInfo {
@@ -121,7 +135,9 @@ fn open_pin(path: &Path) -> Result<OwnedFd, SyncError> {
         source,
     })?;
     if !sys::is_map_fd(fd.as_fd()) {
-        return Err(SyncError::NotAMap { path: path.to_owned() });
+        return Err(SyncError::NotAMap {
+            path: path.to_owned(),
+        });
     }
     Ok(fd)
 }

@@ -78,7 +78,10 @@ mod tests {
         let mut short = raw(1, b"key!", b"value");
         short.pop();
         assert_eq!(Record::parse(&short), Err(BadRecord::Truncated));
-        assert_eq!(Record::parse(&raw(9, b"k", b"")), Err(BadRecord::UnknownKind));
+        assert_eq!(
+            Record::parse(&raw(9, b"k", b"")),
+            Err(BadRecord::UnknownKind)
+        );
         assert_eq!(Record::parse(&[0u8; 8]), Err(BadRecord::Truncated));
     }
 }

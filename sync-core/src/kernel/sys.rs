@@ -224,7 +224,12 @@ pub fn delete(fd: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
 
 /// `BPF_MAP_UPDATE_BATCH` of `count` keys and values laid out back to back.
 /// Returns how many the kernel processed, and its error if it stopped early.
-pub fn update_batch(fd: BorrowedFd<'_>, keys: &[u8], values: &[u8], count: u32) -> (u32, io::Result<()>) {
+pub fn update_batch(
+    fd: BorrowedFd<'_>,
+    keys: &[u8],
+    values: &[u8],
+    count: u32,
+) -> (u32, io::Result<()>) {
     let mut attr = Attr::new();
     attr.put_u64(16, keys.as_ptr() as u64);
     attr.put_u64(24, values.as_ptr() as u64);
