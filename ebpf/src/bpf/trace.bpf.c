@@ -75,9 +75,10 @@ struct {
 	__type(value, struct mapsync_watch);
 } mapsync_watched SEC(".maps");
 
-/* Calls in flight, by pid_tgid. */
+/* Calls in flight, by pid_tgid. LRU: a thread killed inside bpf() never
+ * reaches sys_exit, and its entry must not hold a slot forever. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct mapsync_call);
