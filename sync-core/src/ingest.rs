@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::error::SyncError;
 use crate::event::EventSource;
+use crate::gaps::{SeqTracker, SeqVerdict};
 use crate::kernel::{Capture, Record, dump, sys};
 use crate::map_info::MapInfo;
 use crate::stats::SyncStats;
@@ -23,6 +24,8 @@ use crate::store::{Change, StoreWriter};
 
 /// Most records applied (and published) as one batch.
 pub(crate) const MAX_RECORDS_PER_BATCH: usize = 8192;
+/// Ticks a sequence hole may stay open (reordering) before it is a loss.
+const SEQ_GRACE_TICKS: u64 = 2;
 /// Batches applied before the task yields to the runtime.
 const DRAIN_BATCHES_PER_TURN: usize = 8;
 /// How often the task checks the drop counters and polls the ring even
@@ -51,6 +54,8 @@ pub(crate) struct Ingest {
     pub(crate) maps: HashMap<u32, Mirrored>,
     pub(crate) stats: Arc<SyncStats>,
     pub(crate) last_drops: u64,
+    pub(crate) seqs: SeqTracker,
+    pub(crate) ticks: u64,
 }
 
 impl Ingest {
@@ -61,7 +66,16 @@ impl Ingest {
         while records.len() < MAX_RECORDS_PER_BATCH {
             let Some(item) = ring.next() else { break };
             match Record::parse(&item) {
-                Ok(record) => records.push(record),
+                Ok(record) => {
+                    let verdict =
+                        self.seqs
+                            .observe(record.header.cpu, record.header.seq, self.ticks);
+                    if verdict == SeqVerdict::Duplicate {
+                        SyncStats::add(&self.stats.duplicates, 1);
+                    } else {
+                        records.push(record);
+                    }
+                }
                 Err(bad) => {
                     tracing::warn!(?bad, len = item.len(), "undecodable ring record");
                     SyncStats::add(&self.stats.bad_records, 1);
@@ -234,14 +248,19 @@ impl Ingest {
         Ok(())
     }
 
-    /// Resyncs every map when the kernel counted lost records.
-    fn check_drops(&mut self) -> Result<(), SyncError> {
+    /// Resyncs every map when records were lost: the kernel's drop counters
+    /// rose, or a sequence hole stayed open past the grace period (the lost
+    /// record's map is unknown, so every map is resynced).
+    fn check_loss(&mut self) -> Result<(), SyncError> {
+        self.ticks += 1;
         let drops = self.capture.drops()?;
-        if drops > self.last_drops {
-            let lost = drops - self.last_drops;
-            self.last_drops = drops;
-            SyncStats::add(&self.stats.drops, lost);
-            tracing::warn!(lost, "ring buffer full: records lost, resyncing every map");
+        let dropped = drops.saturating_sub(self.last_drops);
+        self.last_drops = drops.max(self.last_drops);
+        let holes = self.seqs.take_lost(self.ticks, SEQ_GRACE_TICKS);
+        SyncStats::add(&self.stats.drops, dropped);
+        SyncStats::add(&self.stats.seq_gaps, holes);
+        if dropped > 0 || holes > 0 {
+            tracing::warn!(dropped, holes, "change records lost, resyncing every map");
             // what is still queued is older than the dumps below; apply it first
             while self.drain(64)? {}
             let ids: Vec<u32> = self.maps.keys().copied().collect();
@@ -275,7 +294,7 @@ impl Ingest {
                 }
                 _ = tick.tick() => {
                     self.drain(DRAIN_BATCHES_PER_TURN)?;
-                    self.check_drops()?;
+                    self.check_loss()?;
                 }
             }
         }

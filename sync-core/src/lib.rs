@@ -17,6 +17,7 @@
 pub mod changelog;
 pub mod error;
 pub mod event;
+pub mod gaps;
 mod ingest;
 pub mod kernel;
 pub mod map_info;

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct SyncStats {
     pub(crate) records: AtomicU64,
     pub(crate) drops: AtomicU64,
+    pub(crate) seq_gaps: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
     pub(crate) resyncs: AtomicU64,
     pub(crate) bad_records: AtomicU64,
     pub(crate) foreign_records: AtomicU64,
@@ -21,6 +23,10 @@ pub struct StatsSnapshot {
     pub records: u64,
     /// Records the kernel could not queue because the ring was full.
     pub drops: u64,
+    /// Records found missing from the per-CPU sequence numbers.
+    pub seq_gaps: u64,
+    /// Records seen twice (dropped).
+    pub duplicates: u64,
     /// Map resyncs (re-dumps diffed against the mirror) made.
     pub resyncs: u64,
     /// Ring items that could not be decoded.
@@ -37,6 +43,8 @@ impl SyncStats {
         StatsSnapshot {
             records: self.records.load(Ordering::Relaxed),
             drops: self.drops.load(Ordering::Relaxed),
+            seq_gaps: self.seq_gaps.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
             resyncs: self.resyncs.load(Ordering::Relaxed),
             bad_records: self.bad_records.load(Ordering::Relaxed),
             foreign_records: self.foreign_records.load(Ordering::Relaxed),

@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::changelog::LogLimits;
 use crate::error::SyncError;
+use crate::gaps::SeqTracker;
 use crate::ingest::{Ingest, Mirrored};
 use crate::kernel::{Capture, MapSpec, dump, open};
 use crate::stats::{StatsSnapshot, SyncStats};
@@ -127,6 +128,8 @@ impl MapSync {
             maps: HashMap::new(),
             stats: stats.clone(),
             last_drops,
+            seqs: SeqTracker::default(),
+            ticks: 0,
         };
         let mut windows = HashMap::new();
         for (map, dump) in dumped {
