@@ -46,7 +46,9 @@ pub static TRACE_OBJECT: &[u8] = embed_object!("trace.bpf.o");
 
 /// The demo object: XDP programs `demo_count` (count packets per IPv4 source
 /// into the hash map `demo_pkts`, through `mapsync_update()`) and
-/// `demo_forget` (remove the packet's source, through `mapsync_delete()`).
+/// `demo_forget` (remove the packet's source, through `mapsync_delete()`),
+/// `demo_bump` (increment a count in place, invisible to capture), and the
+/// raw tracepoint `demo_cpu_hit` (bump the per-CPU array `demo_cpu_hits`).
 pub static DEMO_OBJECT: &[u8] = embed_object!("demo.bpf.o");
 
 /// Tracepoint category of the trace programs.
@@ -62,3 +64,9 @@ pub const DEMO_COUNT_PROGRAM: &str = "demo_count";
 pub const DEMO_FORGET_PROGRAM: &str = "demo_forget";
 /// Name of the demo's map.
 pub const DEMO_MAP: &str = "demo_pkts";
+/// Name of the demo's in-place incrementing program (XDP).
+pub const DEMO_BUMP_PROGRAM: &str = "demo_bump";
+/// Name of the demo's per-CPU hit program (raw tracepoint, test-run only).
+pub const DEMO_CPU_HIT_PROGRAM: &str = "demo_cpu_hit";
+/// Name of the demo's per-CPU array.
+pub const DEMO_CPU_HITS_MAP: &str = "demo_cpu_hits";

@@ -60,6 +60,8 @@ pub enum EventSource {
     /// A re-read of the kernel map that found the mirror behind (after lost
     /// records, an ambiguous batch call, or a dump race).
     Resync,
+    /// The map's periodic poll (values changed in place, LRU evictions).
+    Poll,
 }
 
 impl EventSource {
@@ -70,6 +72,7 @@ impl EventSource {
             EventSource::Emit => "emit",
             EventSource::Trace => "trace",
             EventSource::Resync => "resync",
+            EventSource::Poll => "poll",
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
@@ -38,6 +38,29 @@ pub(crate) struct Mirrored {
     pub(crate) info: MapInfo,
     pub(crate) name: Arc<str>,
     pub(crate) fd: OwnedFd,
+    /// How often the map is polled (maps mutated in place, LRU maps).
+    pub(crate) poll_interval: Option<Duration>,
+    pub(crate) next_poll: Option<Instant>,
+}
+
+/// Why a map is re-read in full.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Repair {
+    /// Something was lost or could not be said: events are `resync`.
+    Resync(&'static str),
+    /// The periodic check: events are `resync`, counted as repairs.
+    Reconcile,
+    /// The map's poll interval: events are `poll`.
+    Poll,
+}
+
+impl Repair {
+    fn source(self) -> EventSource {
+        match self {
+            Repair::Resync(_) | Repair::Reconcile => EventSource::Resync,
+            Repair::Poll => EventSource::Poll,
+        }
+    }
 }
 
 /// What a record asks the task to do.
@@ -142,7 +165,10 @@ impl Ingest {
         }
         self.read_keys(reads)?;
         for map_id in resyncs {
-            self.resync(map_id, "a record could not say what changed")?;
+            self.resync(
+                map_id,
+                Repair::Resync("a record could not say what changed"),
+            )?;
         }
         Ok(())
     }
@@ -208,13 +234,15 @@ impl Ingest {
         Ok(())
     }
 
-    /// Re-dumps one map and applies the difference as resync events.
-    pub(crate) fn resync(&mut self, map_id: u32, why: &str) -> Result<(), SyncError> {
+    /// Re-dumps one map, applies the difference as ordinary events (source
+    /// `resync` or `poll`), and returns how many changes that made.
+    pub(crate) fn resync(&mut self, map_id: u32, repair: Repair) -> Result<u64, SyncError> {
         let Some(map) = self.maps.get(&map_id) else {
-            return Ok(());
+            return Ok(0);
         };
         let dump = dump::dump(map.fd.as_fd(), &map.info)?;
         let name = map.name.clone();
+        let source = repair.source();
         let snapshot = self.writer.store().snapshot();
         let mut changes = Vec::with_capacity(dump.entries.len());
         let mut present = HashSet::with_capacity(dump.entries.len());
@@ -224,27 +252,68 @@ impl Ingest {
                 map: name.clone(),
                 key,
                 value: Some(value),
-                source: EventSource::Resync,
+                source,
                 observed_ns,
             });
         }
         if let Some(view) = snapshot.map(&name) {
             for (key, entry) in view.iter() {
                 if !present.contains(key) && entry.observed_ns < dump.started_ns {
-                    changes.push(Change::delete(
-                        &name,
-                        key.clone(),
-                        EventSource::Resync,
-                        dump.started_ns,
-                    ));
+                    changes.push(Change::delete(&name, key.clone(), source, dump.started_ns));
                 }
             }
         }
+        drop(snapshot);
         let before = self.writer.store().revision();
         let after = self.writer.apply(changes);
         self.writer.raise_floor(&name, dump.started_ns);
-        SyncStats::add(&self.stats.resyncs, 1);
-        tracing::info!(map = %name, why, repaired = after - before, "resync");
+        let repaired = after - before;
+        match repair {
+            Repair::Resync(why) => {
+                SyncStats::add(&self.stats.resyncs, 1);
+                tracing::info!(map = %name, why, repaired, "resync");
+            }
+            Repair::Reconcile => {
+                SyncStats::add(&self.stats.reconcile_repairs, repaired);
+                if repaired > 0 {
+                    tracing::warn!(map = %name, repaired, "reconcile found the mirror behind the kernel");
+                }
+            }
+            Repair::Poll => {
+                SyncStats::add(&self.stats.polled_changes, repaired);
+            }
+        }
+        Ok(repaired)
+    }
+
+    /// Compares every map with the kernel and repairs any difference.
+    fn reconcile(&mut self) -> Result<(), SyncError> {
+        // what is queued is older than the dumps below: apply it first
+        while self.drain(64)? {}
+        let ids: Vec<u32> = self.maps.keys().copied().collect();
+        let mut repaired = 0;
+        for map_id in ids {
+            repaired += self.resync(map_id, Repair::Reconcile)?;
+        }
+        SyncStats::add(&self.stats.reconciles, 1);
+        tracing::info!(maps = self.maps.len(), repaired, "reconcile");
+        Ok(())
+    }
+
+    /// Polls the maps whose poll interval has come.
+    fn poll_due(&mut self, now: Instant) -> Result<(), SyncError> {
+        let due: Vec<u32> = self
+            .maps
+            .iter()
+            .filter(|(_, map)| map.next_poll.is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for map_id in due {
+            self.resync(map_id, Repair::Poll)?;
+            if let Some(map) = self.maps.get_mut(&map_id) {
+                map.next_poll = map.poll_interval.map(|every| now + every);
+            }
+        }
         Ok(())
     }
 
@@ -265,7 +334,7 @@ impl Ingest {
             while self.drain(64)? {}
             let ids: Vec<u32> = self.maps.keys().copied().collect();
             for map_id in ids {
-                self.resync(map_id, "records lost")?;
+                self.resync(map_id, Repair::Resync("records lost"))?;
             }
         }
         Ok(())
@@ -275,9 +344,14 @@ impl Ingest {
     pub(crate) async fn run(
         mut self,
         mut shutdown: oneshot::Receiver<()>,
+        reconcile_every: Option<Duration>,
     ) -> Result<(), SyncError> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // a disabled reconcile still needs a timer to select on: a far one
+        let period = reconcile_every.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let mut reconcile = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -295,7 +369,9 @@ impl Ingest {
                 _ = tick.tick() => {
                     self.drain(DRAIN_BATCHES_PER_TURN)?;
                     self.check_loss()?;
+                    self.poll_due(Instant::now())?;
                 }
+                _ = reconcile.tick(), if reconcile_every.is_some() => self.reconcile()?,
             }
         }
     }

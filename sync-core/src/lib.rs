@@ -36,4 +36,4 @@ pub use snapshot::{Entry, MapView, Snapshot};
 pub use stats::StatsSnapshot;
 pub use store::{Change, Store, StoreWriter};
 pub use subscribe::{SubscribeFilter, Subscription, WatchBatch};
-pub use sync::{DEFAULT_PIN_DIR, MapSync, SyncConfig};
+pub use sync::{DEFAULT_PIN_DIR, DEFAULT_RECONCILE_INTERVAL, MapSync, SyncConfig};

@@ -11,6 +11,9 @@ pub struct SyncStats {
     pub(crate) seq_gaps: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     pub(crate) resyncs: AtomicU64,
+    pub(crate) reconciles: AtomicU64,
+    pub(crate) reconcile_repairs: AtomicU64,
+    pub(crate) polled_changes: AtomicU64,
     pub(crate) bad_records: AtomicU64,
     pub(crate) foreign_records: AtomicU64,
     pub(crate) last_lag_ns: AtomicU64,
@@ -29,6 +32,13 @@ pub struct StatsSnapshot {
     pub duplicates: u64,
     /// Map resyncs (re-dumps diffed against the mirror) made.
     pub resyncs: u64,
+    /// Periodic reconciles made.
+    pub reconciles: u64,
+    /// Differences reconciles found and repaired (0 in a healthy run whose
+    /// writers are all captured).
+    pub reconcile_repairs: u64,
+    /// Changes found by polling.
+    pub polled_changes: u64,
     /// Ring items that could not be decoded.
     pub bad_records: u64,
     /// Records for maps this instance does not mirror (other emitters on a shared ring).
@@ -46,6 +56,9 @@ impl SyncStats {
             seq_gaps: self.seq_gaps.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             resyncs: self.resyncs.load(Ordering::Relaxed),
+            reconciles: self.reconciles.load(Ordering::Relaxed),
+            reconcile_repairs: self.reconcile_repairs.load(Ordering::Relaxed),
+            polled_changes: self.polled_changes.load(Ordering::Relaxed),
             bad_records: self.bad_records.load(Ordering::Relaxed),
             foreign_records: self.foreign_records.load(Ordering::Relaxed),
             last_lag_ns: self.last_lag_ns.load(Ordering::Relaxed),

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mapsync_ebpf::abi;
@@ -40,7 +41,13 @@ pub struct SyncConfig {
     pub ring_bytes: u32,
     /// Bounds of the change log.
     pub log_limits: LogLimits,
+    /// Compare every map with the kernel this often and repair differences
+    /// (`None`: never). Default 30 s.
+    pub reconcile_interval: Option<Duration>,
 }
+
+/// Default period of the reconcile.
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Default for SyncConfig {
     fn default() -> Self {
@@ -49,6 +56,7 @@ impl Default for SyncConfig {
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             ring_bytes: abi::RINGBUF_BYTES,
             log_limits: LogLimits::default(),
+            reconcile_interval: Some(DEFAULT_RECONCILE_INTERVAL),
         }
     }
 }
@@ -95,7 +103,7 @@ impl MapSync {
                     name: map.info.name,
                 });
             }
-            opened.push(map);
+            opened.push((map, spec.poll_interval));
         }
         let (mut capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
         // SAFETY: the ring owns its map fd and keeps it open for as long as
@@ -112,14 +120,14 @@ impl MapSync {
         // capture first, then dump: a write made during the dump is either
         // in the dump or in the ring (DESIGN, "never stale", property 3)
         let mut dumped = Vec::with_capacity(opened.len());
-        for map in opened {
+        for (map, poll_interval) in opened {
             capture.watch(&map.info)?;
             let dump = dump::dump(map.fd.as_fd(), &map.info)?;
             tracing::info!(
                 map = %map.info.name, id = map.info.id, kind = %map.info.kind,
                 entries = dump.entries.len(), "initial dump"
             );
-            dumped.push((map, dump));
+            dumped.push((map, poll_interval, dump));
         }
         let mut ingest = Ingest {
             capture,
@@ -132,7 +140,7 @@ impl MapSync {
             ticks: 0,
         };
         let mut windows = HashMap::new();
-        for (map, dump) in dumped {
+        for (map, poll_interval, dump) in dumped {
             windows.insert(map.info.id, (dump.started_ns, dump.ended_ns));
             ingest
                 .writer
@@ -144,6 +152,8 @@ impl MapSync {
                     info: map.info,
                     name,
                     fd: map.fd,
+                    poll_interval,
+                    next_poll: poll_interval.map(|every| Instant::now() + every),
                 },
             );
         }
@@ -170,7 +180,7 @@ impl MapSync {
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(
             ingest
-                .run(stopped)
+                .run(stopped, config.reconcile_interval)
                 .instrument(tracing::info_span!("ingest")),
         );
         Ok(MapSync {

@@ -71,4 +71,46 @@ int demo_forget(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+/* Increments the packet count of the packet's source *in place*, through
+ * the lookup pointer: no helper call and no record. Only polling sees it. */
+SEC("xdp")
+int demo_bump(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct demo_counts *counts;
+	__u32 saddr;
+
+	if ((void *)(ip + 1) > data_end)
+		return XDP_PASS;
+	saddr = ip->saddr;
+	counts = bpf_map_lookup_elem(&demo_pkts, &saddr);
+	if (counts)
+		__sync_fetch_and_add(&counts->packets, 1);
+	return XDP_PASS;
+}
+
+/* Per-CPU hit counter, bumped in place by `demo_cpu_hit`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} demo_cpu_hits SEC(".maps");
+
+/* Counts one hit in slot 0 on the CPU it runs on (test-run it on a chosen
+ * CPU). Never attached. */
+SEC("raw_tp/sys_enter")
+int demo_cpu_hit(void *ctx)
+{
+	__u32 slot = 0;
+	__u64 *hits = bpf_map_lookup_elem(&demo_cpu_hits, &slot);
+
+	if (hits)
+		*hits += 1;
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

@@ -4,7 +4,9 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
+use aya::programs::{
+    ProgramError, RawTracePoint, RawTracePointRunOptions, TestRun, TestRunOptions, Xdp,
+};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::error::SyncError;
@@ -13,6 +15,7 @@ use crate::error::SyncError;
 pub struct DemoWriter {
     ebpf: Ebpf,
     map_id: u32,
+    cpu_hits_id: u32,
 }
 
 impl std::fmt::Debug for DemoWriter {
@@ -42,40 +45,50 @@ impl DemoWriter {
         for name in [
             mapsync_ebpf::DEMO_COUNT_PROGRAM,
             mapsync_ebpf::DEMO_FORGET_PROGRAM,
+            mapsync_ebpf::DEMO_BUMP_PROGRAM,
         ] {
             program(&mut ebpf, name)?
                 .load()
-                .map_err(|source| SyncError::Program {
-                    program: name.into(),
-                    source,
-                })?;
+                .map_err(|source| program_error(name, source))?;
         }
-        let map_id =
-            ebpf.map(mapsync_ebpf::DEMO_MAP)
-                .ok_or_else(|| SyncError::MissingInObject {
-                    what: "map",
-                    name: mapsync_ebpf::DEMO_MAP.into(),
-                })?;
-        let map_id = match map_id {
-            aya::maps::Map::HashMap(data) => data.info(),
-            _ => {
-                return Err(SyncError::MissingInObject {
-                    what: "hash map",
-                    name: mapsync_ebpf::DEMO_MAP.into(),
-                });
-            }
-        }
-        .map_err(|source| SyncError::Map {
-            map: mapsync_ebpf::DEMO_MAP.into(),
-            source,
-        })?
-        .id();
-        Ok(Self { ebpf, map_id })
+        raw_program(&mut ebpf, mapsync_ebpf::DEMO_CPU_HIT_PROGRAM)?
+            .load()
+            .map_err(|source| program_error(mapsync_ebpf::DEMO_CPU_HIT_PROGRAM, source))?;
+        let map_id = loaded_map_id(&ebpf, mapsync_ebpf::DEMO_MAP)?;
+        let cpu_hits_id = loaded_map_id(&ebpf, mapsync_ebpf::DEMO_CPU_HITS_MAP)?;
+        Ok(Self {
+            ebpf,
+            map_id,
+            cpu_hits_id,
+        })
     }
 
     /// Kernel id of the demo's map `demo_pkts`.
     pub fn map_id(&self) -> u32 {
         self.map_id
+    }
+
+    /// Kernel id of the demo's per-CPU array `demo_cpu_hits`.
+    pub fn cpu_hits_id(&self) -> u32 {
+        self.cpu_hits_id
+    }
+
+    /// Runs `demo_bump` on a packet from `source`, `repeat` times: increments
+    /// its packet count in place, without any change record.
+    pub fn bump(&mut self, source: Ipv4Addr, repeat: u32) -> Result<(), SyncError> {
+        self.run(mapsync_ebpf::DEMO_BUMP_PROGRAM, source, 64, repeat)
+    }
+
+    /// Runs `demo_cpu_hit` once on `cpu`: slot 0 of `demo_cpu_hits` grows by
+    /// one on that CPU only, in place.
+    pub fn cpu_hit(&mut self, cpu: u32) -> Result<(), SyncError> {
+        let name = mapsync_ebpf::DEMO_CPU_HIT_PROGRAM;
+        let mut options = RawTracePointRunOptions::new();
+        options.cpu = Some(cpu);
+        raw_program(&mut self.ebpf, name)?
+            .test_run(options)
+            .map(drop)
+            .map_err(|source| program_error(name, source))
     }
 
     /// Runs `demo_count` on a packet from `source` of `len` bytes (at least
@@ -110,6 +123,42 @@ impl DemoWriter {
                 source,
             })
     }
+}
+
+fn loaded_map_id(ebpf: &Ebpf, name: &str) -> Result<u32, SyncError> {
+    let data = match ebpf.map(name) {
+        Some(aya::maps::Map::HashMap(data) | aya::maps::Map::PerCpuArray(data)) => data,
+        _ => {
+            return Err(SyncError::MissingInObject {
+                what: "map",
+                name: name.into(),
+            });
+        }
+    };
+    Ok(data
+        .info()
+        .map_err(|source| SyncError::Map {
+            map: name.into(),
+            source,
+        })?
+        .id())
+}
+
+fn program_error(name: &str, source: ProgramError) -> SyncError {
+    SyncError::Program {
+        program: name.into(),
+        source,
+    }
+}
+
+fn raw_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut RawTracePoint, SyncError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| SyncError::MissingInObject {
+            what: "program",
+            name: name.into(),
+        })?
+        .try_into()
+        .map_err(|source| program_error(name, source))
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, SyncError> {

@@ -25,6 +25,9 @@ pub struct MapSpec {
     pub name: String,
     /// Where the map is.
     pub source: MapSource,
+    /// Poll the map this often: its only source for values changed in
+    /// place through lookup pointers and for LRU evictions.
+    pub poll_interval: Option<std::time::Duration>,
 }
 
 impl MapSpec {
@@ -39,6 +42,7 @@ impl MapSpec {
         Self {
             name,
             source: MapSource::Pin(path),
+            poll_interval: None,
         }
     }
 
@@ -47,7 +51,14 @@ impl MapSpec {
         Self {
             name: name.map(str::to_owned).unwrap_or_default(),
             source: MapSource::Id(id),
+            poll_interval: None,
         }
+    }
+
+    /// The same map, polled every `interval`.
+    pub fn polled(mut self, interval: std::time::Duration) -> Self {
+        self.poll_interval = Some(interval);
+        self
     }
 }
 
