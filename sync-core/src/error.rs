@@ -48,7 +48,7 @@ pub enum SyncError {
     },
     /// The map's kind cannot be mirrored.
     #[error(
-        "map `{name}` is a {kind} map, which mapsync cannot mirror (supported: hash, lru_hash, percpu_hash, lru_percpu_hash, array, percpu_array)"
+        "map `{name}` is a {kind} map, which mapsync cannot mirror (supported: hash, lru_hash, percpu_hash, lru_percpu_hash, array, percpu_array, hash_of_maps, array_of_maps)"
     )]
     UnsupportedKind {
         /// The map's name.

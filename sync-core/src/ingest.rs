@@ -66,8 +66,14 @@ impl Repair {
 /// What a record asks the task to do.
 enum Action {
     Apply(Change),
-    ReadKey { map_id: u32, key: Bytes },
-    Resync { map_id: u32 },
+    ReadKey {
+        map_id: u32,
+        key: Bytes,
+        source: EventSource,
+    },
+    Resync {
+        map_id: u32,
+    },
 }
 
 pub(crate) struct Ingest {
@@ -149,7 +155,11 @@ impl Ingest {
         for record in records {
             match self.action(record) {
                 Some(Action::Apply(change)) => changes.push(change),
-                Some(Action::ReadKey { map_id, key }) => reads.push((map_id, key)),
+                Some(Action::ReadKey {
+                    map_id,
+                    key,
+                    source,
+                }) => reads.push((map_id, key, source)),
                 Some(Action::Resync { map_id }) => {
                     resyncs.insert(map_id);
                 }
@@ -193,12 +203,17 @@ impl Ingest {
                 source,
                 observed_ns: record.header.ts_ns,
             })),
-            // a BPF program's write to a per-CPU map carries one CPU's slot:
-            // read the whole value back
-            RecordOp::Put if record.value.len() != map.info.value_bytes as usize => {
+            // a BPF program's write to a per-CPU map carries one CPU's slot,
+            // a write to a map of maps carries an fd where lookups give the
+            // inner map's id: read the value back
+            RecordOp::Put
+                if record.value.len() != map.info.value_bytes as usize
+                    || map.info.kind.is_map_of_maps() =>
+            {
                 Some(Action::ReadKey {
                     map_id,
                     key: record.key.clone(),
+                    source,
                 })
             }
             RecordOp::Put => Some(Action::Apply(Change {
@@ -211,13 +226,17 @@ impl Ingest {
         }
     }
 
-    /// Re-reads keys from the kernel and applies what it holds now.
-    pub(crate) fn read_keys(&mut self, keys: Vec<(u32, Bytes)>) -> Result<(), SyncError> {
+    /// Re-reads keys from the kernel and applies what it holds now, as
+    /// changes seen by `source`.
+    pub(crate) fn read_keys(
+        &mut self,
+        keys: Vec<(u32, Bytes, EventSource)>,
+    ) -> Result<(), SyncError> {
         if keys.is_empty() {
             return Ok(());
         }
         let mut changes = Vec::with_capacity(keys.len());
-        for (map_id, key) in keys {
+        for (map_id, key, source) in keys {
             let Some(map) = self.maps.get(&map_id) else {
                 continue;
             };
@@ -226,7 +245,7 @@ impl Ingest {
                 map: map.name.clone(),
                 key,
                 value,
-                source: EventSource::Resync,
+                source,
                 observed_ns,
             });
         }

@@ -54,17 +54,14 @@ impl MapKind {
         matches!(self, Self::Array | Self::PercpuArray | Self::ArrayOfMaps)
     }
 
+    /// Whether values are inner map ids (written as fds, read as ids).
+    pub fn is_map_of_maps(self) -> bool {
+        matches!(self, Self::ArrayOfMaps | Self::HashOfMaps)
+    }
+
     /// Whether this version of mapsync can mirror the kind.
     pub fn is_supported(self) -> bool {
-        matches!(
-            self,
-            Self::Hash
-                | Self::Array
-                | Self::LruHash
-                | Self::PercpuHash
-                | Self::PercpuArray
-                | Self::LruPercpuHash
-        )
+        !matches!(self, Self::Other(_))
     }
 
     /// The kernel's name of the kind.

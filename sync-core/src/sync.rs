@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::changelog::LogLimits;
 use crate::error::SyncError;
+use crate::event::EventSource;
 use crate::gaps::SeqTracker;
 use crate::ingest::{Ingest, Mirrored};
 use crate::kernel::{Capture, MapSpec, dump, open};
@@ -162,14 +163,20 @@ impl MapSync {
         // dump's read of the same key is unknown, the kernel's value is not
         let dumps_ended = windows.values().map(|(_, end)| *end).max().unwrap_or(0);
         let records = ingest.drain_until(dumps_ended)?;
-        let touched: HashSet<(u32, Bytes)> = records
+        let touched: HashSet<(u32, Bytes, EventSource)> = records
             .iter()
             .filter(|record| {
                 windows
                     .get(&record.header.map_id)
                     .is_some_and(|(start, end)| (*start..=*end).contains(&record.header.ts_ns))
             })
-            .map(|record| (record.header.map_id, record.key.clone()))
+            .map(|record| {
+                (
+                    record.header.map_id,
+                    record.key.clone(),
+                    EventSource::Resync,
+                )
+            })
             .collect();
         tracing::debug!(
             keys = touched.len(),

@@ -239,3 +239,91 @@ async fn a_watch_from_zero_started_while_a_writer_runs_converges_without_gap_or_
     );
     sync.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn maps_of_maps_mirror_inner_map_ids() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("outer");
+    let inner_a = pins.join("inner_a");
+    let inner_b = pins.join("inner_b");
+    let outer = pins.join("outer");
+    support::create_map(&inner_a, "hash", 4, 4, 8, "inner_a");
+    support::create_map(&inner_b, "hash", 4, 4, 8, "inner_b");
+    let pin = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    support::bpftool(&[
+        "map",
+        "create",
+        &pin(&outer),
+        "type",
+        "hash_of_maps",
+        "key",
+        "4",
+        "value",
+        "4",
+        "entries",
+        "8",
+        "name",
+        "outer",
+        "inner_map",
+        "pinned",
+        &pin(&inner_a),
+    ])
+    .expect("create outer");
+    let sync = MapSync::start(config(&pins, vec![MapSpec::pin(None, &outer)]))
+        .await
+        .expect("start");
+    let store = sync.store().clone();
+    for (key, inner) in [("01", &inner_a), ("02", &inner_b)] {
+        support::bpftool(&[
+            "map",
+            "update",
+            "pinned",
+            &pin(&outer),
+            "key",
+            "hex",
+            key,
+            "00",
+            "00",
+            "00",
+            "value",
+            "pinned",
+            &pin(inner),
+        ])
+        .expect("set slot");
+    }
+    let id_of = |p: &std::path::Path| {
+        open::open(&MapSpec::pin(None, p))
+            .expect("open inner")
+            .info
+            .id
+    };
+    let expected: BTreeMap<Vec<u8>, Vec<u8>> = [
+        (vec![1, 0, 0, 0], id_of(&inner_a).to_ne_bytes().to_vec()),
+        (vec![2, 0, 0, 0], id_of(&inner_b).to_ne_bytes().to_vec()),
+    ]
+    .into();
+    wait_until("inner ids mirrored", || mirror(&store, "outer") == expected).await;
+    assert_eq!(
+        support::dump(&outer),
+        expected,
+        "the mirror shows what bpftool shows"
+    );
+    let snapshot = store.snapshot();
+    let entry = snapshot
+        .map("outer")
+        .expect("map")
+        .entry(&[1, 0, 0, 0])
+        .expect("slot 1");
+    let event = snapshot
+        .log()
+        .read_from(entry.mod_revision, 1)
+        .expect("in log");
+    assert_eq!(
+        event[0].source,
+        EventSource::Trace,
+        "seen by the trace, value read back as an id"
+    );
+    sync.shutdown().await.expect("clean shutdown");
+}
