@@ -261,31 +261,8 @@ impl Ingest {
         };
         let dump = dump::dump(map.fd.as_fd(), &map.info)?;
         let name = map.name.clone();
-        let source = repair.source();
-        let snapshot = self.writer.store().snapshot();
-        let mut changes = Vec::with_capacity(dump.entries.len());
-        let mut present = HashSet::with_capacity(dump.entries.len());
-        for (key, value, observed_ns) in dump.entries {
-            present.insert(key.clone());
-            changes.push(Change {
-                map: name.clone(),
-                key,
-                value: Some(value),
-                source,
-                observed_ns,
-            });
-        }
-        if let Some(view) = snapshot.map(&name) {
-            for (key, entry) in view.iter() {
-                if !present.contains(key) && entry.observed_ns < dump.started_ns {
-                    changes.push(Change::delete(&name, key.clone(), source, dump.started_ns));
-                }
-            }
-        }
-        drop(snapshot);
         let before = self.writer.store().revision();
-        let after = self.writer.apply(changes);
-        self.writer.raise_floor(&name, dump.started_ns);
+        let after = self.writer.apply_dump(&name, dump, repair.source());
         let repaired = after - before;
         match repair {
             Repair::Resync(why) => {

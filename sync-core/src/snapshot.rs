@@ -33,9 +33,45 @@ pub struct MapView {
     /// Changes observed before this time are reflected in the map's base
     /// state (its last full dump): applying them again would go backwards.
     pub(crate) floor_ns: u64,
+    /// When recently deleted keys were deleted: a put observed before that
+    /// (a record overtaken by the delete's) must not bring the key back.
+    /// Bounded by [`MAX_TOMBSTONES`]; what the floor covers is dropped.
+    pub(crate) tombstones: imbl::OrdMap<Bytes, u64>,
 }
 
+/// Most tombstones kept per map. Past it, the older half is dropped and the
+/// floor raised to cover them: a change older than that is then treated as
+/// already reflected, which holds unless records are overtaken by more than
+/// that many later deletes.
+pub const MAX_TOMBSTONES: usize = 65_536;
+
 impl MapView {
+    pub(crate) fn remember_delete(&mut self, key: Bytes, observed_ns: u64) {
+        let known = self.tombstones.get(&key).copied().unwrap_or(0);
+        self.tombstones.insert(key, known.max(observed_ns));
+        if self.tombstones.len() > MAX_TOMBSTONES {
+            let mut times: Vec<u64> = self.tombstones.values().copied().collect();
+            let middle = times.len() / 2;
+            let (_, cut, _) = times.select_nth_unstable(middle);
+            let cut = *cut;
+            self.raise_floor(cut);
+        }
+    }
+
+    /// Raises the floor to `floor_ns` and forgets the tombstones it covers.
+    pub(crate) fn raise_floor(&mut self, floor_ns: u64) {
+        self.floor_ns = self.floor_ns.max(floor_ns);
+        let floor = self.floor_ns;
+        if self.tombstones.values().any(|deleted| *deleted <= floor) {
+            self.tombstones = self
+                .tombstones
+                .iter()
+                .filter(|(_, deleted)| **deleted > floor)
+                .map(|(key, deleted)| (key.clone(), *deleted))
+                .collect();
+        }
+    }
+
     /// The map's identity and shape.
     pub fn info(&self) -> &MapInfo {
         &self.info

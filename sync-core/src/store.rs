@@ -1,6 +1,7 @@
 //! The store: one `ArcSwap<Snapshot>` that readers load, and the single
 //! writer that publishes changes with revisions.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
@@ -10,6 +11,7 @@ use tokio::sync::watch;
 use crate::changelog::{ChangeLog, LogLimits};
 use crate::error::SyncError;
 use crate::event::{ChangeEvent, Epoch, EventSource, Op, Revision};
+use crate::kernel::Dump;
 use crate::map_info::MapInfo;
 use crate::snapshot::{Entry, MapView, Snapshot};
 use crate::subscribe::{SubscribeFilter, Subscription};
@@ -124,7 +126,11 @@ impl Store {
     fn publish(&self, snapshot: Snapshot) {
         let revision = snapshot.revision;
         self.inner.current.store(Arc::new(snapshot));
-        self.inner.revision.send_replace(revision);
+        self.inner.revision.send_if_modified(|current| {
+            let advanced = *current != revision;
+            *current = revision;
+            advanced
+        });
     }
 }
 
@@ -214,6 +220,7 @@ impl StoreWriter {
                 info: Arc::new(info),
                 entries: map,
                 floor_ns,
+                tombstones: imbl::OrdMap::new(),
             },
         );
         next.log.compact_through(next.revision);
@@ -237,20 +244,54 @@ impl StoreWriter {
             apply_one(&mut next, change);
         }
         let revision = next.revision;
-        if revision != self.store.revision() {
-            self.store.publish(next);
-        }
+        // publish even without a new revision: tombstones may have changed
+        self.store.publish(next);
         revision
     }
 
-    /// Raises a map's floor: changes observed before `floor_ns` are reflected
-    /// in a dump taken since. Used by resyncs.
-    pub fn raise_floor(&mut self, map: &str, floor_ns: u64) {
+    /// Applies a fresh full dump of `map` as a diff against the mirror, with
+    /// the per-key rule: a dumped value replaces the mirror's unless the
+    /// mirror's is newer; a key the dump lacks is deleted unless the mirror
+    /// learned of it after the dump began. Afterwards, changes observed
+    /// before the dump began are known to be reflected (the map's floor).
+    /// Returns the published revision.
+    pub fn apply_dump(&mut self, map: &str, dump: Dump, source: EventSource) -> Revision {
+        let current = self.store.snapshot();
+        let Some(view) = current.map(map) else {
+            return current.revision;
+        };
+        let name: Arc<str> = map.into();
+        let mut present = HashSet::with_capacity(dump.entries.len());
+        let mut changes = Vec::with_capacity(dump.entries.len());
+        for (key, value, observed_ns) in dump.entries {
+            present.insert(key.clone());
+            changes.push(Change {
+                map: name.clone(),
+                key,
+                value: Some(value),
+                source,
+                observed_ns,
+            });
+        }
+        for (key, entry) in view.iter() {
+            if !present.contains(key) && entry.observed_ns < dump.started_ns {
+                changes.push(Change {
+                    map: name.clone(),
+                    key: key.clone(),
+                    value: None,
+                    source,
+                    observed_ns: dump.started_ns,
+                });
+            }
+        }
+        drop(current);
+        let revision = self.apply(changes);
         let mut next = (*self.store.snapshot()).clone();
         if let Some(view) = next.maps.get_mut(map) {
-            view.floor_ns = view.floor_ns.max(floor_ns);
+            view.raise_floor(dump.started_ns);
             self.store.inner.current.store(Arc::new(next));
         }
+        revision
     }
 }
 
@@ -259,15 +300,28 @@ fn apply_one(next: &mut Snapshot, change: Change) {
         return;
     };
     let existing = view.entries.get(&change.key);
-    let newest_known = existing.map_or(view.floor_ns, |entry| entry.observed_ns);
+    let newest_known = match existing {
+        Some(entry) => entry.observed_ns,
+        None => view
+            .tombstones
+            .get(&change.key)
+            .copied()
+            .unwrap_or(0)
+            .max(view.floor_ns),
+    };
     if change.observed_ns < newest_known {
         return;
     }
     let op = match (&change.value, existing) {
-        (None, None) => return,
+        (None, None) => {
+            // remember it: a put observed earlier may still be on its way
+            view.remember_delete(change.key, change.observed_ns);
+            return;
+        }
         (None, Some(_)) => Op::Delete,
         (Some(value), Some(entry))
-            if change.source == EventSource::Resync && entry.value == *value =>
+            if matches!(change.source, EventSource::Resync | EventSource::Poll)
+                && entry.value == *value =>
         {
             return;
         }
@@ -277,6 +331,7 @@ fn apply_one(next: &mut Snapshot, change: Change) {
     let revision = next.revision;
     match &change.value {
         Some(value) => {
+            view.tombstones.remove(&change.key);
             view.entries.insert(
                 change.key.clone(),
                 Entry {
@@ -288,6 +343,7 @@ fn apply_one(next: &mut Snapshot, change: Change) {
         }
         None => {
             view.entries.remove(&change.key);
+            view.remember_delete(change.key.clone(), change.observed_ns);
         }
     }
     next.log.push(Arc::new(ChangeEvent {
