@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
@@ -46,6 +47,17 @@ struct Inner {
     current: ArcSwap<Snapshot>,
     revision: watch::Sender<Revision>,
     ready: watch::Sender<bool>,
+    subscribers: AtomicUsize,
+}
+
+/// Counts a live subscription for as long as it exists.
+#[derive(Debug)]
+pub(crate) struct SubscriberGuard(Store);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.inner.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Store {
@@ -57,6 +69,7 @@ impl Store {
                 current: ArcSwap::from_pointee(snapshot),
                 revision: watch::channel(0).0,
                 ready: watch::channel(false).0,
+                subscribers: AtomicUsize::new(0),
             }),
         };
         let writer = StoreWriter {
@@ -90,6 +103,16 @@ impl Store {
     /// A receiver that changes whenever a new revision is published.
     pub fn revisions(&self) -> watch::Receiver<Revision> {
         self.inner.revision.subscribe()
+    }
+
+    /// Number of live subscriptions.
+    pub fn subscribers(&self) -> usize {
+        self.inner.subscribers.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_subscriber(&self) -> SubscriberGuard {
+        self.inner.subscribers.fetch_add(1, Ordering::Relaxed);
+        SubscriberGuard(self.clone())
     }
 
     /// Whether every configured map has had its initial dump.

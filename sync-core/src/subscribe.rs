@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::error::SyncError;
 use crate::event::{ChangeEvent, EventSource, Op, Revision};
 use crate::snapshot::Snapshot;
-use crate::store::Store;
+use crate::store::{Store, SubscriberGuard};
 
 /// Most events in one [`WatchBatch::Events`].
 pub const MAX_BATCH: usize = 512;
@@ -85,6 +85,7 @@ enum Phase {
 /// error.
 pub struct Subscription {
     inner: Pin<Box<dyn Stream<Item = Result<WatchBatch, SyncError>> + Send>>,
+    _counted: SubscriberGuard,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -129,6 +130,7 @@ impl Subscription {
             }
         };
         let revisions = store.revisions();
+        let counted = store.count_subscriber();
         let state = (store, revisions, filter, phase);
         let inner =
             futures::stream::unfold(state, |(store, mut revisions, filter, phase)| async move {
@@ -137,6 +139,7 @@ impl Subscription {
             });
         Ok(Self {
             inner: Box::pin(inner),
+            _counted: counted,
         })
     }
 }

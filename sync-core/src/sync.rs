@@ -208,6 +208,11 @@ impl MapSync {
         self.stats.snapshot()
     }
 
+    /// The live ingest counters, for a metrics exporter to read at scrape time.
+    pub fn stats_handle(&self) -> Arc<SyncStats> {
+        self.stats.clone()
+    }
+
     /// Whether the ingest task is still running.
     pub fn is_running(&self) -> bool {
         !self.task.is_finished()
