@@ -1,0 +1,40 @@
+//! mapsync's gRPC API: the `mapsync.v1.MapSync` service over a
+//! [`mapsync_core::Store`], and the server that runs it.
+//!
+//! # Layout
+//! - [`pb`]: protobuf and tonic code generated from `proto/mapsync/v1/mapsync.proto`.
+//! - [`convert`]: the one place where sync-core types become protobuf types.
+//! - [`error`]: request errors and their gRPC status codes, in one place.
+//! - [`service`]: the service implementation.
+//! - [`server`]: listeners (TCP or Unix socket) and [`server::serve`], with
+//!   `grpc.health.v1` and server reflection (v1 and v1alpha).
+//!
+//! ```no_run
+//! # async fn example(store: mapsync_core::Store) -> Result<(), mapsync_grpc::ServeError> {
+//! use mapsync_grpc::server::{Listener, serve};
+//!
+//! let listener = Listener::bind("unix:/run/mapsync/mapsync.sock").await?;
+//! serve(listener, store, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod convert;
+pub mod error;
+pub mod server;
+pub mod service;
+
+pub use error::{RequestError, ServeError};
+
+/// Generated protobuf messages and tonic stubs of `mapsync.v1`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("mapsync.v1");
+
+    /// The encoded file descriptor set of `mapsync.v1`, for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("mapsync_descriptor");
+
+    /// Full name of the service, as health checks name it.
+    pub const SERVICE_NAME: &str = "mapsync.v1.MapSync";
+}
