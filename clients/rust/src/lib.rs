@@ -1,0 +1,33 @@
+//! Rust client of mapsync's gRPC API.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), mapsync_client::ClientError> {
+//! use futures::StreamExt;
+//! use mapsync_client::{Client, WatchItem, WatchOptions};
+//!
+//! let mut client = Client::connect("unix:/run/mapsync/mapsync.sock").await?;
+//! let listing = client.list("flows").await?;
+//! println!("{} entries at revision {}", listing.entries.len(), listing.revision);
+//!
+//! let mut changes = client.watch(WatchOptions::maps(["flows"])).await?;
+//! while let Some(item) = changes.next().await {
+//!     match item? {
+//!         WatchItem::Events(events) => {
+//!             for event in events {
+//!                 println!("{} {:?} {:02x?}", event.revision, event.op, &event.key[..]);
+//!             }
+//!         }
+//!         WatchItem::InitialStateDone { revision } => println!("live from {}", revision + 1),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod client;
+mod error;
+mod types;
+
+pub use client::Client;
+pub use error::ClientError;
+pub use types::{Event, GetResult, Listing, MapDescription, Maps, Op, WatchItem, WatchOptions};

@@ -1,0 +1,200 @@
+//! Typed replies: protobuf messages turned into plain Rust values.
+
+use bytes::Bytes;
+use mapsync_grpc::pb;
+
+use crate::error::ClientError;
+
+/// A mirrored map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapDescription {
+    /// Name to use in requests.
+    pub name: String,
+    /// Kernel map id.
+    pub id: u32,
+    /// Kind, as the kernel names it.
+    pub kind: String,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value bytes as reads carry them.
+    pub value_bytes: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// Entries in the mirror.
+    pub entries: u64,
+}
+
+/// Every mirrored map, at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maps {
+    /// The server's epoch.
+    pub epoch: u64,
+    /// The revision of the listing.
+    pub revision: u64,
+    /// The maps.
+    pub maps: Vec<MapDescription>,
+}
+
+/// One key's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetResult {
+    /// The value, if the key is present.
+    pub value: Option<Bytes>,
+    /// Revision of the change that set it (0 if absent).
+    pub mod_revision: u64,
+    /// The revision the read reflects.
+    pub revision: u64,
+}
+
+/// Every entry of a map at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The server's epoch.
+    pub epoch: u64,
+    /// The revision every entry is read at.
+    pub revision: u64,
+    /// Keys and values, in key order.
+    pub entries: Vec<(Bytes, Bytes)>,
+}
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Created or replaced.
+    Put,
+    /// Removed.
+    Delete,
+}
+
+impl Op {
+    /// `"put"` or `"delete"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Its revision.
+    pub revision: u64,
+    /// The map.
+    pub map: String,
+    /// Put or delete.
+    pub op: Op,
+    /// Key bytes.
+    pub key: Bytes,
+    /// New value; `None` on delete.
+    pub value: Option<Bytes>,
+    /// Who saw it: "initial", "emit", "trace", "resync" or "poll".
+    pub source: &'static str,
+}
+
+/// What a watch yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchItem {
+    /// Changes in revision order (or entries of the initial state).
+    Events(Vec<Event>),
+    /// The initial state is complete as of `revision`.
+    InitialStateDone {
+        /// Live changes follow from `revision + 1`.
+        revision: u64,
+    },
+}
+
+/// What to watch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Map names; empty: every map.
+    pub maps: Vec<String>,
+    /// 0: current state first, then live; N: changes from revision N.
+    pub start_revision: u64,
+    /// The epoch `start_revision` belongs to (0: any).
+    pub epoch: u64,
+    /// Only keys starting with these bytes.
+    pub key_prefix: Bytes,
+}
+
+impl WatchOptions {
+    /// Every change of the named maps, current state first.
+    pub fn maps(names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            maps: names.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The same, from revision `revision` of epoch `epoch`.
+    pub fn from_revision(mut self, revision: u64, epoch: u64) -> Self {
+        self.start_revision = revision;
+        self.epoch = epoch;
+        self
+    }
+}
+
+impl From<pb::MapDescription> for MapDescription {
+    fn from(map: pb::MapDescription) -> Self {
+        Self {
+            name: map.name,
+            id: map.id,
+            kind: map.kind,
+            key_size: map.key_size,
+            value_bytes: map.value_bytes,
+            max_entries: map.max_entries,
+            entries: map.entries,
+        }
+    }
+}
+
+impl TryFrom<pb::Event> for Event {
+    type Error = ClientError;
+
+    fn try_from(event: pb::Event) -> Result<Self, ClientError> {
+        let op = match pb::Op::try_from(event.op) {
+            Ok(pb::Op::Put) => Op::Put,
+            Ok(pb::Op::Delete) => Op::Delete,
+            _ => return Err(ClientError::Protocol("event with an unknown op")),
+        };
+        let source = match pb::Source::try_from(event.source) {
+            Ok(pb::Source::Initial) => "initial",
+            Ok(pb::Source::Emit) => "emit",
+            Ok(pb::Source::Trace) => "trace",
+            Ok(pb::Source::Resync) => "resync",
+            Ok(pb::Source::Poll) => "poll",
+            _ => "unknown",
+        };
+        Ok(Self {
+            revision: event.revision,
+            map: event.map,
+            op,
+            key: event.key,
+            value: (op == Op::Put).then_some(event.value),
+            source,
+        })
+    }
+}
+
+impl TryFrom<pb::WatchResponse> for WatchItem {
+    type Error = ClientError;
+
+    fn try_from(response: pb::WatchResponse) -> Result<Self, ClientError> {
+        match response.kind {
+            Some(pb::watch_response::Kind::Events(batch)) => Ok(WatchItem::Events(
+                batch
+                    .events
+                    .into_iter()
+                    .map(Event::try_from)
+                    .collect::<Result<_, _>>()?,
+            )),
+            Some(pb::watch_response::Kind::InitialStateDone(done)) => {
+                Ok(WatchItem::InitialStateDone {
+                    revision: done.revision,
+                })
+            }
+            None => Err(ClientError::Protocol("watch response without content")),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! `mapsync get`: the value of one key.
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use super::output::{self, ClientArgs};
+
+/// Arguments of `mapsync get`.
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The map's name.
+    pub map: String,
+    /// The key, as hex bytes in memory order (e.g. 0a000001 or "0a 00 00 01").
+    pub key: String,
+}
+
+/// Prints the key's value; a missing key is an error.
+pub async fn run(args: GetArgs) -> anyhow::Result<()> {
+    let key = output::parse_hex(&args.key)?;
+    let mut client = mapsync_client::Client::connect(&args.client.endpoint).await?;
+    let result = client.get(&args.map, &key).await?;
+    let value = result.value.with_context(|| {
+        format!(
+            "key {} is not in map `{}` (revision {})",
+            output::hex(&key),
+            args.map,
+            result.revision
+        )
+    })?;
+    let line = if args.client.json {
+        json!({"key": output::hex(&key), "value": output::hex(&value), "mod_revision": result.mod_revision, "revision": result.revision})
+            .to_string()
+    } else {
+        output::hex(&value)
+    };
+    output::emit(&mut std::io::stdout().lock(), &line)
+}

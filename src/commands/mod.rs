@@ -1,0 +1,8 @@
+//! One module per `mapsync` subcommand.
+
+pub mod demo;
+pub mod get;
+pub mod list;
+pub mod output;
+pub mod serve;
+pub mod watch;

@@ -1,0 +1,278 @@
+//! `mapsync serve`: the sidecar. Mirrors the given maps and serves the gRPC API.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use mapsync_core::{DEFAULT_PIN_DIR, LogLimits, MapSpec, MapSync, SyncConfig};
+use mapsync_grpc::server::{Listener, serve};
+
+/// Default address of the sidecar's gRPC API.
+pub const DEFAULT_LISTEN: &str = "unix:/run/mapsync/mapsync.sock";
+
+/// Arguments of `mapsync serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Where to serve the gRPC API: HOST:PORT or unix:PATH.
+    #[arg(long, default_value = DEFAULT_LISTEN, env = "MAPSYNC_LISTEN")]
+    pub listen: String,
+    /// A pinned map to mirror, as [NAME=]PIN_PATH; NAME defaults to the pin's
+    /// file name. Repeat for several maps.
+    #[arg(long = "map", value_name = "[NAME=]PIN_PATH")]
+    pub maps: Vec<String>,
+    /// A map to mirror by kernel id, as [NAME=]ID; NAME defaults to the
+    /// kernel's name of the map. Repeat for several maps.
+    #[arg(long = "map-id", value_name = "[NAME=]ID")]
+    pub map_ids: Vec<String>,
+    /// bpffs directory of the shared capture maps (ring, drop and sequence
+    /// counters). BPF programs that include mapsync.h and are loaded with
+    /// this pin root share mapsync's ring.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Size of the capture ring buffer in bytes, when mapsync creates it: a
+    /// power-of-two multiple of the page size.
+    #[arg(long, default_value_t = mapsync_ebpf::abi::RINGBUF_BYTES, value_parser = parse_ring_bytes)]
+    pub ringbuf_bytes: u32,
+    /// Compare every map with the kernel this often, in seconds, and repair
+    /// (and count) any difference; 0 turns it off.
+    #[arg(long, value_name = "SECS", default_value_t = mapsync_core::DEFAULT_RECONCILE_INTERVAL.as_secs_f64())]
+    pub reconcile_interval: f64,
+    /// Poll a map every SECS seconds, as NAME=SECS: the source that sees values
+    /// changed in place through lookup pointers (counters) and LRU evictions.
+    #[arg(long = "poll", value_name = "NAME=SECS")]
+    pub polls: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT; off by default).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
+    /// Most changes kept in the change log for resuming watches.
+    #[arg(long, default_value_t = LogLimits::default().max_events)]
+    pub log_events: usize,
+    /// Most bytes of keys and values kept in the change log.
+    #[arg(long, default_value_t = LogLimits::default().max_bytes)]
+    pub log_bytes: usize,
+}
+
+impl ServeArgs {
+    /// The sync configuration these arguments describe.
+    pub fn sync_config(&self) -> anyhow::Result<SyncConfig> {
+        let mut maps = Vec::new();
+        for arg in &self.maps {
+            let (name, path) = split_name(arg);
+            maps.push(MapSpec::pin(name, path));
+        }
+        for arg in &self.map_ids {
+            let (name, id) = split_name(arg);
+            let id = id
+                .parse()
+                .with_context(|| format!("--map-id {arg}: `{id}` is not a map id"))?;
+            maps.push(MapSpec::id(name, id));
+        }
+        if maps.is_empty() {
+            anyhow::bail!(
+                "nothing to mirror: give at least one --map [NAME=]PIN_PATH or --map-id [NAME=]ID"
+            );
+        }
+        for arg in &self.polls {
+            let (Some(name), secs) = split_name(arg) else {
+                anyhow::bail!("--poll {arg}: expected NAME=SECS");
+            };
+            let every = parse_seconds(secs).with_context(|| format!("--poll {arg}"))?;
+            let spec = maps
+                .iter_mut()
+                .find(|spec| spec.name == name)
+                .with_context(|| format!("--poll {arg}: no map named `{name}` is configured (name maps with --map NAME=PATH)"))?;
+            spec.poll_interval = Some(every);
+        }
+        let reconcile_interval = match self.reconcile_interval {
+            0.0 => None,
+            secs if secs > 0.0 && secs.is_finite() => {
+                Some(std::time::Duration::from_secs_f64(secs))
+            }
+            secs => anyhow::bail!(
+                "--reconcile-interval {secs}: expected seconds > 0, or 0 to turn it off"
+            ),
+        };
+        Ok(SyncConfig {
+            maps,
+            pin_dir: self.pin_dir.clone(),
+            ring_bytes: self.ringbuf_bytes,
+            reconcile_interval,
+            log_limits: LogLimits {
+                max_events: self.log_events,
+                max_bytes: self.log_bytes,
+            },
+        })
+    }
+}
+
+/// Splits `NAME=VALUE` (NAME without a slash) from a plain `VALUE`.
+fn split_name(arg: &str) -> (Option<&str>, &str) {
+    match arg.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !name.contains('/') => (Some(name), value),
+        _ => (None, arg),
+    }
+}
+
+fn parse_seconds(arg: &str) -> anyhow::Result<std::time::Duration> {
+    let secs: f64 = arg
+        .parse()
+        .with_context(|| format!("`{arg}` is not a number of seconds"))?;
+    if !(secs > 0.0 && secs.is_finite()) {
+        anyhow::bail!("`{arg}` is not a positive number of seconds");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+fn parse_ring_bytes(arg: &str) -> Result<u32, String> {
+    let bytes: u32 = arg
+        .parse()
+        .map_err(|_| format!("`{arg}` is not a number of bytes"))?;
+    if bytes < 4096 || !bytes.is_power_of_two() {
+        return Err(format!(
+            "{bytes} is not a power-of-two multiple of the 4096-byte page size"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Runs the sidecar until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.sync_config()?;
+    let sync = MapSync::start(config)
+        .await
+        .context("cannot start mirroring")?;
+    let listener = Listener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let metrics = match &args.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            tracing::info!(metrics = %addr, "serving metrics");
+            let collector = crate::metrics::SyncCollector::new(&sync);
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                collector,
+                stopped(stopping.clone()),
+            )))
+        }
+        None => None,
+    };
+    tracing::info!(listen = %args.listen, epoch = %sync.store().epoch(), revision = sync.store().revision(), "serving");
+    serve(listener, sync.store().clone(), stopped(stopping))
+        .await
+        .context("gRPC server failed")?;
+    if let Some(metrics) = metrics {
+        metrics.await.context("metrics task")??;
+    }
+    tracing::info!("shutting down");
+    sync.shutdown().await.context("ingest task failed")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_optional_and_paths_with_equals_signs_stay_whole() {
+        assert_eq!(
+            split_name("flows=/sys/fs/bpf/x"),
+            (Some("flows"), "/sys/fs/bpf/x")
+        );
+        assert_eq!(split_name("/sys/fs/bpf/x"), (None, "/sys/fs/bpf/x"));
+        assert_eq!(split_name("/sys/fs/bpf/a=b"), (None, "/sys/fs/bpf/a=b"));
+        assert_eq!(split_name("42"), (None, "42"));
+    }
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut argv = vec!["serve"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).serve
+    }
+
+    #[test]
+    fn polls_attach_to_named_maps_and_reconcile_zero_turns_it_off() {
+        let config = args(&[
+            "--map",
+            "a=/x/a",
+            "--map-id",
+            "b=7",
+            "--poll",
+            "b=0.5",
+            "--reconcile-interval",
+            "0",
+        ])
+        .sync_config()
+        .expect("valid");
+        assert_eq!(config.maps[0].poll_interval, None);
+        assert_eq!(
+            config.maps[1].poll_interval,
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(config.reconcile_interval, None);
+        let default = args(&["--map", "/x/a"]).sync_config().expect("valid");
+        assert_eq!(
+            default.reconcile_interval,
+            Some(mapsync_core::DEFAULT_RECONCILE_INTERVAL)
+        );
+    }
+
+    #[test]
+    fn bad_polls_and_intervals_are_explained() {
+        let error = args(&["--map", "a=/x/a", "--poll", "zzz=1"])
+            .sync_config()
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("no map named `zzz`"),
+            "{error:#}"
+        );
+        let error = args(&["--map", "a=/x/a", "--poll", "a=soon"])
+            .sync_config()
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("not a number of seconds"),
+            "{error:#}"
+        );
+        let error = args(&["--map", "a=/x/a", "--reconcile-interval=-1"])
+            .sync_config()
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("expected seconds > 0"),
+            "{error:#}"
+        );
+        let error = args(&[]).sync_config().unwrap_err();
+        assert!(error.to_string().contains("nothing to mirror"));
+    }
+
+    #[test]
+    fn ring_size_must_be_a_power_of_two_pages() {
+        assert_eq!(parse_ring_bytes("4096"), Ok(4096));
+        assert!(
+            parse_ring_bytes("6000")
+                .unwrap_err()
+                .contains("power-of-two")
+        );
+        assert!(parse_ring_bytes("2048").is_err());
+        assert!(
+            parse_ring_bytes("lots")
+                .unwrap_err()
+                .contains("not a number")
+        );
+    }
+}

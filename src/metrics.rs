@@ -1,0 +1,191 @@
+//! Prometheus metrics of a running sidecar, read from the live counters at
+//! each scrape and served over HTTP at `/metrics`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::routing::get;
+use mapsync_core::{MapSync, Store, SyncStats};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+/// Reads the store and the ingest counters at scrape time.
+#[derive(Debug)]
+pub struct SyncCollector {
+    store: Store,
+    stats: Arc<SyncStats>,
+}
+
+impl SyncCollector {
+    /// A collector over a running sync.
+    pub fn new(sync: &MapSync) -> Self {
+        Self {
+            store: sync.store().clone(),
+            stats: sync.stats_handle(),
+        }
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for SyncCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.stats.snapshot();
+        let snapshot = self.store.load();
+        let e = &mut encoder;
+        counter(
+            e,
+            "mapsync_records",
+            "Change records read from the ring buffer.",
+            stats.records,
+        )?;
+        counter(
+            e,
+            "mapsync_revisions",
+            "Changes applied to the mirror (the newest revision).",
+            snapshot.revision(),
+        )?;
+        counter(
+            e,
+            "mapsync_dropped_records",
+            "Records the kernel could not queue (ring full).",
+            stats.drops,
+        )?;
+        counter(
+            e,
+            "mapsync_sequence_gaps",
+            "Records found missing from per-CPU sequence numbers.",
+            stats.seq_gaps,
+        )?;
+        counter(
+            e,
+            "mapsync_duplicate_records",
+            "Records seen twice and dropped.",
+            stats.duplicates,
+        )?;
+        counter(
+            e,
+            "mapsync_resyncs",
+            "Map resyncs after lost or ambiguous records.",
+            stats.resyncs,
+        )?;
+        counter(
+            e,
+            "mapsync_reconciles",
+            "Periodic reconciles made.",
+            stats.reconciles,
+        )?;
+        counter(
+            e,
+            "mapsync_reconcile_repairs",
+            "Differences reconciles found between kernel and mirror (0 when every writer is captured).",
+            stats.reconcile_repairs,
+        )?;
+        counter(
+            e,
+            "mapsync_polled_changes",
+            "Changes found by the poll source.",
+            stats.polled_changes,
+        )?;
+        counter(
+            e,
+            "mapsync_bad_records",
+            "Ring records that could not be decoded.",
+            stats.bad_records,
+        )?;
+        gauge(
+            e,
+            "mapsync_lag_nanoseconds",
+            "Kernel write to mirror publish, newest record.",
+            stats.last_lag_ns as i64,
+        )?;
+        gauge(
+            e,
+            "mapsync_subscribers",
+            "Live subscriptions (in-process and gRPC watches).",
+            self.store.subscribers() as i64,
+        )?;
+        gauge(
+            e,
+            "mapsync_change_log_events",
+            "Changes held in the change log.",
+            snapshot.log().len() as i64,
+        )?;
+        gauge(
+            e,
+            "mapsync_change_log_bytes",
+            "Bytes held in the change log.",
+            snapshot.log().bytes() as i64,
+        )?;
+        let entries: usize = snapshot.maps().map(|(_, map)| map.len()).sum();
+        gauge(
+            e,
+            "mapsync_mirrored_entries",
+            "Entries in all mirrored maps.",
+            entries as i64,
+        )?;
+        Ok(())
+    }
+}
+
+/// The metrics text for `registry`.
+pub fn render(registry: &Registry) -> anyhow::Result<String> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).context("encoding metrics")?;
+    Ok(text)
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    collector: SyncCollector,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(collector));
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Arc::new(registry));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("metrics server")
+}
+
+async fn scrape(
+    State(registry): State<Arc<Registry>>,
+) -> Result<impl axum::response::IntoResponse, (axum::http::StatusCode, String)> {
+    let text = render(&registry)
+        .map_err(|e| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
+}
