@@ -96,6 +96,7 @@ pub async fn serve(
             tracing::info!("health: serving");
         })
     };
+    let (stop_streams, stopping) = tokio::sync::watch::channel(false);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -106,9 +107,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(MapSyncService::new(store).into_server());
+        .add_service(MapSyncService::new(store, stopping).into_server());
     let shutdown = async {
         shutdown.await;
+        let _ = stop_streams.send(true);
         readiness.abort();
         health
             .set_service_status(pb::SERVICE_NAME, ServingStatus::NotServing)

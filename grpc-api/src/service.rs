@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use mapsync_core::{Snapshot, Store, SubscribeFilter, SyncError, WatchBatch};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -29,12 +29,15 @@ pub const MAX_PAGE_SIZE: u32 = 10_000;
 #[derive(Debug, Clone)]
 pub struct MapSyncService {
     store: Store,
+    stopping: watch::Receiver<bool>,
 }
 
 impl MapSyncService {
-    /// A service over `store`.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// A service over `store` whose streams end when `stopping` turns true
+    /// (graceful shutdown: open watches are told `UNAVAILABLE` and closed, so
+    /// the server's drain does not wait on them forever).
+    pub fn new(store: Store, stopping: watch::Receiver<bool>) -> Self {
+        Self { store, stopping }
     }
 
     /// The tonic server wrapper of this service.
@@ -183,10 +186,21 @@ impl pb::map_sync_server::MapSync for MapSyncService {
             .map_err(RequestError::from)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let span = tracing::info_span!("watch", maps = ?request.maps, start_revision = request.start_revision);
+        let mut stopping = self.stopping.clone();
         tokio::spawn(
             async move {
                 tracing::debug!("watch started");
-                while let Some(item) = subscription.next().await {
+                loop {
+                    let item = tokio::select! {
+                        item = subscription.next() => item,
+                        _ = stopping.wait_for(|stop| *stop) => {
+                            let _ = tx.try_send(Err(Status::unavailable(
+                                "mapsync is shutting down: reconnect and resume from the last revision you saw",
+                            )));
+                            break;
+                        }
+                    };
+                    let Some(item) = item else { break };
                     let message = match item {
                         Ok(WatchBatch::Events(events)) => Ok(pb::WatchResponse {
                             epoch: epoch.0,
