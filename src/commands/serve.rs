@@ -138,17 +138,13 @@ fn parse_ring_bytes(arg: &str) -> Result<u32, String> {
 /// Runs the sidecar until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.sync_config()?;
-    let sync = MapSync::start(config)
+    let mut sync = MapSync::start(config)
         .await
         .context("cannot start mirroring")?;
     let listener = Listener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::shutdown_signal().await;
-        let _ = stop.send(true);
-    });
     let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
@@ -168,14 +164,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(listen = %args.listen, epoch = %sync.store().epoch(), revision = sync.store().revision(), "serving");
-    serve(listener, sync.store().clone(), stopped(stopping))
+    let mut server = tokio::spawn(serve(listener, sync.store().clone(), stopped(stopping)));
+    // stop on a signal, and also when the mirror stops following the kernel:
+    // serving a mirror that no longer changes would be serving stale data
+    let ingest_ended = tokio::select! {
+        _ = crate::shutdown_signal() => false,
+        _ = sync.stopped() => true,
+        result = &mut server => {
+            result.context("gRPC server task")?.context("gRPC server failed")?;
+            anyhow::bail!("the gRPC server stopped unexpectedly");
+        }
+    };
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    server
         .await
+        .context("gRPC server task")?
         .context("gRPC server failed")?;
     if let Some(metrics) = metrics {
         metrics.await.context("metrics task")??;
     }
-    tracing::info!("shutting down");
     sync.shutdown().await.context("ingest task failed")?;
+    if ingest_ended {
+        anyhow::bail!("the ingest task stopped: the mirror no longer follows the kernel");
+    }
     Ok(())
 }
 

@@ -87,6 +87,8 @@ pub struct MapSync {
     stats: Arc<SyncStats>,
     task: JoinHandle<Result<(), SyncError>>,
     stop: oneshot::Sender<()>,
+    /// The ingest task's result, once [`MapSync::stopped`] has seen it end.
+    ended: Option<Result<(), SyncError>>,
 }
 
 impl MapSync {
@@ -195,6 +197,7 @@ impl MapSync {
             stats,
             task,
             stop,
+            ended: None,
         })
     }
 
@@ -218,8 +221,23 @@ impl MapSync {
         !self.task.is_finished()
     }
 
+    /// Resolves when the ingest task has stopped by itself, which only an
+    /// error it cannot recover from does, with that error. From then on the
+    /// mirror no longer follows the kernel: a server should stop serving it.
+    /// Cancel-safe; [`MapSync::shutdown`] still returns the same result.
+    pub async fn stopped(&mut self) -> &Result<(), SyncError> {
+        if self.ended.is_none() {
+            let result = (&mut self.task).await.unwrap_or(Err(SyncError::Stopped));
+            self.ended = Some(result);
+        }
+        self.ended.as_ref().expect("set above")
+    }
+
     /// Stops the ingest task and detaches capture.
     pub async fn shutdown(self) -> Result<(), SyncError> {
+        if let Some(result) = self.ended {
+            return result;
+        }
         let _ = self.stop.send(());
         self.task.await.unwrap_or(Err(SyncError::Stopped))
     }
