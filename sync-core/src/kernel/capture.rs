@@ -1,7 +1,7 @@
 //! mapsync's capture programs: loading the syscall-trace object, attaching
 //! it, choosing which maps it watches, and reading the shared ring buffer.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
@@ -89,6 +89,18 @@ impl Capture {
                 source,
             }
         })?;
+        // an existing pinned ring (another mapsync, a user's program loaded
+        // first) keeps its size: say so rather than ignore the request
+        match super::sys::map_info(ring.as_fd()) {
+            Ok(info) if info.max_entries != ring_bytes => tracing::warn!(
+                pin_dir = %pin_dir.display(),
+                requested = ring_bytes,
+                actual = info.max_entries,
+                "the pinned ring buffer already exists with another size and keeps it; remove the pins under the pin directory to resize it"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "cannot read the ring buffer's size"),
+        }
         tracing::info!(pin_dir = %pin_dir.display(), ring_fd = ring.as_raw_fd(), "syscall trace attached");
         Ok((
             Self {
