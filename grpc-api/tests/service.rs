@@ -22,6 +22,7 @@ fn info(name: &str) -> MapInfo {
         value_size: 2,
         max_entries: 10_000,
         value_bytes: 2,
+        types: None,
     }
 }
 

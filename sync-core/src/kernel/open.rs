@@ -2,10 +2,12 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mapsync_ebpf::abi;
 
 use super::sys;
+use crate::btf::{Btf, MapTypes};
 use crate::error::SyncError;
 use crate::map_info::{MapInfo, MapKind};
 
@@ -125,6 +127,7 @@ pub fn open(spec: &MapSpec) -> Result<OpenMap, SyncError> {
             max: abi::VALUE_MAX,
         });
     }
+    let types = map_types(&name, &raw);
     Ok(OpenMap {
         info: MapInfo {
             name,
@@ -135,9 +138,41 @@ pub fn open(spec: &MapSpec) -> Result<OpenMap, SyncError> {
             value_size: raw.value_size,
             max_entries: raw.max_entries,
             value_bytes,
+            types,
         },
         fd,
     })
+}
+
+/// The map's BTF key and value types, when it carries both. BTF that
+/// cannot be read or does not fit the map leaves the map untyped (hex only)
+/// with a warning: typed output is a view, never a reason not to mirror.
+fn map_types(name: &str, raw: &sys::RawMapInfo) -> Option<MapTypes> {
+    if raw.btf_id == 0 || raw.btf_key_type_id == 0 || raw.btf_value_type_id == 0 {
+        return None;
+    }
+    let btf = sys::btf_fd_by_id(raw.btf_id)
+        .and_then(|fd| sys::btf_data(fd.as_fd()))
+        .map_err(|error| error.to_string())
+        .and_then(|data| Btf::parse(&data).map_err(|error| error.to_string()))
+        .and_then(|btf| {
+            MapTypes::new(
+                Arc::new(btf),
+                raw.btf_id,
+                raw.btf_key_type_id,
+                raw.btf_value_type_id,
+                raw.key_size,
+                raw.value_size,
+            )
+            .map_err(|error| error.to_string())
+        });
+    match btf {
+        Ok(types) => Some(types),
+        Err(error) => {
+            tracing::warn!(map = name, btf_id = raw.btf_id, %error, "map BTF unusable: keys and values will be hex only");
+            None
+        }
+    }
 }
 
 fn open_pin(path: &Path) -> Result<OwnedFd, SyncError> {
