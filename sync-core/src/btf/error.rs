@@ -75,6 +75,12 @@ pub enum BtfError {
         /// Size from the map.
         map_size: u32,
     },
+    /// Not a 64-bit little-endian ELF object.
+    #[error("not a 64-bit little-endian ELF object")]
+    NotElf,
+    /// The object has no `.BTF` section (compiled without `-g`?).
+    #[error("the object has no .BTF section (compile it with clang -g)")]
+    NoBtfSection,
     /// Bytes to decode are fewer than the type needs.
     #[error("{have} bytes cannot hold BTF type {id}, which needs {need}")]
     ShortData {

@@ -6,6 +6,7 @@
 //! - [`parse`]: the BTF blob -> a table of types ([`Btf`]).
 //! - `decode`: bytes + type -> [`TypedValue`] ([`Btf::decode`]).
 //! - [`value`]: [`TypedValue`] and its JSON text.
+//! - `elf`: the BTF of a BPF object file ([`Btf::from_elf`]).
 //! - [`MapTypes`]: one map's key and value types, as [`MapInfo`](crate::MapInfo)
 //!   holds them.
 //!
@@ -22,6 +23,7 @@
 //! ```
 
 mod decode;
+mod elf;
 mod error;
 pub mod parse;
 #[cfg(test)]
