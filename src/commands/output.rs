@@ -152,7 +152,8 @@ mod tests {
         };
         assert_eq!(
             event_json_hex(&put),
-            r#"{"key":"01000000","map":"flows","op":"put","revision":7,"value":"abcd"}"#
+            r#"{"revision":7,"map":"flows","op":"put","key":"01000000","value":"abcd"}"#,
+            "the order README.md documents"
         );
         let delete = Event {
             op: Op::Delete,
