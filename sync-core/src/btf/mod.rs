@@ -3,7 +3,7 @@
 //! pretty output).
 //!
 //! # Layout
-//! - [`parse`]: the BTF blob -> a table of types ([`Btf`]).
+//! - [`parse`]: the BTF blob -> a table of types ([`Btf`], kinds in `types`).
 //! - `decode`: bytes + type -> [`TypedValue`] ([`Btf::decode`]).
 //! - [`value`]: [`TypedValue`] and its JSON text.
 //! - `elf`: the BTF of a BPF object file ([`Btf::from_elf`]).
@@ -28,6 +28,7 @@ mod error;
 pub mod parse;
 #[cfg(test)]
 mod testdata;
+mod types;
 pub mod value;
 
 use std::sync::Arc;

@@ -144,6 +144,15 @@ pub fn open(spec: &MapSpec) -> Result<OpenMap, SyncError> {
     })
 }
 
+/// Why a map's BTF was not used (logged; the map is then shown as hex).
+#[derive(Debug, thiserror::Error)]
+enum TypesError {
+    #[error("reading BTF object {btf_id}: {source}")]
+    Read { btf_id: u32, source: std::io::Error },
+    #[error(transparent)]
+    Btf(#[from] crate::btf::BtfError),
+}
+
 /// The map's BTF key and value types, when it carries both. BTF that
 /// cannot be read or does not fit the map leaves the map untyped (hex only)
 /// with a warning: typed output is a view, never a reason not to mirror.
@@ -151,28 +160,27 @@ fn map_types(name: &str, raw: &sys::RawMapInfo) -> Option<MapTypes> {
     if raw.btf_id == 0 || raw.btf_key_type_id == 0 || raw.btf_value_type_id == 0 {
         return None;
     }
-    let btf = sys::btf_fd_by_id(raw.btf_id)
-        .and_then(|fd| sys::btf_data(fd.as_fd()))
-        .map_err(|error| error.to_string())
-        .and_then(|data| Btf::parse(&data).map_err(|error| error.to_string()))
-        .and_then(|btf| {
-            MapTypes::new(
-                Arc::new(btf),
-                raw.btf_id,
-                raw.btf_key_type_id,
-                raw.btf_value_type_id,
-                raw.key_size,
-                raw.value_size,
-            )
-            .map_err(|error| error.to_string())
-        });
-    match btf {
-        Ok(types) => Some(types),
-        Err(error) => {
-            tracing::warn!(map = name, btf_id = raw.btf_id, %error, "map BTF unusable: keys and values will be hex only");
-            None
-        }
-    }
+    let read = || -> Result<MapTypes, TypesError> {
+        let data = sys::btf_fd_by_id(raw.btf_id)
+            .and_then(|fd| sys::btf_data(fd.as_fd()))
+            .map_err(|source| TypesError::Read {
+                btf_id: raw.btf_id,
+                source,
+            })?;
+        Ok(MapTypes::new(
+            Arc::new(Btf::parse(&data)?),
+            raw.btf_id,
+            raw.btf_key_type_id,
+            raw.btf_value_type_id,
+            raw.key_size,
+            raw.value_size,
+        )?)
+    };
+    read()
+        .inspect_err(|error| {
+            tracing::warn!(map = name, %error, "map BTF unusable: keys and values will be hex only");
+        })
+        .ok()
 }
 
 fn open_pin(path: &Path) -> Result<OwnedFd, SyncError> {
