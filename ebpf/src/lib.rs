@@ -6,6 +6,8 @@
 //!   *emit* helpers `mapsync_update()` / `mapsync_delete()` for users' programs.
 //! - `src/bpf/trace.bpf.c`: the *syscall trace* source ([`TRACE_OBJECT`]).
 //! - `src/bpf/demo.bpf.c`: the demo writer ([`DEMO_OBJECT`]).
+//! - `src/bpf/typed.bpf.c`: maps whose keys and values carry BTF, for typed
+//!   output ([`TYPED_OBJECT`]).
 //! - [`abi`]: the Rust mirror of `mapsync.h`, with compile-time size checks.
 //!
 //! The objects are compiled with `clang -target bpf -g -O2` against a
@@ -50,6 +52,23 @@ pub static TRACE_OBJECT: &[u8] = embed_object!("trace.bpf.o");
 /// `demo_bump` (increment a count in place, invisible to capture), and the
 /// raw tracepoint `demo_cpu_hit` (bump the per-CPU array `demo_cpu_hits`).
 pub static DEMO_OBJECT: &[u8] = embed_object!("demo.bpf.o");
+
+/// The typed object: no programs, only maps whose keys and values carry BTF
+/// (for decoded output and its tests): the hash `typed_flows` (key `struct
+/// typed_flow_key { __u32 addr; __u16 port; __u16 proto; }`, value `struct
+/// typed_flow_value { __u64 packets; char name[16]; enum typed_verdict
+/// verdict; }`), the array `typed_shapes` (one `struct typed_shape` using
+/// bitfields, unions, typedefs, qualifiers and nested arrays), and the
+/// per-CPU hashes `typed_cpu_counts` (`__u32` -> `__u64`) and
+/// `typed_cpu_pairs` (`__u32` -> `struct typed_pair { __u32 first, second; }`).
+pub static TYPED_OBJECT: &[u8] = embed_object!("typed.bpf.o");
+/// Names of the typed object's maps.
+pub const TYPED_MAPS: [&str; 4] = [
+    "typed_flows",
+    "typed_shapes",
+    "typed_cpu_counts",
+    "typed_cpu_pairs",
+];
 
 /// Tracepoint category of the trace programs.
 pub const TRACE_CATEGORY: &str = "syscalls";

@@ -1,7 +1,9 @@
 //! sync-core types to protobuf types. Nothing else in the crate builds
 //! protobuf messages from domain types.
 
-use mapsync_core::{ChangeEvent, EventSource, MapView, Op};
+use std::collections::HashMap;
+
+use mapsync_core::{ChangeEvent, EventSource, MapInfo, MapView, Op, Snapshot};
 
 use crate::pb;
 
@@ -14,6 +16,7 @@ pub fn event(event: &ChangeEvent) -> pb::Event {
         key: event.key.clone(),
         value: event.value.clone().unwrap_or_default(),
         source: source(event.source) as i32,
+        ..pb::Event::default()
     }
 }
 
@@ -49,6 +52,69 @@ pub fn map_description(name: &str, view: &MapView) -> pb::MapDescription {
         max_entries: info.max_entries,
         entries: view.len() as u64,
         kernel_name: info.kernel_name.clone(),
+        has_btf: info.types.is_some(),
+    }
+}
+
+/// Fills the decoded (`*_json`) fields of replies to a request that asked
+/// for them (`decode = true`), for maps that carry BTF. Holds only the
+/// maps' types, never a snapshot, so a long watch keeps no old data alive.
+#[derive(Debug, Clone, Default)]
+pub struct Decoder {
+    maps: HashMap<String, MapInfo>,
+}
+
+impl Decoder {
+    /// A decoder for the typed maps of `snapshot`; one that fills nothing
+    /// when `decode` is false.
+    pub fn new(decode: bool, snapshot: &Snapshot) -> Self {
+        let maps = snapshot
+            .maps()
+            .filter(|(_, view)| decode && view.info().types.is_some())
+            .map(|(name, view)| (name.to_string(), view.info().clone()))
+            .collect();
+        Self { maps }
+    }
+
+    /// JSON text of `key` of `map`; empty when not asked or untyped.
+    pub fn key(&self, map: &str, key: &[u8]) -> String {
+        self.maps
+            .get(map)
+            .and_then(|info| json(map, "key", info.decode_key(key)))
+            .unwrap_or_default()
+    }
+
+    /// JSON text of `value` (syscall layout) of `map`; empty when not asked
+    /// or untyped.
+    pub fn value(&self, map: &str, value: &[u8]) -> String {
+        self.maps
+            .get(map)
+            .and_then(|info| json(map, "value", info.decode_value(value)))
+            .unwrap_or_default()
+    }
+
+    /// A change as a protobuf event, with its decoded key and value.
+    pub fn event(&self, change: &ChangeEvent) -> pb::Event {
+        let mut pb = event(change);
+        pb.key_json = self.key(&change.map, &change.key);
+        if let Some(value) = &change.value {
+            pb.value_json = self.value(&change.map, value);
+        }
+        pb
+    }
+}
+
+fn json(
+    map: &str,
+    what: &str,
+    decoded: Option<Result<mapsync_core::btf::TypedValue, mapsync_core::btf::BtfError>>,
+) -> Option<String> {
+    match decoded? {
+        Ok(value) => Some(value.to_json()),
+        Err(error) => {
+            tracing::warn!(map, %error, "cannot decode a {what} with the map's BTF");
+            None
+        }
     }
 }
 
@@ -56,6 +122,75 @@ pub fn map_description(name: &str, view: &MapView) -> pb::MapDescription {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use mapsync_core::btf::{Btf, MapTypes};
+    use mapsync_core::{MapKind, Store};
+    use std::sync::Arc;
+
+    fn info(name: &str, types: Option<MapTypes>) -> MapInfo {
+        MapInfo {
+            name: name.into(),
+            id: 1,
+            kernel_name: name.into(),
+            kind: MapKind::Hash,
+            key_size: 8,
+            value_size: 32,
+            max_entries: 8,
+            value_bytes: 32,
+            types,
+        }
+    }
+
+    fn typed_snapshot() -> Arc<Snapshot> {
+        let btf = Btf::from_elf(mapsync_ebpf::TYPED_OBJECT).expect("typed object BTF");
+        let key = btf.find("typed_flow_key").expect("key type");
+        let value = btf.find("typed_flow_value").expect("value type");
+        let types = MapTypes::new(Arc::new(btf), 1, key, value, 8, 32).expect("sizes fit");
+        let (store, mut writer) = Store::new(Default::default());
+        writer.add_map(info("typed", Some(types)), Vec::new(), 0);
+        writer.add_map(info("plain", None), Vec::new(), 0);
+        store.snapshot()
+    }
+
+    fn change(map: &str, value: Option<Vec<u8>>) -> ChangeEvent {
+        let mut key = 7u32.to_ne_bytes().to_vec();
+        key.extend(80u16.to_ne_bytes());
+        key.extend(6u16.to_ne_bytes());
+        ChangeEvent {
+            revision: 1,
+            map: map.into(),
+            op: if value.is_some() { Op::Put } else { Op::Delete },
+            key: key.into(),
+            value: value.map(Bytes::from),
+            source: EventSource::Trace,
+        }
+    }
+
+    #[test]
+    fn decoded_fields_are_filled_only_when_asked_and_typed() {
+        let snapshot = typed_snapshot();
+        let mut value = vec![0u8; 32];
+        value[0] = 3;
+        value[8] = b'a';
+        let decoder = Decoder::new(true, &snapshot);
+        let put = decoder.event(&change("typed", Some(value.clone())));
+        assert_eq!(put.key_json, r#"{"addr":7,"port":80,"proto":6}"#);
+        assert_eq!(
+            put.value_json,
+            r#"{"packets":3,"name":"a","verdict":"TYPED_PASS"}"#
+        );
+        let delete = decoder.event(&change("typed", None));
+        assert!(!delete.key_json.is_empty() && delete.value_json.is_empty());
+        let plain = decoder.event(&change("plain", Some(value.clone())));
+        assert!(plain.key_json.is_empty() && plain.value_json.is_empty());
+        let not_asked = Decoder::new(false, &snapshot).event(&change("typed", Some(value)));
+        assert!(not_asked.key_json.is_empty() && not_asked.value_json.is_empty());
+        let described: Vec<(String, bool)> = snapshot
+            .maps()
+            .map(|(name, view)| (name.to_string(), map_description(name, view).has_btf))
+            .collect();
+        assert!(described.contains(&("typed".into(), true)));
+        assert!(described.contains(&("plain".into(), false)));
+    }
 
     #[test]
     fn a_delete_carries_an_empty_value() {

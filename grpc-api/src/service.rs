@@ -103,11 +103,13 @@ impl pb::map_sync_server::MapSync for MapSyncService {
             .into());
         }
         let entry = view.entry(&request.key);
+        let decoder = convert::Decoder::new(request.decode, &snapshot);
         Ok(Response::new(pb::GetResponse {
             header: header(&snapshot),
             found: entry.is_some(),
             value: entry.map(|e| e.value.clone()).unwrap_or_default(),
             mod_revision: entry.map_or(0, |e| e.mod_revision),
+            value_json: entry.map_or_else(String::new, |e| decoder.value(&request.map, &e.value)),
         }))
     }
 
@@ -133,6 +135,7 @@ impl pb::map_sync_server::MapSync for MapSyncService {
         if snapshot.map(&request.map).is_none() {
             return Err(unknown_map(&request.map).into());
         }
+        let decoder = convert::Decoder::new(request.decode, &snapshot);
         let (tx, rx) = mpsc::channel(LIST_BUFFER);
         let span = tracing::debug_span!("list", map = %request.map, revision = snapshot.revision());
         tokio::spawn(
@@ -147,6 +150,8 @@ impl pb::map_sync_server::MapSync for MapSyncService {
                             key: key.clone(),
                             value: entry.value.clone(),
                             mod_revision: entry.mod_revision,
+                            key_json: decoder.key(&request.map, key),
+                            value_json: decoder.value(&request.map, &entry.value),
                         })
                         .collect();
                     after = entries.last().map(|e| e.key.clone());
@@ -173,7 +178,7 @@ impl pb::map_sync_server::MapSync for MapSyncService {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let request = request.into_inner();
-        self.ready_snapshot()?;
+        let decoder = convert::Decoder::new(request.decode, &*self.ready_snapshot()?);
         let epoch = self.store.epoch();
         RequestError::check_epoch(request.epoch, epoch)?;
         let filter = SubscribeFilter {
@@ -205,7 +210,7 @@ impl pb::map_sync_server::MapSync for MapSyncService {
                         Ok(WatchBatch::Events(events)) => Ok(pb::WatchResponse {
                             epoch: epoch.0,
                             kind: Some(pb::watch_response::Kind::Events(pb::EventBatch {
-                                events: events.iter().map(|e| convert::event(e)).collect(),
+                                events: events.iter().map(|e| decoder.event(e)).collect(),
                             })),
                         }),
                         Ok(WatchBatch::InitialStateDone { revision }) => Ok(pb::WatchResponse {

@@ -22,6 +22,7 @@ fn info(name: &str) -> MapInfo {
         value_size: 2,
         max_entries: 10_000,
         value_bytes: 2,
+        types: None,
     }
 }
 
@@ -113,6 +114,7 @@ async fn list_maps_get_and_paged_list_read_one_revision() {
         .get(pb::GetRequest {
             map: "flows".into(),
             key: key(3),
+            decode: false,
         })
         .await
         .expect("get")
@@ -124,6 +126,7 @@ async fn list_maps_get_and_paged_list_read_one_revision() {
         .get(pb::GetRequest {
             map: "flows".into(),
             key: key(99_999),
+            decode: false,
         })
         .await
         .expect("get");
@@ -134,6 +137,7 @@ async fn list_maps_get_and_paged_list_read_one_revision() {
         .list(pb::ListRequest {
             map: "flows".into(),
             page_size: 1000,
+            decode: false,
         })
         .await
         .expect("list")
@@ -211,6 +215,7 @@ async fn watch_from_zero_then_live_then_resume() {
             start_revision: 5,
             epoch,
             key_prefix: Bytes::new(),
+            decode: false,
         })
         .await
         .expect("resume")
@@ -255,6 +260,7 @@ async fn every_request_error_has_its_status_and_the_server_keeps_serving() {
         .get(pb::GetRequest {
             map: "nope".into(),
             key: key(1),
+            decode: false,
         })
         .await
         .unwrap_err();
@@ -267,6 +273,7 @@ async fn every_request_error_has_its_status_and_the_server_keeps_serving() {
         .get(pb::GetRequest {
             map: "flows".into(),
             key: Bytes::from_static(&[1, 2]),
+            decode: false,
         })
         .await
         .unwrap_err();
@@ -282,6 +289,7 @@ async fn every_request_error_has_its_status_and_the_server_keeps_serving() {
         .list(pb::ListRequest {
             map: "nope".into(),
             page_size: 0,
+            decode: false,
         })
         .await
         .unwrap_err();
@@ -290,6 +298,7 @@ async fn every_request_error_has_its_status_and_the_server_keeps_serving() {
         .list(pb::ListRequest {
             map: "flows".into(),
             page_size: 1_000_000,
+            decode: false,
         })
         .await
         .unwrap_err();
@@ -426,6 +435,7 @@ async fn unix_socket_listener_serves_and_removes_its_socket() {
         .get(pb::GetRequest {
             map: "flows".into(),
             key: key(1),
+            decode: false,
         })
         .await
         .expect("get over unix socket");

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
+use super::format::{self, Renderer};
 use super::output::{self, ClientArgs};
 
 /// Arguments of `mapsync get`.
@@ -21,8 +22,18 @@ pub struct GetArgs {
 pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let key = output::parse_hex(&args.key)?;
     let mut client = mapsync_client::Client::connect(&args.client.endpoint).await?;
-    let result = client.get(&args.map, &key).await?;
-    let value = result.value.with_context(|| {
+    let renderer = Renderer::new(
+        &mut client,
+        args.client.show.clone(),
+        std::slice::from_ref(&args.map),
+    )
+    .await?;
+    let result = if renderer.decode() {
+        client.get_decoded(&args.map, &key).await?
+    } else {
+        client.get(&args.map, &key).await?
+    };
+    let value = result.value.as_ref().with_context(|| {
         format!(
             "key {} is not in map `{}` (revision {})",
             output::hex(&key),
@@ -30,11 +41,18 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
             result.revision
         )
     })?;
+    let shown = renderer.value(&args.map, value, result.value_json.as_deref())?;
     let line = if args.client.json {
-        json!({"key": output::hex(&key), "value": output::hex(&value), "mod_revision": result.mod_revision, "revision": result.revision})
-            .to_string()
+        // the key as given: a decoded key needs the server's BTF, and the
+        // user typed it in hex
+        output::fields(
+            json!(output::hex(&key)),
+            Some(shown),
+            json!({"mod_revision": result.mod_revision, "revision": result.revision}),
+        )
+        .to_string()
     } else {
-        output::hex(&value)
+        format::value_text(&shown)
     };
     output::emit(&mut std::io::stdout().lock(), &line)
 }

@@ -2,6 +2,7 @@
 
 use clap::Args;
 
+use super::format::Renderer;
 use super::output::{self, ClientArgs};
 
 /// Arguments of `mapsync list`.
@@ -16,13 +17,19 @@ pub struct ListArgs {
 /// Prints every entry of the map.
 pub async fn run(args: ListArgs) -> anyhow::Result<()> {
     let mut client = mapsync_client::Client::connect(&args.client.endpoint).await?;
-    let listing = client.list(&args.map).await?;
-    let mut out = std::io::stdout().lock();
-    if args.client.json {
-        for (key, value) in &listing.entries {
-            output::emit(&mut out, &output::entry_json(key, value))?;
-        }
+    let renderer = Renderer::new(
+        &mut client,
+        args.client.show.clone(),
+        std::slice::from_ref(&args.map),
+    )
+    .await?;
+    let listing = if renderer.decode() {
+        client.list_decoded(&args.map).await?
     } else {
+        client.list(&args.map).await?
+    };
+    let mut out = std::io::stdout().lock();
+    if !args.client.json {
         output::emit(
             &mut out,
             &format!(
@@ -32,12 +39,23 @@ pub async fn run(args: ListArgs) -> anyhow::Result<()> {
                 listing.revision
             ),
         )?;
-        for (key, value) in &listing.entries {
-            output::emit(
-                &mut out,
-                &format!("key {}  value {}", output::hex(key), output::hex(value)),
-            )?;
-        }
+    }
+    for (i, (key, value)) in listing.entries.iter().enumerate() {
+        let decoded = listing.decoded.get(i);
+        let json = |pick: fn(&(String, String)) -> &String| {
+            decoded
+                .map(pick)
+                .filter(|t| !t.is_empty())
+                .map(String::as_str)
+        };
+        let key = renderer.key(&args.map, key, json(|d| &d.0))?;
+        let value = renderer.value(&args.map, value, json(|d| &d.1))?;
+        let line = if args.client.json {
+            output::entry_json(key, value)
+        } else {
+            output::entry_text(&key, &value)
+        };
+        output::emit(&mut out, &line)?;
     }
     Ok(())
 }

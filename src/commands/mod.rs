@@ -1,6 +1,7 @@
 //! One module per `mapsync` subcommand.
 
 pub mod demo;
+pub mod format;
 pub mod get;
 pub mod list;
 pub mod output;

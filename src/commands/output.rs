@@ -1,12 +1,15 @@
-//! How the CLI prints keys, values and changes: lowercase hex in memory
-//! order (as `bpftool map dump` shows bytes), readable lines by default, one
-//! JSON object per line with `--json`.
+//! How the CLI prints keys, values and changes: readable lines by default,
+//! one JSON object per line with `--json`. Keys and values are lowercase hex
+//! in memory order (as `bpftool map dump` shows bytes) or decoded JSON, as
+//! [`format`](super::format) renders them.
 
 use std::io::Write;
 
 use clap::Args;
 use mapsync_client::Event;
-use serde_json::json;
+use serde_json::{Value, json};
+
+use super::format::{self, FormatArgs, Shown};
 
 /// Where to connect, shared by the client subcommands.
 #[derive(Args, Debug, Clone)]
@@ -17,6 +20,8 @@ pub struct ClientArgs {
     /// One JSON object per line instead of readable text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub show: FormatArgs,
 }
 
 /// Lowercase hex without separators.
@@ -37,33 +42,57 @@ pub fn parse_hex(arg: &str) -> anyhow::Result<Vec<u8>> {
         .map_err(|error| anyhow::anyhow!("`{arg}` is not a hex byte string: {error}"))
 }
 
-/// One `list` entry as a JSON line.
-pub fn entry_json(key: &[u8], value: &[u8]) -> String {
-    json!({"key": hex(key), "value": hex(value)}).to_string()
+/// A rendered key and value as JSON object fields (`key`, and `value` or
+/// `values`), with `extra` fields.
+pub fn fields(key: Value, value: Option<Shown>, extra: Value) -> Value {
+    let mut object = match extra {
+        Value::Object(object) => object,
+        _ => serde_json::Map::new(),
+    };
+    object.insert("key".into(), key);
+    match value {
+        Some(shown) => object.insert(shown.field.into(), shown.value),
+        None => object.insert("value".into(), Value::Null),
+    };
+    Value::Object(object)
 }
 
-/// One change as a JSON line.
-pub fn event_json(event: &Event) -> String {
-    json!({
-        "revision": event.revision,
-        "map": event.map,
-        "op": event.op.as_str(),
-        "key": hex(&event.key),
-        "value": event.value.as_deref().map(hex),
-    })
+/// One `list` entry as a JSON line.
+pub fn entry_json(key: Value, value: Shown) -> String {
+    fields(key, Some(value), json!({})).to_string()
+}
+
+/// One `list` entry as a readable line.
+pub fn entry_text(key: &Value, value: &Shown) -> String {
+    format!(
+        "key {}  {} {}",
+        format::text(key),
+        value.field,
+        format::value_text(value)
+    )
+}
+
+/// One change as a JSON line (`value` is `None` on delete).
+pub fn event_json(event: &Event, key: Value, value: Option<Shown>) -> String {
+    fields(
+        key,
+        value,
+        json!({"revision": event.revision, "map": event.map, "op": event.op.as_str()}),
+    )
     .to_string()
 }
 
 /// One change as a readable line.
-pub fn event_text(event: &Event) -> String {
+pub fn event_text(event: &Event, key: &Value, value: Option<&Shown>) -> String {
     format!(
-        "{:>8}  {:<16} {:<6} {:<7} key {}  value {}",
+        "{:>8}  {:<16} {:<6} {:<7} key {}  {} {}",
         event.revision,
         event.map,
         event.op.as_str(),
         event.source,
-        hex(&event.key),
-        event.value.as_deref().map_or_else(|| "-".to_owned(), hex),
+        format::text(key),
+        value.map_or("value", |v| v.field),
+        value.map_or_else(|| "-".to_owned(), format::value_text),
     )
 }
 
@@ -79,6 +108,21 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use mapsync_client::Op;
+
+    fn hex_value(bytes: &[u8]) -> Shown {
+        Shown {
+            field: "value",
+            value: Value::String(hex(bytes)),
+        }
+    }
+
+    fn event_json_hex(event: &Event) -> String {
+        event_json(
+            event,
+            Value::String(hex(&event.key)),
+            event.value.as_deref().map(hex_value),
+        )
+    }
 
     #[test]
     fn keys_parse_from_common_hex_spellings() {
@@ -103,21 +147,36 @@ mod tests {
             key: Bytes::from_static(&[1, 0, 0, 0]),
             value: Some(Bytes::from_static(&[0xab, 0xcd])),
             source: "trace",
+            key_json: None,
+            value_json: None,
         };
         assert_eq!(
-            event_json(&put),
-            r#"{"key":"01000000","map":"flows","op":"put","revision":7,"value":"abcd"}"#
+            event_json_hex(&put),
+            r#"{"revision":7,"map":"flows","op":"put","key":"01000000","value":"abcd"}"#,
+            "the order README.md documents"
         );
         let delete = Event {
             op: Op::Delete,
             value: None,
             ..put
         };
-        assert!(event_json(&delete).contains(r#""value":null"#));
-        assert!(event_json(&delete).contains(r#""op":"delete""#));
+        assert!(event_json_hex(&delete).contains(r#""value":null"#));
+        assert!(event_json_hex(&delete).contains(r#""op":"delete""#));
         assert_eq!(
-            entry_json(&[1], &[2, 255]),
+            entry_json(json!("01"), hex_value(&[2, 255])),
             r#"{"key":"01","value":"02ff"}"#
+        );
+        let per_cpu = Shown {
+            field: "values",
+            value: json!([{"cpu": 0, "value": 1}]),
+        };
+        assert_eq!(
+            entry_json(json!({"port": 80}), per_cpu.clone()),
+            r#"{"key":{"port":80},"values":[{"cpu":0,"value":1}]}"#
+        );
+        assert_eq!(
+            entry_text(&json!({"port": 80}), &per_cpu),
+            r#"key {"port":80}  values cpu0 1"#
         );
     }
 
@@ -130,8 +189,10 @@ mod tests {
             key: Bytes::from_static(&[9]),
             value: None,
             source: "emit",
+            key_json: None,
+            value_json: None,
         };
-        let line = event_text(&delete);
+        let line = event_text(&delete, &json!("09"), None);
         assert!(
             line.contains("delete") && line.contains("emit") && line.ends_with("value -"),
             "{line}"

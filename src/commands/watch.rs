@@ -4,6 +4,7 @@ use clap::Args;
 use futures::StreamExt;
 use mapsync_client::{WatchItem, WatchOptions};
 
+use super::format::Renderer;
 use super::output::{self, ClientArgs};
 
 /// Arguments of `mapsync watch`.
@@ -26,17 +27,21 @@ pub struct WatchArgs {
 /// Prints changes until interrupted or the server goes away.
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut client = mapsync_client::Client::connect(&args.client.endpoint).await?;
-    let options = WatchOptions::maps(args.maps).from_revision(args.from_revision, args.epoch);
+    let renderer = Renderer::new(&mut client, args.client.show.clone(), &args.maps).await?;
+    let options = WatchOptions::maps(args.maps)
+        .from_revision(args.from_revision, args.epoch)
+        .decoded(renderer.decode());
     let mut changes = client.watch(options).await?;
     let mut out = std::io::stdout().lock();
     while let Some(item) = changes.next().await {
         match item? {
             WatchItem::Events(events) => {
                 for event in &events {
+                    let (key, value) = renderer.event(event)?;
                     let line = if args.client.json {
-                        output::event_json(event)
+                        output::event_json(event, key, value)
                     } else {
-                        output::event_text(event)
+                        output::event_text(event, &key, value.as_ref())
                     };
                     output::emit(&mut out, &line)?;
                 }

@@ -7,6 +7,7 @@
 //! - [`changelog`]: the bounded log of recent changes.
 //! - [`subscribe`]: in-process subscriptions (initial state, then changes).
 //! - [`map_info`]: kinds and sizes of kernel maps.
+//! - [`btf`]: typed keys and values: BTF types and decoding bytes with them.
 //! - [`kernel`]: everything that talks to the kernel: opening maps, raw
 //!   `bpf()` calls, dumps, the capture programs and the ring buffer.
 //! - [`sync`]: [`MapSync`], which wires the kernel side to a store.
@@ -14,6 +15,7 @@
 //! No gRPC or protobuf here: `mapsync-grpc` serves a [`Store`].
 #![deny(missing_docs)]
 
+pub mod btf;
 pub mod changelog;
 pub mod error;
 pub mod event;

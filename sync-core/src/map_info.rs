@@ -1,6 +1,9 @@
-//! What mapsync knows about a mirrored kernel map: kind and sizes.
+//! What mapsync knows about a mirrored kernel map: kind, sizes and, when the
+//! map carries BTF, its key and value types.
 
 use std::fmt;
+
+use crate::btf::{BtfError, MapTypes, TypedValue};
 
 /// The kind of a BPF map (`enum bpf_map_type`), as far as mapsync cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,4 +109,25 @@ pub struct MapInfo {
     /// Bytes of one value as lookups and events carry it: `value_size`, or
     /// for per-CPU maps `possible CPUs * round_up(value_size, 8)`.
     pub value_bytes: u32,
+    /// The key and value types, when the map carries BTF for both
+    /// (`None`: the map's data is shown as hex only).
+    pub types: Option<MapTypes>,
+}
+
+impl MapInfo {
+    /// The key decoded with the map's BTF; `None` when the map has none.
+    pub fn decode_key(&self, key: &[u8]) -> Option<Result<TypedValue, BtfError>> {
+        self.types.as_ref().map(|types| types.decode_key(key))
+    }
+
+    /// A value (syscall layout) decoded with the map's BTF: per-CPU maps
+    /// give [`TypedValue::PerCpu`]. `None` when the map has no BTF.
+    pub fn decode_value(&self, value: &[u8]) -> Option<Result<TypedValue, BtfError>> {
+        let types = self.types.as_ref()?;
+        Some(if self.kind.is_per_cpu() {
+            types.decode_per_cpu(value, self.value_size.div_ceil(8) as usize * 8)
+        } else {
+            types.decode_value(value)
+        })
+    }
 }

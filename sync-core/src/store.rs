@@ -27,7 +27,7 @@ use crate::subscribe::{SubscribeFilter, Subscription};
 /// let (store, mut writer) = Store::new(Default::default());
 /// let info = MapInfo {
 ///     name: "counts".into(), id: 7, kernel_name: "counts".into(), kind: MapKind::Hash,
-///     key_size: 4, value_size: 8, max_entries: 16, value_bytes: 8,
+///     key_size: 4, value_size: 8, max_entries: 16, value_bytes: 8, types: None,
 /// };
 /// writer.add_map(info, Vec::new(), 0);
 /// writer.apply([Change::put("counts", &[1, 0, 0, 0][..], &[9, 0, 0, 0, 0, 0, 0, 0][..], EventSource::Trace, 1)]);
@@ -394,6 +394,7 @@ mod tests {
             value_size: 1,
             max_entries: 64,
             value_bytes: 1,
+            types: None,
         }
     }
 

@@ -252,6 +252,7 @@ mod tests {
             value_size: 1,
             max_entries: 4096,
             value_bytes: 1,
+            types: None,
         }
     }
 

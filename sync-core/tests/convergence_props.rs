@@ -44,6 +44,7 @@ fn new_store() -> (Store, StoreWriter) {
         value_size: 8,
         max_entries: 64,
         value_bytes: 8,
+        types: None,
     };
     writer.add_map(info, Vec::new(), 0);
     (store, writer)

@@ -210,6 +210,29 @@ pub fn dump(pin: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
         .collect()
 }
 
+/// Loads mapsync's typed object (maps whose keys and values carry BTF, see
+/// `mapsync_ebpf::TYPED_OBJECT`) and pins each of its maps in `pins` under
+/// its own name (`typed_flows`, `typed_shapes`, `typed_cpu_counts`,
+/// `typed_cpu_pairs`). The pins keep the maps alive.
+pub fn load_typed_maps(pins: &PinDir) {
+    let btf = aya::Btf::from_sys_fs().expect("kernel BTF at /sys/kernel/btf/vmlinux");
+    let ebpf = aya::EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(mapsync_ebpf::TYPED_OBJECT)
+        .expect("load typed.bpf.o");
+    for name in mapsync_ebpf::TYPED_MAPS {
+        ebpf.map(name)
+            .unwrap_or_else(|| panic!("map {name} in typed.bpf.o"))
+            .pin(pins.join(name))
+            .unwrap_or_else(|e| panic!("pin {name}: {e}"));
+    }
+}
+
+/// Number of possible CPUs (the slots of a per-CPU value).
+pub fn possible_cpus() -> usize {
+    aya::util::nr_cpus().expect("possible CPUs")
+}
+
 /// Lowercase hex of `bytes`, no separators.
 pub fn hex(bytes: &[u8]) -> String {
     hex::encode(bytes)

@@ -76,11 +76,27 @@ impl Client {
 
     /// One key's value.
     pub async fn get(&mut self, map: &str, key: &[u8]) -> Result<GetResult, ClientError> {
+        self.get_with(map, key, false).await
+    }
+
+    /// One key's value, also decoded with the map's BTF
+    /// ([`GetResult::value_json`]).
+    pub async fn get_decoded(&mut self, map: &str, key: &[u8]) -> Result<GetResult, ClientError> {
+        self.get_with(map, key, true).await
+    }
+
+    async fn get_with(
+        &mut self,
+        map: &str,
+        key: &[u8],
+        decode: bool,
+    ) -> Result<GetResult, ClientError> {
         let reply = self
             .inner
             .get(pb::GetRequest {
                 map: map.to_owned(),
                 key: key.to_vec().into(),
+                decode,
             })
             .await?
             .into_inner();
@@ -88,16 +104,28 @@ impl Client {
             value: reply.found.then_some(reply.value),
             mod_revision: reply.mod_revision,
             revision: reply.header.unwrap_or_default().revision,
+            value_json: crate::types::non_empty(reply.value_json),
         })
     }
 
     /// Every entry of a map, at one revision (read in pages).
     pub async fn list(&mut self, map: &str) -> Result<Listing, ClientError> {
+        self.list_with(map, false).await
+    }
+
+    /// Every entry of a map, also decoded with the map's BTF
+    /// ([`Listing::decoded`]).
+    pub async fn list_decoded(&mut self, map: &str) -> Result<Listing, ClientError> {
+        self.list_with(map, true).await
+    }
+
+    async fn list_with(&mut self, map: &str, decode: bool) -> Result<Listing, ClientError> {
         let mut pages = self
             .inner
             .list(pb::ListRequest {
                 map: map.to_owned(),
                 page_size: 0,
+                decode,
             })
             .await?
             .into_inner();
@@ -105,14 +133,18 @@ impl Client {
             epoch: 0,
             revision: 0,
             entries: Vec::new(),
+            decoded: Vec::new(),
         };
         while let Some(page) = pages.message().await? {
             let header = page.header.unwrap_or_default();
             listing.epoch = header.epoch;
             listing.revision = header.revision;
-            listing
-                .entries
-                .extend(page.entries.into_iter().map(|e| (e.key, e.value)));
+            for entry in page.entries {
+                if decode {
+                    listing.decoded.push((entry.key_json, entry.value_json));
+                }
+                listing.entries.push((entry.key, entry.value));
+            }
             if page.last {
                 break;
             }
@@ -132,6 +164,7 @@ impl Client {
                 start_revision: options.start_revision,
                 epoch: options.epoch,
                 key_prefix: options.key_prefix,
+                decode: options.decode,
             })
             .await?
             .into_inner();

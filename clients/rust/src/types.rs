@@ -16,12 +16,24 @@ pub struct MapDescription {
     pub kind: String,
     /// Key size in bytes.
     pub key_size: u32,
-    /// Value bytes as reads carry them.
+    /// Declared value size (one CPU's value for per-CPU maps).
+    pub value_size: u32,
+    /// Value bytes as reads carry them (per-CPU maps: one slot per possible
+    /// CPU, each rounded up to 8 bytes).
     pub value_bytes: u32,
     /// Capacity.
     pub max_entries: u32,
     /// Entries in the mirror.
     pub entries: u64,
+    /// Whether keys and values can be decoded with the map's BTF.
+    pub has_btf: bool,
+}
+
+impl MapDescription {
+    /// Whether values hold one slot per possible CPU.
+    pub fn is_per_cpu(&self) -> bool {
+        self.kind.contains("percpu")
+    }
 }
 
 /// Every mirrored map, at one revision.
@@ -44,6 +56,9 @@ pub struct GetResult {
     pub mod_revision: u64,
     /// The revision the read reflects.
     pub revision: u64,
+    /// The value decoded with the map's BTF, as JSON text, when asked
+    /// ([`Client::get_decoded`](crate::Client::get_decoded)) and the map has BTF.
+    pub value_json: Option<String>,
 }
 
 /// Every entry of a map at one revision.
@@ -55,6 +70,11 @@ pub struct Listing {
     pub revision: u64,
     /// Keys and values, in key order.
     pub entries: Vec<(Bytes, Bytes)>,
+    /// The same keys and values decoded with the map's BTF, as JSON text:
+    /// one pair per entry, in the same order, when asked
+    /// ([`Client::list_decoded`](crate::Client::list_decoded)), else none.
+    /// Empty strings where the map has no BTF.
+    pub decoded: Vec<(String, String)>,
 }
 
 /// What happened to a key.
@@ -91,6 +111,11 @@ pub struct Event {
     pub value: Option<Bytes>,
     /// Who saw it: "initial", "emit", "trace", "resync" or "poll".
     pub source: &'static str,
+    /// The key decoded with the map's BTF, as JSON text, when the watch
+    /// asked for it ([`WatchOptions::decoded`]) and the map has BTF.
+    pub key_json: Option<String>,
+    /// The value decoded likewise (`None` on delete).
+    pub value_json: Option<String>,
 }
 
 /// What a watch yields.
@@ -116,6 +141,8 @@ pub struct WatchOptions {
     pub epoch: u64,
     /// Only keys starting with these bytes.
     pub key_prefix: Bytes,
+    /// Also receive keys and values decoded with their map's BTF.
+    pub decode: bool,
 }
 
 impl WatchOptions {
@@ -125,6 +152,13 @@ impl WatchOptions {
             maps: names.into_iter().map(Into::into).collect(),
             ..Self::default()
         }
+    }
+
+    /// The same, with keys and values also decoded with their map's BTF
+    /// (for maps that have it).
+    pub fn decoded(mut self, decode: bool) -> Self {
+        self.decode = decode;
+        self
     }
 
     /// The same, from revision `revision` of epoch `epoch`.
@@ -142,9 +176,11 @@ impl From<pb::MapDescription> for MapDescription {
             id: map.id,
             kind: map.kind,
             key_size: map.key_size,
+            value_size: map.value_size,
             value_bytes: map.value_bytes,
             max_entries: map.max_entries,
             entries: map.entries,
+            has_btf: map.has_btf,
         }
     }
 }
@@ -173,6 +209,8 @@ impl TryFrom<pb::Event> for Event {
             key: event.key,
             value: (op == Op::Put).then_some(event.value),
             source,
+            key_json: non_empty(event.key_json),
+            value_json: non_empty(event.value_json),
         })
     }
 }
@@ -197,4 +235,9 @@ impl TryFrom<pb::WatchResponse> for WatchItem {
             None => Err(ClientError::Protocol("watch response without content")),
         }
     }
+}
+
+/// `None` for the empty string (protobuf's "not set").
+pub(crate) fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
 }

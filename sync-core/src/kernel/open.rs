@@ -2,10 +2,12 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mapsync_ebpf::abi;
 
 use super::sys;
+use crate::btf::{Btf, MapTypes};
 use crate::error::SyncError;
 use crate::map_info::{MapInfo, MapKind};
 
@@ -125,6 +127,7 @@ pub fn open(spec: &MapSpec) -> Result<OpenMap, SyncError> {
             max: abi::VALUE_MAX,
         });
     }
+    let types = map_types(&name, &raw);
     Ok(OpenMap {
         info: MapInfo {
             name,
@@ -135,9 +138,49 @@ pub fn open(spec: &MapSpec) -> Result<OpenMap, SyncError> {
             value_size: raw.value_size,
             max_entries: raw.max_entries,
             value_bytes,
+            types,
         },
         fd,
     })
+}
+
+/// Why a map's BTF was not used (logged; the map is then shown as hex).
+#[derive(Debug, thiserror::Error)]
+enum TypesError {
+    #[error("reading BTF object {btf_id}: {source}")]
+    Read { btf_id: u32, source: std::io::Error },
+    #[error(transparent)]
+    Btf(#[from] crate::btf::BtfError),
+}
+
+/// The map's BTF key and value types, when it carries both. BTF that
+/// cannot be read or does not fit the map leaves the map untyped (hex only)
+/// with a warning: typed output is a view, never a reason not to mirror.
+fn map_types(name: &str, raw: &sys::RawMapInfo) -> Option<MapTypes> {
+    if raw.btf_id == 0 || raw.btf_key_type_id == 0 || raw.btf_value_type_id == 0 {
+        return None;
+    }
+    let read = || -> Result<MapTypes, TypesError> {
+        let data = sys::btf_fd_by_id(raw.btf_id)
+            .and_then(|fd| sys::btf_data(fd.as_fd()))
+            .map_err(|source| TypesError::Read {
+                btf_id: raw.btf_id,
+                source,
+            })?;
+        Ok(MapTypes::new(
+            Arc::new(Btf::parse(&data)?),
+            raw.btf_id,
+            raw.btf_key_type_id,
+            raw.btf_value_type_id,
+            raw.key_size,
+            raw.value_size,
+        )?)
+    };
+    read()
+        .inspect_err(|error| {
+            tracing::warn!(map = name, %error, "map BTF unusable: keys and values will be hex only");
+        })
+        .ok()
 }
 
 fn open_pin(path: &Path) -> Result<OwnedFd, SyncError> {

@@ -12,6 +12,7 @@ const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_BTF_GET_FD_BY_ID: libc::c_long = 19;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
 /// `union bpf_attr` as bytes: every command here fits in 64.
@@ -96,6 +97,12 @@ pub struct RawMapInfo {
     pub max_entries: u32,
     /// Kernel name.
     pub name: String,
+    /// Id of the BTF object with the key and value types (0: none).
+    pub btf_id: u32,
+    /// BTF type id of the key (0: none).
+    pub btf_key_type_id: u32,
+    /// BTF type id of the value (0: none).
+    pub btf_value_type_id: u32,
 }
 
 /// `BPF_OBJ_GET_INFO_BY_FD` on a map fd.
@@ -116,7 +123,39 @@ pub fn map_info(fd: BorrowedFd<'_>) -> io::Result<RawMapInfo> {
         value_size: u32_at(12),
         max_entries: u32_at(16),
         name: String::from_utf8_lossy(&name[..name_len]).into_owned(),
+        btf_id: u32_at(64),
+        btf_key_type_id: u32_at(68),
+        btf_value_type_id: u32_at(72),
     })
+}
+
+/// `BPF_BTF_GET_FD_BY_ID`.
+pub fn btf_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.put_u32(0, id);
+    bpf(BPF_BTF_GET_FD_BY_ID, &mut attr).map(owned)
+}
+
+/// The raw BTF blob of a BTF object: `BPF_OBJ_GET_INFO_BY_FD` on its fd,
+/// once for the size, once with a buffer of that size.
+pub fn btf_data(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    // struct bpf_btf_info: btf (u64), btf_size (u32), id (u32), ...
+    let info_call = |buffer: &mut [u8]| -> io::Result<u32> {
+        let mut info = [0u8; 32];
+        info[0..8].copy_from_slice(&(buffer.as_mut_ptr() as u64).to_ne_bytes());
+        info[8..12].copy_from_slice(&(buffer.len() as u32).to_ne_bytes());
+        let mut attr = Attr::new();
+        attr.put_u32(0, fd.as_raw_fd() as u32);
+        attr.put_u32(4, info.len() as u32);
+        attr.put_u64(8, info.as_mut_ptr() as u64);
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+        Ok(u32::from_ne_bytes(info[8..12].try_into().expect("4 bytes")))
+    };
+    let size = info_call(&mut [])?;
+    let mut data = vec![0u8; size as usize];
+    let written = info_call(&mut data)?;
+    data.truncate(written as usize);
+    Ok(data)
 }
 
 /// `BPF_MAP_LOOKUP_ELEM`: the value of `key`, `None` if absent. `value` must
