@@ -234,3 +234,13 @@ pub fn watch_map(start_revision: u64) -> pb::WatchCreateRequest {
         ..Default::default()
     }
 }
+
+impl Session {
+    /// Sends a WatchRequest with nothing in it.
+    pub async fn send_empty(&self) {
+        self.requests
+            .send(pb::WatchRequest { request: None })
+            .await
+            .expect("stream open");
+    }
+}
