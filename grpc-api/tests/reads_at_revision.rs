@@ -63,16 +63,36 @@ async fn get_and_list_at_a_past_revision() {
         (6, (true, b"a2".to_vec(), 6)),
         (0, (true, b"a2".to_vec(), 6)),
     ] {
-        let reply = running.client.get(get_at(0, revision)).await.expect("get").into_inner();
-        let header = reply.header.clone().expect("header");
+        let reply = running
+            .client
+            .get(get_at(0, revision))
+            .await
+            .expect("get")
+            .into_inner();
+        let header = reply.header.expect("header");
         assert_eq!(header.revision, if revision == 0 { 6 } else { revision });
         assert_eq!(value_at(reply), expected, "key 0 at {revision}");
     }
-    let deleted = running.client.get(get_at(1, 5)).await.expect("get").into_inner();
+    let deleted = running
+        .client
+        .get(get_at(1, 5))
+        .await
+        .expect("get")
+        .into_inner();
     assert!(!deleted.found);
-    let before = running.client.get(get_at(1, 4)).await.expect("get").into_inner();
+    let before = running
+        .client
+        .get(get_at(1, 4))
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(value_at(before), (true, b"v0".to_vec(), 2));
-    let not_yet = running.client.get(get_at(5, 3)).await.expect("get").into_inner();
+    let not_yet = running
+        .client
+        .get(get_at(5, 3))
+        .await
+        .expect("get")
+        .into_inner();
     assert!(!not_yet.found);
 
     assert_eq!(
@@ -81,7 +101,11 @@ async fn get_and_list_at_a_past_revision() {
     );
     assert_eq!(
         list_at(&mut running, 4).await,
-        vec![(0, b"a1".to_vec(), 3), (1, b"v0".to_vec(), 2), (5, b"n1".to_vec(), 4)]
+        vec![
+            (0, b"a1".to_vec(), 3),
+            (1, b"v0".to_vec(), 2),
+            (5, b"n1".to_vec(), 4)
+        ]
     );
     assert_eq!(
         list_at(&mut running, 6).await,
@@ -106,11 +130,20 @@ async fn revisions_out_of_the_log_are_out_of_range_and_epochs_are_checked() {
     }
     let status = running.client.get(get_at(0, 3)).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange);
-    assert_eq!(status.message(), "revision 3 is compacted; the oldest available revision is 4");
-    assert!(running.client.get(get_at(0, 4)).await.is_ok(), "oldest - 1 is readable");
+    assert_eq!(
+        status.message(),
+        "revision 3 is compacted; the oldest available revision is 4"
+    );
+    assert!(
+        running.client.get(get_at(0, 4)).await.is_ok(),
+        "oldest - 1 is readable"
+    );
     let status = running.client.get(get_at(0, 7)).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange);
-    assert_eq!(status.message(), "revision 7 is in the future; the current revision is 6");
+    assert_eq!(
+        status.message(),
+        "revision 7 is in the future; the current revision is 6"
+    );
     let status = running
         .client
         .list(pb::ListRequest {
@@ -181,6 +214,10 @@ async fn min_revision_waits_then_reads_or_fails_precisely() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(status.message().contains("maximum wait of 300 ms"), "{}", status.message());
+    assert!(
+        status.message().contains("maximum wait of 300 ms"),
+        "{}",
+        status.message()
+    );
     running.shutdown().await;
 }

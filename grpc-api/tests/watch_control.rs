@@ -73,7 +73,10 @@ async fn progress_is_per_watch_on_request_and_on_interval() {
             other => panic!("expected progress, got {other:?}"),
         }
     }
-    assert!(started.elapsed() >= Duration::from_millis(190), "interval honoured");
+    assert!(
+        started.elapsed() >= Duration::from_millis(190),
+        "interval honoured"
+    );
     running.shutdown().await;
 }
 
@@ -105,7 +108,10 @@ async fn cancel_ends_one_watch_and_names_how_far_it_got() {
         Kind::Canceled(canceled) => {
             assert_eq!(reason(&canceled), pb::CancelReason::Rejected);
             assert_eq!(code(&canceled), Code::NotFound);
-            assert_eq!(canceled.message, format!("no watch with id {first} is open on this stream"));
+            assert_eq!(
+                canceled.message,
+                format!("no watch with id {first} is open on this stream")
+            );
         }
         other => panic!("expected Canceled, got {other:?}"),
     }
@@ -143,7 +149,10 @@ async fn bad_creates_are_refused_with_precise_codes_and_the_stream_survives() {
             ..Default::default()
         })
         .await;
-    assert_eq!((reason(&canceled), code(&canceled)), (pb::CancelReason::Rejected, Code::NotFound));
+    assert_eq!(
+        (reason(&canceled), code(&canceled)),
+        (pb::CancelReason::Rejected, Code::NotFound)
+    );
     assert_eq!(canceled.message, "unknown map `nope`");
 
     for (k, end, prefix) in [
@@ -160,14 +169,21 @@ async fn bad_creates_are_refused_with_precise_codes_and_the_stream_survives() {
             })
             .await;
         assert_eq!(code(&canceled), Code::InvalidArgument, "{canceled:?}");
-        assert!(canceled.message.starts_with("bad key selection"), "{}", canceled.message);
+        assert!(
+            canceled.message.starts_with("bad key selection"),
+            "{}",
+            canceled.message
+        );
     }
 
     // history gone: COMPACTED names the oldest revision still kept
     let (_, canceled) = session.refused(watch_map(2)).await;
     assert_eq!(reason(&canceled), pb::CancelReason::Compacted);
     assert_eq!(canceled.oldest_revision, 5);
-    assert_eq!(canceled.message, "revision 2 is compacted; the oldest available revision is 5");
+    assert_eq!(
+        canceled.message,
+        "revision 2 is compacted; the oldest available revision is 5"
+    );
 
     let wrong_epoch = running.store.epoch().0 ^ 0x10;
     let (_, canceled) = session
@@ -254,7 +270,11 @@ async fn an_oversized_request_ends_the_stream_with_resource_exhausted() {
     .await
     .expect("in time");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("1024-byte limit"), "{}", status.message());
+    assert!(
+        status.message().contains("1024-byte limit"),
+        "{}",
+        status.message()
+    );
     // the server goes on
     let mut fresh = running.session().await;
     fresh.created(watch_map(1)).await;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::{Running, Session, key, start_with, watch_map};
 use mapsync_core::{Change, EventSource, LogLimits};
-use mapsync_grpc::pb::{self, watch_response::Kind};
 use mapsync_grpc::pb::map_sync_client::MapSyncClient;
+use mapsync_grpc::pb::{self, watch_response::Kind};
 use mapsync_grpc::service::Limits;
 use tonic::transport::Channel;
 
@@ -37,7 +37,13 @@ async fn flood(running: &mut Running, total: u32, value_len: usize) -> usize {
         let changes: Vec<_> = (0..100)
             .map(|i| {
                 let n = chunk * 100 + i;
-                Change::put("flows", key(n % 1000), vec![n as u8; value_len], EventSource::Trace, 2)
+                Change::put(
+                    "flows",
+                    key(n % 1000),
+                    vec![n as u8; value_len],
+                    EventSource::Trace,
+                    2,
+                )
             })
             .collect();
         running.writer.apply(changes);
@@ -158,7 +164,11 @@ async fn a_watcher_left_behind_the_log_is_canceled_compacted_without_a_gap() {
                 assert_eq!(canceled.reason, pb::CancelReason::Compacted as i32);
                 // the oldest revision when the watch found itself behind
                 assert!(canceled.oldest_revision > next && canceled.oldest_revision <= oldest);
-                assert_eq!(canceled.revision, next - 1, "complete up to what was delivered");
+                assert_eq!(
+                    canceled.revision,
+                    next - 1,
+                    "complete up to what was delivered"
+                );
                 break;
             }
             other => panic!("unexpected {other:?}"),

@@ -30,7 +30,13 @@ fn info() -> MapInfo {
 fn store(limits: LogLimits, entries: u32) -> (Store, StoreWriter) {
     let (store, mut writer) = Store::new(limits);
     let initial = (0..entries)
-        .map(|i| (Bytes::from(i.to_be_bytes().to_vec()), Bytes::from_static(b"init"), 1))
+        .map(|i| {
+            (
+                Bytes::from(i.to_be_bytes().to_vec()),
+                Bytes::from_static(b"init"),
+                1,
+            )
+        })
         .collect();
     writer.add_map(info(), initial, 0);
     writer.set_ready();
@@ -115,12 +121,20 @@ async fn resumes_across_a_server_restart_without_loss_or_duplicate() {
     let (store, mut writer) = store(LogLimits::default(), 3);
     let server = serve_on(&path, store.clone()).await;
     let mut client = Client::connect(&endpoint).await.expect("connect");
-    let mut watch = Box::pin(client.watch(WatchOptions::maps(["flows"])).await.expect("watch"));
+    let mut watch = Box::pin(
+        client
+            .watch(WatchOptions::maps(["flows"]))
+            .await
+            .expect("watch"),
+    );
     match next(&mut watch).await {
         WatchItem::Events(initial) => assert_eq!(initial.len(), 3),
         other => panic!("expected the initial state, got {other:?}"),
     }
-    assert_eq!(next(&mut watch).await, WatchItem::InitialStateDone { revision: 3 });
+    assert_eq!(
+        next(&mut watch).await,
+        WatchItem::InitialStateDone { revision: 3 }
+    );
     for i in 0..10 {
         put(&mut writer, i);
     }
@@ -186,7 +200,9 @@ fn state(entries: &[mapsync_client::Event]) -> BTreeMap<Bytes, Bytes> {
 fn store_state(store: &Store) -> BTreeMap<Bytes, Bytes> {
     let snapshot = store.snapshot();
     let view = snapshot.map("flows").expect("map");
-    view.iter().map(|(k, e)| (k.clone(), e.value.clone())).collect()
+    view.iter()
+        .map(|(k, e)| (k.clone(), e.value.clone()))
+        .collect()
 }
 
 #[tokio::test]
@@ -304,6 +320,9 @@ async fn a_refused_watch_is_an_error_with_its_code() {
         Ok(_) => panic!("an unknown map is refused"),
     };
     assert_eq!(error.code(), Some(tonic::Code::NotFound));
-    assert_eq!(error.to_string(), "watch refused: unknown map `nope` (not found)");
+    assert_eq!(
+        error.to_string(),
+        "watch refused: unknown map `nope` (not found)"
+    );
     server.stop().await;
 }
