@@ -20,6 +20,8 @@ fn main() -> anyhow::Result<()> {
         "cargo:rerun-if-changed={}",
         include.join("mapsync.h").display()
     );
+    // the directory too, so that a new program file triggers a rebuild
+    println!("cargo:rerun-if-changed={}", src.display());
     println!("cargo:rerun-if-env-changed=MAPSYNC_VMLINUX_BTF");
     println!("cargo:rerun-if-env-changed=CLANG");
 

@@ -100,13 +100,26 @@ fn list_equals_bpftool_dump_and_watch_json_shows_bpftool_writes_as_they_happen()
     );
     let _ = watch.kill();
 
-    // resume from a revision: only what came after it
+    // resume from a revision of the epoch `list` names: only what came after it
+    let listing = server.cli(&["list", "flows"]);
+    let header = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .next()
+        .expect("a header line")
+        .to_owned();
+    let epoch = header
+        .split_once("(epoch ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("the header names the epoch: {header}"))
+        .to_owned();
     let (mut resumed, lines) = server.spawn_cli(&[
         "watch",
         "flows",
         "--json",
         "--from-revision",
         &(last_initial + 2).to_string(),
+        "--epoch",
+        &epoch,
     ]);
     let line = serde_json::from_str::<Value>(&lines.next(Duration::from_secs(5))).expect("JSON");
     assert_eq!(line["revision"], last_initial + 2);

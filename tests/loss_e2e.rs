@@ -13,10 +13,12 @@
 //!   and find nothing left to repair. Prints the figures ARCHITECTURE.md
 //!   quotes (`cargo test --test loss_e2e -- --nocapture`).
 //! - **restart**: `kill -9` and restart of `serve` on the same maps and pin
-//!   dir: the new mirror holds the writes made while no server ran, and a
-//!   resume with the old epoch's revision is refused (FAILED_PRECONDITION,
-//!   "epoch changed"), by the Rust client and by `mapsync watch`, which exits
-//!   non-zero with a one-line error.
+//!   dir: the new mirror holds the writes made while no server ran; a
+//!   `mapsync watch` that was running reconnects and, its revisions being of
+//!   the old epoch, prints a resync marker and the complete new state; a
+//!   resume with the old epoch's revision is never answered with a diff: the
+//!   Rust client delivers `Resync { EpochChanged }` with the kernel's state,
+//!   and so does the CLI; a revision without its epoch is refused.
 
 mod common;
 
@@ -540,7 +542,7 @@ fn a_full_ring_while_the_server_is_stopped_is_detected_resynced_and_converges() 
 }
 
 #[test]
-fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_are_refused() {
+fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_get_a_resync() {
     if !support::require_kernel() {
         return;
     }
@@ -599,10 +601,6 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_are_refus
     );
 
     server.kill9();
-    let status = watch
-        .wait_exit(DEADLINE)
-        .expect("the watch ends when its server dies");
-    assert!(!status.success(), "a watch cut off by the server fails");
 
     // writes while no server runs
     let mut batch = String::new();
@@ -613,7 +611,11 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_are_refus
     batch.push_str(&delete_line(&flows, &1u32.to_ne_bytes()));
     bpftool_batch(&batch);
 
-    let server = Server::start(&pins, &maps);
+    assert!(
+        watch.wait_exit(Duration::from_millis(500)).is_none(),
+        "the watch keeps trying to reconnect while its server is down"
+    );
+    server.restart();
     let mirror = listed(&server, "flows").expect("list");
     assert_eq!(
         mirror,
@@ -630,60 +632,87 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_are_refus
     );
     assert!(!mirror.contains_key("01000000"), "deleted while down");
 
-    let (new_epoch, new_revision, refused) = runtime.block_on(async {
+    // the watch that was running reconnects; its revisions belong to the old
+    // epoch, so it says so (a resync marker), then gives the whole new state
+    let resynced = |lines: &common::Lines, what: &str| -> (u64, HexMap) {
+        let marker: Value = serde_json::from_str(&lines.next(DEADLINE)).expect("JSON");
+        assert_eq!(marker["op"], "resync", "{what}: {marker}");
+        assert_eq!(marker["reason"], "EpochChanged", "{what}: {marker}");
+        let revision = marker["revision"].as_u64().expect("revision");
+        let mut state = HexMap::new();
+        while state.len() < mirror.len() {
+            let line: Value = serde_json::from_str(&lines.next(DEADLINE)).expect("JSON");
+            assert_eq!(line["op"], "put", "{what}: {line}");
+            state.insert(
+                line["key"].as_str().expect("key").to_owned(),
+                line["value"].as_str().expect("value").to_owned(),
+            );
+        }
+        (revision, state)
+    };
+    let (_, state) = resynced(&lines, "the watch across the restart");
+    assert_eq!(state, mirror, "the resync carries the complete state");
+
+    let (new_epoch, new_revision, first) = runtime.block_on(async {
         let mut client = mapsync_client::Client::connect(&server.endpoint)
             .await
             .expect("connect");
         let listing = client.list("flows").await.expect("list");
         let options = mapsync_client::WatchOptions::maps(["flows"])
             .from_revision(last_revision + 1, old_epoch);
-        let refused = match client.watch(options).await {
-            Err(error) => error,
-            Ok(mut stream) => match tokio::time::timeout(DEADLINE, stream.next()).await {
-                Ok(Some(Err(error))) => error,
-                other => panic!("a resume with the old epoch must be refused, got {other:?}"),
-            },
-        };
-        (listing.epoch, listing.revision, refused)
+        let mut stream = Box::pin(client.watch(options).await.expect("watch"));
+        let first = tokio::time::timeout(DEADLINE, stream.next())
+            .await
+            .expect("an answer in time")
+            .expect("an item")
+            .expect("not an error");
+        (listing.epoch, listing.revision, first)
     });
     assert_ne!(new_epoch, old_epoch, "a new process has a new epoch");
-    // (tonic is not a dependency of this package: compare the code's name)
-    assert_eq!(
-        format!("{:?}", refused.code()),
-        "Some(FailedPrecondition)",
-        "{refused}"
-    );
-    let expected = format!(
-        "epoch changed (asked {old_epoch:016x}, now {new_epoch:016x}): resync from a snapshot"
-    );
-    let mapsync_client::ClientError::Status(status) = &refused else {
-        panic!("a status, not {refused:?}");
-    };
-    assert_eq!(status.message(), expected);
+    // a resume with the old epoch's revision: never a diff, a fresh snapshot
+    match first {
+        mapsync_client::WatchItem::Resync {
+            reason: mapsync_client::ResyncReason::EpochChanged,
+            epoch,
+            revision,
+            entries,
+        } => {
+            assert_eq!((epoch, revision), (new_epoch, new_revision));
+            let state: HexMap = entries
+                .iter()
+                .map(|e| {
+                    (
+                        hex::encode(&e.key),
+                        hex::encode(e.value.as_deref().expect("a put")),
+                    )
+                })
+                .collect();
+            assert_eq!(state, mirror);
+        }
+        other => panic!("an old epoch's revision must give a resync, got {other:?}"),
+    }
 
-    // the same through the CLI: a one-line error and a failure exit
-    let output = server.cli_within(
-        &[
-            "watch",
-            "flows",
-            "--json",
-            "--from-revision",
-            &(last_revision + 1).to_string(),
-            "--epoch",
-            &old_epoch.to_string(),
-        ],
-        DEADLINE,
-    );
-    assert!(!output.status.success(), "refused resume exits non-zero");
-    assert!(output.stdout.is_empty(), "no events from another epoch");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-    // (the line goes on with tonic's own rendering of the same status: the
-    // client error keeps the status as its source, and the CLI prints the
-    // chain; only the part that matters is pinned down here)
+    // the same through the CLI
+    let (child, old_lines) = server.spawn_cli(&[
+        "watch",
+        "flows",
+        "--json",
+        "--from-revision",
+        &(last_revision + 1).to_string(),
+        "--epoch",
+        &format!("{old_epoch:016x}"),
+    ]);
+    let _old = ChildGuard(child);
+    let (revision, state) = resynced(&old_lines, "a CLI resume with the old epoch");
+    assert_eq!((revision, &state), (new_revision, &mirror));
+
+    // a revision without its epoch is refused by the CLI
+    let output = server.cli_within(&["watch", "flows", "--from-revision", "3"], DEADLINE);
+    assert!(!output.status.success());
     assert!(
-        stderr.starts_with(&format!("error: {expected} (failed precondition)")),
-        "{stderr:?}"
+        String::from_utf8_lossy(&output.stderr).contains("--epoch"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 
     // the current epoch resumes as usual
@@ -694,7 +723,7 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_are_refus
         "--from-revision",
         &(new_revision + 1).to_string(),
         "--epoch",
-        &new_epoch.to_string(),
+        &format!("{new_epoch:016x}"),
     ]);
     let _resumed = ChildGuard(child);
     support::update(&flows, &200u32.to_ne_bytes(), &[5; 8]).expect("update");

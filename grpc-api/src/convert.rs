@@ -7,8 +7,13 @@ use mapsync_core::{ChangeEvent, EventSource, MapInfo, MapView, Op, Snapshot};
 
 use crate::pb;
 
-/// A change as a protobuf event.
+/// A change as a protobuf event, without its previous value.
 pub fn event(event: &ChangeEvent) -> pb::Event {
+    event_with_prev(event, false)
+}
+
+/// A change as a protobuf event, with its previous value if `prev` is set.
+pub fn event_with_prev(event: &ChangeEvent, prev: bool) -> pb::Event {
     pb::Event {
         revision: event.revision,
         map: event.map.to_string(),
@@ -16,6 +21,12 @@ pub fn event(event: &ChangeEvent) -> pb::Event {
         key: event.key.clone(),
         value: event.value.clone().unwrap_or_default(),
         source: source(event.source) as i32,
+        prev_value: if prev {
+            event.prev_value.clone().unwrap_or_default()
+        } else {
+            Default::default()
+        },
+        has_prev: prev && event.prev_value.is_some(),
         ..pb::Event::default()
     }
 }
@@ -93,9 +104,10 @@ impl Decoder {
             .unwrap_or_default()
     }
 
-    /// A change as a protobuf event, with its decoded key and value.
-    pub fn event(&self, change: &ChangeEvent) -> pb::Event {
-        let mut pb = event(change);
+    /// A change as a protobuf event, with its previous value if `prev` is
+    /// set, and its decoded key and value.
+    pub fn event(&self, change: &ChangeEvent, prev: bool) -> pb::Event {
+        let mut pb = event_with_prev(change, prev);
         pb.key_json = self.key(&change.map, &change.key);
         if let Some(value) = &change.value {
             pb.value_json = self.value(&change.map, value);
@@ -162,6 +174,8 @@ mod tests {
             key: key.into(),
             value: value.map(Bytes::from),
             source: EventSource::Trace,
+            prev_value: None,
+            prev_mod_revision: 0,
         }
     }
 
@@ -172,17 +186,17 @@ mod tests {
         value[0] = 3;
         value[8] = b'a';
         let decoder = Decoder::new(true, &snapshot);
-        let put = decoder.event(&change("typed", Some(value.clone())));
+        let put = decoder.event(&change("typed", Some(value.clone())), false);
         assert_eq!(put.key_json, r#"{"addr":7,"port":80,"proto":6}"#);
         assert_eq!(
             put.value_json,
             r#"{"packets":3,"name":"a","verdict":"TYPED_PASS"}"#
         );
-        let delete = decoder.event(&change("typed", None));
+        let delete = decoder.event(&change("typed", None), false);
         assert!(!delete.key_json.is_empty() && delete.value_json.is_empty());
-        let plain = decoder.event(&change("plain", Some(value.clone())));
+        let plain = decoder.event(&change("plain", Some(value.clone())), false);
         assert!(plain.key_json.is_empty() && plain.value_json.is_empty());
-        let not_asked = Decoder::new(false, &snapshot).event(&change("typed", Some(value)));
+        let not_asked = Decoder::new(false, &snapshot).event(&change("typed", Some(value)), false);
         assert!(not_asked.key_json.is_empty() && not_asked.value_json.is_empty());
         let described: Vec<(String, bool)> = snapshot
             .maps()
@@ -201,6 +215,8 @@ mod tests {
             key: Bytes::from_static(b"k"),
             value: None,
             source: EventSource::Trace,
+            prev_value: None,
+            prev_mod_revision: 0,
         });
         assert_eq!(pb.op, pb::Op::Delete as i32);
         assert_eq!(pb.source, pb::Source::Trace as i32);

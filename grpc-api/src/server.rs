@@ -3,15 +3,17 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use mapsync_core::Store;
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::error::ServeError;
 use crate::pb;
-use crate::service::MapSyncService;
+use crate::service::{Limits, MapSyncService, WatchStats};
 
 /// Where the server accepts connections.
 #[derive(Debug)]
@@ -70,11 +72,30 @@ impl Listener {
     }
 }
 
+/// How the server runs: the service's limits, and where it counts watches.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Bounds of the service.
+    pub limits: Limits,
+    /// Live counts of streams, watches and queued messages.
+    pub stats: Arc<WatchStats>,
+}
+
 /// Serves the MapSync API for `store` on `listener` until `shutdown`
 /// resolves; then reports NotServing, ends streams and returns.
 pub async fn serve(
     listener: Listener,
     store: Store,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_with(listener, store, ServeOptions::default(), shutdown).await
+}
+
+/// [`serve`] with explicit options.
+pub async fn serve_with(
+    listener: Listener,
+    store: Store,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -107,7 +128,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(MapSyncService::new(store, stopping).into_server());
+        .add_service(
+            MapSyncService::with_limits(store, stopping, options.limits, options.stats)
+                .into_server(),
+        );
     let shutdown = async {
         shutdown.await;
         let _ = stop_streams.send(true);
@@ -122,8 +146,10 @@ pub async fn serve(
     };
     let result = match listener {
         Listener::Tcp(listener) => {
+            // Nagle off: small watch messages must not wait for delayed ACKs
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         Listener::Unix(listener, path) => {

@@ -33,10 +33,11 @@ pub async fn run(args: ListArgs) -> anyhow::Result<()> {
         output::emit(
             &mut out,
             &format!(
-                "{}: {} entries at revision {}",
+                "{}: {} entries at revision {} (epoch {:016x})",
                 args.map,
                 listing.entries.len(),
-                listing.revision
+                listing.revision,
+                listing.epoch
             ),
         )?;
     }

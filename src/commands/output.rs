@@ -149,6 +149,7 @@ mod tests {
             source: "trace",
             key_json: None,
             value_json: None,
+            prev_value: None,
         };
         assert_eq!(
             event_json_hex(&put),
@@ -191,6 +192,7 @@ mod tests {
             source: "emit",
             key_json: None,
             value_json: None,
+            prev_value: None,
         };
         let line = event_text(&delete, &json!("09"), None);
         assert!(

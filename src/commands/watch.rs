@@ -15,13 +15,15 @@ pub struct WatchArgs {
     /// Maps to watch (none: every map).
     pub maps: Vec<String>,
     /// 0: print the current entries as puts first, then live changes; N:
-    /// changes from revision N on (last seen + 1 to resume).
-    #[arg(long, default_value_t = 0)]
+    /// changes from revision N on (last seen + 1 to resume). Needs --epoch:
+    /// revisions mean nothing across a server restart.
+    #[arg(long, default_value_t = 0, requires = "epoch")]
     pub from_revision: u64,
-    /// The epoch --from-revision belongs to (as printed by `mapsync list`);
-    /// refused if the server has restarted since.
-    #[arg(long, default_value_t = 0)]
-    pub epoch: u64,
+    /// The epoch --from-revision belongs to, in hex as `mapsync list` and
+    /// `watch` print it. If the server has restarted since, the watch starts
+    /// with a resync: a marker line, then the complete current state.
+    #[arg(long, value_parser = parse_epoch)]
+    pub epoch: Option<u64>,
 }
 
 /// Prints changes until interrupted or the server goes away.
@@ -29,31 +31,83 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut client = mapsync_client::Client::connect(&args.client.endpoint).await?;
     let renderer = Renderer::new(&mut client, args.client.show.clone(), &args.maps).await?;
     let options = WatchOptions::maps(args.maps)
-        .from_revision(args.from_revision, args.epoch)
+        .from_revision(args.from_revision, args.epoch.unwrap_or(0))
         .decoded(renderer.decode());
     let mut changes = client.watch(options).await?;
     let mut out = std::io::stdout().lock();
+    let json = args.client.json;
+    let print = |out: &mut std::io::StdoutLock<'_>,
+                 events: &[mapsync_client::Event]|
+     -> anyhow::Result<()> {
+        for event in events {
+            let (key, value) = renderer.event(event)?;
+            let line = if json {
+                output::event_json(event, key, value)
+            } else {
+                output::event_text(event, &key, value.as_ref())
+            };
+            output::emit(out, &line)?;
+        }
+        Ok(())
+    };
     while let Some(item) = changes.next().await {
         match item? {
-            WatchItem::Events(events) => {
-                for event in &events {
-                    let (key, value) = renderer.event(event)?;
-                    let line = if args.client.json {
-                        output::event_json(event, key, value)
-                    } else {
-                        output::event_text(event, &key, value.as_ref())
-                    };
-                    output::emit(&mut out, &line)?;
-                }
-            }
-            WatchItem::InitialStateDone { revision } if !args.client.json => {
+            WatchItem::Events(events) => print(&mut out, &events)?,
+            WatchItem::InitialStateDone { epoch, revision } if !json => {
                 output::emit(
                     &mut out,
-                    &format!("-- current state as of revision {revision}; live changes follow --"),
+                    &format!(
+                        "-- current state as of revision {revision} (epoch {epoch:016x}); live changes follow --"
+                    ),
                 )?;
             }
-            WatchItem::InitialStateDone { .. } => {}
+            WatchItem::InitialStateDone { .. } | WatchItem::Progress { .. } => {}
+            // the watch could not resume (history compacted, or the server
+            // restarted): the complete state replaces what was printed
+            WatchItem::Resync {
+                reason,
+                revision,
+                entries,
+                ..
+            } => {
+                let marker = if json {
+                    serde_json::json!({
+                        "op": "resync",
+                        "revision": revision,
+                        "reason": format!("{reason:?}"),
+                    })
+                    .to_string()
+                } else {
+                    format!("-- resync ({reason:?}): current state as of revision {revision} --")
+                };
+                output::emit(&mut out, &marker)?;
+                print(&mut out, &entries)?;
+            }
         }
     }
     anyhow::bail!("the server ended the watch")
+}
+
+/// An epoch as printed by mapsync (16 hex digits; `0x` optional).
+fn parse_epoch(arg: &str) -> Result<u64, String> {
+    let digits = arg.strip_prefix("0x").unwrap_or(arg);
+    match u64::from_str_radix(digits, 16) {
+        Ok(0) | Err(_) => Err(format!(
+            "`{arg}` is not an epoch: expected the 16 hex digits mapsync prints (e.g. 6b6c68d7566fd199)"
+        )),
+        Ok(epoch) => Ok(epoch),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_are_hex_as_printed() {
+        assert_eq!(parse_epoch("6b6c68d7566fd199"), Ok(0x6b6c68d7566fd199));
+        assert_eq!(parse_epoch("0x00000000000000ff"), Ok(255));
+        assert!(parse_epoch("0").is_err(), "0 is no epoch");
+        assert!(parse_epoch("xyz").unwrap_err().contains("16 hex digits"));
+    }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::changelog::ChangeLog;
+use crate::error::SyncError;
 use crate::event::{Epoch, Revision};
 use crate::map_info::MapInfo;
 
@@ -159,5 +160,149 @@ impl Snapshot {
     /// The change log as of this snapshot.
     pub fn log(&self) -> &ChangeLog {
         &self.log
+    }
+
+    /// The oldest revision a past read can ask for: the state just before
+    /// the change log's oldest change.
+    pub fn oldest_readable(&self) -> Revision {
+        self.log.oldest() - 1
+    }
+
+    /// One map as it was at `revision`: the current entries with every
+    /// change after `revision` undone from the change log (each change
+    /// carries the value it replaced). Costs O(changes since `revision` x log
+    /// n); the result shares structure with this snapshot. Errors: an unknown
+    /// map, a revision newer than this snapshot ([`SyncError::FutureRevision`]),
+    /// or older than [`Self::oldest_readable`] ([`SyncError::Compacted`]).
+    pub fn map_at(&self, name: &str, revision: Revision) -> Result<MapView, SyncError> {
+        let view = self.map(name).ok_or_else(|| SyncError::UnknownMap {
+            name: name.to_owned(),
+        })?;
+        if revision > self.revision {
+            return Err(SyncError::FutureRevision {
+                requested: revision,
+                current: self.revision,
+            });
+        }
+        if revision < self.oldest_readable() {
+            return Err(SyncError::Compacted {
+                requested: revision,
+                oldest: self.oldest_readable(),
+            });
+        }
+        let mut past = view.clone();
+        if revision == self.revision {
+            return Ok(past);
+        }
+        let after = self.log.read_from(revision + 1, usize::MAX)?;
+        // newest first, so that each key ends at the value before its first
+        // change after `revision`
+        for event in after.iter().rev().filter(|e| &*e.map == name) {
+            match &event.prev_value {
+                Some(value) => {
+                    let observed_ns = past.entries.get(&event.key).map_or(0, |e| e.observed_ns);
+                    past.entries.insert(
+                        event.key.clone(),
+                        Entry {
+                            value: value.clone(),
+                            mod_revision: event.prev_mod_revision,
+                            observed_ns,
+                        },
+                    );
+                }
+                None => {
+                    past.entries.remove(&event.key);
+                }
+            }
+        }
+        Ok(past)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::SyncError;
+    use crate::changelog::LogLimits;
+    use crate::event::EventSource;
+    use crate::map_info::{MapInfo, MapKind};
+    use crate::store::{Change, Store};
+    use bytes::Bytes;
+
+    fn info() -> MapInfo {
+        MapInfo {
+            name: "m".into(),
+            id: 1,
+            kernel_name: "m".into(),
+            kind: MapKind::Hash,
+            key_size: 1,
+            value_size: 1,
+            max_entries: 64,
+            value_bytes: 1,
+            types: None,
+        }
+    }
+
+    fn value(view: &super::MapView, key: u8) -> Option<(Vec<u8>, u64)> {
+        view.entry(&[key])
+            .map(|e| (e.value.to_vec(), e.mod_revision))
+    }
+
+    #[test]
+    fn changes_carry_the_value_they_replaced_and_maps_rewind_through_them() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        writer.add_map(
+            info(),
+            vec![(Bytes::from_static(&[1]), Bytes::from_static(b"a"), 1)],
+            0,
+        );
+        writer.apply([
+            Change::put("m", &[1][..], &b"b"[..], EventSource::Trace, 2), // 2
+            Change::put("m", &[2][..], &b"x"[..], EventSource::Trace, 2), // 3
+            Change::delete("m", &[1][..], EventSource::Trace, 3),         // 4
+        ]);
+        let snapshot = store.snapshot();
+        let log = snapshot.log().read_from(2, 10).expect("in the log");
+        let prev: Vec<_> = log
+            .iter()
+            .map(|e| {
+                (
+                    e.prev_value.as_deref().map(<[u8]>::to_vec),
+                    e.prev_mod_revision,
+                )
+            })
+            .collect();
+        assert_eq!(
+            prev,
+            vec![
+                (Some(b"a".to_vec()), 1),
+                (None, 0),
+                (Some(b"b".to_vec()), 2)
+            ]
+        );
+
+        let at = |revision| snapshot.map_at("m", revision).expect("readable");
+        assert_eq!(value(&at(1), 1), Some((b"a".to_vec(), 1)));
+        assert_eq!(value(&at(1), 2), None);
+        assert_eq!(value(&at(3), 1), Some((b"b".to_vec(), 2)));
+        assert_eq!(value(&at(3), 2), Some((b"x".to_vec(), 3)));
+        assert_eq!(value(&at(4), 1), None);
+        assert!(matches!(
+            snapshot.map_at("m", 0),
+            Err(SyncError::Compacted {
+                requested: 0,
+                oldest: 1
+            })
+        ));
+        assert!(matches!(
+            snapshot.map_at("m", 5),
+            Err(SyncError::FutureRevision {
+                requested: 5,
+                current: 4
+            })
+        ));
+        assert!(matches!(
+            snapshot.map_at("x", 4),
+            Err(SyncError::UnknownMap { .. })
+        ));
     }
 }

@@ -22,6 +22,7 @@ pub fn mapsync() -> Command {
 pub struct Server {
     child: Child,
     pub endpoint: String,
+    args: Vec<String>,
     log: Arc<Mutex<Vec<String>>>,
     _socket_dir: tempfile::TempDir,
 }
@@ -38,41 +39,32 @@ impl Server {
     pub fn start_with(pins: &PinDir, maps: &[String], extra: &[&str]) -> Server {
         let socket_dir = tempfile::tempdir().expect("temp dir");
         let endpoint = format!("unix:{}", socket_dir.path().join("mapsync.sock").display());
-        let mut command = mapsync();
-        command
-            .args(["serve", "--listen", &endpoint, "--pin-dir"])
-            .arg(pins.join("capture"));
+        let mut args: Vec<String> = vec!["serve".into(), "--listen".into(), endpoint.clone()];
+        args.push("--pin-dir".into());
+        args.push(pins.join("capture").display().to_string());
         for map in maps {
-            command.args(["--map", map]);
+            args.push("--map".into());
+            args.push(map.clone());
         }
-        command.args(extra);
-        let mut child = command
-            // plain log lines, so that tests can read their fields
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mapsync serve");
+        args.extend(extra.iter().map(|arg| arg.to_string()));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let pid = child.id();
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let line = strip_ansi(&line);
-                eprintln!("[serve {pid}] {line}");
-                lines.lock().expect("log lock").push(line);
-            }
-        });
+        let child = spawn_serve(&args, &log);
         let mut server = Server {
             child,
             endpoint,
+            args,
             log,
             _socket_dir: socket_dir,
         };
         server.wait_answering();
         server
+    }
+
+    /// Starts the server again with the same arguments and endpoint (after
+    /// [`Server::kill9`]), and waits until it answers.
+    pub fn restart(&mut self) {
+        self.child = spawn_serve(&self.args, &self.log);
+        self.wait_answering();
     }
 
     /// The server's process id.
@@ -184,6 +176,31 @@ impl Server {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("poll server").is_none()
     }
+}
+
+/// Spawns `mapsync ARGS` with its stderr (the log) appended to `log` and
+/// echoed to the test's stderr with a `[serve PID]` prefix.
+fn spawn_serve(args: &[String], log: &Arc<Mutex<Vec<String>>>) -> Child {
+    let mut child = mapsync()
+        .args(args)
+        // plain log lines, so that tests can read their fields
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mapsync serve");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let pid = child.id();
+    let lines = Arc::clone(log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let line = strip_ansi(&line);
+            eprintln!("[serve {pid}] {line}");
+            lines.lock().expect("log lock").push(line);
+        }
+    });
+    child
 }
 
 impl Drop for Server {

@@ -22,12 +22,29 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
-    /// The server refused or failed the request.
+    /// The server refused or failed the request. (Not a `source`: the
+    /// message already says all the status says, and a CLI printing the
+    /// error chain would say it twice.)
     #[error("{} ({})", .0.message(), code_name(.0.code()))]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
     /// The server sent a message this client does not understand.
     #[error("unexpected reply from the server: {0}")]
     Protocol(&'static str),
+    /// The server refused a watch (bad request, unknown map, limits) or ended
+    /// it for a reason no resume can fix.
+    #[error("watch refused: {message} ({})", code_name(*.code))]
+    WatchRefused {
+        /// The status code a unary call would have got.
+        code: Code,
+        /// The server's explanation.
+        message: String,
+    },
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        ClientError::Status(status)
+    }
 }
 
 impl ClientError {
@@ -35,6 +52,7 @@ impl ClientError {
     pub fn code(&self) -> Option<Code> {
         match self {
             ClientError::Status(status) => Some(status.code()),
+            ClientError::WatchRefused { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -52,6 +70,20 @@ fn code_name(code: Code) -> &'static str {
         Code::PermissionDenied => "permission denied",
         Code::Unauthenticated => "unauthenticated",
         Code::Internal => "internal error",
+        Code::DeadlineExceeded => "deadline exceeded",
         _ => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_reads_once_with_its_code_and_has_no_source() {
+        let error = ClientError::from(tonic::Status::not_found("unknown map `nope`"));
+        assert_eq!(error.to_string(), "unknown map `nope` (not found)");
+        assert!(std::error::Error::source(&error).is_none());
+        assert_eq!(error.code(), Some(Code::NotFound));
     }
 }
