@@ -26,11 +26,19 @@ pub struct Entry {
     pub(crate) observed_ns: u64,
 }
 
+/// Bytes of a key stored inline in the mirror's tree (longer keys go to the
+/// heap). Keys compared in place, not behind a pointer, are what makes a
+/// lookup in a large map a few cache misses rather than one per comparison.
+pub const INLINE_KEY_BYTES: usize = 24;
+
+/// A key as the mirror stores it.
+pub(crate) type MapKey = smallvec::SmallVec<[u8; INLINE_KEY_BYTES]>;
+
 /// The mirror of one map at the snapshot's revision.
 #[derive(Debug, Clone)]
 pub struct MapView {
     pub(crate) info: Arc<MapInfo>,
-    pub(crate) entries: imbl::OrdMap<Bytes, Entry>,
+    pub(crate) entries: imbl::OrdMap<MapKey, Entry>,
     /// Changes observed before this time are reflected in the map's base
     /// state (its last full dump): applying them again would go backwards.
     pub(crate) floor_ns: u64,
@@ -99,22 +107,26 @@ impl MapView {
     }
 
     /// Entries in key order (bytewise).
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Entry)> {
-        self.entries.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
+        self.entries
+            .iter()
+            .map(|(key, entry)| (key.as_slice(), entry))
     }
 
     /// Entries with keys strictly after `after` (or all), in key order: the
     /// way to page through a large map.
     pub fn iter_after<'a>(
         &'a self,
-        after: Option<&Bytes>,
-    ) -> impl Iterator<Item = (&'a Bytes, &'a Entry)> + 'a {
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = (&'a [u8], &'a Entry)> + 'a {
         use std::ops::Bound;
-        let lower = match after {
-            Some(key) => Bound::Excluded(key.clone()),
+        let lower: Bound<&[u8]> = match after {
+            Some(key) => Bound::Excluded(key),
             None => Bound::Unbounded,
         };
-        self.entries.range((lower, Bound::Unbounded))
+        self.entries
+            .range::<_, [u8]>((lower, Bound::Unbounded))
+            .map(|(key, entry)| (key.as_slice(), entry))
     }
 }
 
@@ -200,9 +212,12 @@ impl Snapshot {
         for event in after.iter().rev().filter(|e| &*e.map == name) {
             match &event.prev_value {
                 Some(value) => {
-                    let observed_ns = past.entries.get(&event.key).map_or(0, |e| e.observed_ns);
+                    let observed_ns = past
+                        .entries
+                        .get(&event.key[..])
+                        .map_or(0, |e| e.observed_ns);
                     past.entries.insert(
-                        event.key.clone(),
+                        MapKey::from_slice(&event.key),
                         Entry {
                             value: value.clone(),
                             mod_revision: event.prev_mod_revision,
@@ -211,7 +226,7 @@ impl Snapshot {
                     );
                 }
                 None => {
-                    past.entries.remove(&event.key);
+                    past.entries.remove(&event.key[..]);
                 }
             }
         }

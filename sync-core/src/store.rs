@@ -14,7 +14,7 @@ use crate::error::SyncError;
 use crate::event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 use crate::kernel::Dump;
 use crate::map_info::MapInfo;
-use crate::snapshot::{Entry, MapView, Snapshot};
+use crate::snapshot::{Entry, MapKey, MapView, Snapshot};
 use crate::subscribe::{SubscribeFilter, Subscription};
 
 /// A handle on the mirror of every map one mapsync instance follows. Cheap to
@@ -228,7 +228,7 @@ impl StoreWriter {
         for (key, value, observed_ns) in sorted {
             next.revision += 1;
             map.insert(
-                key,
+                MapKey::from_slice(&key),
                 Entry {
                     value,
                     mod_revision: next.revision,
@@ -300,7 +300,7 @@ impl StoreWriter {
             if !present.contains(key) && entry.observed_ns < dump.started_ns {
                 changes.push(Change {
                     map: name.clone(),
-                    key: key.clone(),
+                    key: Bytes::copy_from_slice(key),
                     value: None,
                     source,
                     observed_ns: dump.started_ns,
@@ -322,7 +322,7 @@ fn apply_one(next: &mut Snapshot, change: Change) {
     let Some(view) = next.maps.get_mut(&change.map) else {
         return;
     };
-    let existing = view.entries.get(&change.key);
+    let existing = view.entries.get(&change.key[..]);
     let newest_known = match existing {
         Some(entry) => entry.observed_ns,
         None => view
@@ -359,7 +359,7 @@ fn apply_one(next: &mut Snapshot, change: Change) {
         Some(value) => {
             view.tombstones.remove(&change.key);
             view.entries.insert(
-                change.key.clone(),
+                MapKey::from_slice(&change.key),
                 Entry {
                     value: value.clone(),
                     mod_revision: revision,
@@ -368,7 +368,7 @@ fn apply_one(next: &mut Snapshot, change: Change) {
             );
         }
         None => {
-            view.entries.remove(&change.key);
+            view.entries.remove(&change.key[..]);
             view.remember_delete(change.key.clone(), change.observed_ns);
         }
     }

@@ -228,9 +228,10 @@ async fn step(
                 let view = snapshot.map(name).expect("listed from this snapshot");
                 let room = MAX_BATCH - batch.len();
                 let mut taken = 0;
-                for (key, entry) in view.iter_after(after.as_ref()).take(room) {
+                let mut last = None;
+                for (key, entry) in view.iter_after(after.as_deref()).take(room) {
                     taken += 1;
-                    after = Some(key.clone());
+                    last = Some(key);
                     if filter.no_put || !filter.selects_key(key) {
                         continue;
                     }
@@ -238,12 +239,15 @@ async fn step(
                         revision: entry.mod_revision,
                         map: name.clone(),
                         op: Op::Put,
-                        key: key.clone(),
+                        key: Bytes::copy_from_slice(key),
                         value: Some(entry.value.clone()),
                         source: EventSource::Initial,
                         prev_value: None,
                         prev_mod_revision: 0,
                     }));
+                }
+                if let Some(key) = last {
+                    after = Some(Bytes::copy_from_slice(key));
                 }
                 if taken < room {
                     map_index += 1;

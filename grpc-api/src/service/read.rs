@@ -87,10 +87,10 @@ pub async fn list(
             let mut after: Option<Bytes> = None;
             loop {
                 let entries: Vec<pb::Entry> = view
-                    .iter_after(after.as_ref())
+                    .iter_after(after.as_deref())
                     .take(page_size)
                     .map(|(key, entry)| pb::Entry {
-                        key: key.clone(),
+                        key: Bytes::copy_from_slice(key),
                         value: entry.value.clone(),
                         mod_revision: entry.mod_revision,
                         key_json: decoder.key(&request.map, key),
