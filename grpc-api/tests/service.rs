@@ -283,3 +283,66 @@ async fn bad_listen_addresses_are_refused() {
         "{error}"
     );
 }
+
+/// Lists the services through server reflection of one protocol version
+/// (`v1` or `v1alpha`: the modules have the same shapes) and fetches the
+/// file that defines `mapsync.v1.MapSync`.
+macro_rules! reflect {
+    ($version:ident, $endpoint:expr) => {{
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let channel = tonic::transport::Endpoint::from_shared($endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = ServerReflectionClient::new(channel);
+        let requests = [
+            MessageRequest::ListServices(String::new()),
+            MessageRequest::FileContainingSymbol("mapsync.v1.MapSync".into()),
+        ]
+        .map(|request| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        });
+        let mut replies = client
+            .server_reflection_info(futures::stream::iter(requests))
+            .await
+            .expect("reflection stream")
+            .into_inner();
+        let mut services = Vec::new();
+        let mut files = 0;
+        while let Some(reply) = replies.message().await.expect("reflection reply") {
+            match reply.message_response.expect("a response") {
+                MessageResponse::ListServicesResponse(list) => {
+                    services.extend(list.service.into_iter().map(|s| s.name));
+                }
+                MessageResponse::FileDescriptorResponse(file) => {
+                    files += file.file_descriptor_proto.len();
+                }
+                other => panic!("unexpected reflection reply {other:?}"),
+            }
+        }
+        (services, files)
+    }};
+}
+
+#[tokio::test]
+async fn reflection_answers_in_v1_and_v1alpha() {
+    let running = start(LogLimits::default(), 1, true).await;
+    for (services, files) in [
+        reflect!(v1, running.endpoint),
+        reflect!(v1alpha, running.endpoint),
+    ] {
+        for expected in ["mapsync.v1.MapSync", "grpc.health.v1.Health"] {
+            assert!(
+                services.iter().any(|s| s == expected),
+                "{expected} in {services:?}"
+            );
+        }
+        assert!(files >= 1, "the file defining mapsync.v1.MapSync");
+    }
+    running.shutdown().await;
+}
