@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::routing::get;
 use mapsync_core::{MapSync, Store, SyncStats};
+use mapsync_grpc::service::WatchStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -20,14 +21,16 @@ use prometheus_client::registry::Registry;
 pub struct SyncCollector {
     store: Store,
     stats: Arc<SyncStats>,
+    watch: Arc<WatchStats>,
 }
 
 impl SyncCollector {
-    /// A collector over a running sync.
-    pub fn new(sync: &MapSync) -> Self {
+    /// A collector over a running sync and the gRPC server's watch counts.
+    pub fn new(sync: &MapSync, watch: Arc<WatchStats>) -> Self {
         Self {
             store: sync.store().clone(),
             stats: sync.stats_handle(),
+            watch,
         }
     }
 }
@@ -140,6 +143,24 @@ impl Collector for SyncCollector {
             "mapsync_change_log_bytes",
             "Bytes held in the change log.",
             snapshot.log().bytes() as i64,
+        )?;
+        gauge(
+            e,
+            "mapsync_watch_streams",
+            "Open gRPC Watch streams.",
+            self.watch.streams() as i64,
+        )?;
+        gauge(
+            e,
+            "mapsync_watches",
+            "Open watches over all gRPC Watch streams.",
+            self.watch.watches() as i64,
+        )?;
+        gauge(
+            e,
+            "mapsync_watch_queued_messages",
+            "Watch messages queued for clients and not yet sent (bounded per stream).",
+            self.watch.queued_messages() as i64,
         )?;
         let entries: usize = snapshot.maps().map(|(_, map)| map.len()).sum();
         gauge(

@@ -312,6 +312,10 @@ fn a_full_ring_while_the_server_is_stopped_is_detected_resynced_and_converges() 
         watcher.apply(&line, false);
     }
     let initial_revision = watcher.last_revision;
+    let watching = metrics_when(&metrics_addr, "the watcher counted", |m| {
+        metric(m, "mapsync_watches") >= 1.0
+    });
+    assert_eq!(metric(&watching, "mapsync_watch_streams"), 1.0);
 
     // Stop the server right after a reconcile has ended, so that the stop
     // cannot land in the middle of one (a reconcile dumping the maps after the

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use mapsync_core::{DEFAULT_PIN_DIR, LogLimits, MapSpec, MapSync, SyncConfig};
-use mapsync_grpc::server::{Listener, serve};
+use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
+use mapsync_grpc::service::WatchStats;
 
 /// Default address of the sidecar's gRPC API.
 pub const DEFAULT_LISTEN: &str = "unix:/run/mapsync/mapsync.sock";
@@ -148,13 +149,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
+    let watch_stats = std::sync::Arc::new(WatchStats::default());
     let metrics = match &args.metrics_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for metrics on {addr}"))?;
             tracing::info!(metrics = %addr, "serving metrics");
-            let collector = crate::metrics::SyncCollector::new(&sync);
+            let collector = crate::metrics::SyncCollector::new(&sync, watch_stats.clone());
             Some(tokio::spawn(crate::metrics::serve(
                 listener,
                 collector,
@@ -164,7 +166,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(listen = %args.listen, epoch = %sync.store().epoch(), revision = sync.store().revision(), "serving");
-    let mut server = tokio::spawn(serve(listener, sync.store().clone(), stopped(stopping)));
+    let options = ServeOptions {
+        stats: watch_stats,
+        ..ServeOptions::default()
+    };
+    let mut server = tokio::spawn(serve_with(
+        listener,
+        sync.store().clone(),
+        options,
+        stopped(stopping),
+    ));
     // stop on a signal, and also when the mirror stops following the kernel:
     // serving a mirror that no longer changes would be serving stale data
     let ingest_ended = tokio::select! {
