@@ -105,15 +105,18 @@ class Client:
     def __init__(self, endpoint: str, *, reconnect_backoff_max: float = 2.0) -> None:
         self.endpoint = endpoint
         backoff_ms = max(100, int(reconnect_backoff_max * 1000))
-        self._channel = grpc.insecure_channel(
-            _target(endpoint),
-            options=[
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", backoff_ms),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ],
-        )
+        target = _target(endpoint)
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", backoff_ms),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ]
+        if target.startswith("unix:"):
+            # gRPC core would send the socket path as :authority, which
+            # HTTP/2 servers (hyper, under tonic) refuse with PROTOCOL_ERROR
+            options.append(("grpc.default_authority", "localhost"))
+        self._channel = grpc.insecure_channel(target, options=options)
         self._stub = pb_grpc.MapSyncStub(self._channel)
 
     def close(self) -> None:
