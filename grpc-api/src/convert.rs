@@ -5,8 +5,13 @@ use mapsync_core::{ChangeEvent, EventSource, MapView, Op};
 
 use crate::pb;
 
-/// A change as a protobuf event.
+/// A change as a protobuf event, without its previous value.
 pub fn event(event: &ChangeEvent) -> pb::Event {
+    event_with_prev(event, false)
+}
+
+/// A change as a protobuf event, with its previous value if `prev` is set.
+pub fn event_with_prev(event: &ChangeEvent, prev: bool) -> pb::Event {
     pb::Event {
         revision: event.revision,
         map: event.map.to_string(),
@@ -14,6 +19,12 @@ pub fn event(event: &ChangeEvent) -> pb::Event {
         key: event.key.clone(),
         value: event.value.clone().unwrap_or_default(),
         source: source(event.source) as i32,
+        prev_value: if prev {
+            event.prev_value.clone().unwrap_or_default()
+        } else {
+            Default::default()
+        },
+        has_prev: prev && event.prev_value.is_some(),
     }
 }
 
@@ -66,6 +77,8 @@ mod tests {
             key: Bytes::from_static(b"k"),
             value: None,
             source: EventSource::Trace,
+            prev_value: None,
+            prev_mod_revision: 0,
         });
         assert_eq!(pb.op, pb::Op::Delete as i32);
         assert_eq!(pb.source, pb::Source::Trace as i32);

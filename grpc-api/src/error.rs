@@ -1,8 +1,10 @@
 //! Request and server errors, and the one mapping of errors to gRPC status
 //! codes.
 
-use mapsync_core::{Epoch, SyncError};
+use mapsync_core::{Epoch, Revision, SyncError};
 use tonic::{Code, Status};
+
+use crate::pb;
 
 /// Why a request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,61 @@ pub enum RequestError {
         requested: u32,
         /// The limit.
         max: u32,
+    },
+    /// `key`, `range_end` and `key_prefix` of a watch do not make a selection.
+    #[error("bad key selection: {reason}")]
+    BadKeySelection {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A `WatchRequest` with none of create, cancel or progress set.
+    #[error("empty WatchRequest: set one of create, cancel or progress")]
+    EmptyWatchRequest,
+    /// The stream already carries the most watches it may.
+    #[error("too many watches on this stream (at most {max}); cancel some or open another stream")]
+    TooManyWatches {
+        /// The limit.
+        max: usize,
+    },
+    /// A create asked for a watch id that is open on the stream.
+    #[error("watch id {id} is already in use on this stream")]
+    WatchIdInUse {
+        /// The id.
+        id: u64,
+    },
+    /// A cancel or progress request named a watch that is not open on the stream.
+    #[error("no watch with id {id} is open on this stream")]
+    UnknownWatch {
+        /// The id.
+        id: u64,
+    },
+    /// A request message larger than the server accepts (the stream ends).
+    #[error("request larger than the {max}-byte limit: {detail}")]
+    RequestTooLarge {
+        /// The limit.
+        max: usize,
+        /// The transport's description.
+        detail: String,
+    },
+    /// `min_revision` was not reached before the call's deadline.
+    #[error("revision {requested} not reached before the deadline (current revision {current})")]
+    MinRevisionDeadline {
+        /// The revision waited for.
+        requested: Revision,
+        /// The revision reached.
+        current: Revision,
+    },
+    /// `min_revision` was not reached within the server's maximum wait.
+    #[error(
+        "revision {requested} not reached within the server's maximum wait of {max_wait_ms} ms (current revision {current}); retry"
+    )]
+    MinRevisionMaxWait {
+        /// The revision waited for.
+        requested: Revision,
+        /// The revision reached.
+        current: Revision,
+        /// The server's maximum wait.
+        max_wait_ms: u64,
     },
 }
 
@@ -41,11 +98,20 @@ impl RequestError {
     pub fn code(&self) -> Code {
         match self {
             RequestError::NotReady => Code::Unavailable,
-            RequestError::PageTooLarge { .. } => Code::InvalidArgument,
+            RequestError::PageTooLarge { .. }
+            | RequestError::BadKeySelection { .. }
+            | RequestError::EmptyWatchRequest => Code::InvalidArgument,
+            RequestError::TooManyWatches { .. } | RequestError::RequestTooLarge { .. } => {
+                Code::ResourceExhausted
+            }
+            RequestError::WatchIdInUse { .. } => Code::AlreadyExists,
+            RequestError::UnknownWatch { .. } => Code::NotFound,
+            RequestError::MinRevisionDeadline { .. } => Code::DeadlineExceeded,
+            RequestError::MinRevisionMaxWait { .. } => Code::Unavailable,
             RequestError::Sync(error) => match error {
                 SyncError::UnknownMap { .. } => Code::NotFound,
                 SyncError::WrongKeySize { .. } => Code::InvalidArgument,
-                SyncError::Compacted { .. } => Code::OutOfRange,
+                SyncError::Compacted { .. } | SyncError::FutureRevision { .. } => Code::OutOfRange,
                 SyncError::EpochChanged { .. } => Code::FailedPrecondition,
                 SyncError::Stopped => Code::Unavailable,
                 _ => Code::Internal,
@@ -57,6 +123,36 @@ impl RequestError {
 impl From<RequestError> for Status {
     fn from(error: RequestError) -> Self {
         Status::new(error.code(), error.to_string())
+    }
+}
+
+impl RequestError {
+    /// How a Watch stream reports this error about one watch (instead of
+    /// ending the stream): a compacted start or an epoch change are their own
+    /// reasons; anything else is `REJECTED` with the status code a unary call
+    /// would get. `complete` is the revision up to which the watch was
+    /// complete.
+    pub fn watch_canceled(&self, complete: Revision) -> pb::WatchCanceled {
+        let (reason, oldest_revision) = match self {
+            RequestError::Sync(SyncError::Compacted { oldest, .. }) => {
+                (pb::CancelReason::Compacted, *oldest)
+            }
+            RequestError::Sync(SyncError::EpochChanged { .. }) => {
+                (pb::CancelReason::EpochChanged, 0)
+            }
+            _ => (pb::CancelReason::Rejected, 0),
+        };
+        pb::WatchCanceled {
+            reason: reason as i32,
+            oldest_revision,
+            message: self.to_string(),
+            revision: complete,
+            code: if reason == pb::CancelReason::Rejected {
+                self.code() as i32
+            } else {
+                0
+            },
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use mapsync_core::Store;
 use tokio::net::{TcpListener, UnixListener};
@@ -11,7 +12,7 @@ use tonic_health::ServingStatus;
 
 use crate::error::ServeError;
 use crate::pb;
-use crate::service::MapSyncService;
+use crate::service::{Limits, MapSyncService, WatchStats};
 
 /// Where the server accepts connections.
 #[derive(Debug)]
@@ -70,11 +71,30 @@ impl Listener {
     }
 }
 
+/// How the server runs: the service's limits, and where it counts watches.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Bounds of the service.
+    pub limits: Limits,
+    /// Live counts of streams, watches and queued messages.
+    pub stats: Arc<WatchStats>,
+}
+
 /// Serves the MapSync API for `store` on `listener` until `shutdown`
 /// resolves; then reports NotServing, ends streams and returns.
 pub async fn serve(
     listener: Listener,
     store: Store,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_with(listener, store, ServeOptions::default(), shutdown).await
+}
+
+/// [`serve`] with explicit options.
+pub async fn serve_with(
+    listener: Listener,
+    store: Store,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -107,7 +127,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(MapSyncService::new(store, stopping).into_server());
+        .add_service(
+            MapSyncService::with_limits(store, stopping, options.limits, options.stats)
+                .into_server(),
+        );
     let shutdown = async {
         shutdown.await;
         let _ = stop_streams.send(true);

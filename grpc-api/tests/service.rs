@@ -1,97 +1,19 @@
 //! The gRPC service in-process, over a store fed by its writer (no kernel):
-//! every call, every request error with its precise status, health.
+//! the unary calls, their request errors with precise statuses, health, and
+//! listeners. Watch tests are in the `watch_*` files.
+
+mod common;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use mapsync_core::{Change, EventSource, LogLimits, MapInfo, MapKind, Store, StoreWriter};
+use common::{info, key, start};
+use mapsync_core::{Change, EventSource, LogLimits, Store};
+use mapsync_grpc::pb;
 use mapsync_grpc::pb::map_sync_client::MapSyncClient;
-use mapsync_grpc::pb::{self, watch_response::Kind};
 use mapsync_grpc::server::{Listener, serve};
 use tokio::sync::oneshot;
 use tonic::Code;
-use tonic::transport::Channel;
-
-fn info(name: &str) -> MapInfo {
-    MapInfo {
-        name: name.into(),
-        id: 7,
-        kernel_name: name.into(),
-        kind: MapKind::Hash,
-        key_size: 4,
-        value_size: 2,
-        max_entries: 10_000,
-        value_bytes: 2,
-    }
-}
-
-fn key(i: u32) -> Bytes {
-    Bytes::from(i.to_be_bytes().to_vec())
-}
-
-struct Running {
-    client: MapSyncClient<Channel>,
-    health: tonic_health::pb::health_client::HealthClient<Channel>,
-    store: Store,
-    writer: StoreWriter,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<Result<(), mapsync_grpc::ServeError>>,
-}
-
-async fn start(limits: LogLimits, entries: u32, ready: bool) -> Running {
-    let (store, mut writer) = Store::new(limits);
-    let initial = (0..entries)
-        .map(|i| (key(i), Bytes::from_static(b"v0"), 1))
-        .collect();
-    writer.add_map(info("flows"), initial, 0);
-    if ready {
-        writer.set_ready();
-    }
-    let listener = Listener::bind("127.0.0.1:0").await.expect("bind");
-    let endpoint = format!("http://{}", listener.endpoint());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, store.clone(), async {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(endpoint)
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    Running {
-        client: MapSyncClient::new(channel.clone()),
-        health: tonic_health::pb::health_client::HealthClient::new(channel),
-        store,
-        writer,
-        stop: Some(stop),
-        server,
-    }
-}
-
-impl Running {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().expect("running").send(());
-        self.server
-            .await
-            .expect("server task")
-            .expect("clean shutdown");
-    }
-}
-
-async fn next_message(stream: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
-    tokio::time::timeout(Duration::from_secs(5), stream.message())
-        .await
-        .expect("a message in time")
-        .expect("no error")
-        .expect("stream open")
-}
-
-fn events(message: pb::WatchResponse) -> Vec<pb::Event> {
-    match message.kind {
-        Some(Kind::Events(batch)) => batch.events,
-        other => panic!("expected events, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn list_maps_get_and_paged_list_read_one_revision() {
@@ -113,6 +35,7 @@ async fn list_maps_get_and_paged_list_read_one_revision() {
         .get(pb::GetRequest {
             map: "flows".into(),
             key: key(3),
+            ..Default::default()
         })
         .await
         .expect("get")
@@ -124,6 +47,7 @@ async fn list_maps_get_and_paged_list_read_one_revision() {
         .get(pb::GetRequest {
             map: "flows".into(),
             key: key(99_999),
+            ..Default::default()
         })
         .await
         .expect("get");
@@ -134,6 +58,7 @@ async fn list_maps_get_and_paged_list_read_one_revision() {
         .list(pb::ListRequest {
             map: "flows".into(),
             page_size: 1000,
+            ..Default::default()
         })
         .await
         .expect("list")
@@ -169,67 +94,6 @@ async fn list_maps_get_and_paged_list_read_one_revision() {
 }
 
 #[tokio::test]
-async fn watch_from_zero_then_live_then_resume() {
-    let mut running = start(LogLimits::default(), 3, true).await;
-    let mut stream = running
-        .client
-        .watch(pb::WatchRequest {
-            maps: vec!["flows".into()],
-            ..Default::default()
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let initial = events(next_message(&mut stream).await);
-    assert_eq!(initial.len(), 3);
-    assert!(
-        initial
-            .iter()
-            .all(|e| e.source == pb::Source::Initial as i32 && e.op == pb::Op::Put as i32)
-    );
-    match next_message(&mut stream).await.kind {
-        Some(Kind::InitialStateDone(done)) => assert_eq!(done.revision, 3),
-        other => panic!("expected the end of the initial state, got {other:?}"),
-    }
-    running.writer.apply([
-        Change::put("flows", key(10), &b"a"[..], EventSource::Trace, 2),
-        Change::delete("flows", key(0), EventSource::Emit, 3),
-    ]);
-    let live = events(next_message(&mut stream).await);
-    assert_eq!(
-        live.iter().map(|e| e.revision).collect::<Vec<_>>(),
-        vec![4, 5]
-    );
-    assert_eq!(live[1].op, pb::Op::Delete as i32);
-    assert!(live[1].value.is_empty());
-
-    let epoch = running.store.epoch().0;
-    let mut resumed = running
-        .client
-        .watch(pb::WatchRequest {
-            maps: vec![],
-            start_revision: 5,
-            epoch,
-            key_prefix: Bytes::new(),
-        })
-        .await
-        .expect("resume")
-        .into_inner();
-    let again = events(next_message(&mut resumed).await);
-    assert_eq!(
-        again.iter().map(|e| e.revision).collect::<Vec<_>>(),
-        vec![5]
-    );
-    // graceful shutdown ends open watches with UNAVAILABLE (reconnect and resume)
-    running.shutdown().await;
-    let status = stream
-        .message()
-        .await
-        .expect_err("the watch ends on shutdown");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-}
-
-#[tokio::test]
 async fn every_request_error_has_its_status_and_the_server_keeps_serving() {
     let mut running = start(
         LogLimits {
@@ -255,6 +119,7 @@ async fn every_request_error_has_its_status_and_the_server_keeps_serving() {
         .get(pb::GetRequest {
             map: "nope".into(),
             key: key(1),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -267,6 +132,7 @@ async fn every_request_error_has_its_status_and_the_server_keeps_serving() {
         .get(pb::GetRequest {
             map: "flows".into(),
             key: Bytes::from_static(&[1, 2]),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -282,6 +148,7 @@ async fn every_request_error_has_its_status_and_the_server_keeps_serving() {
         .list(pb::ListRequest {
             map: "nope".into(),
             page_size: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -290,48 +157,11 @@ async fn every_request_error_has_its_status_and_the_server_keeps_serving() {
         .list(pb::ListRequest {
             map: "flows".into(),
             page_size: 1_000_000,
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-
-    let status = client
-        .watch(pb::WatchRequest {
-            maps: vec!["nope".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
-
-    let status = client
-        .watch(pb::WatchRequest {
-            start_revision: 2,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::OutOfRange);
-    assert_eq!(
-        status.message(),
-        "revision 2 is compacted; the oldest available revision is 5"
-    );
-
-    let wrong_epoch = running.store.epoch().0 ^ 0x10;
-    let status = client
-        .watch(pb::WatchRequest {
-            start_revision: 5,
-            epoch: wrong_epoch,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(
-        status.message().starts_with("epoch changed"),
-        "{}",
-        status.message()
-    );
 
     // still serving
     let maps = client
@@ -426,6 +256,7 @@ async fn unix_socket_listener_serves_and_removes_its_socket() {
         .get(pb::GetRequest {
             map: "flows".into(),
             key: key(1),
+            ..Default::default()
         })
         .await
         .expect("get over unix socket");

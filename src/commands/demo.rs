@@ -183,6 +183,8 @@ mod tests {
             key: Bytes::from_static(&[192, 0, 2, 1]),
             value: Some(value.into()),
             source: EventSource::Emit,
+            prev_value: None,
+            prev_mod_revision: 0,
         };
         assert_eq!(
             describe(&event),

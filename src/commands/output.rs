@@ -103,6 +103,7 @@ mod tests {
             key: Bytes::from_static(&[1, 0, 0, 0]),
             value: Some(Bytes::from_static(&[0xab, 0xcd])),
             source: "trace",
+            prev_value: None,
         };
         assert_eq!(
             event_json(&put),
@@ -130,6 +131,7 @@ mod tests {
             key: Bytes::from_static(&[9]),
             value: None,
             source: "emit",
+            prev_value: None,
         };
         let line = event_text(&delete);
         assert!(

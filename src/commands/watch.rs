@@ -47,7 +47,29 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                     &format!("-- current state as of revision {revision}; live changes follow --"),
                 )?;
             }
-            WatchItem::InitialStateDone { .. } => {}
+            WatchItem::InitialStateDone { .. } | WatchItem::Progress { .. } => {}
+            // the watch could not resume: the complete state replaces what was printed
+            WatchItem::Resync {
+                reason,
+                revision,
+                entries,
+                ..
+            } => {
+                if !args.client.json {
+                    output::emit(
+                        &mut out,
+                        &format!("-- resync ({reason:?}): current state as of revision {revision} --"),
+                    )?;
+                }
+                for event in &entries {
+                    let line = if args.client.json {
+                        output::event_json(event)
+                    } else {
+                        output::event_text(event)
+                    };
+                    output::emit(&mut out, &line)?;
+                }
+            }
         }
     }
     anyhow::bail!("the server ended the watch")

@@ -134,6 +134,8 @@ mod tests {
             key: Bytes::from_static(b"k"),
             value: Some(Bytes::from(vec![0u8; value_len])),
             source: EventSource::Trace,
+            prev_value: None,
+            prev_mod_revision: 0,
         })
     }
 
@@ -169,14 +171,14 @@ mod tests {
     fn byte_bound_compacts_oldest_first() {
         let mut log = ChangeLog::new(LogLimits {
             max_events: 100,
-            max_bytes: 3 * (64 + 1 + 100),
+            max_bytes: 3 * (72 + 1 + 100),
         });
         for revision in 1..=10 {
             log.push(event(revision, 100));
         }
         assert_eq!(log.len(), 3);
         assert_eq!(log.oldest(), 8);
-        assert!(log.bytes() <= 3 * (64 + 1 + 100));
+        assert!(log.bytes() <= 3 * (72 + 1 + 100));
     }
 
     #[test]

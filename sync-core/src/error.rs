@@ -88,6 +88,14 @@ pub enum SyncError {
         /// The oldest revision still in the log.
         oldest: Revision,
     },
+    /// A revision newer than the mirror has reached was asked for.
+    #[error("revision {requested} is in the future; the current revision is {current}")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: Revision,
+        /// The current revision.
+        current: Revision,
+    },
     /// A revision of another process lifetime was given.
     #[error("epoch changed (asked {requested}, now {current}): resync from a snapshot")]
     EpochChanged {

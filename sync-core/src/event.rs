@@ -93,11 +93,20 @@ pub struct ChangeEvent {
     pub value: Option<Bytes>,
     /// Who saw it.
     pub source: EventSource,
+    /// The key's value just before this change; `None` if the key was absent
+    /// (and always for initial-state entries, which are not changes).
+    pub prev_value: Option<Bytes>,
+    /// Revision of the change that set `prev_value` (0 when there is none).
+    pub prev_mod_revision: Revision,
 }
 
 impl ChangeEvent {
     /// Approximate memory the event holds, for the change log's byte bound.
+    /// Value bytes are shared with the snapshot's entries (reference-counted),
+    /// but counted as if owned: the bound is conservative.
     pub fn approx_bytes(&self) -> usize {
-        64 + self.key.len() + self.value.as_ref().map_or(0, Bytes::len)
+        72 + self.key.len()
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + self.prev_value.as_ref().map_or(0, Bytes::len)
     }
 }

@@ -35,5 +35,5 @@ pub use map_info::{MapInfo, MapKind};
 pub use snapshot::{Entry, MapView, Snapshot};
 pub use stats::{StatsSnapshot, SyncStats};
 pub use store::{Change, Store, StoreWriter};
-pub use subscribe::{SubscribeFilter, Subscription, WatchBatch};
+pub use subscribe::{KeyRange, SubscribeFilter, Subscription, WatchBatch};
 pub use sync::{DEFAULT_PIN_DIR, DEFAULT_RECONCILE_INTERVAL, MapSync, SyncConfig};

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::changelog::ChangeLog;
+use crate::error::SyncError;
 use crate::event::{Epoch, Revision};
 use crate::map_info::MapInfo;
 
@@ -159,5 +160,61 @@ impl Snapshot {
     /// The change log as of this snapshot.
     pub fn log(&self) -> &ChangeLog {
         &self.log
+    }
+
+    /// The oldest revision a past read can ask for: the state just before
+    /// the change log's oldest change.
+    pub fn oldest_readable(&self) -> Revision {
+        self.log.oldest() - 1
+    }
+
+    /// One map as it was at `revision`: the current entries with every
+    /// change after `revision` undone from the change log (each change
+    /// carries the value it replaced). Costs O(changes since `revision` x log
+    /// n); the result shares structure with this snapshot. Errors: an unknown
+    /// map, a revision newer than this snapshot ([`SyncError::FutureRevision`]),
+    /// or older than [`Self::oldest_readable`] ([`SyncError::Compacted`]).
+    pub fn map_at(&self, name: &str, revision: Revision) -> Result<MapView, SyncError> {
+        let view = self.map(name).ok_or_else(|| SyncError::UnknownMap {
+            name: name.to_owned(),
+        })?;
+        if revision > self.revision {
+            return Err(SyncError::FutureRevision {
+                requested: revision,
+                current: self.revision,
+            });
+        }
+        if revision < self.oldest_readable() {
+            return Err(SyncError::Compacted {
+                requested: revision,
+                oldest: self.oldest_readable(),
+            });
+        }
+        let mut past = view.clone();
+        if revision == self.revision {
+            return Ok(past);
+        }
+        let after = self.log.read_from(revision + 1, usize::MAX)?;
+        // newest first, so that each key ends at the value before its first
+        // change after `revision`
+        for event in after.iter().rev().filter(|e| &*e.map == name) {
+            match &event.prev_value {
+                Some(value) => {
+                    let observed_ns = past.entries.get(&event.key).map_or(0, |e| e.observed_ns);
+                    past.entries.insert(
+                        event.key.clone(),
+                        Entry {
+                            value: value.clone(),
+                            mod_revision: event.prev_mod_revision,
+                            observed_ns,
+                        },
+                    );
+                }
+                None => {
+                    past.entries.remove(&event.key);
+                }
+            }
+        }
+        Ok(past)
     }
 }

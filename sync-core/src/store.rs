@@ -350,6 +350,9 @@ fn apply_one(next: &mut Snapshot, change: Change) {
         }
         (Some(_), _) => Op::Put,
     };
+    let (prev_value, prev_mod_revision) = existing
+        .map(|entry| (Some(entry.value.clone()), entry.mod_revision))
+        .unwrap_or((None, 0));
     next.revision += 1;
     let revision = next.revision;
     match &change.value {
@@ -376,6 +379,8 @@ fn apply_one(next: &mut Snapshot, change: Change) {
         key: change.key,
         value: change.value,
         source: change.source,
+        prev_value,
+        prev_mod_revision,
     }));
 }
 

@@ -9,6 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -23,13 +24,38 @@ use crate::store::{Store, SubscriberGuard};
 /// Most events in one [`WatchBatch::Events`].
 pub const MAX_BATCH: usize = 512;
 
-/// Which changes a subscription delivers.
+/// Which changes a subscription delivers. Every condition must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscribeFilter {
     /// Map names; empty selects every map.
     pub maps: Vec<String>,
     /// Only keys starting with these bytes.
     pub key_prefix: Option<Bytes>,
+    /// Only one key or a range of keys.
+    pub key_range: Option<KeyRange>,
+    /// Skip puts (initial-state entries are puts, so they are skipped too).
+    pub no_put: bool,
+    /// Skip deletes.
+    pub no_delete: bool,
+}
+
+/// One key (`end` = `None`) or the keys in `[start, end)`, bytewise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    /// The key, or the first key of the range.
+    pub start: Bytes,
+    /// The end of the range, exclusive; `None` selects `start` alone.
+    pub end: Option<Bytes>,
+}
+
+impl KeyRange {
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match &self.end {
+            None => key == &self.start[..],
+            Some(end) => key >= &self.start[..] && key < &end[..],
+        }
+    }
 }
 
 impl SubscribeFilter {
@@ -37,7 +63,7 @@ impl SubscribeFilter {
     pub fn maps(names: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
             maps: names.into_iter().map(Into::into).collect(),
-            key_prefix: None,
+            ..Self::default()
         }
     }
 
@@ -45,12 +71,23 @@ impl SubscribeFilter {
         self.maps.is_empty() || self.maps.iter().any(|name| name == map)
     }
 
+    /// Whether `key` passes the key conditions.
+    pub fn selects_key(&self, key: &[u8]) -> bool {
+        self.key_prefix
+            .as_ref()
+            .is_none_or(|prefix| key.starts_with(prefix))
+            && self.key_range.as_ref().is_none_or(|range| range.contains(key))
+    }
+
+    fn selects_op(&self, op: Op) -> bool {
+        match op {
+            Op::Put => !self.no_put,
+            Op::Delete => !self.no_delete,
+        }
+    }
+
     fn selects(&self, event: &ChangeEvent) -> bool {
-        self.selects_map(&event.map)
-            && self
-                .key_prefix
-                .as_ref()
-                .is_none_or(|prefix| event.key.starts_with(prefix))
+        self.selects_map(&event.map) && self.selects_op(event.op) && self.selects_key(&event.key)
     }
 }
 
@@ -85,6 +122,7 @@ enum Phase {
 /// error.
 pub struct Subscription {
     inner: Pin<Box<dyn Stream<Item = Result<WatchBatch, SyncError>> + Send>>,
+    position: Arc<AtomicU64>,
     _counted: SubscriberGuard,
 }
 
@@ -131,16 +169,29 @@ impl Subscription {
         };
         let revisions = store.revisions();
         let counted = store.count_subscriber();
-        let state = (store, revisions, filter, phase);
-        let inner =
-            futures::stream::unfold(state, |(store, mut revisions, filter, phase)| async move {
-                let (item, phase) = step(&store, &mut revisions, &filter, phase).await?;
-                Some((item, (store, revisions, filter, phase)))
-            });
+        let position = Arc::new(AtomicU64::new(from_revision.saturating_sub(1)));
+        let state = (store, revisions, filter, phase, position.clone());
+        let inner = futures::stream::unfold(
+            state,
+            |(store, mut revisions, filter, phase, position)| async move {
+                let (item, phase) = step(&store, &mut revisions, &filter, phase, &position).await?;
+                Some((item, (store, revisions, filter, phase, position)))
+            },
+        );
         Ok(Self {
             inner: Box::pin(inner),
+            position,
             _counted: counted,
         })
+    }
+
+    /// The revision up to which this subscription is complete: every selected
+    /// change with a revision at or below it has been yielded (0 while the
+    /// initial state is still being yielded). Moves forward also when changes
+    /// are read and none is selected, so it is the basis of honest progress
+    /// notifications.
+    pub fn position(&self) -> Revision {
+        self.position.load(Ordering::Acquire)
     }
 }
 
@@ -158,6 +209,7 @@ async fn step(
     revisions: &mut watch::Receiver<Revision>,
     filter: &SubscribeFilter,
     phase: Phase,
+    position: &AtomicU64,
 ) -> Option<(Result<WatchBatch, SyncError>, Phase)> {
     match phase {
         Phase::Done => None,
@@ -176,11 +228,7 @@ async fn step(
                 for (key, entry) in view.iter_after(after.as_ref()).take(room) {
                     taken += 1;
                     after = Some(key.clone());
-                    if filter
-                        .key_prefix
-                        .as_ref()
-                        .is_some_and(|p| !key.starts_with(p))
-                    {
+                    if filter.no_put || !filter.selects_key(key) {
                         continue;
                     }
                     batch.push(Arc::new(ChangeEvent {
@@ -190,6 +238,8 @@ async fn step(
                         key: key.clone(),
                         value: Some(entry.value.clone()),
                         source: EventSource::Initial,
+                        prev_value: None,
+                        prev_mod_revision: 0,
                     }));
                 }
                 if taken < room {
@@ -199,6 +249,7 @@ async fn step(
             }
             if batch.is_empty() {
                 let revision = snapshot.revision();
+                position.store(revision, Ordering::Release);
                 let next = Phase::Live { next: revision + 1 };
                 return Some((Ok(WatchBatch::InitialStateDone { revision }), next));
             }
@@ -227,6 +278,7 @@ async fn step(
             };
             next = last.revision + 1;
             let selected: Vec<_> = events.into_iter().filter(|e| filter.selects(e)).collect();
+            position.store(next - 1, Ordering::Release);
             if !selected.is_empty() {
                 return Some((Ok(WatchBatch::Events(selected)), Phase::Live { next }));
             }
@@ -323,6 +375,7 @@ mod tests {
         let filter = SubscribeFilter {
             maps: vec!["a".into()],
             key_prefix: Some(Bytes::from_static(&[1])),
+            ..SubscribeFilter::default()
         };
         let mut sub = store.subscribe(2, filter).expect("subscribe");
         let got = collect(sub.next().await.expect("item").expect("ok"));

@@ -1,13 +1,17 @@
 //! The client: connecting (TCP or Unix socket) and the calls.
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
+use tracing::Instrument;
 use hyper_util::rt::TokioIo;
 use mapsync_grpc::pb;
 use mapsync_grpc::pb::map_sync_client::MapSyncClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
-use crate::types::{GetResult, Listing, Maps, WatchItem, WatchOptions};
+use crate::types::{
+    GetResult, Listing, Maps, ReadOptions, ResyncReason, WatchItem, WatchOptions,
+};
+use crate::watch::{self, ITEM_BUFFER, OpenError, Resumer};
 
 /// A connection to one mapsync server. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -74,16 +78,29 @@ impl Client {
         })
     }
 
-    /// One key's value.
+    /// One key's value, now.
     pub async fn get(&mut self, map: &str, key: &[u8]) -> Result<GetResult, ClientError> {
-        let reply = self
-            .inner
-            .get(pb::GetRequest {
-                map: map.to_owned(),
-                key: key.to_vec().into(),
-            })
-            .await?
-            .into_inner();
+        self.get_with(map, key, &ReadOptions::default()).await
+    }
+
+    /// One key's value at a revision, or after the server has reached one.
+    pub async fn get_with(
+        &mut self,
+        map: &str,
+        key: &[u8],
+        options: &ReadOptions,
+    ) -> Result<GetResult, ClientError> {
+        let mut request = tonic::Request::new(pb::GetRequest {
+            map: map.to_owned(),
+            key: key.to_vec().into(),
+            revision: options.revision,
+            min_revision: options.min_revision,
+            epoch: options.epoch,
+        });
+        if let Some(timeout) = options.timeout {
+            request.set_timeout(timeout);
+        }
+        let reply = self.inner.get(request).await?.into_inner();
         Ok(GetResult {
             value: reply.found.then_some(reply.value),
             mod_revision: reply.mod_revision,
@@ -91,16 +108,28 @@ impl Client {
         })
     }
 
-    /// Every entry of a map, at one revision (read in pages).
+    /// Every entry of a map, at the current revision (read in pages).
     pub async fn list(&mut self, map: &str) -> Result<Listing, ClientError> {
-        let mut pages = self
-            .inner
-            .list(pb::ListRequest {
-                map: map.to_owned(),
-                page_size: 0,
-            })
-            .await?
-            .into_inner();
+        self.list_with(map, &ReadOptions::default()).await
+    }
+
+    /// Every entry of a map at a revision, or after the server has reached one.
+    pub async fn list_with(
+        &mut self,
+        map: &str,
+        options: &ReadOptions,
+    ) -> Result<Listing, ClientError> {
+        let mut request = tonic::Request::new(pb::ListRequest {
+            map: map.to_owned(),
+            page_size: 0,
+            revision: options.revision,
+            min_revision: options.min_revision,
+            epoch: options.epoch,
+        });
+        if let Some(timeout) = options.timeout {
+            request.set_timeout(timeout);
+        }
+        let mut pages = self.inner.list(request).await?.into_inner();
         let mut listing = Listing {
             epoch: 0,
             revision: 0,
@@ -120,22 +149,64 @@ impl Client {
         Ok(listing)
     }
 
-    /// Changes as they happen; see [`WatchOptions`].
+    /// Changes as they happen; see [`WatchOptions`]. Returns once the server
+    /// has accepted the watch (a refused one is an error here). The stream
+    /// then survives disconnects and server restarts: it reconnects with
+    /// backoff and resumes after the last revision it delivered, and where
+    /// that is impossible (history compacted, new epoch) it delivers the
+    /// complete current state as one [`WatchItem::Resync`]. It ends only with
+    /// an error no retry can fix, or when dropped.
+    ///
+    /// A `start_revision` that is already compacted, or of another epoch,
+    /// starts with a [`WatchItem::Resync`].
     pub async fn watch(
         &mut self,
         options: WatchOptions,
     ) -> Result<impl Stream<Item = Result<WatchItem, ClientError>> + use<>, ClientError> {
-        let stream = self
-            .inner
-            .watch(pb::WatchRequest {
-                maps: options.maps,
-                start_revision: options.start_revision,
-                epoch: options.epoch,
-                key_prefix: options.key_prefix,
-            })
-            .await?
-            .into_inner();
-        Ok(stream.map(|item| WatchItem::try_from(item?)))
+        let (items, rx) = tokio::sync::mpsc::channel(ITEM_BUFFER);
+        let mut resumer = Resumer {
+            client: self.inner.clone(),
+            next: options.start_revision,
+            epoch: options.epoch,
+            initial_delivered: false,
+            options,
+            items,
+        };
+        let mut resync = None;
+        let opened = match watch::open(
+            &mut resumer.client,
+            &resumer.options,
+            resumer.next,
+            resumer.epoch,
+        )
+        .await
+        {
+            Ok(opened) => Some(opened),
+            Err(OpenError::Fatal(error) | OpenError::Retry(error)) => return Err(error),
+            Err(OpenError::Canceled(canceled)) => {
+                match pb::CancelReason::try_from(canceled.reason) {
+                    // resumable: the task resyncs
+                    Ok(pb::CancelReason::Compacted) => {
+                        resync = Some(ResyncReason::Compacted {
+                            oldest: canceled.oldest_revision,
+                        });
+                        None
+                    }
+                    Ok(pb::CancelReason::EpochChanged) => {
+                        resync = Some(ResyncReason::EpochChanged);
+                        None
+                    }
+                    _ => {
+                        return Err(ClientError::WatchRefused {
+                            code: tonic::Code::from_i32(canceled.code),
+                            message: canceled.message,
+                        });
+                    }
+                }
+            }
+        };
+        tokio::spawn(resumer.run(opened, resync).in_current_span());
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 }
 

@@ -28,6 +28,15 @@ pub enum ClientError {
     /// The server sent a message this client does not understand.
     #[error("unexpected reply from the server: {0}")]
     Protocol(&'static str),
+    /// The server refused a watch (bad request, unknown map, limits) or ended
+    /// it for a reason no resume can fix.
+    #[error("watch refused: {message} ({})", code_name(*.code))]
+    WatchRefused {
+        /// The status code a unary call would have got.
+        code: Code,
+        /// The server's explanation.
+        message: String,
+    },
 }
 
 impl ClientError {
@@ -35,6 +44,7 @@ impl ClientError {
     pub fn code(&self) -> Option<Code> {
         match self {
             ClientError::Status(status) => Some(status.code()),
+            ClientError::WatchRefused { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -52,6 +62,7 @@ fn code_name(code: Code) -> &'static str {
         Code::PermissionDenied => "permission denied",
         Code::Unauthenticated => "unauthenticated",
         Code::Internal => "internal error",
+        Code::DeadlineExceeded => "deadline exceeded",
         _ => "error",
     }
 }

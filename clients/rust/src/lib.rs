@@ -27,7 +27,11 @@
 mod client;
 mod error;
 mod types;
+pub mod watch;
 
 pub use client::Client;
 pub use error::ClientError;
-pub use types::{Event, GetResult, Listing, MapDescription, Maps, Op, WatchItem, WatchOptions};
+pub use types::{
+    Event, GetResult, Listing, MapDescription, Maps, Op, ReadOptions, ResyncReason, WatchItem,
+    WatchOptions,
+};

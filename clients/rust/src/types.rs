@@ -91,6 +91,9 @@ pub struct Event {
     pub value: Option<Bytes>,
     /// Who saw it: "initial", "emit", "trace", "resync" or "poll".
     pub source: &'static str,
+    /// With [`WatchOptions::prev_value`]: the value before this change
+    /// (`None` if the key was absent, and always without the option).
+    pub prev_value: Option<Bytes>,
 }
 
 /// What a watch yields.
@@ -103,6 +106,40 @@ pub enum WatchItem {
         /// Live changes follow from `revision + 1`.
         revision: u64,
     },
+    /// Every selected change up to `revision` has been delivered.
+    Progress {
+        /// The revision the watch is complete up to.
+        revision: u64,
+    },
+    /// The watch could not continue where it was (history compacted, server
+    /// restarted, or the initial state was interrupted): `entries` is the
+    /// complete selected state as of `revision` of `epoch`, to replace
+    /// whatever the consumer holds; live changes follow from `revision + 1`.
+    Resync {
+        /// Why.
+        reason: ResyncReason,
+        /// The epoch the state belongs to.
+        epoch: u64,
+        /// The revision the state was read at.
+        revision: u64,
+        /// Every selected entry, as puts with source "initial".
+        entries: Vec<Event>,
+    },
+}
+
+/// Why a watch delivered a [`WatchItem::Resync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// The changes after the last delivered revision are no longer in the
+    /// server's change log (it kept from `oldest`).
+    Compacted {
+        /// The oldest revision the server still had.
+        oldest: u64,
+    },
+    /// The server restarted: revisions of the old epoch mean nothing now.
+    EpochChanged,
+    /// The connection broke while the initial state was being delivered.
+    InitialStateInterrupted,
 }
 
 /// What to watch.
@@ -116,6 +153,32 @@ pub struct WatchOptions {
     pub epoch: u64,
     /// Only keys starting with these bytes.
     pub key_prefix: Bytes,
+    /// One key, or with `range_end` the start of the range `[key, range_end)`.
+    pub key: Bytes,
+    /// The end of the key range (exclusive).
+    pub range_end: Bytes,
+    /// Skip puts.
+    pub no_put: bool,
+    /// Skip deletes.
+    pub no_delete: bool,
+    /// Deliver each change's previous value ([`Event::prev_value`]).
+    pub prev_value: bool,
+    /// Ask for [`WatchItem::Progress`] this often (`None`: never).
+    pub progress_interval: Option<std::time::Duration>,
+}
+
+/// Where a read stands in history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Read as of this revision (0: current); it must still be in the
+    /// server's change log.
+    pub revision: u64,
+    /// Wait until the server has reached this revision (read-your-writes).
+    pub min_revision: u64,
+    /// The epoch the revisions belong to (0: any).
+    pub epoch: u64,
+    /// The call's deadline (bounds the wait for `min_revision`).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl WatchOptions {
@@ -173,28 +236,12 @@ impl TryFrom<pb::Event> for Event {
             key: event.key,
             value: (op == Op::Put).then_some(event.value),
             source,
+            prev_value: event.has_prev.then_some(event.prev_value),
         })
     }
 }
 
-impl TryFrom<pb::WatchResponse> for WatchItem {
-    type Error = ClientError;
-
-    fn try_from(response: pb::WatchResponse) -> Result<Self, ClientError> {
-        match response.kind {
-            Some(pb::watch_response::Kind::Events(batch)) => Ok(WatchItem::Events(
-                batch
-                    .events
-                    .into_iter()
-                    .map(Event::try_from)
-                    .collect::<Result<_, _>>()?,
-            )),
-            Some(pb::watch_response::Kind::InitialStateDone(done)) => {
-                Ok(WatchItem::InitialStateDone {
-                    revision: done.revision,
-                })
-            }
-            None => Err(ClientError::Protocol("watch response without content")),
-        }
-    }
+/// The events of a batch, typed.
+pub(crate) fn events(batch: pb::EventBatch) -> Result<Vec<Event>, ClientError> {
+    batch.events.into_iter().map(Event::try_from).collect()
 }

@@ -1,0 +1,316 @@
+//! The resuming watch: one bidirectional `Watch` stream carrying one watch,
+//! reopened with backoff when it breaks, from the revision after the last one
+//! delivered. What cannot be resumed (history compacted, server restarted)
+//! is delivered as an explicit [`WatchItem::Resync`], never skipped.
+
+use std::time::Duration;
+
+use mapsync_grpc::pb;
+use mapsync_grpc::pb::map_sync_client::MapSyncClient;
+use mapsync_grpc::pb::watch_response::Kind;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+use crate::error::ClientError;
+use crate::types::{Event, ResyncReason, WatchItem, WatchOptions, events};
+
+/// Items buffered between the watch task and the consumer.
+pub const ITEM_BUFFER: usize = 16;
+/// First reconnect delay; doubles per failed attempt up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest reconnect delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// An open stream with its watch created.
+pub(crate) struct Opened {
+    _requests: mpsc::Sender<pb::WatchRequest>,
+    responses: Streaming<pb::WatchResponse>,
+}
+
+/// Why opening failed.
+pub(crate) enum OpenError {
+    /// Transient (transport, shutdown): retry after a delay.
+    Retry(ClientError),
+    /// The server canceled the create: resync, or give up.
+    Canceled(pb::WatchCanceled),
+    /// Final.
+    Fatal(ClientError),
+}
+
+/// Whether a failed stream is worth reopening.
+fn transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal | Code::Aborted
+    )
+}
+
+/// Opens a stream and creates the watch from `start_revision` of `epoch`.
+pub(crate) async fn open(
+    client: &mut MapSyncClient<Channel>,
+    options: &WatchOptions,
+    start_revision: u64,
+    epoch: u64,
+) -> Result<Opened, OpenError> {
+    let (requests, rx) = mpsc::channel(4);
+    let create = pb::WatchCreateRequest {
+        maps: options.maps.clone(),
+        key: options.key.clone(),
+        range_end: options.range_end.clone(),
+        key_prefix: options.key_prefix.clone(),
+        start_revision,
+        epoch,
+        no_put: options.no_put,
+        no_delete: options.no_delete,
+        prev_value: options.prev_value,
+        progress_interval_ms: options
+            .progress_interval
+            .map_or(0, |every| u32::try_from(every.as_millis()).unwrap_or(u32::MAX)),
+        watch_id: 1,
+    };
+    requests
+        .send(pb::WatchRequest {
+            request: Some(pb::watch_request::Request::Create(create)),
+        })
+        .await
+        .map_err(|_| OpenError::Fatal(ClientError::Protocol("request channel closed")))?;
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut responses = match client.watch(stream).await {
+        Ok(response) => response.into_inner(),
+        Err(status) if transient(&status) => return Err(OpenError::Retry(status.into())),
+        Err(status) => return Err(OpenError::Fatal(status.into())),
+    };
+    match responses.message().await {
+        Ok(Some(pb::WatchResponse {
+            kind: Some(Kind::Created(_)),
+            ..
+        })) => Ok(Opened {
+            _requests: requests,
+            responses,
+        }),
+        Ok(Some(pb::WatchResponse {
+            kind: Some(Kind::Canceled(canceled)),
+            ..
+        })) => Err(OpenError::Canceled(canceled)),
+        Ok(_) => Err(OpenError::Retry(ClientError::Protocol(
+            "watch stream did not start with Created",
+        ))),
+        Err(status) if transient(&status) => Err(OpenError::Retry(status.into())),
+        Err(status) => Err(OpenError::Fatal(status.into())),
+    }
+}
+
+/// The state of a resuming watch.
+pub(crate) struct Resumer {
+    pub(crate) client: MapSyncClient<Channel>,
+    pub(crate) options: WatchOptions,
+    /// The epoch of what was delivered (0: none yet).
+    pub(crate) epoch: u64,
+    /// The next revision to ask for; 0 while the initial state is incomplete.
+    pub(crate) next: u64,
+    /// Initial-state events delivered since the last InitialStateDone.
+    pub(crate) initial_delivered: bool,
+    pub(crate) items: mpsc::Sender<Result<WatchItem, ClientError>>,
+}
+
+/// What ended one stream.
+enum Broke {
+    /// Reopen after a delay.
+    Retry,
+    /// Start again from a snapshot.
+    Resync(ResyncReason),
+    /// Stop (error delivered, or the consumer is gone).
+    Stop,
+}
+
+impl Resumer {
+    /// Runs until the consumer drops the watch or an error no resume fixes.
+    pub(crate) async fn run(mut self, mut opened: Option<Opened>, mut resync: Option<ResyncReason>) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            if let Some(reason) = resync.take() {
+                match self.resync(reason).await {
+                    Ok(stream) => opened = Some(stream),
+                    Err(Broke::Stop) => return,
+                    Err(Broke::Resync(reason)) => {
+                        resync = Some(reason);
+                        continue;
+                    }
+                    Err(Broke::Retry) => {
+                        resync = Some(reason);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            }
+            let stream = match opened.take() {
+                Some(stream) => stream,
+                None => {
+                    if self.next == 0 && self.initial_delivered {
+                        resync = Some(ResyncReason::InitialStateInterrupted);
+                        continue;
+                    }
+                    match open(&mut self.client, &self.options, self.next, self.epoch).await {
+                        Ok(stream) => stream,
+                        Err(error) => match self.open_failed(error).await {
+                            Broke::Retry => {
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(MAX_BACKOFF);
+                                continue;
+                            }
+                            Broke::Resync(reason) => {
+                                resync = Some(reason);
+                                continue;
+                            }
+                            Broke::Stop => return,
+                        },
+                    }
+                }
+            };
+            backoff = MIN_BACKOFF;
+            match self.follow(stream).await {
+                Broke::Retry => tokio::time::sleep(backoff).await,
+                Broke::Resync(reason) => resync = Some(reason),
+                Broke::Stop => return,
+            }
+        }
+    }
+
+    async fn deliver(&self, item: Result<WatchItem, ClientError>) -> Result<(), Broke> {
+        self.items.send(item).await.map_err(|_| Broke::Stop)
+    }
+
+    async fn open_failed(&self, error: OpenError) -> Broke {
+        match error {
+            OpenError::Retry(error) => {
+                tracing::debug!(%error, "watch: reconnecting");
+                Broke::Retry
+            }
+            OpenError::Canceled(canceled) => self.canceled(canceled).await,
+            OpenError::Fatal(error) => {
+                let _ = self.deliver(Err(error)).await;
+                Broke::Stop
+            }
+        }
+    }
+
+    /// What a `Canceled` from the server means for this watch.
+    async fn canceled(&self, canceled: pb::WatchCanceled) -> Broke {
+        match pb::CancelReason::try_from(canceled.reason) {
+            Ok(pb::CancelReason::Compacted) => Broke::Resync(ResyncReason::Compacted {
+                oldest: canceled.oldest_revision,
+            }),
+            Ok(pb::CancelReason::EpochChanged) => Broke::Resync(ResyncReason::EpochChanged),
+            Ok(pb::CancelReason::SlowConsumer) => Broke::Retry,
+            _ => {
+                let error = ClientError::WatchRefused {
+                    code: Code::from_i32(canceled.code),
+                    message: canceled.message,
+                };
+                let _ = self.deliver(Err(error)).await;
+                Broke::Stop
+            }
+        }
+    }
+
+    /// Delivers what one stream carries until it breaks.
+    async fn follow(&mut self, mut stream: Opened) -> Broke {
+        loop {
+            let message = match stream.responses.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return Broke::Retry,
+                Err(status) if transient(&status) => return Broke::Retry,
+                Err(status) => {
+                    let _ = self.deliver(Err(status.into())).await;
+                    return Broke::Stop;
+                }
+            };
+            if self.epoch == 0 {
+                self.epoch = message.epoch;
+            }
+            let item = match message.kind {
+                Some(Kind::Events(batch)) => match events(batch) {
+                    Ok(events) => {
+                        if self.next == 0 {
+                            self.initial_delivered = true;
+                        } else if let Some(last) = events.last() {
+                            self.next = last.revision + 1;
+                        }
+                        WatchItem::Events(events)
+                    }
+                    Err(error) => {
+                        let _ = self.deliver(Err(error)).await;
+                        return Broke::Stop;
+                    }
+                },
+                Some(Kind::InitialStateDone(done)) => {
+                    self.next = done.revision + 1;
+                    self.initial_delivered = false;
+                    WatchItem::InitialStateDone {
+                        revision: done.revision,
+                    }
+                }
+                Some(Kind::Progress(progress)) => {
+                    if self.next != 0 {
+                        self.next = self.next.max(progress.revision + 1);
+                    }
+                    WatchItem::Progress {
+                        revision: progress.revision,
+                    }
+                }
+                Some(Kind::Canceled(canceled)) => return self.canceled(canceled).await,
+                Some(Kind::Created(_)) | None => continue,
+            };
+            if let Err(broke) = self.deliver(Ok(item)).await {
+                return broke;
+            }
+        }
+    }
+
+    /// Reads the complete selected state from revision 0 and delivers it as
+    /// one [`WatchItem::Resync`]; returns the stream, now live.
+    async fn resync(&mut self, reason: ResyncReason) -> Result<Opened, Broke> {
+        let mut stream = match open(&mut self.client, &self.options, 0, 0).await {
+            Ok(stream) => stream,
+            Err(error) => return Err(self.open_failed(error).await),
+        };
+        let mut entries: Vec<Event> = Vec::new();
+        loop {
+            let message = match stream.responses.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return Err(Broke::Retry),
+                Err(status) if transient(&status) => return Err(Broke::Retry),
+                Err(status) => {
+                    let _ = self.deliver(Err(status.into())).await;
+                    return Err(Broke::Stop);
+                }
+            };
+            match message.kind {
+                Some(Kind::Events(batch)) => match events(batch) {
+                    Ok(batch) => entries.extend(batch),
+                    Err(error) => {
+                        let _ = self.deliver(Err(error)).await;
+                        return Err(Broke::Stop);
+                    }
+                },
+                Some(Kind::InitialStateDone(done)) => {
+                    self.epoch = message.epoch;
+                    self.next = done.revision + 1;
+                    self.initial_delivered = false;
+                    self.deliver(Ok(WatchItem::Resync {
+                        reason,
+                        epoch: message.epoch,
+                        revision: done.revision,
+                        entries,
+                    }))
+                    .await?;
+                    return Ok(stream);
+                }
+                Some(Kind::Canceled(canceled)) => return Err(self.canceled(canceled).await),
+                Some(Kind::Progress(_) | Kind::Created(_)) | None => {}
+            }
+        }
+    }
+}

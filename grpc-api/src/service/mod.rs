@@ -1,0 +1,158 @@
+//! The `mapsync.v1.MapSync` service over a [`Store`].
+//!
+//! # Layout
+//! - [`read`]: `ListMaps`, `Get` and `List`, at the current revision or a
+//!   past one, after an optional wait for `min_revision`.
+//! - [`watch`]: the bidirectional `Watch` stream: requests, limits, and
+//!   the watches it multiplexes.
+//! - `watcher`: one task per watch, from a sync-core subscription to
+//!   batched messages, progress and cancellation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mapsync_core::{Snapshot, Store};
+use tokio::sync::watch as watch_channel;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::RequestError;
+use crate::pb;
+
+pub mod read;
+pub mod watch;
+mod watcher;
+
+pub use watch::{WatchStats, WatchStream};
+
+/// Pages buffered per `List` stream.
+pub const LIST_BUFFER: usize = 4;
+/// Entries per `List` page when the request does not say.
+pub const DEFAULT_PAGE_SIZE: u32 = 1000;
+/// Most entries per `List` page.
+pub const MAX_PAGE_SIZE: u32 = 10_000;
+
+/// Bounds of the service; every queue and wait it has is bounded by one of
+/// these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most watches open at once on one `Watch` stream; a create beyond it is
+    /// refused with `RESOURCE_EXHAUSTED`. Default 1024.
+    pub max_watches_per_stream: usize,
+    /// Messages queued per `Watch` stream between its watches and the
+    /// transport. Default 16.
+    pub stream_buffer: usize,
+    /// Byte cap of one `EventBatch` message: a larger batch is split. Default
+    /// 1 MiB (a single event larger than the cap travels alone).
+    pub max_message_bytes: usize,
+    /// Largest request message accepted (decoding limit of every call).
+    /// Default 64 KiB.
+    pub max_request_bytes: usize,
+    /// Shortest progress interval a watch may ask for; shorter ones are
+    /// raised to it. Default 100 ms.
+    pub min_progress_interval: Duration,
+    /// Longest a `Get` or `List` waits for `min_revision`, whatever its
+    /// deadline. Default 30 s.
+    pub max_min_revision_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_watches_per_stream: 1024,
+            stream_buffer: 16,
+            max_message_bytes: 1 << 20,
+            max_request_bytes: 64 << 10,
+            min_progress_interval: Duration::from_millis(100),
+            max_min_revision_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The service: the store it reads, its limits and its watch counters.
+#[derive(Debug, Clone)]
+pub struct MapSyncService {
+    store: Store,
+    stopping: watch_channel::Receiver<bool>,
+    limits: Limits,
+    stats: Arc<WatchStats>,
+}
+
+impl MapSyncService {
+    /// A service over `store` whose streams end when `stopping` turns true
+    /// (graceful shutdown: open watch streams end with `UNAVAILABLE`, so the
+    /// server's drain does not wait on them forever).
+    pub fn new(store: Store, stopping: watch_channel::Receiver<bool>) -> Self {
+        Self::with_limits(store, stopping, Limits::default(), Arc::default())
+    }
+
+    /// The same with explicit limits, counting watches in `stats`.
+    pub fn with_limits(
+        store: Store,
+        stopping: watch_channel::Receiver<bool>,
+        limits: Limits,
+        stats: Arc<WatchStats>,
+    ) -> Self {
+        Self {
+            store,
+            stopping,
+            limits,
+            stats,
+        }
+    }
+
+    /// The tonic server wrapper of this service, with the request size limit.
+    pub fn into_server(self) -> pb::map_sync_server::MapSyncServer<Self> {
+        let max = self.limits.max_request_bytes;
+        pb::map_sync_server::MapSyncServer::new(self).max_decoding_message_size(max)
+    }
+
+    fn ready_snapshot(&self) -> Result<Arc<Snapshot>, RequestError> {
+        if !self.store.is_ready() {
+            return Err(RequestError::NotReady);
+        }
+        Ok(self.store.snapshot())
+    }
+}
+
+fn header(snapshot: &Snapshot, revision: u64) -> Option<pb::ResponseHeader> {
+    Some(pb::ResponseHeader {
+        epoch: snapshot.epoch().0,
+        revision,
+    })
+}
+
+#[tonic::async_trait]
+impl pb::map_sync_server::MapSync for MapSyncService {
+    async fn list_maps(
+        &self,
+        _request: Request<pb::ListMapsRequest>,
+    ) -> Result<Response<pb::ListMapsResponse>, Status> {
+        Ok(Response::new(read::list_maps(self)?))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        Ok(Response::new(read::get(self, request).await?))
+    }
+
+    type ListStream = ReceiverStream<Result<pb::ListResponse, Status>>;
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
+        Ok(Response::new(read::list(self, request).await?))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Ok(Response::new(watch::open(self, request.into_inner())))
+    }
+}

@@ -1,0 +1,236 @@
+//! Shared helpers of the in-process gRPC tests: a server over a store fed by
+//! its writer (no kernel), and a bidirectional Watch session.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mapsync_core::{LogLimits, MapInfo, MapKind, Store, StoreWriter};
+use mapsync_grpc::pb::map_sync_client::MapSyncClient;
+use mapsync_grpc::pb::{self, watch_request::Request as Req, watch_response::Kind};
+use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
+use mapsync_grpc::service::{Limits, WatchStats};
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+
+pub fn info(name: &str) -> MapInfo {
+    MapInfo {
+        name: name.into(),
+        id: 7,
+        kernel_name: name.into(),
+        kind: MapKind::Hash,
+        key_size: 4,
+        value_size: 2,
+        max_entries: 10_000,
+        value_bytes: 2,
+    }
+}
+
+pub fn key(i: u32) -> Bytes {
+    Bytes::from(i.to_be_bytes().to_vec())
+}
+
+pub struct Running {
+    pub client: MapSyncClient<Channel>,
+    pub health: tonic_health::pb::health_client::HealthClient<Channel>,
+    pub store: Store,
+    pub writer: StoreWriter,
+    pub stats: Arc<WatchStats>,
+    pub endpoint: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<(), mapsync_grpc::ServeError>>,
+}
+
+/// A server with one map `flows` holding `entries` keys (value "v0").
+pub async fn start(limits: LogLimits, entries: u32, ready: bool) -> Running {
+    start_with(limits, entries, ready, Limits::default()).await
+}
+
+pub async fn start_with(
+    log: LogLimits,
+    entries: u32,
+    ready: bool,
+    limits: Limits,
+) -> Running {
+    let (store, mut writer) = Store::new(log);
+    let initial = (0..entries)
+        .map(|i| (key(i), Bytes::from_static(b"v0"), 1))
+        .collect();
+    writer.add_map(info("flows"), initial, 0);
+    if ready {
+        writer.set_ready();
+    }
+    serve_store(store, writer, limits).await
+}
+
+/// Serves an existing store (e.g. again after a shutdown).
+pub async fn serve_store(store: Store, writer: StoreWriter, limits: Limits) -> Running {
+    let listener = Listener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.endpoint());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let stats = Arc::new(WatchStats::default());
+    let options = ServeOptions {
+        limits,
+        stats: stats.clone(),
+    };
+    let server = tokio::spawn(serve_with(listener, store.clone(), options, async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(endpoint.clone())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    Running {
+        client: MapSyncClient::new(channel.clone()),
+        health: tonic_health::pb::health_client::HealthClient::new(channel),
+        store,
+        writer,
+        stats,
+        endpoint,
+        stop: Some(stop),
+        server,
+    }
+}
+
+impl Running {
+    pub async fn shutdown(mut self) -> (Store, StoreWriter) {
+        let _ = self.stop.take().expect("running").send(());
+        self.server
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
+        (self.store, self.writer)
+    }
+
+    pub async fn session(&mut self) -> Session {
+        Session::open(&mut self.client).await
+    }
+
+    /// Puts `value` at `key(i)` in `flows`, one revision each.
+    pub fn put(&mut self, i: u32, value: &'static [u8]) -> u64 {
+        self.writer.apply([mapsync_core::Change::put(
+            "flows",
+            key(i),
+            value,
+            mapsync_core::EventSource::Trace,
+            2,
+        )])
+    }
+
+    pub fn delete(&mut self, i: u32) -> u64 {
+        self.writer.apply([mapsync_core::Change::delete(
+            "flows",
+            key(i),
+            mapsync_core::EventSource::Trace,
+            3,
+        )])
+    }
+}
+
+/// One bidirectional Watch stream.
+pub struct Session {
+    pub requests: mpsc::Sender<pb::WatchRequest>,
+    pub responses: tonic::Streaming<pb::WatchResponse>,
+}
+
+impl Session {
+    pub async fn open(client: &mut MapSyncClient<Channel>) -> Session {
+        let (requests, rx) = mpsc::channel(64);
+        let responses = client
+            .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("open watch stream")
+            .into_inner();
+        Session {
+            requests,
+            responses,
+        }
+    }
+
+    pub async fn send(&self, request: Req) {
+        self.requests
+            .send(pb::WatchRequest {
+                request: Some(request),
+            })
+            .await
+            .expect("stream open");
+    }
+
+    pub async fn create(&self, create: pb::WatchCreateRequest) {
+        self.send(Req::Create(create)).await;
+    }
+
+    pub async fn cancel(&self, watch_id: u64) {
+        self.send(Req::Cancel(pb::WatchCancelRequest { watch_id }))
+            .await;
+    }
+
+    pub async fn request_progress(&self, watch_id: u64) {
+        self.send(Req::Progress(pb::WatchProgressRequest { watch_id }))
+            .await;
+    }
+
+    /// The next message (5 s at most).
+    pub async fn next(&mut self) -> pb::WatchResponse {
+        tokio::time::timeout(Duration::from_secs(5), self.responses.message())
+            .await
+            .expect("a message in time")
+            .expect("no error")
+            .expect("stream open")
+    }
+
+    /// The next message's kind, checking its watch id.
+    pub async fn next_for(&mut self, id: u64) -> Kind {
+        let message = self.next().await;
+        assert_eq!(message.watch_id, id, "{message:?}");
+        message.kind.expect("a kind")
+    }
+
+    /// Creates a watch and checks it is created with `id`.
+    pub async fn created(&mut self, create: pb::WatchCreateRequest) -> u64 {
+        self.create(create).await;
+        let message = self.next().await;
+        match message.kind {
+            Some(Kind::Created(_)) => message.watch_id,
+            other => panic!("expected Created, got {other:?}"),
+        }
+    }
+
+    /// Creates a watch and returns the Canceled it gets instead.
+    pub async fn refused(&mut self, create: pb::WatchCreateRequest) -> (u64, pb::WatchCanceled) {
+        self.create(create).await;
+        let message = self.next().await;
+        match message.kind {
+            Some(Kind::Canceled(canceled)) => (message.watch_id, canceled),
+            other => panic!("expected Canceled, got {other:?}"),
+        }
+    }
+
+    /// Nothing arrives within `wait`.
+    pub async fn quiet(&mut self, wait: Duration) {
+        if let Ok(message) = tokio::time::timeout(wait, self.responses.message()).await {
+            panic!("expected nothing, got {message:?}");
+        }
+    }
+}
+
+pub fn events(kind: Kind) -> Vec<pb::Event> {
+    match kind {
+        Kind::Events(batch) => batch.events,
+        other => panic!("expected events, got {other:?}"),
+    }
+}
+
+pub fn revisions(events: &[pb::Event]) -> Vec<u64> {
+    events.iter().map(|e| e.revision).collect()
+}
+
+pub fn watch_map(start_revision: u64) -> pb::WatchCreateRequest {
+    pb::WatchCreateRequest {
+        maps: vec!["flows".into()],
+        start_revision,
+        ..Default::default()
+    }
+}
