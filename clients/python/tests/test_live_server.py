@@ -227,12 +227,26 @@ def test_a_compacted_resume_gets_a_resync_and_compacted_reads_name_the_oldest_re
         assert current.value == value(10)
         with pytest.raises(Compacted) as error:
             client.get("flows", key(1), revision=1, epoch=current.epoch)
-        assert 1 < error.value.oldest <= current.revision
+        oldest_read = error.value.oldest
+        assert 1 < oldest_read <= current.revision
+        # the revision it names can be read
+        assert client.get("flows", key(1), revision=oldest_read).value == value(oldest_read)
+
         with client.watch(["flows"], start_revision=1, epoch=current.epoch) as watch:
             resync = watch.get(timeout=TIMEOUT)
             assert isinstance(resync, Resync) and resync.reason == "COMPACTED"
-            assert resync.oldest == error.value.oldest
+            assert resync.revision == current.revision
+            assert 1 < resync.oldest <= current.revision
             assert [(e.key, e.value) for e in resync.entries] == [(key(1), value(10))]
+
+            # the oldest revision a watch may start from is there, whole
+            with client.watch(["flows"], start_revision=resync.oldest, epoch=current.epoch) as from_oldest:
+                events = live_events(from_oldest, current.revision + 1 - resync.oldest)
+                assert [e.revision for e in events] == list(range(resync.oldest, current.revision + 1))
+                assert_nothing_more(from_oldest)
+
+            flows.update(key(2), value(2))
+            assert live_events(watch, 1)[0].revision == current.revision + 1
 
 
 def test_get_and_list_at_a_past_revision_and_with_min_revision(flows, serve):
