@@ -99,7 +99,9 @@ class BpfMap:
     """A map created and pinned with bpftool, written and read with bpftool
     (a process that is not mapsync's)."""
 
-    def __init__(self, pin: Path, name: str, kind: str = "hash", key_size: int = 4, value_size: int = 8, entries: int = 64) -> None:
+    def __init__(
+        self, pin: Path, name: str, kind: str = "hash", key_size: int = 4, value_size: int = 8, entries: int = 64
+    ) -> None:
         self.pin = pin
         self.name = name
         bpftool(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 
@@ -106,7 +106,7 @@ class Client:
         self.endpoint = endpoint
         backoff_ms = max(100, int(reconnect_backoff_max * 1000))
         target = _target(endpoint)
-        options = [
+        options: List[Tuple[str, Any]] = [
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", backoff_ms),
@@ -117,7 +117,7 @@ class Client:
             # HTTP/2 servers (hyper, under tonic) refuse with PROTOCOL_ERROR
             options.append(("grpc.default_authority", "localhost"))
         self._channel = grpc.insecure_channel(target, options=options)
-        self._stub = pb_grpc.MapSyncStub(self._channel)
+        self._stub = pb_grpc.MapSyncStub(self._channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         """Closes the channel (open watches end with it)."""
@@ -214,7 +214,7 @@ class Client:
             map=map, page_size=page_size, revision=revision, min_revision=min_revision, epoch=epoch
         )
         listing = Listing(self._stub.List(request, timeout=timeout), map)
-        listing.revision  # the first page now, so that errors surface here
+        listing._first_page()  # now, so that errors surface here
         return listing
 
     def watch(

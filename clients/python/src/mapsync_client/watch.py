@@ -16,14 +16,14 @@ import logging
 import queue
 import random
 import threading
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 import grpc
 
 from ._proto import mapsync_pb2 as pb
 from ._proto import mapsync_pb2_grpc as pb_grpc
 from .errors import Compacted, MapsyncError, Unavailable, WatchCanceled, from_rpc_error, from_status
-from .types import Entry, Event, InitialStateDone, Progress, Resync, WatchItem, event_from_pb
+from .types import Entry, InitialStateDone, Progress, Resync, WatchItem, event_from_pb
 
 __all__ = ["Watch"]
 
@@ -104,7 +104,7 @@ class Watch(Iterator[WatchItem]):
         self._out: "queue.Queue[_Queued]" = queue.Queue(maxsize=max(1, buffer))
         self._closed = threading.Event()
         self._lock = threading.Lock()
-        self._call: Optional[grpc.Future] = None
+        self._call: Optional[Any] = None  # the grpc call (a Call and an iterator)
         self._requests: Optional["queue.Queue[Optional[pb.WatchRequest]]"] = None
         self._watch_id = 0
         # producer side (the thread): where the stream stands
@@ -238,7 +238,7 @@ class Watch(Iterator[WatchItem]):
                         return
                     failures += 1
                     if self._max_retries is not None and failures > self._max_retries:
-                        raise Unavailable(f"watch stream broke and retries are exhausted: {broken}")
+                        raise Unavailable(f"watch stream broke and retries are exhausted: {broken}") from None
                     log.info("watch stream broke (%s); resuming in %.2f s", broken, delay)
                     self._interrupted()
                     if self._closed.wait(delay * random.uniform(0.8, 1.2)):
@@ -293,7 +293,8 @@ class Watch(Iterator[WatchItem]):
                 return
             code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
             if code in _RETRYABLE:
-                raise _Broken(f"{code.name}: {error.details() if isinstance(error, grpc.Call) else error}")
+                detail = error.details() if isinstance(error, grpc.Call) else error
+                raise _Broken(f"{code.name}: {detail}") from None
             typed = from_rpc_error(error)
             # servers that fail the stream rather than cancel the watch
             if self._phase == _LIVE and code == grpc.StatusCode.FAILED_PRECONDITION:
@@ -331,7 +332,7 @@ class Watch(Iterator[WatchItem]):
         elif kind == "canceled":
             self._on_canceled(response.canceled)
 
-    def _on_events(self, events: "List[pb.Event]") -> None:
+    def _on_events(self, events: "Iterable[pb.Event]") -> None:
         for e in events:
             event = event_from_pb(e)
             if self._phase == _LIVE:
