@@ -165,11 +165,17 @@ class Server:
                     time.sleep(0.05)
         raise RuntimeError("mapsync serve did not answer within 20 s")
 
-    def kill(self) -> None:
-        """Kills serve (SIGKILL: no goodbye to the clients) and waits for it."""
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Stops serve with `sig` (SIGKILL: no goodbye to the clients; SIGTERM:
+        a graceful shutdown that ends streams with UNAVAILABLE) and waits."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+                raise
         self.process = None
 
 

@@ -3,6 +3,7 @@ bpftool (a process that is not mapsync's)."""
 
 from __future__ import annotations
 
+import signal
 import threading
 from typing import Dict, List, Tuple
 
@@ -150,7 +151,8 @@ def test_watch_resumes_across_a_disconnect_within_one_epoch_without_loss_or_dupl
         proxy.stop()
 
 
-def test_watch_across_a_server_restart_delivers_a_resync_with_the_kernel_state_then_live_events(flows, serve):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "graceful"])
+def test_watch_across_a_server_restart_delivers_a_resync_with_the_kernel_state_then_live_events(flows, serve, stop):
     seed(flows, 3)
     server = serve([flows])
     with Client(server.endpoint, reconnect_backoff_max=0.2) as client:
@@ -160,7 +162,7 @@ def test_watch_across_a_server_restart_delivers_a_resync_with_the_kernel_state_t
             flows.update(key(9), value(9))
             assert live_events(watch, 1)[0].key == key(9)
 
-            server.kill()
+            server.kill(stop)
             flows.update(key(10), value(10))
             flows.delete(key(1))
             server.start()

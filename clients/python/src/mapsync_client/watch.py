@@ -112,6 +112,7 @@ class Watch(Iterator[WatchItem]):
         self._last = create.start_revision - 1 if create.start_revision > 0 else 0
         self._phase = _LIVE if create.start_revision > 0 else _INITIAL
         self._handed_initial = False
+        self._received = False
         self._snapshot: List[Entry] = []
         self._snapshot_reason = ""
         self._snapshot_oldest = 0
@@ -236,6 +237,9 @@ class Watch(Iterator[WatchItem]):
                 except _Broken as broken:
                     if self._closed.is_set():
                         return
+                    if self._received:
+                        # the stream worked before it broke: a fresh start
+                        delay, failures = self._backoff_initial, 0
                     failures += 1
                     if self._max_retries is not None and failures > self._max_retries:
                         raise Unavailable(f"watch stream broke and retries are exhausted: {broken}") from None
@@ -277,6 +281,7 @@ class Watch(Iterator[WatchItem]):
         _Restart, _Broken, or the watch's error."""
         requests: "queue.Queue[Optional[pb.WatchRequest]]" = queue.Queue()
         requests.put(pb.WatchRequest(create=self._create_request()))
+        self._received = False
         call = self._stub.Watch(iter(requests.get, None))
         with self._lock:
             self._call, self._requests, self._watch_id = call, requests, 0
@@ -311,6 +316,7 @@ class Watch(Iterator[WatchItem]):
             call.cancel()
 
     def _handle(self, response: pb.WatchResponse) -> None:
+        self._received = True
         kind = response.WhichOneof("kind")
         if response.epoch:
             if self._phase == _LIVE and self._stream_epoch and response.epoch != self._stream_epoch:
