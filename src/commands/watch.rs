@@ -58,7 +58,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 if !args.client.json {
                     output::emit(
                         &mut out,
-                        &format!("-- resync ({reason:?}): current state as of revision {revision} --"),
+                        &format!(
+                            "-- resync ({reason:?}): current state as of revision {revision} --"
+                        ),
                     )?;
                 }
                 for event in &entries {

@@ -76,7 +76,10 @@ impl SubscribeFilter {
         self.key_prefix
             .as_ref()
             .is_none_or(|prefix| key.starts_with(prefix))
-            && self.key_range.as_ref().is_none_or(|range| range.contains(key))
+            && self
+                .key_range
+                .as_ref()
+                .is_none_or(|range| range.contains(key))
     }
 
     fn selects_op(&self, op: Op) -> bool {

@@ -1,16 +1,14 @@
 //! The client: connecting (TCP or Unix socket) and the calls.
 
 use futures::Stream;
-use tracing::Instrument;
 use hyper_util::rt::TokioIo;
 use mapsync_grpc::pb;
 use mapsync_grpc::pb::map_sync_client::MapSyncClient;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
 
 use crate::error::ClientError;
-use crate::types::{
-    GetResult, Listing, Maps, ReadOptions, ResyncReason, WatchItem, WatchOptions,
-};
+use crate::types::{GetResult, Listing, Maps, ReadOptions, ResyncReason, WatchItem, WatchOptions};
 use crate::watch::{self, ITEM_BUFFER, OpenError, Resumer};
 
 /// A connection to one mapsync server. Cheap to clone.

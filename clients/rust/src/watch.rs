@@ -64,9 +64,9 @@ pub(crate) async fn open(
         no_put: options.no_put,
         no_delete: options.no_delete,
         prev_value: options.prev_value,
-        progress_interval_ms: options
-            .progress_interval
-            .map_or(0, |every| u32::try_from(every.as_millis()).unwrap_or(u32::MAX)),
+        progress_interval_ms: options.progress_interval.map_or(0, |every| {
+            u32::try_from(every.as_millis()).unwrap_or(u32::MAX)
+        }),
         watch_id: 1,
     };
     requests
@@ -126,7 +126,11 @@ enum Broke {
 
 impl Resumer {
     /// Runs until the consumer drops the watch or an error no resume fixes.
-    pub(crate) async fn run(mut self, mut opened: Option<Opened>, mut resync: Option<ResyncReason>) {
+    pub(crate) async fn run(
+        mut self,
+        mut opened: Option<Opened>,
+        mut resync: Option<ResyncReason>,
+    ) {
         let mut backoff = MIN_BACKOFF;
         loop {
             if let Some(reason) = resync.take() {

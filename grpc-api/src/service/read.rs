@@ -110,11 +110,7 @@ pub async fn list(
 }
 
 /// The map as of `revision` (0: the snapshot's), with the revision read.
-fn view_at(
-    snapshot: &Snapshot,
-    map: &str,
-    revision: u64,
-) -> Result<(MapView, u64), RequestError> {
+fn view_at(snapshot: &Snapshot, map: &str, revision: u64) -> Result<(MapView, u64), RequestError> {
     if revision == 0 {
         let view = snapshot.map(map).ok_or_else(|| SyncError::UnknownMap {
             name: map.to_owned(),
@@ -147,8 +143,7 @@ async fn read_snapshot(
         }
         None => (max_wait, false),
     };
-    let reached =
-        tokio::time::timeout(wait, service.store.wait_for_revision(min_revision)).await;
+    let reached = tokio::time::timeout(wait, service.store.wait_for_revision(min_revision)).await;
     let current = service.store.revision();
     match reached {
         Ok(()) => Ok(service.store.snapshot()),

@@ -129,7 +129,9 @@ impl Watcher {
     async fn send_batch(&mut self, batch: WatchBatch) -> Result<(), Ended> {
         // what the watch was complete up to before this batch
         let before = match &batch {
-            WatchBatch::Events(events) => events.first().map_or(0, |e| e.revision).saturating_sub(1),
+            WatchBatch::Events(events) => {
+                events.first().map_or(0, |e| e.revision).saturating_sub(1)
+            }
             WatchBatch::InitialStateDone { .. } => 0,
         };
         let before = if self.subscription.position() == 0 {

@@ -47,12 +47,7 @@ pub async fn start(limits: LogLimits, entries: u32, ready: bool) -> Running {
     start_with(limits, entries, ready, Limits::default()).await
 }
 
-pub async fn start_with(
-    log: LogLimits,
-    entries: u32,
-    ready: bool,
-    limits: Limits,
-) -> Running {
+pub async fn start_with(log: LogLimits, entries: u32, ready: bool, limits: Limits) -> Running {
     let (store, mut writer) = Store::new(log);
     let initial = (0..entries)
         .map(|i| (key(i), Bytes::from_static(b"v0"), 1))
@@ -232,5 +227,15 @@ pub fn watch_map(start_revision: u64) -> pb::WatchCreateRequest {
         maps: vec!["flows".into()],
         start_revision,
         ..Default::default()
+    }
+}
+
+impl Session {
+    /// Sends a WatchRequest with nothing in it.
+    pub async fn send_empty(&self) {
+        self.requests
+            .send(pb::WatchRequest { request: None })
+            .await
+            .expect("stream open");
     }
 }
