@@ -305,6 +305,33 @@ def test_filters_prev_value_and_progress(flows, serve):
             assert watch.revision == progress.revision
 
 
+def test_a_key_range_and_no_put(flows, serve):
+    server = serve([flows])
+    with Client(server.endpoint) as client:
+        # [01000000, 03000000) in bytewise order: keys 1 and 2 (little-endian)
+        ranged = client.watch(["flows"], key=key(1), range_end=key(3))
+        deletes = client.watch(["flows"], no_put=True)
+        with ranged, deletes:
+            _, base = initial_state(ranged)
+            initial_state(deletes)
+            for i in (1, 2, 3, 0x0101):
+                flows.update(key(i), value(i))
+            flows.delete(key(2))
+            flows.delete(key(3))
+            assert [(e.key, e.op) for e in live_events(ranged, 4)] == [
+                (key(1), Op.PUT),
+                (key(2), Op.PUT),
+                (key(0x0101), Op.PUT),  # 01010000 is inside the range too
+                (key(2), Op.DELETE),
+            ]
+            assert [(e.revision, e.key) for e in live_events(deletes, 2)] == [
+                (base + 5, key(2)),
+                (base + 6, key(3)),
+            ]
+            assert_nothing_more(ranged)
+            assert_nothing_more(deletes, 0.05)
+
+
 def test_errors_are_typed(flows, serve):
     server = serve([flows])
     with Client(server.endpoint) as client:
@@ -315,6 +342,8 @@ def test_errors_are_typed(flows, serve):
             client.list("nope")
         with client.watch(["nope"]) as watch, pytest.raises(UnknownMap):
             watch.get(timeout=TIMEOUT)
+        with client.watch(["flows"], key=key(3), range_end=key(1)) as bad_range, pytest.raises(InvalidArgument):
+            bad_range.get(timeout=TIMEOUT)
         with pytest.raises(InvalidArgument) as wrong_size:
             client.get("flows", b"\x01\x02")
         assert wrong_size.value.code == grpc.StatusCode.INVALID_ARGUMENT
