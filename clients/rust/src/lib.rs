@@ -18,8 +18,26 @@
 //!             }
 //!         }
 //!         WatchItem::InitialStateDone { revision } => println!("live from {}", revision + 1),
+//!         WatchItem::Progress { revision } => println!("complete up to {revision}"),
+//!         // reconnects resume silently; what cannot be resumed is said, with the full state
+//!         WatchItem::Resync { reason, revision, entries, .. } => {
+//!             println!("resync ({reason:?}): {} entries as of {revision}", entries.len());
+//!         }
 //!     }
 //! }
+//! # Ok(()) }
+//! ```
+//!
+//! Reads at a revision, or once the server has reached one (read-your-writes):
+//!
+//! ```no_run
+//! # async fn example(mut client: mapsync_client::Client) -> Result<(), mapsync_client::ClientError> {
+//! use std::time::Duration;
+//! use mapsync_client::ReadOptions;
+//!
+//! let options = ReadOptions { min_revision: 1234, timeout: Some(Duration::from_secs(2)), ..Default::default() };
+//! let value = client.get_with("flows", &[1, 0, 0, 0], &options).await?;
+//! println!("{:?} at revision {}", value.value, value.revision);
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]

@@ -143,7 +143,9 @@ impl Resumer {
                     }
                     Err(Broke::Retry) => {
                         resync = Some(reason);
-                        tokio::time::sleep(backoff).await;
+                        if self.pause(backoff).await.is_err() {
+                            return;
+                        }
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }
@@ -160,7 +162,9 @@ impl Resumer {
                         Ok(stream) => stream,
                         Err(error) => match self.open_failed(error).await {
                             Broke::Retry => {
-                                tokio::time::sleep(backoff).await;
+                                if self.pause(backoff).await.is_err() {
+                                    return;
+                                }
                                 backoff = (backoff * 2).min(MAX_BACKOFF);
                                 continue;
                             }
@@ -175,10 +179,34 @@ impl Resumer {
             };
             backoff = MIN_BACKOFF;
             match self.follow(stream).await {
-                Broke::Retry => tokio::time::sleep(backoff).await,
+                Broke::Retry => {
+                    if self.pause(backoff).await.is_err() {
+                        return;
+                    }
+                }
                 Broke::Resync(reason) => resync = Some(reason),
                 Broke::Stop => return,
             }
+        }
+    }
+
+    /// Waits `delay`; `Err` if the consumer dropped the watch meanwhile.
+    async fn pause(&self, delay: Duration) -> Result<(), Broke> {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = self.items.closed() => Err(Broke::Stop),
+        }
+    }
+
+    /// The next message of a stream, or `Err` once the consumer dropped the
+    /// watch (then the stream is closed with it).
+    async fn receive(
+        &self,
+        stream: &mut Opened,
+    ) -> Result<Result<Option<pb::WatchResponse>, Status>, Broke> {
+        tokio::select! {
+            message = stream.responses.message() => Ok(message),
+            _ = self.items.closed() => Err(Broke::Stop),
         }
     }
 
@@ -222,7 +250,10 @@ impl Resumer {
     /// Delivers what one stream carries until it breaks.
     async fn follow(&mut self, mut stream: Opened) -> Broke {
         loop {
-            let message = match stream.responses.message().await {
+            let Ok(message) = self.receive(&mut stream).await else {
+                return Broke::Stop;
+            };
+            let message = match message {
                 Ok(Some(message)) => message,
                 Ok(None) => return Broke::Retry,
                 Err(status) if transient(&status) => return Broke::Retry,
@@ -282,7 +313,7 @@ impl Resumer {
         };
         let mut entries: Vec<Event> = Vec::new();
         loop {
-            let message = match stream.responses.message().await {
+            let message = match self.receive(&mut stream).await? {
                 Ok(Some(message)) => message,
                 Ok(None) => return Err(Broke::Retry),
                 Err(status) if transient(&status) => return Err(Broke::Retry),

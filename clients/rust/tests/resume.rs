@@ -175,6 +175,14 @@ async fn a_restarted_client_resumes_from_the_last_revision_it_saw() {
         epoch = store.epoch().0;
         // the client process ends here
     }
+    // dropping the watch closes its stream: the server lets its subscription go
+    for _ in 0..200 {
+        if store.subscribers() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.subscribers(), 0, "the server saw the watch go");
     for i in 10..25 {
         put(&mut writer, i);
     }

@@ -78,8 +78,10 @@ impl Outbound {
             watch_id: id,
             kind: Some(kind),
         };
-        self.tx.send(Ok(message)).await.map_err(|_| ())?;
+        let permit = self.tx.reserve().await.map_err(|_| ())?;
+        // counted before it can be taken, so the count never goes below zero
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        permit.send(Ok(message));
         Ok(())
     }
 
@@ -89,8 +91,9 @@ impl Outbound {
     }
 
     fn end_with(&self, status: Status) {
-        if self.tx.try_send(Err(status)).is_ok() {
+        if let Ok(permit) = self.tx.try_reserve() {
             self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            permit.send(Err(status));
         }
     }
 }
