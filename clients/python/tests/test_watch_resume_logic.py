@@ -268,3 +268,16 @@ def test_close_ends_iteration(scripted):
     assert watch.get(timeout=10) == InitialStateDone(0)
     watch.close()
     assert list(watch) == []
+
+
+def test_closing_the_client_ends_its_watches(scripted):
+    def first(create, context):
+        yield created(E1, 0)
+        yield done(E1, 0)
+
+    _, client = scripted([first])
+    watch = client.watch(["flows"], backoff_initial=0.01)
+    assert watch.get(timeout=10) == InitialStateDone(0)
+    client.close()
+    with pytest.raises(StopIteration):
+        watch.get(timeout=10)

@@ -282,7 +282,11 @@ class Watch(Iterator[WatchItem]):
         requests: "queue.Queue[Optional[pb.WatchRequest]]" = queue.Queue()
         requests.put(pb.WatchRequest(create=self._create_request()))
         self._received = False
-        call = self._stub.Watch(iter(requests.get, None))
+        try:
+            call = self._stub.Watch(iter(requests.get, None))
+        except ValueError:  # grpc: "Cannot invoke RPC: Channel closed!"
+            self._closed.set()  # the client was closed: the watch ends with it
+            return
         with self._lock:
             self._call, self._requests, self._watch_id = call, requests, 0
         if self._closed.is_set():
