@@ -21,6 +21,7 @@ from mapsync_client import (
     InitialStateDone,
     InvalidArgument,
     Op,
+    OutOfRange,
     Progress,
     Resync,
     Source,
@@ -268,6 +269,9 @@ def test_get_and_list_at_a_past_revision_and_with_min_revision(flows, serve):
         assert past.revision == base + 1
         assert {e.key: e.value for e in past} == {key(1): value(1)}
 
+        with pytest.raises(OutOfRange) as future:
+            client.get("flows", key(1), revision=base + 100)
+        assert not isinstance(future.value, Compacted)
         with pytest.raises(DeadlineExceeded):
             client.get("flows", key(1), min_revision=base + 4, timeout=0.3)
 
