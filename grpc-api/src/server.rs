@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use mapsync_core::Store;
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::error::ServeError;
@@ -145,8 +146,10 @@ pub async fn serve_with(
     };
     let result = match listener {
         Listener::Tcp(listener) => {
+            // Nagle off: small watch messages must not wait for delayed ACKs
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         Listener::Unix(listener, path) => {

@@ -116,7 +116,11 @@ impl ChangeLog {
             return Ok(Vec::new());
         }
         let end = start.saturating_add(max).min(self.events.len());
-        Ok(self.events.clone().slice(start..end).into_iter().collect())
+        // a focus walks the tree once per leaf, without copying or splitting it
+        let mut focus = self.events.focus();
+        Ok((start..end)
+            .map(|index| focus.index(index).clone())
+            .collect())
     }
 }
 
