@@ -218,3 +218,90 @@ impl Snapshot {
         Ok(past)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::SyncError;
+    use crate::changelog::LogLimits;
+    use crate::event::EventSource;
+    use crate::map_info::{MapInfo, MapKind};
+    use crate::store::{Change, Store};
+    use bytes::Bytes;
+
+    fn info() -> MapInfo {
+        MapInfo {
+            name: "m".into(),
+            id: 1,
+            kernel_name: "m".into(),
+            kind: MapKind::Hash,
+            key_size: 1,
+            value_size: 1,
+            max_entries: 64,
+            value_bytes: 1,
+        }
+    }
+
+    fn value(view: &super::MapView, key: u8) -> Option<(Vec<u8>, u64)> {
+        view.entry(&[key])
+            .map(|e| (e.value.to_vec(), e.mod_revision))
+    }
+
+    #[test]
+    fn changes_carry_the_value_they_replaced_and_maps_rewind_through_them() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        writer.add_map(
+            info(),
+            vec![(Bytes::from_static(&[1]), Bytes::from_static(b"a"), 1)],
+            0,
+        );
+        writer.apply([
+            Change::put("m", &[1][..], &b"b"[..], EventSource::Trace, 2), // 2
+            Change::put("m", &[2][..], &b"x"[..], EventSource::Trace, 2), // 3
+            Change::delete("m", &[1][..], EventSource::Trace, 3),         // 4
+        ]);
+        let snapshot = store.snapshot();
+        let log = snapshot.log().read_from(2, 10).expect("in the log");
+        let prev: Vec<_> = log
+            .iter()
+            .map(|e| {
+                (
+                    e.prev_value.as_deref().map(<[u8]>::to_vec),
+                    e.prev_mod_revision,
+                )
+            })
+            .collect();
+        assert_eq!(
+            prev,
+            vec![
+                (Some(b"a".to_vec()), 1),
+                (None, 0),
+                (Some(b"b".to_vec()), 2)
+            ]
+        );
+
+        let at = |revision| snapshot.map_at("m", revision).expect("readable");
+        assert_eq!(value(&at(1), 1), Some((b"a".to_vec(), 1)));
+        assert_eq!(value(&at(1), 2), None);
+        assert_eq!(value(&at(3), 1), Some((b"b".to_vec(), 2)));
+        assert_eq!(value(&at(3), 2), Some((b"x".to_vec(), 3)));
+        assert_eq!(value(&at(4), 1), None);
+        assert!(matches!(
+            snapshot.map_at("m", 0),
+            Err(SyncError::Compacted {
+                requested: 0,
+                oldest: 1
+            })
+        ));
+        assert!(matches!(
+            snapshot.map_at("m", 5),
+            Err(SyncError::FutureRevision {
+                requested: 5,
+                current: 4
+            })
+        ));
+        assert!(matches!(
+            snapshot.map_at("x", 4),
+            Err(SyncError::UnknownMap { .. })
+        ));
+    }
+}

@@ -134,13 +134,15 @@ impl Watcher {
             }
             WatchBatch::InitialStateDone { .. } => 0,
         };
-        let before = if self.subscription.position() == 0 {
-            0
-        } else {
-            before
-        };
+        let live = self.subscription.position() != 0;
+        let mut complete = if live { before } else { 0 };
         for kind in self.messages(batch) {
-            self.send(kind, before).await?;
+            let last = match &kind {
+                Kind::Events(batch) if live => batch.events.last().map(|e| e.revision),
+                _ => None,
+            };
+            self.send(kind, complete).await?;
+            complete = last.unwrap_or(complete);
         }
         Ok(())
     }
