@@ -10,3 +10,11 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test"
 CI="${CI:-}" cargo test --workspace
+echo "==> python client (clients/python)"
+cargo build --bin mapsync
+python3 -m venv target/pyenv
+target/pyenv/bin/pip install -q -r clients/python/requirements-dev.txt
+target/pyenv/bin/pip install -q --no-build-isolation --no-deps --force-reinstall clients/python
+PYTHON=target/pyenv/bin/python clients/python/generate.sh --check
+# every pytest failure exits non-zero, "no tests collected" (5) included
+CI="${CI:-}" MAPSYNC_BIN="$PWD/target/debug/mapsync" target/pyenv/bin/pytest -q -p no:cacheprovider clients/python/tests

@@ -1,0 +1,275 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OP_UNSPECIFIED: _ClassVar[Op]
+    OP_PUT: _ClassVar[Op]
+    OP_DELETE: _ClassVar[Op]
+
+class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SOURCE_UNSPECIFIED: _ClassVar[Source]
+    SOURCE_INITIAL: _ClassVar[Source]
+    SOURCE_EMIT: _ClassVar[Source]
+    SOURCE_TRACE: _ClassVar[Source]
+    SOURCE_RESYNC: _ClassVar[Source]
+    SOURCE_POLL: _ClassVar[Source]
+
+class CancelReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CANCEL_REASON_UNSPECIFIED: _ClassVar[CancelReason]
+    CANCEL_REASON_COMPACTED: _ClassVar[CancelReason]
+    CANCEL_REASON_EPOCH_CHANGED: _ClassVar[CancelReason]
+    CANCEL_REASON_SLOW_CONSUMER: _ClassVar[CancelReason]
+    CANCEL_REASON_MAP_REMOVED: _ClassVar[CancelReason]
+    CANCEL_REASON_CLIENT_REQUESTED: _ClassVar[CancelReason]
+    CANCEL_REASON_REJECTED: _ClassVar[CancelReason]
+OP_UNSPECIFIED: Op
+OP_PUT: Op
+OP_DELETE: Op
+SOURCE_UNSPECIFIED: Source
+SOURCE_INITIAL: Source
+SOURCE_EMIT: Source
+SOURCE_TRACE: Source
+SOURCE_RESYNC: Source
+SOURCE_POLL: Source
+CANCEL_REASON_UNSPECIFIED: CancelReason
+CANCEL_REASON_COMPACTED: CancelReason
+CANCEL_REASON_EPOCH_CHANGED: CancelReason
+CANCEL_REASON_SLOW_CONSUMER: CancelReason
+CANCEL_REASON_MAP_REMOVED: CancelReason
+CANCEL_REASON_CLIENT_REQUESTED: CancelReason
+CANCEL_REASON_REJECTED: CancelReason
+
+class ResponseHeader(_message.Message):
+    __slots__ = ("epoch", "revision")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    revision: int
+    def __init__(self, epoch: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class ListMapsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MapDescription(_message.Message):
+    __slots__ = ("name", "id", "kind", "key_size", "value_size", "value_bytes", "max_entries", "entries", "kernel_name")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: int
+    kind: str
+    key_size: int
+    value_size: int
+    value_bytes: int
+    max_entries: int
+    entries: int
+    kernel_name: str
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ..., kind: _Optional[str] = ..., key_size: _Optional[int] = ..., value_size: _Optional[int] = ..., value_bytes: _Optional[int] = ..., max_entries: _Optional[int] = ..., entries: _Optional[int] = ..., kernel_name: _Optional[str] = ...) -> None: ...
+
+class ListMapsResponse(_message.Message):
+    __slots__ = ("header", "maps")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    maps: _containers.RepeatedCompositeFieldContainer[MapDescription]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapDescription, _Mapping]]] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("map", "key", "revision", "min_revision", "epoch")
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    MIN_REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    map: str
+    key: bytes
+    revision: int
+    min_revision: int
+    epoch: int
+    def __init__(self, map: _Optional[str] = ..., key: _Optional[bytes] = ..., revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class GetResponse(_message.Message):
+    __slots__ = ("header", "found", "value", "mod_revision")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    found: bool
+    value: bytes
+    mod_revision: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., found: _Optional[bool] = ..., value: _Optional[bytes] = ..., mod_revision: _Optional[int] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ("map", "page_size", "revision", "min_revision", "epoch")
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    MIN_REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    map: str
+    page_size: int
+    revision: int
+    min_revision: int
+    epoch: int
+    def __init__(self, map: _Optional[str] = ..., page_size: _Optional[int] = ..., revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class Entry(_message.Message):
+    __slots__ = ("key", "value", "mod_revision")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    value: bytes
+    mod_revision: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., mod_revision: _Optional[int] = ...) -> None: ...
+
+class ListResponse(_message.Message):
+    __slots__ = ("header", "entries", "last")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    entries: _containers.RepeatedCompositeFieldContainer[Entry]
+    last: bool
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("create", "cancel", "progress")
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    create: WatchCreateRequest
+    cancel: WatchCancelRequest
+    progress: WatchProgressRequest
+    def __init__(self, create: _Optional[_Union[WatchCreateRequest, _Mapping]] = ..., cancel: _Optional[_Union[WatchCancelRequest, _Mapping]] = ..., progress: _Optional[_Union[WatchProgressRequest, _Mapping]] = ...) -> None: ...
+
+class WatchCreateRequest(_message.Message):
+    __slots__ = ("maps", "key", "range_end", "key_prefix", "start_revision", "epoch", "no_put", "no_delete", "prev_value", "progress_interval_ms", "watch_id")
+    MAPS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RANGE_END_FIELD_NUMBER: _ClassVar[int]
+    KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    START_REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    NO_PUT_FIELD_NUMBER: _ClassVar[int]
+    NO_DELETE_FIELD_NUMBER: _ClassVar[int]
+    PREV_VALUE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    WATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    maps: _containers.RepeatedScalarFieldContainer[str]
+    key: bytes
+    range_end: bytes
+    key_prefix: bytes
+    start_revision: int
+    epoch: int
+    no_put: bool
+    no_delete: bool
+    prev_value: bool
+    progress_interval_ms: int
+    watch_id: int
+    def __init__(self, maps: _Optional[_Iterable[str]] = ..., key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., key_prefix: _Optional[bytes] = ..., start_revision: _Optional[int] = ..., epoch: _Optional[int] = ..., no_put: _Optional[bool] = ..., no_delete: _Optional[bool] = ..., prev_value: _Optional[bool] = ..., progress_interval_ms: _Optional[int] = ..., watch_id: _Optional[int] = ...) -> None: ...
+
+class WatchCancelRequest(_message.Message):
+    __slots__ = ("watch_id",)
+    WATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    watch_id: int
+    def __init__(self, watch_id: _Optional[int] = ...) -> None: ...
+
+class WatchProgressRequest(_message.Message):
+    __slots__ = ("watch_id",)
+    WATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    watch_id: int
+    def __init__(self, watch_id: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("revision", "map", "op", "key", "value", "source", "prev_value", "has_prev")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PREV_VALUE_FIELD_NUMBER: _ClassVar[int]
+    HAS_PREV_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    map: str
+    op: Op
+    key: bytes
+    value: bytes
+    source: Source
+    prev_value: bytes
+    has_prev: bool
+    def __init__(self, revision: _Optional[int] = ..., map: _Optional[str] = ..., op: _Optional[_Union[Op, str]] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., source: _Optional[_Union[Source, str]] = ..., prev_value: _Optional[bytes] = ..., has_prev: _Optional[bool] = ...) -> None: ...
+
+class EventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class WatchCreated(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class InitialStateDone(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class WatchProgress(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class WatchCanceled(_message.Message):
+    __slots__ = ("reason", "oldest_revision", "message", "revision", "code")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_REVISION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    reason: CancelReason
+    oldest_revision: int
+    message: str
+    revision: int
+    code: int
+    def __init__(self, reason: _Optional[_Union[CancelReason, str]] = ..., oldest_revision: _Optional[int] = ..., message: _Optional[str] = ..., revision: _Optional[int] = ..., code: _Optional[int] = ...) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("epoch", "watch_id", "created", "events", "initial_state_done", "progress", "canceled")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    WATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_STATE_DONE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CANCELED_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    watch_id: int
+    created: WatchCreated
+    events: EventBatch
+    initial_state_done: InitialStateDone
+    progress: WatchProgress
+    canceled: WatchCanceled
+    def __init__(self, epoch: _Optional[int] = ..., watch_id: _Optional[int] = ..., created: _Optional[_Union[WatchCreated, _Mapping]] = ..., events: _Optional[_Union[EventBatch, _Mapping]] = ..., initial_state_done: _Optional[_Union[InitialStateDone, _Mapping]] = ..., progress: _Optional[_Union[WatchProgress, _Mapping]] = ..., canceled: _Optional[_Union[WatchCanceled, _Mapping]] = ...) -> None: ...
