@@ -19,6 +19,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# the Python client's tests run in a venv (target/pyenv)
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "==> installing python3 python3-venv"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
     for dir in "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
         [ -x "$dir/cargo" ] && export PATH="$dir:$PATH" && break

@@ -61,7 +61,7 @@ class ListMapsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class MapDescription(_message.Message):
-    __slots__ = ("name", "id", "kind", "key_size", "value_size", "value_bytes", "max_entries", "entries", "kernel_name")
+    __slots__ = ("name", "id", "kind", "key_size", "value_size", "value_bytes", "max_entries", "entries", "kernel_name", "has_btf")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class MapDescription(_message.Message):
     MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     KERNEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    HAS_BTF_FIELD_NUMBER: _ClassVar[int]
     name: str
     id: int
     kind: str
@@ -80,7 +81,8 @@ class MapDescription(_message.Message):
     max_entries: int
     entries: int
     kernel_name: str
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ..., kind: _Optional[str] = ..., key_size: _Optional[int] = ..., value_size: _Optional[int] = ..., value_bytes: _Optional[int] = ..., max_entries: _Optional[int] = ..., entries: _Optional[int] = ..., kernel_name: _Optional[str] = ...) -> None: ...
+    has_btf: bool
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ..., kind: _Optional[str] = ..., key_size: _Optional[int] = ..., value_size: _Optional[int] = ..., value_bytes: _Optional[int] = ..., max_entries: _Optional[int] = ..., entries: _Optional[int] = ..., kernel_name: _Optional[str] = ..., has_btf: _Optional[bool] = ...) -> None: ...
 
 class ListMapsResponse(_message.Message):
     __slots__ = ("header", "maps")
@@ -91,54 +93,64 @@ class ListMapsResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapDescription, _Mapping]]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("map", "key", "revision", "min_revision", "epoch")
+    __slots__ = ("map", "key", "revision", "min_revision", "epoch", "decode")
     MAP_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     MIN_REVISION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    DECODE_FIELD_NUMBER: _ClassVar[int]
     map: str
     key: bytes
     revision: int
     min_revision: int
     epoch: int
-    def __init__(self, map: _Optional[str] = ..., key: _Optional[bytes] = ..., revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+    decode: bool
+    def __init__(self, map: _Optional[str] = ..., key: _Optional[bytes] = ..., revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., epoch: _Optional[int] = ..., decode: _Optional[bool] = ...) -> None: ...
 
 class GetResponse(_message.Message):
-    __slots__ = ("header", "found", "value", "mod_revision")
+    __slots__ = ("header", "found", "value", "mod_revision", "value_json")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
     found: bool
     value: bytes
     mod_revision: int
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., found: _Optional[bool] = ..., value: _Optional[bytes] = ..., mod_revision: _Optional[int] = ...) -> None: ...
+    value_json: str
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., found: _Optional[bool] = ..., value: _Optional[bytes] = ..., mod_revision: _Optional[int] = ..., value_json: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("map", "page_size", "revision", "min_revision", "epoch")
+    __slots__ = ("map", "page_size", "revision", "min_revision", "epoch", "decode")
     MAP_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     MIN_REVISION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    DECODE_FIELD_NUMBER: _ClassVar[int]
     map: str
     page_size: int
     revision: int
     min_revision: int
     epoch: int
-    def __init__(self, map: _Optional[str] = ..., page_size: _Optional[int] = ..., revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+    decode: bool
+    def __init__(self, map: _Optional[str] = ..., page_size: _Optional[int] = ..., revision: _Optional[int] = ..., min_revision: _Optional[int] = ..., epoch: _Optional[int] = ..., decode: _Optional[bool] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("key", "value", "mod_revision")
+    __slots__ = ("key", "value", "mod_revision", "key_json", "value_json")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    KEY_JSON_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     mod_revision: int
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., mod_revision: _Optional[int] = ...) -> None: ...
+    key_json: str
+    value_json: str
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., mod_revision: _Optional[int] = ..., key_json: _Optional[str] = ..., value_json: _Optional[str] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("header", "entries", "last")
@@ -161,7 +173,7 @@ class WatchRequest(_message.Message):
     def __init__(self, create: _Optional[_Union[WatchCreateRequest, _Mapping]] = ..., cancel: _Optional[_Union[WatchCancelRequest, _Mapping]] = ..., progress: _Optional[_Union[WatchProgressRequest, _Mapping]] = ...) -> None: ...
 
 class WatchCreateRequest(_message.Message):
-    __slots__ = ("maps", "key", "range_end", "key_prefix", "start_revision", "epoch", "no_put", "no_delete", "prev_value", "progress_interval_ms", "watch_id")
+    __slots__ = ("maps", "key", "range_end", "key_prefix", "start_revision", "epoch", "no_put", "no_delete", "prev_value", "progress_interval_ms", "watch_id", "decode")
     MAPS_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     RANGE_END_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +185,7 @@ class WatchCreateRequest(_message.Message):
     PREV_VALUE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     WATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    DECODE_FIELD_NUMBER: _ClassVar[int]
     maps: _containers.RepeatedScalarFieldContainer[str]
     key: bytes
     range_end: bytes
@@ -184,7 +197,8 @@ class WatchCreateRequest(_message.Message):
     prev_value: bool
     progress_interval_ms: int
     watch_id: int
-    def __init__(self, maps: _Optional[_Iterable[str]] = ..., key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., key_prefix: _Optional[bytes] = ..., start_revision: _Optional[int] = ..., epoch: _Optional[int] = ..., no_put: _Optional[bool] = ..., no_delete: _Optional[bool] = ..., prev_value: _Optional[bool] = ..., progress_interval_ms: _Optional[int] = ..., watch_id: _Optional[int] = ...) -> None: ...
+    decode: bool
+    def __init__(self, maps: _Optional[_Iterable[str]] = ..., key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., key_prefix: _Optional[bytes] = ..., start_revision: _Optional[int] = ..., epoch: _Optional[int] = ..., no_put: _Optional[bool] = ..., no_delete: _Optional[bool] = ..., prev_value: _Optional[bool] = ..., progress_interval_ms: _Optional[int] = ..., watch_id: _Optional[int] = ..., decode: _Optional[bool] = ...) -> None: ...
 
 class WatchCancelRequest(_message.Message):
     __slots__ = ("watch_id",)
@@ -199,7 +213,7 @@ class WatchProgressRequest(_message.Message):
     def __init__(self, watch_id: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("revision", "map", "op", "key", "value", "source", "prev_value", "has_prev")
+    __slots__ = ("revision", "map", "op", "key", "value", "source", "prev_value", "has_prev", "key_json", "value_json")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
     OP_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +222,8 @@ class Event(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     PREV_VALUE_FIELD_NUMBER: _ClassVar[int]
     HAS_PREV_FIELD_NUMBER: _ClassVar[int]
+    KEY_JSON_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
     revision: int
     map: str
     op: Op
@@ -216,7 +232,9 @@ class Event(_message.Message):
     source: Source
     prev_value: bytes
     has_prev: bool
-    def __init__(self, revision: _Optional[int] = ..., map: _Optional[str] = ..., op: _Optional[_Union[Op, str]] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., source: _Optional[_Union[Source, str]] = ..., prev_value: _Optional[bytes] = ..., has_prev: _Optional[bool] = ...) -> None: ...
+    key_json: str
+    value_json: str
+    def __init__(self, revision: _Optional[int] = ..., map: _Optional[str] = ..., op: _Optional[_Union[Op, str]] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., source: _Optional[_Union[Source, str]] = ..., prev_value: _Optional[bytes] = ..., has_prev: _Optional[bool] = ..., key_json: _Optional[str] = ..., value_json: _Optional[str] = ...) -> None: ...
 
 class EventBatch(_message.Message):
     __slots__ = ("events",)
