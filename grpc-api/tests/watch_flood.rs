@@ -37,13 +37,10 @@ async fn flood(running: &mut Running, total: u32, value_len: usize) -> usize {
         let changes: Vec<_> = (0..100)
             .map(|i| {
                 let n = chunk * 100 + i;
-                Change::put(
-                    "flows",
-                    key(n % 1000),
-                    vec![n as u8; value_len],
-                    EventSource::Trace,
-                    2,
-                )
+                // the first 8 bytes: when the change was written, for latency
+                let mut value = vec![n as u8; value_len.max(8)];
+                value[..8].copy_from_slice(&now_ns().to_le_bytes());
+                Change::put("flows", key(n % 1000), value, EventSource::Trace, 2)
             })
             .collect();
         running.writer.apply(changes);
@@ -53,9 +50,19 @@ async fn flood(running: &mut Running, total: u32, value_len: usize) -> usize {
     most_queued
 }
 
+/// Nanoseconds since the Unix epoch (wall clock: shared by every task).
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as u64
+}
+
 /// Reads a watch's events until revision `until`; checks they are exactly
-/// `from..=until`, in order.
-async fn read_all(session: &mut Session, from: u64, until: u64) {
+/// `from..=until`, in order. Returns each event's write-to-receive latency
+/// in nanoseconds (from the write time [`flood`] puts in the value).
+async fn read_all(session: &mut Session, from: u64, until: u64) -> Vec<u64> {
+    let mut latencies = Vec::new();
     let mut next = from;
     while next <= until {
         let message = tokio::time::timeout(Duration::from_secs(30), session.responses.message())
@@ -65,14 +72,20 @@ async fn read_all(session: &mut Session, from: u64, until: u64) {
             .expect("open");
         match message.kind.expect("kind") {
             Kind::Events(batch) => {
+                let received = now_ns();
                 for event in batch.events {
                     assert_eq!(event.revision, next, "no gap, no duplicate");
                     next += 1;
+                    if let Some(written) = event.value.get(..8) {
+                        let written = u64::from_le_bytes(written.try_into().expect("8 bytes"));
+                        latencies.push(received.saturating_sub(written));
+                    }
                 }
             }
             other => panic!("unexpected {other:?}"),
         }
     }
+    latencies
 }
 
 async fn live_watchers(running: &mut Running) -> Vec<Session> {
@@ -101,16 +114,29 @@ async fn a_stalled_watcher_holds_bounded_memory_and_catches_up_from_the_log() {
         .into_iter()
         .map(|mut session| {
             tokio::spawn(async move {
-                read_all(&mut session, 1, u64::from(total)).await;
-                session
+                let latencies = read_all(&mut session, 1, u64::from(total)).await;
+                (session, latencies)
             })
         })
         .collect();
     let most_queued = flood(&mut running, total, 512).await;
     let mut live = Vec::new();
+    let mut latencies = Vec::new();
     for reader in readers {
-        live.push(reader.await.expect("every live watcher got every change"));
+        let (session, seen) = reader.await.expect("every live watcher got every change");
+        live.push(session);
+        latencies.extend(seen);
     }
+    // a figure, not an assertion (wall time on a shared 2-core VM): how late
+    // the live watchers were while one stalled beside them
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64 / 1e6;
+    eprintln!(
+        "{LIVE} live watchers beside a stalled one, {total} writes: {} deliveries, write-to-receive p50 {:.1} ms, p99 {:.1} ms",
+        latencies.len(),
+        at(0.5),
+        at(0.99)
+    );
     // the stalled stream's queue is full; nothing beyond the bounds is held
     let bound = (LIVE + 1) * limits.stream_buffer;
     assert!(most_queued <= bound, "{most_queued} queued > {bound}");
