@@ -17,6 +17,7 @@
 
 pub mod btf;
 pub mod changelog;
+mod entries;
 pub mod error;
 pub mod event;
 pub mod gaps;

@@ -1,7 +1,8 @@
 //! Immutable, consistent views of every mirrored map at one revision.
 //!
 //! A [`Snapshot`] is what readers load from the store's `ArcSwap`: no lock,
-//! no syscall. Maps are persistent ordered maps (`imbl::OrdMap`), so a writer
+//! no syscall. Each map's entries are persistent structures (a hash trie for
+//! lookups, an ordered key set for paging; see `entries.rs`), so a writer
 //! publishing one change shares all untouched structure with the previous
 //! snapshot: publishing costs O(log n), not O(map size).
 
@@ -10,6 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::changelog::ChangeLog;
+use crate::entries::Entries;
+pub use crate::entries::INLINE_KEY_BYTES;
 use crate::error::SyncError;
 use crate::event::{Epoch, Revision};
 use crate::map_info::MapInfo;
@@ -26,19 +29,11 @@ pub struct Entry {
     pub(crate) observed_ns: u64,
 }
 
-/// Bytes of a key stored inline in the mirror's tree (longer keys go to the
-/// heap). Keys compared in place, not behind a pointer, are what makes a
-/// lookup in a large map a few cache misses rather than one per comparison.
-pub const INLINE_KEY_BYTES: usize = 24;
-
-/// A key as the mirror stores it.
-pub(crate) type MapKey = smallvec::SmallVec<[u8; INLINE_KEY_BYTES]>;
-
 /// The mirror of one map at the snapshot's revision.
 #[derive(Debug, Clone)]
 pub struct MapView {
     pub(crate) info: Arc<MapInfo>,
-    pub(crate) entries: imbl::OrdMap<MapKey, Entry>,
+    pub(crate) entries: Entries,
     /// Changes observed before this time are reflected in the map's base
     /// state (its last full dump): applying them again would go backwards.
     pub(crate) floor_ns: u64,
@@ -103,14 +98,12 @@ impl MapView {
 
     /// Whether the map is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == 0
     }
 
     /// Entries in key order (bytewise).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
-        self.entries
-            .iter()
-            .map(|(key, entry)| (key.as_slice(), entry))
+        self.entries.iter_after(None)
     }
 
     /// Entries with keys strictly after `after` (or all), in key order: the
@@ -119,14 +112,7 @@ impl MapView {
         &'a self,
         after: Option<&[u8]>,
     ) -> impl Iterator<Item = (&'a [u8], &'a Entry)> + 'a {
-        use std::ops::Bound;
-        let lower: Bound<&[u8]> = match after {
-            Some(key) => Bound::Excluded(key),
-            None => Bound::Unbounded,
-        };
-        self.entries
-            .range::<_, [u8]>((lower, Bound::Unbounded))
-            .map(|(key, entry)| (key.as_slice(), entry))
+        self.entries.iter_after(after)
     }
 }
 
@@ -217,7 +203,7 @@ impl Snapshot {
                         .get(&event.key[..])
                         .map_or(0, |e| e.observed_ns);
                     past.entries.insert(
-                        MapKey::from_slice(&event.key),
+                        &event.key,
                         Entry {
                             value: value.clone(),
                             mod_revision: event.prev_mod_revision,

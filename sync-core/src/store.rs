@@ -10,11 +10,12 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::changelog::{ChangeLog, LogLimits};
+use crate::entries::Entries;
 use crate::error::SyncError;
 use crate::event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 use crate::kernel::Dump;
 use crate::map_info::MapInfo;
-use crate::snapshot::{Entry, MapKey, MapView, Snapshot};
+use crate::snapshot::{Entry, MapView, Snapshot};
 use crate::subscribe::{SubscribeFilter, Subscription};
 
 /// A handle on the mirror of every map one mapsync instance follows. Cheap to
@@ -222,13 +223,13 @@ impl StoreWriter {
     /// as a snapshot, not as history.
     pub fn add_map(&mut self, info: MapInfo, entries: Vec<(Bytes, Bytes, u64)>, floor_ns: u64) {
         let mut next = (*self.store.snapshot()).clone();
-        let mut map = imbl::OrdMap::new();
+        let mut map = Entries::default();
         let mut sorted = entries;
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, value, observed_ns) in sorted {
             next.revision += 1;
             map.insert(
-                MapKey::from_slice(&key),
+                &key,
                 Entry {
                     value,
                     mod_revision: next.revision,
@@ -359,7 +360,7 @@ fn apply_one(next: &mut Snapshot, change: Change) {
         Some(value) => {
             view.tombstones.remove(&change.key);
             view.entries.insert(
-                MapKey::from_slice(&change.key),
+                &change.key,
                 Entry {
                     value: value.clone(),
                     mod_revision: revision,
