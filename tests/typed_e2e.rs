@@ -15,23 +15,6 @@ use mapsync_core::kernel::{open, sys};
 use mapsync_test_support::{self as support, PinDir};
 use serde_json::{Value, json};
 
-fn flow_key(addr: u32, port: u16, proto: u16) -> Vec<u8> {
-    [
-        &addr.to_ne_bytes()[..],
-        &port.to_ne_bytes(),
-        &proto.to_ne_bytes(),
-    ]
-    .concat()
-}
-
-fn flow_value(packets: u64, name: &str, verdict: u32) -> Vec<u8> {
-    let mut value = vec![0u8; 32];
-    value[..8].copy_from_slice(&packets.to_ne_bytes());
-    value[8..8 + name.len()].copy_from_slice(name.as_bytes());
-    value[24..28].copy_from_slice(&verdict.to_ne_bytes());
-    value
-}
-
 fn stdout(output: &Output) -> String {
     assert!(
         output.status.success(),
@@ -73,8 +56,8 @@ fn list_get_and_watch_print_typed_entries_decoded() {
     let pins = PinDir::new("typed-e2e");
     support::load_typed_maps(&pins);
     let flows = pin(&pins, "typed_flows");
-    let web = flow_key(0x0100_007f, 443, 6);
-    support::update(&flows, &web, &flow_value(42, "web", 1)).expect("seed");
+    let web = support::typed_flow_key(0x0100_007f, 443, 6);
+    support::update(&flows, &web, &support::typed_flow_value(42, "web", 1)).expect("seed");
     let server = Server::start(&pins, &[map_arg("flows", &flows)]);
 
     let listed = json_lines(
@@ -116,8 +99,8 @@ fn list_get_and_watch_print_typed_entries_decoded() {
     assert_eq!(initial["op"], "put");
     assert_eq!(initial["key"]["port"], 443);
     assert_eq!(initial["value"]["name"], "web");
-    let dns = flow_key(0x0800_0808, 53, 17);
-    support::update(&flows, &dns, &flow_value(1, "dns", 2)).expect("put");
+    let dns = support::typed_flow_key(0x0800_0808, 53, 17);
+    support::update(&flows, &dns, &support::typed_flow_value(1, "dns", 2)).expect("put");
     let put: Value = serde_json::from_str(&lines.next(Duration::from_secs(5))).expect("JSON");
     assert_eq!(put["op"], "put");
     assert_eq!(put["map"], "flows");

@@ -59,15 +59,6 @@ fn value(i: u64, generation: u64) -> [u8; 16] {
     v
 }
 
-/// splitmix64: deterministic pseudo-random keys.
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The first 8 bytes of `key`'s value in the current snapshot.
 fn snapshot_read(store: &Store, key: &[u8; 8]) -> Option<u64> {
     store
@@ -119,7 +110,7 @@ impl Fixture {
         );
         let mut state = 42;
         let keys = (0..KEYS)
-            .map(|_| key(next_random(&mut state) % ENTRIES))
+            .map(|_| key(support::next_random(&mut state) % ENTRIES))
             .collect();
         Self {
             _pins: pins,
@@ -218,7 +209,7 @@ fn bench_snapshot_during_writes(c: &mut Criterion, fixture: &Fixture) {
             while !stop.load(Ordering::Relaxed) {
                 let (mut keys, mut values) = (Vec::new(), Vec::new());
                 for _ in 0..WRITE_BATCH {
-                    let i = next_random(&mut state) % ENTRIES;
+                    let i = support::next_random(&mut state) % ENTRIES;
                     keys.extend(key(i));
                     values.extend(value(i, generation));
                 }

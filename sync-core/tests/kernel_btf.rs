@@ -8,23 +8,6 @@ use mapsync_core::kernel::{open, sys};
 use mapsync_core::{MapSpec, MapSync, SyncConfig};
 use mapsync_test_support::{self as support, PinDir};
 
-fn flow_key(addr: u32, port: u16, proto: u16) -> Vec<u8> {
-    [
-        &addr.to_ne_bytes()[..],
-        &port.to_ne_bytes(),
-        &proto.to_ne_bytes(),
-    ]
-    .concat()
-}
-
-fn flow_value(packets: u64, name: &str, verdict: u32) -> Vec<u8> {
-    let mut value = vec![0u8; 32];
-    value[..8].copy_from_slice(&packets.to_ne_bytes());
-    value[8..8 + name.len()].copy_from_slice(name.as_bytes());
-    value[24..28].copy_from_slice(&verdict.to_ne_bytes());
-    value
-}
-
 #[test]
 fn a_map_with_btf_opens_with_its_types_and_decodes_its_entries() {
     if !support::require_kernel() {
@@ -36,8 +19,8 @@ fn a_map_with_btf_opens_with_its_types_and_decodes_its_entries() {
     let types = map.info.types.as_ref().expect("typed_flows carries BTF");
     assert_eq!(types.key_type_name(), "struct typed_flow_key");
     assert_eq!(types.value_type_name(), "struct typed_flow_value");
-    let key = flow_key(0x0a00_0001, 8080, 17);
-    let value = flow_value(7, "dns", 2);
+    let key = support::typed_flow_key(0x0a00_0001, 8080, 17);
+    let value = support::typed_flow_value(7, "dns", 2);
     sys::update(map.fd.as_fd(), &key, &value, 0).expect("update");
     let mut read = vec![0u8; 32];
     assert!(sys::lookup(map.fd.as_fd(), &key, &mut read).expect("lookup"));
@@ -114,8 +97,8 @@ async fn the_mirror_serves_the_types_with_the_map() {
     })
     .await
     .expect("start");
-    let key = flow_key(1, 2, 3);
-    support::update(&flows, &key, &flow_value(1, "x", 0)).expect("bpftool update");
+    let key = support::typed_flow_key(1, 2, 3);
+    support::update(&flows, &key, &support::typed_flow_value(1, "x", 0)).expect("bpftool update");
     let store = sync.store().clone();
     let mut decoded = None;
     for _ in 0..250 {

@@ -119,15 +119,6 @@ fn value(i: u64, generation: u64) -> [u8; 16] {
     v
 }
 
-/// A splitmix64 step: deterministic pseudo-random keys with no allocation.
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Creates a pinned 8-byte-key, 16-byte-value hash with `ENTRIES` entries
 /// and starts mirroring it.
 async fn mirrored_map(pins: &PinDir) -> (MapSync, std::path::PathBuf) {
@@ -198,7 +189,7 @@ async fn snapshot_reads_succeed_with_bpf_denied_while_aya_get_fails_with_eperm()
             let mut state = 7;
             let mut writes = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let i = next_random(&mut state) % ENTRIES;
+                let i = support::next_random(&mut state) % ENTRIES;
                 sys::update(map.fd.as_fd(), &key(i), &value(i, writes + 1), 0)
                     .expect("update an existing key");
                 writes += 1;
@@ -229,7 +220,7 @@ async fn snapshot_reads_succeed_with_bpf_denied_while_aya_get_fails_with_eperm()
             || (store.load().revision() < first_revision + 100
                 && started.elapsed() < Duration::from_secs(10))
         {
-            found += u64::from(read_ok(&store, next_random(&mut state) % ENTRIES));
+            found += u64::from(read_ok(&store, support::next_random(&mut state) % ENTRIES));
             reads += 1;
         }
         ReaderReport {
@@ -303,7 +294,7 @@ async fn snapshot_reads_make_no_syscall_at_all() {
             } else {
                 let (mut hits, mut state) = (0u64, 3u64);
                 for _ in 0..READS {
-                    hits += u64::from(read_ok(&store, next_random(&mut state) % ENTRIES));
+                    hits += u64::from(read_ok(&store, support::next_random(&mut state) % ENTRIES));
                 }
                 found.store(hits, Ordering::SeqCst);
             }

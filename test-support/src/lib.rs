@@ -210,6 +210,37 @@ pub fn dump(pin: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
         .collect()
 }
 
+/// Key bytes of `typed_flows` in the typed object: `{ __u32 addr; __u16
+/// port; __u16 proto; }`, in memory order.
+pub fn typed_flow_key(addr: u32, port: u16, proto: u16) -> Vec<u8> {
+    [
+        &addr.to_ne_bytes()[..],
+        &port.to_ne_bytes(),
+        &proto.to_ne_bytes(),
+    ]
+    .concat()
+}
+
+/// Value bytes of `typed_flows`: a `__u64` packet count, `char name[16]`,
+/// an enum verdict at offset 24, padded to 32 bytes.
+pub fn typed_flow_value(packets: u64, name: &str, verdict: u32) -> Vec<u8> {
+    let mut value = vec![0u8; 32];
+    value[..8].copy_from_slice(&packets.to_ne_bytes());
+    value[8..8 + name.len()].copy_from_slice(name.as_bytes());
+    value[24..28].copy_from_slice(&verdict.to_ne_bytes());
+    value
+}
+
+/// A splitmix64 step: deterministic pseudo-random numbers (keys for
+/// benchmarks and tests) with no allocation and no dependency.
+pub fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Loads mapsync's typed object (maps whose keys and values carry BTF, see
 /// `mapsync_ebpf::TYPED_OBJECT`) and pins each of its maps in `pins` under
 /// its own name (`typed_flows`, `typed_shapes`, `typed_cpu_counts`,
