@@ -354,11 +354,16 @@ fn apply_one(next: &mut Snapshot, change: Change) {
     let (prev_value, prev_mod_revision) = existing
         .map(|entry| (Some(entry.value.clone()), entry.mod_revision))
         .unwrap_or((None, 0));
+    // a present key has no tombstone (a put clears it, a delete removes the
+    // entry): only a key that was absent can have one to clear
+    let was_absent = prev_value.is_none();
     next.revision += 1;
     let revision = next.revision;
     match &change.value {
         Some(value) => {
-            view.tombstones.remove(&change.key);
+            if was_absent {
+                view.tombstones.remove(&change.key);
+            }
             view.entries.insert(
                 &change.key,
                 Entry {
