@@ -120,6 +120,12 @@ impl Collector for SyncCollector {
             "Ring records that could not be decoded.",
             stats.bad_records,
         )?;
+        counter(
+            e,
+            "mapsync_ring_resets",
+            "Times the ring's consumer position was impossible and was moved to the producer's (every map resynced).",
+            stats.ring_resets,
+        )?;
         gauge(
             e,
             "mapsync_lag_nanoseconds",

@@ -328,10 +328,16 @@ impl Ingest {
             tracing::warn!(dropped, holes, "change records lost, resyncing every map");
             // what is still queued is older than the dumps below; apply it first
             while self.drain(64)? {}
-            let ids: Vec<u32> = self.maps.keys().copied().collect();
-            for map_id in ids {
-                self.resync(map_id, Repair::Resync("records lost"))?;
-            }
+            self.resync_all("records lost")?;
+        }
+        Ok(())
+    }
+
+    /// Resyncs every map: something was lost whose map is unknown.
+    pub(crate) fn resync_all(&mut self, why: &'static str) -> Result<(), SyncError> {
+        let ids: Vec<u32> = self.maps.keys().copied().collect();
+        for map_id in ids {
+            self.resync(map_id, Repair::Resync(why))?;
         }
         Ok(())
     }

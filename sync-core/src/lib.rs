@@ -7,6 +7,7 @@
 //! - [`changelog`]: the bounded log of recent changes.
 //! - [`subscribe`]: in-process subscriptions (initial state, then changes).
 //! - [`map_info`]: kinds and sizes of kernel maps.
+//! - [`ratelimit`]: logging at most one line per period for what outsiders can cause.
 //! - [`btf`]: typed keys and values: BTF types and decoding bytes with them.
 //! - [`kernel`]: everything that talks to the kernel: opening maps, raw
 //!   `bpf()` calls, dumps, the capture programs and the ring buffer.
@@ -24,6 +25,7 @@ pub mod gaps;
 mod ingest;
 pub mod kernel;
 pub mod map_info;
+pub mod ratelimit;
 pub mod snapshot;
 pub mod stats;
 pub mod store;

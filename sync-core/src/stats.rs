@@ -15,6 +15,7 @@ pub struct SyncStats {
     pub(crate) reconcile_repairs: AtomicU64,
     pub(crate) polled_changes: AtomicU64,
     pub(crate) bad_records: AtomicU64,
+    pub(crate) ring_resets: AtomicU64,
     pub(crate) foreign_records: AtomicU64,
     pub(crate) last_lag_ns: AtomicU64,
 }
@@ -41,6 +42,9 @@ pub struct StatsSnapshot {
     pub polled_changes: u64,
     /// Ring items that could not be decoded.
     pub bad_records: u64,
+    /// Times the ring's consumer position was found impossible and moved to
+    /// the producer's (every map is resynced after each).
+    pub ring_resets: u64,
     /// Records for maps this instance does not mirror (other emitters on a shared ring).
     pub foreign_records: u64,
     /// Kernel write to mirror publish, for the newest record (ns).
@@ -60,6 +64,7 @@ impl SyncStats {
             reconcile_repairs: self.reconcile_repairs.load(Ordering::Relaxed),
             polled_changes: self.polled_changes.load(Ordering::Relaxed),
             bad_records: self.bad_records.load(Ordering::Relaxed),
+            ring_resets: self.ring_resets.load(Ordering::Relaxed),
             foreign_records: self.foreign_records.load(Ordering::Relaxed),
             last_lag_ns: self.last_lag_ns.load(Ordering::Relaxed),
         }
