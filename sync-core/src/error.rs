@@ -160,4 +160,11 @@ pub enum SyncError {
     /// The ingest task has stopped; the mirror no longer follows the kernel.
     #[error("mapsync's ingest task has stopped")]
     Stopped,
+    /// The ingest task did not stop within the shutdown wait (it was in the
+    /// middle of a long step, such as the dump of a huge map).
+    #[error("mapsync's ingest task did not stop within {waited:?}")]
+    ShutdownTimedOut {
+        /// How long shutdown waited.
+        waited: std::time::Duration,
+    },
 }

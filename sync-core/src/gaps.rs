@@ -76,6 +76,21 @@ impl SeqTracker {
         }
     }
 
+    /// Declares every record of `cpu` numbered up to `seq` covered: a resync
+    /// whose dumps started after the CPU's counter read `seq` holds their
+    /// writes. Open holes at or below it are forgotten (not losses), numbers
+    /// at or below it that arrive later are duplicates of what the dump said,
+    /// and only numbers above it can open new holes. So one loss makes one
+    /// resync, not a second one when the hole behind it is noticed later.
+    pub fn cover_through(&mut self, cpu: u32, seq: u64) {
+        let state = self.cpus.entry(cpu).or_insert_with(|| CpuSeq {
+            highest: seq,
+            holes: BTreeMap::new(),
+        });
+        state.holes.retain(|missing, _| *missing > seq);
+        state.highest = state.highest.max(seq);
+    }
+
     /// Confirms holes opened before tick `now - grace` as lost records, and
     /// returns how many records were lost since the last call.
     pub fn take_lost(&mut self, now: u64, grace: u64) -> u64 {
@@ -124,6 +139,23 @@ mod tests {
         seqs.observe(0, 3, 1);
         assert_eq!(seqs.take_lost(2, 2), 2, "2 and 4 never came");
         assert_eq!(seqs.take_lost(9, 2), 0, "counted once");
+    }
+
+    #[test]
+    fn a_covered_hole_is_not_a_loss_but_a_later_one_is() {
+        let mut seqs = SeqTracker::default();
+        seqs.observe(0, 1, 0);
+        seqs.observe(0, 5, 0); // 2, 3, 4 missing
+        // a resync read the counter at 7: 2..=7 are in its dumps
+        seqs.cover_through(0, 7);
+        assert_eq!(seqs.observe(0, 6, 1), SeqVerdict::Duplicate);
+        assert_eq!(seqs.observe(0, 10, 1), SeqVerdict::New); // 8, 9 missing
+        assert_eq!(seqs.take_lost(9, 2), 2, "only the holes after the cover");
+        // a CPU not seen yet starts at the cover
+        seqs.cover_through(1, 100);
+        assert_eq!(seqs.observe(1, 100, 9), SeqVerdict::Duplicate);
+        assert_eq!(seqs.observe(1, 101, 9), SeqVerdict::New);
+        assert_eq!(seqs.take_lost(20, 2), 0);
     }
 
     #[test]

@@ -4,21 +4,23 @@
 //! dump races) by re-reading the kernel, and publishes.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
 use mapsync_ebpf::abi::{RecordOp, RecordSource};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
 use crate::error::SyncError;
 use crate::event::EventSource;
 use crate::gaps::{SeqTracker, SeqVerdict};
-use crate::kernel::{Capture, Record, dump, sys};
+use crate::kernel::{Capture, Record, dump, open, sys};
 use crate::map_info::MapInfo;
+use crate::ratelimit::LogLimiter;
 use crate::stats::SyncStats;
 use crate::store::{Change, StoreWriter};
 
@@ -31,6 +33,10 @@ const DRAIN_BATCHES_PER_TURN: usize = 8;
 /// How often the task checks the drop counters and polls the ring even
 /// without a wakeup.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
+/// How long after a dump ends the task waits before draining the ring up
+/// to it: a record is stamped just after its write, so a write the dump read
+/// may have its record committed a little after the dump's end.
+const DUMP_SETTLE: Duration = Duration::from_millis(2);
 
 /// A mirrored map as the ingest task holds it.
 #[derive(Debug)]
@@ -78,19 +84,32 @@ enum Action {
 
 pub(crate) struct Ingest {
     pub(crate) capture: Capture,
-    pub(crate) ring: AsyncFd<RingBuf<MapData>>,
+    pub(crate) ring: RingBuf<MapData>,
     pub(crate) writer: StoreWriter,
     pub(crate) maps: HashMap<u32, Mirrored>,
     pub(crate) stats: Arc<SyncStats>,
     pub(crate) last_drops: u64,
     pub(crate) seqs: SeqTracker,
     pub(crate) ticks: u64,
+    /// The shared per-CPU sequence counters (`mapsync_seqs`).
+    pub(crate) seq_counters: OwnedFd,
+    /// Maps that records asked to be resynced, done after the drain.
+    pub(crate) pending_resyncs: HashSet<u32>,
+    /// At most one "records lost" line per second while losses go on.
+    pub(crate) loss_log: LogLimiter,
+    /// Records dropped and holes found since the last "records lost" line.
+    pub(crate) lost_since_log: (u64, u64),
 }
 
 impl Ingest {
+    /// The ring's fd, for readiness.
+    fn ring_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
     /// Reads up to one batch of records from the ring.
     fn read_ring(&mut self) -> Vec<Record> {
-        let ring = self.ring.get_mut();
+        let ring = &mut self.ring;
         let mut records = Vec::new();
         while records.len() < MAX_RECORDS_PER_BATCH {
             let Some(item) = ring.next() else { break };
@@ -174,7 +193,16 @@ impl Ingest {
                 .store(lag, std::sync::atomic::Ordering::Relaxed);
         }
         self.read_keys(reads)?;
-        for map_id in resyncs {
+        // done by the loop after the drain: a resync drains the ring itself
+        self.pending_resyncs.extend(resyncs);
+        Ok(())
+    }
+
+    /// Resyncs the maps that records asked for (RESYNC records, keys of the
+    /// wrong size) since the last call.
+    pub(crate) fn resync_pending(&mut self) -> Result<(), SyncError> {
+        while let Some(&map_id) = self.pending_resyncs.iter().next() {
+            self.pending_resyncs.remove(&map_id);
             self.resync(
                 map_id,
                 Repair::Resync("a record could not say what changed"),
@@ -255,12 +283,23 @@ impl Ingest {
 
     /// Re-dumps one map, applies the difference as ordinary events (source
     /// `resync` or `poll`), and returns how many changes that made.
+    ///
+    /// Records written before the dump's reads may still be in the ring when
+    /// it ends. They are applied first (the ring is drained up to the dump's
+    /// end plus [`DUMP_SETTLE`]), so that the diff compares the dump with a
+    /// mirror that already holds them, and the per-key observed-time rule
+    /// then keeps whichever is newer. Diffing first would "repair" what a
+    /// queued record was about to say and deliver that write twice.
     pub(crate) fn resync(&mut self, map_id: u32, repair: Repair) -> Result<u64, SyncError> {
         let Some(map) = self.maps.get(&map_id) else {
             return Ok(0);
         };
         let dump = dump::dump(map.fd.as_fd(), &map.info)?;
         let name = map.name.clone();
+        // a record is stamped just after its write: give the producers of
+        // writes the dump may have read the time to commit their records
+        std::thread::sleep(DUMP_SETTLE);
+        self.drain_until(dump.ended_ns + DUMP_SETTLE.as_nanos() as u64)?;
         let before = self.writer.store().revision();
         let after = self.writer.apply_dump(&name, dump, repair.source());
         let repaired = after - before;
@@ -282,10 +321,47 @@ impl Ingest {
         Ok(repaired)
     }
 
+    /// Resyncs every map: something was lost whose map is unknown.
+    ///
+    /// The per-CPU sequence counters are read before the first dump starts:
+    /// every record numbered up to them is of a write the dumps hold, so the
+    /// holes such records leave are covered, not a second loss.
+    pub(crate) fn resync_all(&mut self, why: &'static str) -> Result<(), SyncError> {
+        match self.capture_seqs() {
+            Ok(counters) => {
+                for (cpu, seq) in counters.into_iter().enumerate() {
+                    self.seqs.cover_through(cpu as u32, seq);
+                }
+            }
+            Err(error) => tracing::debug!(%error, "cannot read the sequence counters"),
+        }
+        let ids: Vec<u32> = self.maps.keys().copied().collect();
+        for map_id in ids {
+            self.resync(map_id, Repair::Resync(why))?;
+        }
+        self.pending_resyncs.clear();
+        Ok(())
+    }
+
+    /// The shared per-CPU sequence counters now (the last number each CPU
+    /// handed out).
+    fn capture_seqs(&self) -> Result<Vec<u64>, SyncError> {
+        let cpus = open::possible_cpus()?;
+        let mut value = vec![0u8; cpus * 8];
+        sys::lookup(self.seq_counters.as_fd(), &0u32.to_ne_bytes(), &mut value).map_err(
+            |source| SyncError::Syscall {
+                op: "BPF_MAP_LOOKUP_ELEM",
+                source,
+            },
+        )?;
+        Ok(value
+            .chunks_exact(8)
+            .map(|slot| u64::from_ne_bytes(slot.try_into().expect("8 bytes")))
+            .collect())
+    }
+
     /// Compares every map with the kernel and repairs any difference.
     fn reconcile(&mut self) -> Result<(), SyncError> {
-        // what is queued is older than the dumps below: apply it first
-        while self.drain(64)? {}
         let ids: Vec<u32> = self.maps.keys().copied().collect();
         let mut repaired = 0;
         for map_id in ids {
@@ -315,7 +391,9 @@ impl Ingest {
 
     /// Resyncs every map when records were lost: the kernel's drop counters
     /// rose, or a sequence hole stayed open past the grace period (the lost
-    /// record's map is unknown, so every map is resynced).
+    /// record's map is unknown, so every map is resynced). Called once per
+    /// tick, also while the ring overflows, so a flood that never ends
+    /// keeps the mirror within one tick plus one round of dumps of the kernel.
     fn check_loss(&mut self) -> Result<(), SyncError> {
         self.ticks += 1;
         let drops = self.capture.drops()?;
@@ -325,55 +403,78 @@ impl Ingest {
         SyncStats::add(&self.stats.drops, dropped);
         SyncStats::add(&self.stats.seq_gaps, holes);
         if dropped > 0 || holes > 0 {
-            tracing::warn!(dropped, holes, "change records lost, resyncing every map");
-            // what is still queued is older than the dumps below; apply it first
-            while self.drain(64)? {}
+            self.lost_since_log.0 += dropped;
+            self.lost_since_log.1 += holes;
+            if let Some(suppressed) = self.loss_log.check() {
+                let (dropped, holes) = std::mem::take(&mut self.lost_since_log);
+                tracing::warn!(
+                    dropped,
+                    holes,
+                    resyncs_not_logged = suppressed,
+                    "change records lost, resyncing every map"
+                );
+            }
             self.resync_all("records lost")?;
         }
         Ok(())
     }
 
-    /// Resyncs every map: something was lost whose map is unknown.
-    pub(crate) fn resync_all(&mut self, why: &'static str) -> Result<(), SyncError> {
-        let ids: Vec<u32> = self.maps.keys().copied().collect();
-        for map_id in ids {
-            self.resync(map_id, Repair::Resync(why))?;
-        }
-        Ok(())
+    /// What one tick does: drain a turn, detect loss, poll.
+    fn on_tick(&mut self) -> Result<(), SyncError> {
+        self.drain(DRAIN_BATCHES_PER_TURN)?;
+        self.check_loss()?;
+        self.resync_pending()?;
+        self.poll_due(Instant::now())
     }
 
     /// Follows the ring until `shutdown` fires or an error stops it.
+    ///
+    /// Every turn of the loop does a bounded amount of work (one drain turn
+    /// of at most [`DRAIN_BATCHES_PER_TURN`] batches, or one tick) and then
+    /// looks at `shutdown` and the timers first: a ring that never empties
+    /// starves neither the loss check nor shutdown.
     pub(crate) async fn run(
         mut self,
         mut shutdown: oneshot::Receiver<()>,
         reconcile_every: Option<Duration>,
     ) -> Result<(), SyncError> {
+        // registered with the runtime this runs on (the ingest thread's).
+        // SAFETY: the fd is the ring's, which `self` owns; `readiness` is a
+        // local of this function and is dropped (deregistered) before `self`.
+        let readiness =
+            unsafe { AsyncFd::register_with_interest(self.ring_fd(), Interest::READABLE) }
+                .map_err(|source| SyncError::Host {
+                    what: "registering the ring buffer with tokio",
+                    source: std::io::Error::other(source.to_string()),
+                })?;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // a disabled reconcile still needs a timer to select on: a far one
         let period = reconcile_every.unwrap_or(Duration::from_secs(365 * 24 * 3600));
         let mut reconcile = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // whether the ring may hold records not read yet (its wakeup only
+        // comes when the consumer has caught up)
+        let mut pending = true;
         loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
-                ready = self.ring.readable_mut() => {
+                _ = tick.tick() => self.on_tick()?,
+                _ = reconcile.tick(), if reconcile_every.is_some() => self.reconcile()?,
+                ready = readiness.readable(), if !pending => {
                     let mut guard = ready.map_err(|source| SyncError::Host { what: "polling the ring buffer", source })?;
+                    // clear before draining: a wakeup racing the drain is not lost
                     guard.clear_ready();
-                    drop(guard);
-                    // re-check after clearing readiness: a wakeup that raced
-                    // the clear is not lost
-                    while self.drain(DRAIN_BATCHES_PER_TURN)? {
+                    pending = true;
+                }
+                _ = std::future::ready(()), if pending => {
+                    pending = self.drain(DRAIN_BATCHES_PER_TURN)?;
+                    self.resync_pending()?;
+                    if pending {
                         tokio::task::yield_now().await;
                     }
                 }
-                _ = tick.tick() => {
-                    self.drain(DRAIN_BATCHES_PER_TURN)?;
-                    self.check_loss()?;
-                    self.poll_due(Instant::now())?;
-                }
-                _ = reconcile.tick(), if reconcile_every.is_some() => self.reconcile()?,
             }
         }
     }

@@ -41,4 +41,4 @@ pub use snapshot::{Entry, MapView, Snapshot};
 pub use stats::{StatsSnapshot, SyncStats};
 pub use store::{Change, Store, StoreWriter};
 pub use subscribe::{KeyRange, SubscribeFilter, Subscription, WatchBatch};
-pub use sync::{DEFAULT_PIN_DIR, DEFAULT_RECONCILE_INTERVAL, MapSync, SyncConfig};
+pub use sync::{DEFAULT_PIN_DIR, DEFAULT_RECONCILE_INTERVAL, MapSync, SHUTDOWN_WAIT, SyncConfig};

@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mapsync_ebpf::abi;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::changelog::LogLimits;
@@ -20,7 +17,8 @@ use crate::error::SyncError;
 use crate::event::EventSource;
 use crate::gaps::SeqTracker;
 use crate::ingest::{Ingest, Mirrored};
-use crate::kernel::{Capture, MapSpec, dump, open};
+use crate::kernel::{Capture, MapSpec, dump, open, sys};
+use crate::ratelimit::LogLimiter;
 use crate::stats::{StatsSnapshot, SyncStats};
 use crate::store::Store;
 
@@ -85,8 +83,11 @@ impl Default for SyncConfig {
 pub struct MapSync {
     store: Store,
     stats: Arc<SyncStats>,
-    task: JoinHandle<Result<(), SyncError>>,
-    stop: oneshot::Sender<()>,
+    /// The ingest thread, joined once it has ended.
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The ingest task's result, sent when it ends.
+    ended_rx: oneshot::Receiver<Result<(), SyncError>>,
+    stop: Option<oneshot::Sender<()>>,
     /// The ingest task's result, once [`MapSync::stopped`] has seen it end.
     ended: Option<Result<(), SyncError>>,
 }
@@ -109,14 +110,12 @@ impl MapSync {
             opened.push((map, spec.poll_interval));
         }
         let (mut capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
-        // SAFETY: the ring owns its map fd and keeps it open for as long as
-        // the AsyncFd that takes ownership of it lives.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(
-            |error| SyncError::Host {
-                what: "registering the ring buffer with tokio",
-                source: std::io::Error::other(error.to_string()),
-            },
-        )?;
+        let seq_counters = sys::obj_get(&config.pin_dir.join(abi::SEQS_MAP)).map_err(|source| {
+            SyncError::Host {
+                what: "opening the pinned sequence counters",
+                source,
+            }
+        })?;
         let (store, writer) = Store::new(config.log_limits);
         let stats = Arc::new(SyncStats::default());
         let last_drops = capture.drops()?;
@@ -141,6 +140,10 @@ impl MapSync {
             last_drops,
             seqs: SeqTracker::default(),
             ticks: 0,
+            seq_counters,
+            pending_resyncs: HashSet::new(),
+            loss_log: LogLimiter::default(),
+            lost_since_log: (0, 0),
         };
         let mut windows = HashMap::new();
         for (map, poll_interval, dump) in dumped {
@@ -185,18 +188,43 @@ impl MapSync {
             "re-reading keys written during the dumps"
         );
         ingest.read_keys(touched.into_iter().collect())?;
+        ingest.resync_pending()?;
         ingest.writer.set_ready();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(
-            ingest
-                .run(stopped, config.reconcile_interval)
-                .instrument(tracing::info_span!("ingest")),
-        );
+        let (ended_tx, ended_rx) = oneshot::channel();
+        let reconcile_interval = config.reconcile_interval;
+        let span = tracing::info_span!("ingest");
+        // its own thread and runtime: a long dump or a ring that never
+        // empties never takes a worker from the caller's runtime (the gRPC
+        // server keeps answering), and shutdown does not wait on them
+        let thread = std::thread::Builder::new()
+            .name("mapsync-ingest".into())
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| SyncError::Host {
+                        what: "starting the ingest runtime",
+                        source,
+                    })
+                    .and_then(|runtime| {
+                        runtime.block_on(ingest.run(stopped, reconcile_interval).instrument(span))
+                    });
+                if let Err(error) = &result {
+                    tracing::error!(%error, "the ingest task stopped");
+                }
+                let _ = ended_tx.send(result);
+            })
+            .map_err(|source| SyncError::Host {
+                what: "starting the ingest thread",
+                source,
+            })?;
         Ok(MapSync {
             store,
             stats,
-            task,
-            stop,
+            thread: Some(thread),
+            ended_rx,
+            stop: Some(stop),
             ended: None,
         })
     }
@@ -216,29 +244,53 @@ impl MapSync {
         self.stats.clone()
     }
 
-    /// Whether the ingest task is still running.
-    pub fn is_running(&self) -> bool {
-        !self.task.is_finished()
-    }
-
     /// Resolves when the ingest task has stopped by itself, which only an
     /// error it cannot recover from does, with that error. From then on the
     /// mirror no longer follows the kernel: a server should stop serving it.
     /// Cancel-safe; [`MapSync::shutdown`] still returns the same result.
     pub async fn stopped(&mut self) -> &Result<(), SyncError> {
         if self.ended.is_none() {
-            let result = (&mut self.task).await.unwrap_or(Err(SyncError::Stopped));
+            let result = (&mut self.ended_rx)
+                .await
+                .unwrap_or(Err(SyncError::Stopped));
             self.ended = Some(result);
         }
         self.ended.as_ref().expect("set above")
     }
 
-    /// Stops the ingest task and detaches capture.
-    pub async fn shutdown(self) -> Result<(), SyncError> {
-        if let Some(result) = self.ended {
+    /// Stops the ingest task and detaches capture, waiting at most
+    /// [`SHUTDOWN_WAIT`] for it: the task sees the request between two
+    /// bounded steps, but one step (a dump of a huge map) can take long. Past
+    /// the wait the thread is left to finish on its own and this returns
+    /// [`SyncError::ShutdownTimedOut`]; a process that exits then loses
+    /// nothing (the kernel maps are the state).
+    pub async fn shutdown(mut self) -> Result<(), SyncError> {
+        if let Some(result) = self.ended.take() {
+            self.join();
             return result;
         }
-        let _ = self.stop.send(());
-        self.task.await.unwrap_or(Err(SyncError::Stopped))
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(SHUTDOWN_WAIT, &mut self.ended_rx).await {
+            Ok(result) => {
+                self.join();
+                result.unwrap_or(Err(SyncError::Stopped))
+            }
+            Err(_) => Err(SyncError::ShutdownTimedOut {
+                waited: SHUTDOWN_WAIT,
+            }),
+        }
+    }
+
+    /// Joins the ingest thread once it has sent its result (it is then
+    /// about to return: this does not block for long).
+    fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
+
+/// The longest [`MapSync::shutdown`] waits for the ingest task.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
