@@ -29,7 +29,7 @@ pub(crate) const MAX_RECORDS_PER_BATCH: usize = 8192;
 /// Ticks a sequence hole may stay open (reordering) before it is a loss.
 const SEQ_GRACE_TICKS: u64 = 2;
 /// Batches applied before the task yields to the runtime.
-const DRAIN_BATCHES_PER_TURN: usize = 8;
+const DRAIN_BATCHES_PER_TURN: usize = 2;
 /// How often the task checks the drop counters and polls the ring even
 /// without a wakeup.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -99,6 +99,8 @@ pub(crate) struct Ingest {
     pub(crate) loss_log: LogLimiter,
     /// Records dropped and holes found since the last "records lost" line.
     pub(crate) lost_since_log: (u64, u64),
+    /// At most one "resync" line per second.
+    pub(crate) resync_log: LogLimiter,
 }
 
 impl Ingest {
@@ -294,19 +296,33 @@ impl Ingest {
         let Some(map) = self.maps.get(&map_id) else {
             return Ok(0);
         };
+        let started = Instant::now();
         let dump = dump::dump(map.fd.as_fd(), &map.info)?;
         let name = map.name.clone();
+        let dumped = started.elapsed();
         // a record is stamped just after its write: give the producers of
         // writes the dump may have read the time to commit their records
         std::thread::sleep(DUMP_SETTLE);
         self.drain_until(dump.ended_ns + DUMP_SETTLE.as_nanos() as u64)?;
+        let drained = started.elapsed();
         let before = self.writer.store().revision();
         let after = self.writer.apply_dump(&name, dump, repair.source());
         let repaired = after - before;
+        let took = started.elapsed();
         match repair {
             Repair::Resync(why) => {
                 SyncStats::add(&self.stats.resyncs, 1);
-                tracing::info!(map = %name, why, repaired, "resync");
+                // a flood that never ends resyncs every tick: one line a second
+                let Some(not_logged) = self.resync_log.check() else {
+                    return Ok(repaired);
+                };
+                tracing::info!(
+                    map = %name, why, repaired, resyncs_not_logged = not_logged,
+                    dump_us = dumped.as_micros() as u64,
+                    drain_us = (drained - dumped).as_micros() as u64,
+                    apply_us = (took - drained).as_micros() as u64,
+                    "resync"
+                );
             }
             Repair::Reconcile => {
                 SyncStats::add(&self.stats.reconcile_repairs, repaired);

@@ -144,6 +144,7 @@ impl MapSync {
             pending_resyncs: HashSet::new(),
             loss_log: LogLimiter::default(),
             lost_since_log: (0, 0),
+            resync_log: LogLimiter::default(),
         };
         let mut windows = HashMap::new();
         for (map, poll_interval, dump) in dumped {
