@@ -21,6 +21,8 @@ use crate::event::EventSource;
 use crate::gaps::SeqTracker;
 use crate::ingest::{Ingest, Mirrored};
 use crate::kernel::{Capture, MapSpec, dump, open};
+use crate::pin_dir::{self, PinDirLock};
+use crate::pins::PinState;
 use crate::stats::{StatsSnapshot, SyncStats};
 use crate::store::Store;
 
@@ -92,12 +94,25 @@ pub struct MapSync {
 }
 
 impl MapSync {
-    /// Opens every map (failing on the first one that cannot be mirrored),
-    /// attaches the syscall trace, watches the maps *before* dumping them,
+    /// Checks the pin directory is on bpffs and locks it (one instance per
+    /// pin directory: [`SyncError::PinDirLocked`] names the holder's pid),
+    /// opens every map (failing on the first one that cannot be mirrored, or
+    /// on one map under two names), attaches the syscall trace, watches the maps *before* dumping them,
     /// dumps them, re-reads keys written while the dumps ran, marks the
     /// store ready and spawns the ingest task.
     pub async fn start(config: SyncConfig) -> Result<MapSync, SyncError> {
+        // one instance per pin directory, checked before anything is loaded
+        // (two would share the ring with separate read positions)
+        pin_dir::check_bpffs(&config.pin_dir)?;
+        std::fs::create_dir_all(&config.pin_dir).map_err(|source| SyncError::Host {
+            what: "creating the pin directory",
+            source,
+        })?;
+        let lock = PinDirLock::acquire(&config.pin_dir)?;
         let mut names = HashSet::new();
+        // the map table is keyed by id: one map under two names would leave
+        // one of them frozen at its initial dump
+        let mut ids: HashMap<u32, String> = HashMap::new();
         let mut opened = Vec::with_capacity(config.maps.len());
         for spec in &config.maps {
             let map = open::open(spec)?;
@@ -106,7 +121,14 @@ impl MapSync {
                     name: map.info.name,
                 });
             }
-            opened.push((map, spec.poll_interval));
+            if let Some(first) = ids.insert(map.info.id, map.info.name.clone()) {
+                return Err(SyncError::SameMapTwice {
+                    id: map.info.id,
+                    first,
+                    second: map.info.name,
+                });
+            }
+            opened.push((map, spec.poll_interval, spec.source.clone()));
         }
         let (mut capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
         // SAFETY: the ring owns its map fd and keeps it open for as long as
@@ -123,14 +145,14 @@ impl MapSync {
         // capture first, then dump: a write made during the dump is either
         // in the dump or in the ring (DESIGN, "never stale", property 3)
         let mut dumped = Vec::with_capacity(opened.len());
-        for (map, poll_interval) in opened {
+        for (map, poll_interval, source) in opened {
             capture.watch(&map.info)?;
             let dump = dump::dump(map.fd.as_fd(), &map.info)?;
             tracing::info!(
                 map = %map.info.name, id = map.info.id, kind = %map.info.kind,
                 entries = dump.entries.len(), "initial dump"
             );
-            dumped.push((map, poll_interval, dump));
+            dumped.push((map, poll_interval, source, dump));
         }
         let mut ingest = Ingest {
             capture,
@@ -143,7 +165,7 @@ impl MapSync {
             ticks: 0,
         };
         let mut windows = HashMap::new();
-        for (map, poll_interval, dump) in dumped {
+        for (map, poll_interval, source, dump) in dumped {
             windows.insert(map.info.id, (dump.started_ns, dump.ended_ns));
             ingest
                 .writer
@@ -157,6 +179,8 @@ impl MapSync {
                     fd: map.fd,
                     poll_interval,
                     next_poll: poll_interval.map(|every| Instant::now() + every),
+                    source,
+                    pin: PinState::Current,
                 },
             );
         }
@@ -188,9 +212,13 @@ impl MapSync {
         ingest.writer.set_ready();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(
-            ingest
-                .run(stopped, config.reconcile_interval)
-                .instrument(tracing::info_span!("ingest")),
+            async move {
+                // the lock lives exactly as long as the task that owns the
+                // capture and reads the ring, however the task ends
+                let _lock = lock;
+                ingest.run(stopped, config.reconcile_interval).await
+            }
+            .instrument(tracing::info_span!("ingest")),
         );
         Ok(MapSync {
             store,
