@@ -133,18 +133,20 @@ impl Ingest {
     /// Moves capture and the map table to `new`, then resyncs the name from
     /// it as a full diff against the mirror.
     fn switch(&mut self, old_id: u32, new: OpenMap, path: &Path) -> Result<(), SyncError> {
-        let Some(mut map) = self.maps.remove(&old_id) else {
-            return Ok(());
-        };
         let new_id = new.info.id;
         tracing::warn!(
-            map = %map.name, pin = %path.display(), old_id, new_id,
+            map = %new.info.name, pin = %path.display(), old_id, new_id,
             "the pin names another map now: following it, resyncing the name from it"
         );
         // watch before the dump below, as at start: a write racing the
-        // dump is in the dump, in the ring, or both
+        // dump is in the dump, in the ring, or both. The old id's records
+        // still queued are then foreign (counted, not applied): the name
+        // follows the new map from here on.
         self.capture.unwatch(old_id);
         self.capture.watch(&new.info)?;
+        let Some(mut map) = self.maps.remove(&old_id) else {
+            return Ok(());
+        };
         map.info = new.info.clone();
         map.fd = new.fd;
         map.pin = PinState::Current;

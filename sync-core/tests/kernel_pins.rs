@@ -409,3 +409,53 @@ async fn a_pin_replaced_by_a_map_of_another_shape_is_refused_once_and_the_old_ob
     assert_eq!(info.id, old.info.id);
     sync.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_pin_replaced_by_a_map_mirrored_under_another_name_is_refused_once() {
+    if !support::require_kernel() {
+        return;
+    }
+    let (first, second) = ("pins_first", "pins_second");
+    logs();
+    let pins = PinDir::new("taken");
+    let (pin_a, pin_b) = (pins.join(first), pins.join(second));
+    support::create_map(&pin_a, "hash", 4, 8, 64, first);
+    support::create_map(&pin_b, "hash", 4, 8, 64, second);
+    let old = open::open(&MapSpec::pin(None, &pin_a)).expect("hold map A");
+    let sync = MapSync::start(config(
+        &pins,
+        vec![MapSpec::pin(None, &pin_a), MapSpec::pin(None, &pin_b)],
+    ))
+    .await
+    .expect("start");
+    let store = sync.store().clone();
+
+    // the first name's pin now names the map mirrored as the second
+    std::fs::remove_file(&pin_a).expect("rm the first pin");
+    support::bpftool(&["map", "pin", "pinned", path(&pin_b), path(&pin_a)]).expect("re-pin");
+    wait_until("the refusal logged", 10 * TICK, || {
+        !lines_about(first, "cannot replace the mirrored one").is_empty()
+    })
+    .await;
+    tokio::time::sleep(3 * TICK).await;
+    let refused = lines_about(first, "cannot replace the mirrored one");
+    assert_eq!(refused.len(), 1, "said once: {refused:?}");
+    assert!(
+        refused[0].contains(&format!("mirrored as `{second}`")),
+        "{}",
+        refused[0]
+    );
+    // both names keep following their own map
+    sys::update(old.fd.as_fd(), &k(1), &v8(1), 0).expect("write A");
+    support::update(&pin_b, &k(2), &v8(2)).expect("write B");
+    wait_until("both writes mirrored", 10 * TICK, || {
+        mirror(&store, first).keys().collect::<Vec<_>>() == vec![&k(1).to_vec()]
+            && mirror(&store, second).keys().collect::<Vec<_>>() == vec![&k(2).to_vec()]
+    })
+    .await;
+    sync.shutdown().await.expect("shutdown");
+}
+
+fn path(pin: &Path) -> &str {
+    pin.to_str().expect("utf-8 path")
+}
