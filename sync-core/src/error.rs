@@ -157,6 +157,46 @@ pub enum SyncError {
         #[source]
         source: io::Error,
     },
+    /// The pin directory (or, when it does not exist yet, its nearest
+    /// existing parent) is not on bpffs, where BPF objects can be pinned.
+    #[error(
+        "pin directory {} is not on bpffs ({} is on {fs}): mount one with `mount -t bpf bpf /sys/fs/bpf` or choose a directory under a bpffs mount",
+        pin_dir.display(), checked.display()
+    )]
+    NotBpffs {
+        /// The pin directory configured.
+        pin_dir: PathBuf,
+        /// The directory whose filesystem was checked.
+        checked: PathBuf,
+        /// That filesystem, by name or magic number.
+        fs: String,
+    },
+    /// Another process (normally another mapsync) holds the pin directory's
+    /// lock: two instances on one pin directory would share the ring with
+    /// separate read positions.
+    #[error(
+        "pin directory {} is already in use by {holder}: one mapsync per pin directory; stop that one or use another pin directory",
+        pin_dir.display()
+    )]
+    PinDirLocked {
+        /// The pin directory.
+        pin_dir: PathBuf,
+        /// Who holds it.
+        holder: crate::pin_dir::LockHolder,
+    },
+    /// One kernel map was configured under two names: the mirror is keyed by
+    /// map id, so one of the names would stop following it.
+    #[error(
+        "map id {id} is configured twice, as `{first}` and as `{second}`: mirror it under one name"
+    )]
+    SameMapTwice {
+        /// The kernel map id.
+        id: u32,
+        /// The name configured first.
+        first: String,
+        /// The name configured second.
+        second: String,
+    },
     /// The ingest task has stopped; the mirror no longer follows the kernel.
     #[error("mapsync's ingest task has stopped")]
     Stopped,

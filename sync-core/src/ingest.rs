@@ -18,8 +18,9 @@ use tokio::sync::oneshot;
 use crate::error::SyncError;
 use crate::event::EventSource;
 use crate::gaps::{SeqTracker, SeqVerdict};
-use crate::kernel::{Capture, Record, dump, open, sys};
+use crate::kernel::{Capture, MapSource, Record, dump, open, sys};
 use crate::map_info::MapInfo;
+use crate::pins::PinState;
 use crate::ratelimit::LogLimiter;
 use crate::stats::SyncStats;
 use crate::store::{Change, StoreWriter};
@@ -47,6 +48,11 @@ pub(crate) struct Mirrored {
     /// How often the map is polled (maps mutated in place, LRU maps).
     pub(crate) poll_interval: Option<Duration>,
     pub(crate) next_poll: Option<Instant>,
+    /// Where the map was configured: a pin is re-checked every reconcile
+    /// tick (`pins.rs`), an id names one map object for good.
+    pub(crate) source: MapSource,
+    /// What the last pin check found (logged once per change).
+    pub(crate) pin: PinState,
 }
 
 /// Why a map is re-read in full.
@@ -378,6 +384,7 @@ impl Ingest {
 
     /// Compares every map with the kernel and repairs any difference.
     fn reconcile(&mut self) -> Result<(), SyncError> {
+        self.check_pins()?;
         let ids: Vec<u32> = self.maps.keys().copied().collect();
         let mut repaired = 0;
         for map_id in ids {

@@ -11,6 +11,8 @@
 //! - [`btf`]: typed keys and values: BTF types and decoding bytes with them.
 //! - [`kernel`]: everything that talks to the kernel: opening maps, raw
 //!   `bpf()` calls, dumps, the capture programs and the ring buffer.
+//! - [`pin_dir`]: the pin directory's bpffs check and its one-instance lock.
+//! - `pins` (private): re-resolving maps given by pin, to follow a replaced pin.
 //! - [`sync`]: [`MapSync`], which wires the kernel side to a store.
 //!
 //! No gRPC or protobuf here: `mapsync-grpc` serves a [`Store`].
@@ -25,6 +27,8 @@ pub mod gaps;
 mod ingest;
 pub mod kernel;
 pub mod map_info;
+pub mod pin_dir;
+mod pins;
 pub mod ratelimit;
 pub mod snapshot;
 pub mod stats;

@@ -251,6 +251,17 @@ impl StoreWriter {
         self.store.publish(next);
     }
 
+    /// Replaces the description of the mirrored map `info.name` (its pin now
+    /// names another kernel map of the same shape: new id, capacity, BTF),
+    /// leaving its entries and the revision as they are.
+    pub(crate) fn set_map_info(&mut self, info: MapInfo) {
+        let mut next = (*self.store.snapshot()).clone();
+        if let Some(view) = next.maps.get_mut(info.name.as_str()) {
+            view.info = Arc::new(info);
+            self.store.publish(next);
+        }
+    }
+
     /// Marks the store ready: every configured map has had its initial dump.
     pub fn set_ready(&mut self) {
         self.store.inner.ready.send_replace(true);

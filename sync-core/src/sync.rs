@@ -18,6 +18,8 @@ use crate::event::EventSource;
 use crate::gaps::SeqTracker;
 use crate::ingest::{Ingest, Mirrored};
 use crate::kernel::{Capture, MapSpec, dump, open, sys};
+use crate::pin_dir::{self, PinDirLock};
+use crate::pins::PinState;
 use crate::ratelimit::LogLimiter;
 use crate::stats::{StatsSnapshot, SyncStats};
 use crate::store::Store;
@@ -93,12 +95,25 @@ pub struct MapSync {
 }
 
 impl MapSync {
-    /// Opens every map (failing on the first one that cannot be mirrored),
-    /// attaches the syscall trace, watches the maps *before* dumping them,
+    /// Checks the pin directory is on bpffs and locks it (one instance per
+    /// pin directory: [`SyncError::PinDirLocked`] names the holder's pid),
+    /// opens every map (failing on the first one that cannot be mirrored, or
+    /// on one map under two names), attaches the syscall trace, watches the maps *before* dumping them,
     /// dumps them, re-reads keys written while the dumps ran, marks the
     /// store ready and spawns the ingest task.
     pub async fn start(config: SyncConfig) -> Result<MapSync, SyncError> {
+        // one instance per pin directory, checked before anything is loaded
+        // (two would share the ring with separate read positions)
+        pin_dir::check_bpffs(&config.pin_dir)?;
+        std::fs::create_dir_all(&config.pin_dir).map_err(|source| SyncError::Host {
+            what: "creating the pin directory",
+            source,
+        })?;
+        let lock = PinDirLock::acquire(&config.pin_dir)?;
         let mut names = HashSet::new();
+        // the map table is keyed by id: one map under two names would leave
+        // one of them frozen at its initial dump
+        let mut ids: HashMap<u32, String> = HashMap::new();
         let mut opened = Vec::with_capacity(config.maps.len());
         for spec in &config.maps {
             let map = open::open(spec)?;
@@ -107,7 +122,14 @@ impl MapSync {
                     name: map.info.name,
                 });
             }
-            opened.push((map, spec.poll_interval));
+            if let Some(first) = ids.insert(map.info.id, map.info.name.clone()) {
+                return Err(SyncError::SameMapTwice {
+                    id: map.info.id,
+                    first,
+                    second: map.info.name,
+                });
+            }
+            opened.push((map, spec.poll_interval, spec.source.clone()));
         }
         let (mut capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
         let seq_counters = sys::obj_get(&config.pin_dir.join(abi::SEQS_MAP)).map_err(|source| {
@@ -122,14 +144,14 @@ impl MapSync {
         // capture first, then dump: a write made during the dump is either
         // in the dump or in the ring (DESIGN, "never stale", property 3)
         let mut dumped = Vec::with_capacity(opened.len());
-        for (map, poll_interval) in opened {
+        for (map, poll_interval, source) in opened {
             capture.watch(&map.info)?;
             let dump = dump::dump(map.fd.as_fd(), &map.info)?;
             tracing::info!(
                 map = %map.info.name, id = map.info.id, kind = %map.info.kind,
                 entries = dump.entries.len(), "initial dump"
             );
-            dumped.push((map, poll_interval, dump));
+            dumped.push((map, poll_interval, source, dump));
         }
         let mut ingest = Ingest {
             capture,
@@ -147,7 +169,7 @@ impl MapSync {
             resync_log: LogLimiter::default(),
         };
         let mut windows = HashMap::new();
-        for (map, poll_interval, dump) in dumped {
+        for (map, poll_interval, source, dump) in dumped {
             windows.insert(map.info.id, (dump.started_ns, dump.ended_ns));
             ingest
                 .writer
@@ -161,6 +183,8 @@ impl MapSync {
                     fd: map.fd,
                     poll_interval,
                     next_poll: poll_interval.map(|every| Instant::now() + every),
+                    source,
+                    pin: PinState::Current,
                 },
             );
         }
@@ -201,6 +225,9 @@ impl MapSync {
         let thread = std::thread::Builder::new()
             .name("mapsync-ingest".into())
             .spawn(move || {
+                // the lock lives exactly as long as the thread that owns the
+                // capture and reads the ring, however it ends
+                let _lock = lock;
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -243,6 +270,13 @@ impl MapSync {
     /// The live ingest counters, for a metrics exporter to read at scrape time.
     pub fn stats_handle(&self) -> Arc<SyncStats> {
         self.stats.clone()
+    }
+
+    /// Whether the ingest task is still running.
+    pub fn is_running(&self) -> bool {
+        self.thread
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
     }
 
     /// Resolves when the ingest task has stopped by itself, which only an

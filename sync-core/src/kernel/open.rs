@@ -93,15 +93,31 @@ pub fn open(spec: &MapSpec) -> Result<OpenMap, SyncError> {
             sys::map_fd_by_id(*id).map_err(|source| SyncError::OpenId { id: *id, source })?
         }
     };
+    describe(&spec.name, fd)
+}
+
+/// The kernel id of the map an open map fd refers to.
+pub fn map_id(fd: std::os::fd::BorrowedFd<'_>) -> Result<u32, SyncError> {
+    sys::map_info(fd)
+        .map(|raw| raw.id)
+        .map_err(|source| SyncError::Syscall {
+            op: "BPF_OBJ_GET_INFO_BY_FD",
+            source,
+        })
+}
+
+/// Reads the shape of the map behind `fd` and checks mapsync can mirror it;
+/// `name` is the name to serve it under (empty: the kernel's name).
+pub fn describe(name: &str, fd: OwnedFd) -> Result<OpenMap, SyncError> {
     let raw = sys::map_info(fd.as_fd()).map_err(|source| SyncError::Syscall {
         op: "BPF_OBJ_GET_INFO_BY_FD",
         source,
     })?;
     let kind = MapKind::from_raw(raw.map_type);
-    let name = if spec.name.is_empty() {
+    let name = if name.is_empty() {
         raw.name.clone()
     } else {
-        spec.name.clone()
+        name.to_owned()
     };
     if !kind.is_supported() {
         return Err(SyncError::UnsupportedKind { name, kind });
@@ -183,7 +199,8 @@ fn map_types(name: &str, raw: &sys::RawMapInfo) -> Option<MapTypes> {
         .ok()
 }
 
-fn open_pin(path: &Path) -> Result<OwnedFd, SyncError> {
+/// Opens a pinned object and checks it is a map (`BPF_OBJ_GET`).
+pub fn open_pin(path: &Path) -> Result<OwnedFd, SyncError> {
     let fd = sys::obj_get(path).map_err(|source| SyncError::OpenPin {
         path: path.to_owned(),
         source,
