@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+echo "==> crate dependency rules"
+bash scripts/check-deps.sh
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test"

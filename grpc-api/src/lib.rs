@@ -2,7 +2,8 @@
 //! [`mapsync_core::Store`], and the server that runs it.
 //!
 //! # Layout
-//! - [`pb`]: protobuf and tonic code generated from `proto/mapsync/v1/mapsync.proto`.
+//! - [`pb`]: the wire types, re-exported from `mapsync-api` (protobuf and tonic
+//!   code generated from `proto/mapsync/v1/mapsync.proto`).
 //! - [`convert`]: the one place where sync-core types become protobuf types.
 //! - [`error`]: request errors and their gRPC status codes, in one place.
 //! - [`service`]: the service implementation.
@@ -26,15 +27,6 @@ pub mod service;
 
 pub use error::{RequestError, ServeError};
 
-/// Generated protobuf messages and tonic stubs of `mapsync.v1`.
-#[allow(missing_docs, clippy::all)]
-pub mod pb {
-    tonic::include_proto!("mapsync.v1");
-
-    /// The encoded file descriptor set of `mapsync.v1`, for reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("mapsync_descriptor");
-
-    /// Full name of the service, as health checks name it.
-    pub const SERVICE_NAME: &str = "mapsync.v1.MapSync";
-}
+/// The wire types (`mapsync-api`): generated protobuf messages and tonic
+/// stubs of `mapsync.v1`.
+pub use mapsync_api as pb;

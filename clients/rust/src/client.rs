@@ -2,8 +2,8 @@
 
 use futures::Stream;
 use hyper_util::rt::TokioIo;
-use mapsync_grpc::pb;
-use mapsync_grpc::pb::map_sync_client::MapSyncClient;
+use mapsync_api as pb;
+use mapsync_api::map_sync_client::MapSyncClient;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 

@@ -1,7 +1,7 @@
 //! Typed replies: protobuf messages turned into plain Rust values.
 
 use bytes::Bytes;
-use mapsync_grpc::pb;
+use mapsync_api as pb;
 
 use crate::error::ClientError;
 

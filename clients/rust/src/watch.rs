@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use mapsync_grpc::pb;
-use mapsync_grpc::pb::map_sync_client::MapSyncClient;
-use mapsync_grpc::pb::watch_response::Kind;
+use mapsync_api as pb;
+use mapsync_api::map_sync_client::MapSyncClient;
+use mapsync_api::watch_response::Kind;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
