@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mapsync_ebpf::abi;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -20,6 +18,7 @@ use crate::error::SyncError;
 use crate::event::EventSource;
 use crate::gaps::SeqTracker;
 use crate::ingest::{Ingest, Mirrored};
+use crate::kernel::ring::RingHealth;
 use crate::kernel::{Capture, MapSpec, dump, open};
 use crate::stats::{StatsSnapshot, SyncStats};
 use crate::store::Store;
@@ -109,14 +108,7 @@ impl MapSync {
             opened.push((map, spec.poll_interval));
         }
         let (mut capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
-        // SAFETY: the ring owns its map fd and keeps it open for as long as
-        // the AsyncFd that takes ownership of it lives.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(
-            |error| SyncError::Host {
-                what: "registering the ring buffer with tokio",
-                source: std::io::Error::other(error.to_string()),
-            },
-        )?;
+        let ring = ring.into_async()?;
         let (store, writer) = Store::new(config.log_limits);
         let stats = Arc::new(SyncStats::default());
         let last_drops = capture.drops()?;
@@ -135,6 +127,7 @@ impl MapSync {
         let mut ingest = Ingest {
             capture,
             ring,
+            ring_health: RingHealth::new(crate::ingest::TICK),
             writer,
             maps: HashMap::new(),
             stats: stats.clone(),
