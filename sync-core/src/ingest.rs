@@ -147,6 +147,12 @@ impl Ingest {
     /// (at most one per tick, however often the ring is reset).
     fn after_reset(&mut self) -> Result<(), SyncError> {
         if self.ring_health.take_resync(Instant::now()) {
+            // records the kernel dropped so far (a consumer position ahead of
+            // the producer makes it refuse them all) are covered by this
+            // resync: count them here rather than resync again for them
+            let drops = self.capture.drops()?;
+            SyncStats::add(&self.stats.drops, drops.saturating_sub(self.last_drops));
+            self.last_drops = drops.max(self.last_drops);
             self.resync_all("the ring buffer was reset")?;
         }
         Ok(())

@@ -73,7 +73,7 @@ impl RingHealth {
                 fault = %reset.fault,
                 consumer = reset.consumer,
                 producer = reset.producer,
-                skipped_bytes = reset.producer.wrapping_sub(reset.consumer),
+                skipped_bytes = reset.producer.saturating_sub(reset.consumer),
                 suppressed,
                 "impossible ring buffer state: consumer moved to the producer position, resyncing every map"
             );
