@@ -7,7 +7,9 @@
 //! - a consumer position made impossible on purpose through the ring's mmap
 //!   (ahead of the producer, misaligned, further behind than the ring holds,
 //!   inside a record) is reset: `ring_resets` rises, the mirror converges
-//!   after further writes, and the ingest task does not spin.
+//!   after further writes, and the ingest task does not spin;
+//! - a pin in the ring's place that is not a ring buffer is refused at start
+//!   with an error that names it.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
@@ -271,4 +273,33 @@ async fn reset_and_converge() {
     );
     drop(ring);
     sync.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_pin_in_the_rings_place_that_is_not_a_ring_is_refused_by_name() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("ring-not-a-ring");
+    let hash = pins.join("flows");
+    support::create_map(&hash, "hash", 4, 8, 64, "flows");
+    std::fs::create_dir_all(pins.join("capture")).expect("capture dir");
+    let impostor = pins.join("capture/mapsync_events");
+    support::create_map(&impostor, "hash", 4, 4, 16, "impostor");
+    let error = MapSync::start(SyncConfig {
+        maps: vec![MapSpec::pin(None, &hash)],
+        pin_dir: pins.join("capture"),
+        ..SyncConfig::default()
+    })
+    .await
+    .expect_err("a hash map is no ring");
+    let text = error.to_string();
+    assert!(
+        matches!(error, mapsync_core::SyncError::BadRing { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("mapsync_events") && text.contains("hash map"),
+        "{text}"
+    );
 }
