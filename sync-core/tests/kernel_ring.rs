@@ -8,6 +8,8 @@
 //!   (ahead of the producer, misaligned, further behind than the ring holds,
 //!   inside a record) is reset: `ring_resets` rises, the mirror converges
 //!   after further writes, and the ingest task does not spin;
+//! - an instance started on a ring whose consumer position was left
+//!   impossible resets it once and mirrors;
 //! - a pin in the ring's place that is not a ring buffer is refused at start
 //!   with an error that names it.
 
@@ -16,8 +18,10 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use mapsync_core::kernel::ring::BUSY_STALL;
 use mapsync_core::kernel::{OpenMap, open, sys};
 use mapsync_core::{MapSpec, MapSync, Store, SyncConfig};
+use mapsync_ebpf::abi::RecordHeader;
 use mapsync_test_support::ring::RingPages;
 use mapsync_test_support::{self as support, PinDir};
 
@@ -169,6 +173,10 @@ fn thread_cpu_ticks(name: &str) -> u64 {
     ticks
 }
 
+/// A key whose bytes, read as a ring record's length word, have the busy
+/// bit set (native byte order: the top bit of the u32).
+const BUSY_KEY: u32 = 0x8000_0001;
+
 /// An impossible consumer position from (producer position, record size).
 type Corrupt = fn(u64, u64) -> u64;
 
@@ -224,7 +232,7 @@ async fn reset_and_converge() {
         assert!(k < 1_000_000, "the producer does not move");
     }
 
-    let corruptions: [(&str, Corrupt); 4] = [
+    let corruptions: [(&str, Corrupt); 5] = [
         ("ahead of the producer", |producer, _| producer + 4096),
         ("misaligned", |producer, _| producer - 4),
         ("further behind than the ring holds", |producer, _| {
@@ -235,14 +243,23 @@ async fn reset_and_converge() {
         ("inside the last record", |producer, record| {
             producer - record + 8
         }),
+        // at its key, whose bytes read as a length word with the busy bit:
+        // a record that never commits
+        (
+            "inside the last record, at a word that looks reserved",
+            |producer, record| producer - record + 8 + RecordHeader::SIZE as u64,
+        ),
     ];
     for (round, (what, corrupt)) in corruptions.into_iter().enumerate() {
+        // the last record before the corruption is a write of BUSY_KEY
+        sys::update(map.fd.as_fd(), &BUSY_KEY.to_ne_bytes(), &[3; 8], 0).expect("update");
         wait_caught_up(&ring).await;
         let resets = sync.stats().ring_resets;
         let position = corrupt(ring.producer(), record);
         ring.set_consumer(position);
+        let corrupted = Instant::now();
         write(&map, 10 + round as u64);
-        let deadline = Instant::now() + DEADLINE;
+        let deadline = corrupted + DEADLINE;
         while sync.stats().ring_resets == resets {
             assert!(
                 Instant::now() < deadline,
@@ -251,13 +268,17 @@ async fn reset_and_converge() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        eprintln!(
+            "{what}: reset {:?} after the corruption",
+            corrupted.elapsed()
+        );
         write(&map, 20 + round as u64);
         converge(&sync, &hash, what).await;
         assert!(sync.is_running(), "{what}: ingest still runs");
     }
     let stats = sync.stats();
-    assert!(stats.ring_resets >= 4, "{stats:?}");
-    assert!(stats.resyncs >= 4, "every reset resyncs: {stats:?}");
+    assert!(stats.ring_resets >= 5, "{stats:?}");
+    assert!(stats.resyncs >= 5, "every reset resyncs: {stats:?}");
 
     // nothing spins: idle, the process barely uses the CPU
     wait_caught_up(&ring).await;
@@ -302,4 +323,40 @@ async fn a_pin_in_the_rings_place_that_is_not_a_ring_is_refused_by_name() {
         text.contains("mapsync_events") && text.contains("hash map"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_on_a_ring_left_impossible_resets_it_and_mirrors() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("ring-left-bad");
+    let hash = pins.join("flows");
+    support::create_map(&hash, "hash", 4, 8, 4096, "flows");
+    let map = open::open(&MapSpec::pin(None, &hash)).expect("open");
+    let first = start(&pins, &hash, 16384).await;
+    write(&map, 1);
+    converge(&first, &hash, "first instance").await;
+    first.shutdown().await.expect("first shutdown");
+    // what a consumer with the wrong mask leaves behind: a position past the
+    // producer, not a multiple of 8
+    {
+        let ring = RingPages::open(&pins.join("capture/mapsync_events"));
+        ring.set_consumer(ring.producer() + 12);
+    }
+    write(&map, 2);
+    let second = start(&pins, &hash, 16384).await;
+    converge(&second, &hash, "second instance").await;
+    let stats = second.stats();
+    assert_eq!(stats.ring_resets, 1, "reset once, at start: {stats:?}");
+    write(&map, 3);
+    converge(&second, &hash, "second instance, later writes").await;
+    let records = second.stats().records;
+    sys::update(map.fd.as_fd(), &7u32.to_ne_bytes(), &[0xee; 8], 0).expect("update");
+    converge(&second, &hash, "second instance, one more write").await;
+    let stats = second.stats();
+    assert!(stats.records > records, "records flow again: {stats:?}");
+    assert_eq!(stats.ring_resets, 1, "{stats:?}");
+    assert_eq!(stats.bad_records, 0, "{stats:?}");
+    second.shutdown().await.expect("second shutdown");
 }

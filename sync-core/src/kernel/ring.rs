@@ -39,6 +39,7 @@ pub(crate) use health::RingHealth;
 
 /// `BPF_MAP_TYPE_RINGBUF`.
 const MAP_TYPE_RINGBUF: u32 = 27;
+
 /// A consumer position found impossible and moved to the producer position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingReset {
