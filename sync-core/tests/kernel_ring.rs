@@ -268,10 +268,14 @@ async fn reset_and_converge() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        eprintln!(
-            "{what}: reset {:?} after the corruption",
-            corrupted.elapsed()
-        );
+        let took = corrupted.elapsed();
+        eprintln!("{what}: reset {took:?} after the corruption");
+        if round == 4 {
+            assert!(
+                took >= BUSY_STALL,
+                "{what}: reset as a stalled record, not sooner: {took:?}"
+            );
+        }
         write(&map, 20 + round as u64);
         converge(&sync, &hash, what).await;
         assert!(sync.is_running(), "{what}: ingest still runs");
