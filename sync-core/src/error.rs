@@ -197,6 +197,18 @@ pub enum SyncError {
         /// The name configured second.
         second: String,
     },
+    /// The pinned capture ring is not a ring buffer mapsync can read.
+    #[error(
+        "{path} is a {kind} map of {max_entries} entries, not a ring buffer whose size is a power-of-two multiple of the page size; remove the pins in its directory"
+    )]
+    BadRing {
+        /// The ring's pin path.
+        path: PathBuf,
+        /// What kind of map it is.
+        kind: MapKind,
+        /// Its size.
+        max_entries: u32,
+    },
     /// The ingest task has stopped; the mirror no longer follows the kernel.
     #[error("mapsync's ingest task has stopped")]
     Stopped,

@@ -4,20 +4,18 @@
 //! dump races) by re-reading the kernel, and publishes.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
 use mapsync_ebpf::abi::{RecordOp, RecordSource};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
 use crate::error::SyncError;
 use crate::event::EventSource;
 use crate::gaps::{SeqTracker, SeqVerdict};
+use crate::kernel::ring::{Next, RingConsumer, RingHealth};
 use crate::kernel::{Capture, MapSource, Record, dump, open, sys};
 use crate::map_info::MapInfo;
 use crate::pins::PinState;
@@ -53,6 +51,9 @@ pub(crate) struct Mirrored {
     pub(crate) source: MapSource,
     /// What the last pin check found (logged once per change).
     pub(crate) pin: PinState,
+    /// At most one "resync" line a second for this map (a flood that never
+    /// ends resyncs it every tick).
+    pub(crate) resync_log: LogLimiter,
 }
 
 /// Why a map is re-read in full.
@@ -90,7 +91,9 @@ enum Action {
 
 pub(crate) struct Ingest {
     pub(crate) capture: Capture,
-    pub(crate) ring: RingBuf<MapData>,
+    pub(crate) ring: RingConsumer,
+    /// Undecodable runs, rate-limited warnings, the resync a reset owes.
+    pub(crate) ring_health: RingHealth,
     pub(crate) writer: StoreWriter,
     pub(crate) maps: HashMap<u32, Mirrored>,
     pub(crate) stats: Arc<SyncStats>,
@@ -105,41 +108,75 @@ pub(crate) struct Ingest {
     pub(crate) loss_log: LogLimiter,
     /// Records dropped and holes found since the last "records lost" line.
     pub(crate) lost_since_log: (u64, u64),
-    /// At most one "resync" line per second.
-    pub(crate) resync_log: LogLimiter,
 }
 
 impl Ingest {
-    /// The ring's fd, for readiness.
-    fn ring_fd(&self) -> RawFd {
-        self.ring.as_raw_fd()
-    }
-
-    /// Reads up to one batch of records from the ring.
-    fn read_ring(&mut self) -> Vec<Record> {
+    /// Reads up to one batch of records from the ring: at most
+    /// [`MAX_RECORDS_PER_BATCH`] ring items, decodable or not, so this always
+    /// returns. Returns the records and whether the ring may hold more (the
+    /// batch was full, or the ring was reset on an impossible position, a
+    /// record too long, or a run of undecodable records; the reset owes a
+    /// resync of every map, made by the caller through [`Ingest::after_reset`]).
+    fn read_ring(&mut self) -> (Vec<Record>, bool) {
         let ring = &mut self.ring;
         let mut records = Vec::new();
-        while records.len() < MAX_RECORDS_PER_BATCH {
-            let Some(item) = ring.next() else { break };
-            match Record::parse(&item) {
-                Ok(record) => {
-                    let verdict =
-                        self.seqs
-                            .observe(record.header.cpu, record.header.seq, self.ticks);
-                    if verdict == SeqVerdict::Duplicate {
-                        SyncStats::add(&self.stats.duplicates, 1);
-                    } else {
-                        records.push(record);
+        let mut items = 0;
+        while items < MAX_RECORDS_PER_BATCH {
+            // a reset the consumer made, or a fault found here
+            let outcome = match ring.read_next() {
+                Next::Empty => {
+                    SyncStats::add(&self.stats.records, records.len() as u64);
+                    return (records, false);
+                }
+                Next::Reset(reset) => Ok(reset),
+                Next::Item(item) => {
+                    items += 1;
+                    match Record::parse(&item) {
+                        Ok(record) => {
+                            self.ring_health.decoded();
+                            let verdict =
+                                self.seqs
+                                    .observe(record.header.cpu, record.header.seq, self.ticks);
+                            if verdict == SeqVerdict::Duplicate {
+                                SyncStats::add(&self.stats.duplicates, 1);
+                            } else {
+                                records.push(record);
+                            }
+                            continue;
+                        }
+                        Err(bad) => {
+                            match self.ring_health.undecodable(bad, item.len(), &self.stats) {
+                                Some(fault) => Err(fault),
+                                None => continue,
+                            }
+                        }
                     }
                 }
-                Err(bad) => {
-                    tracing::warn!(?bad, len = item.len(), "undecodable ring record");
-                    SyncStats::add(&self.stats.bad_records, 1);
-                }
-            }
+            };
+            let reset = outcome.unwrap_or_else(|fault| ring.reset(fault));
+            self.ring_health.reset(&reset, &self.stats);
+            // what was skipped leaves holes in the producers' sequences that
+            // the resync below covers: start counting afresh
+            self.seqs = SeqTracker::default();
+            break;
         }
         SyncStats::add(&self.stats.records, records.len() as u64);
-        records
+        (records, true)
+    }
+
+    /// Makes the resync of every map that a ring reset owes, when it is due
+    /// (at most one per tick, however often the ring is reset).
+    fn after_reset(&mut self) -> Result<(), SyncError> {
+        if self.ring_health.take_resync(Instant::now()) {
+            // records the kernel dropped so far (a consumer position ahead of
+            // the producer makes it refuse them all) are covered by this
+            // resync: count them here rather than resync again for them
+            let drops = self.capture.drops()?;
+            SyncStats::add(&self.stats.drops, drops.saturating_sub(self.last_drops));
+            self.last_drops = drops.max(self.last_drops);
+            self.resync_all("the ring buffer was reset")?;
+        }
+        Ok(())
     }
 
     /// Applies records until the ring is empty or a batch ends with a record
@@ -149,14 +186,16 @@ impl Ingest {
     pub(crate) fn drain_until(&mut self, until_ns: u64) -> Result<Vec<Record>, SyncError> {
         let mut early = Vec::new();
         loop {
-            let records = self.read_ring();
-            let Some(last) = records.last() else {
-                return Ok(early);
-            };
-            let past = last.header.ts_ns > until_ns;
-            self.handle(&records)?;
+            let (records, more) = self.read_ring();
+            if !records.is_empty() {
+                self.handle(&records)?;
+            }
+            self.after_reset()?;
+            let past = records
+                .last()
+                .is_none_or(|last| last.header.ts_ns > until_ns);
             early.extend(records.into_iter().filter(|r| r.header.ts_ns <= until_ns));
-            if past {
+            if past || !more {
                 return Ok(early);
             }
         }
@@ -166,11 +205,14 @@ impl Ingest {
     /// ring may hold more.
     fn drain(&mut self, max_batches: usize) -> Result<bool, SyncError> {
         for _ in 0..max_batches {
-            let records = self.read_ring();
-            if records.is_empty() {
+            let (records, more) = self.read_ring();
+            if !records.is_empty() {
+                self.handle(&records)?;
+            }
+            self.after_reset()?;
+            if !more {
                 return Ok(false);
             }
-            self.handle(&records)?;
         }
         Ok(true)
     }
@@ -318,8 +360,11 @@ impl Ingest {
         match repair {
             Repair::Resync(why) => {
                 SyncStats::add(&self.stats.resyncs, 1);
-                // a flood that never ends resyncs every tick: one line a second
-                let Some(not_logged) = self.resync_log.check() else {
+                let Some(not_logged) = self
+                    .maps
+                    .get_mut(&map_id)
+                    .and_then(|map| map.resync_log.check())
+                else {
                     return Ok(repaired);
                 };
                 tracing::info!(
@@ -461,15 +506,8 @@ impl Ingest {
         mut shutdown: oneshot::Receiver<()>,
         reconcile_every: Option<Duration>,
     ) -> Result<(), SyncError> {
-        // registered with the runtime this runs on (the ingest thread's).
-        // SAFETY: the fd is the ring's, which `self` owns; `readiness` is a
-        // local of this function and is dropped (deregistered) before `self`.
-        let readiness =
-            unsafe { AsyncFd::register_with_interest(self.ring_fd(), Interest::READABLE) }
-                .map_err(|source| SyncError::Host {
-                    what: "registering the ring buffer with tokio",
-                    source: std::io::Error::other(source.to_string()),
-                })?;
+        // registered with the runtime this runs on (the ingest thread's)
+        let readiness = self.ring.readiness()?;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // a disabled reconcile still needs a timer to select on: a far one

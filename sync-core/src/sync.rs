@@ -17,6 +17,7 @@ use crate::error::SyncError;
 use crate::event::EventSource;
 use crate::gaps::SeqTracker;
 use crate::ingest::{Ingest, Mirrored};
+use crate::kernel::ring::RingHealth;
 use crate::kernel::{Capture, MapSpec, dump, open, sys};
 use crate::pin_dir::{self, PinDirLock};
 use crate::pins::PinState;
@@ -156,6 +157,7 @@ impl MapSync {
         let mut ingest = Ingest {
             capture,
             ring,
+            ring_health: RingHealth::new(crate::ingest::TICK),
             writer,
             maps: HashMap::new(),
             stats: stats.clone(),
@@ -166,7 +168,6 @@ impl MapSync {
             pending_resyncs: HashSet::new(),
             loss_log: LogLimiter::default(),
             lost_since_log: (0, 0),
-            resync_log: LogLimiter::default(),
         };
         let mut windows = HashMap::new();
         for (map, poll_interval, source, dump) in dumped {
@@ -185,6 +186,7 @@ impl MapSync {
                     next_poll: poll_interval.map(|every| Instant::now() + every),
                     source,
                     pin: PinState::Current,
+                    resync_log: LogLimiter::default(),
                 },
             );
         }

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, bail};
 
+pub mod ring;
+
 /// Checks the test can use the kernel's BPF facilities. Returns `false`
 /// (after printing why) when it cannot and `CI` is not set; panics when
 /// `CI` is set.

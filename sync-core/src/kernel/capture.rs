@@ -4,11 +4,12 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::TracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use mapsync_ebpf::abi::{self, WatchEntry};
 
+use super::ring::{self, RingConsumer};
 use crate::error::SyncError;
 use crate::map_info::MapInfo;
 
@@ -30,13 +31,33 @@ impl Capture {
     /// Loads the trace object with its shared maps pinned by name under
     /// `pin_dir` (created if missing; existing pins are reused, so that
     /// users' emit programs loaded with the same pin root share the ring),
-    /// and attaches the tracepoints. `ring_bytes` sizes a newly created ring.
-    /// Returns the capture and the shared ring every producer writes into.
-    pub fn load(pin_dir: &Path, ring_bytes: u32) -> Result<(Self, RingBuf<MapData>), SyncError> {
+    /// and attaches the tracepoints. `ring_bytes` sizes a newly created ring;
+    /// an existing pinned ring keeps its size (a warning says so), and the
+    /// returned consumer uses the size the kernel reports.
+    /// Returns the capture and the consumer of the shared ring every
+    /// producer writes into.
+    pub fn load(pin_dir: &Path, ring_bytes: u32) -> Result<(Self, RingConsumer), SyncError> {
         std::fs::create_dir_all(pin_dir).map_err(|source| SyncError::Host {
             what: "creating the pin directory",
             source,
         })?;
+        let ring_pin = pin_dir.join(abi::EVENTS_MAP);
+        // the loader reuses an existing pin whatever the object says: give it
+        // the pinned ring's real size, so nothing believes the requested one
+        let ring_bytes = match ring::pinned_ring_size(&ring_pin)? {
+            Some(actual) if actual != ring_bytes => {
+                tracing::warn!(
+                    pin = %ring_pin.display(),
+                    requested = ring_bytes,
+                    actual,
+                    "the pinned ring buffer already exists with another size and keeps it: using {actual} bytes, not the requested {ring_bytes}; to resize it, stop every producer and remove the pins under {}",
+                    pin_dir.display()
+                );
+                actual
+            }
+            Some(actual) => actual,
+            None => ring_bytes,
+        };
         let btf = Btf::from_sys_fs().map_err(|error| SyncError::Host {
             what: "reading kernel BTF at /sys/kernel/btf/vmlinux",
             source: std::io::Error::other(error),
@@ -83,25 +104,27 @@ impl Capture {
                     source,
                 }
             })?;
-        let ring = RingBuf::try_from(take_map(&mut ebpf, abi::EVENTS_MAP)?).map_err(|source| {
-            SyncError::Map {
-                map: abi::EVENTS_MAP.into(),
-                source,
+        // our own consumer maps the ring through a duplicate of the fd the
+        // programs were loaded with; the map stays in the object
+        let ring_fd = match ebpf.map(abi::EVENTS_MAP) {
+            Some(aya::maps::Map::RingBuf(data)) => {
+                data.fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|source| SyncError::Host {
+                        what: "duplicating the ring buffer's fd",
+                        source,
+                    })?
             }
-        })?;
-        // an existing pinned ring (another mapsync, a user's program loaded
-        // first) keeps its size: say so rather than ignore the request
-        match super::sys::map_info(ring.as_fd()) {
-            Ok(info) if info.max_entries != ring_bytes => tracing::warn!(
-                pin_dir = %pin_dir.display(),
-                requested = ring_bytes,
-                actual = info.max_entries,
-                "the pinned ring buffer already exists with another size and keeps it; remove the pins under the pin directory to resize it"
-            ),
-            Ok(_) => {}
-            Err(error) => tracing::debug!(%error, "cannot read the ring buffer's size"),
-        }
-        tracing::info!(pin_dir = %pin_dir.display(), ring_fd = ring.as_raw_fd(), "syscall trace attached");
+            _ => {
+                return Err(SyncError::MissingInObject {
+                    what: "ring buffer map",
+                    name: abi::EVENTS_MAP.into(),
+                });
+            }
+        };
+        let ring = RingConsumer::new(ring_fd, &ring_pin)?;
+        tracing::info!(pin_dir = %pin_dir.display(), ring_fd = ring.as_raw_fd(), ring_bytes = ring.size(), "syscall trace attached");
         Ok((
             Self {
                 _ebpf: ebpf,
