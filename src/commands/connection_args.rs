@@ -1,0 +1,170 @@
+//! `mapsync serve`'s connection limits: how many connections, how long
+//! they may stay quiet, and how a dead peer is noticed.
+
+use std::time::Duration;
+
+use clap::Args;
+use mapsync_grpc::server::ConnectionLimits;
+
+/// File descriptors kept free for everything that is not a client
+/// connection (maps, the ring, epoll, the metrics listener, logs).
+pub const RESERVED_FDS: u64 = 64;
+
+/// The connection limits of `mapsync serve`.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Connection limits")]
+pub struct ConnectionArgs {
+    /// Most client connections at once; one more is closed at once with a
+    /// (rate-limited) log line. [default: 1024, or the open-file limit minus
+    /// 64 if that is lower]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds a new connection has to complete its HTTP/2 handshake
+    /// (preface and SETTINGS) before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = secs(ConnectionLimits::default().handshake_timeout))]
+    pub handshake_timeout: f64,
+    /// Seconds a connection may have no call or stream open before it is
+    /// closed (clients reconnect when they need to); 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = ConnectionLimits::default().idle_timeout.map_or(0.0, secs))]
+    pub idle_timeout: f64,
+    /// Seconds of silence after which the server pings a connection, to
+    /// notice a client that is gone; 0: no pings.
+    #[arg(long, value_name = "SECS", default_value_t = ConnectionLimits::default().keepalive_interval.map_or(0.0, secs))]
+    pub keepalive_interval: f64,
+    /// Seconds a ping may go unanswered before the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = secs(ConnectionLimits::default().keepalive_timeout))]
+    pub keepalive_timeout: f64,
+    /// Most concurrent calls and streams on one connection (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, value_name = "N", default_value_t = ConnectionLimits::default().max_concurrent_streams)]
+    pub max_concurrent_streams: u32,
+}
+
+fn secs(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+impl ConnectionArgs {
+    /// The limits these flags describe, for a process whose open-file limit
+    /// is `fd_limit` (`None`: unknown or unlimited). An explicit
+    /// `--max-connections` beyond what the limit allows is kept, with a
+    /// warning: the server then backs off on `EMFILE` instead.
+    pub fn limits(&self, fd_limit: Option<u64>) -> anyhow::Result<ConnectionLimits> {
+        let default = ConnectionLimits::default();
+        let room = fd_limit.map(|limit| limit.saturating_sub(RESERVED_FDS).max(1));
+        let max_connections = match (self.max_connections, room) {
+            (Some(0), _) => anyhow::bail!("--max-connections 0: expected at least 1"),
+            (Some(max), Some(room)) if max as u64 > room => {
+                tracing::warn!(
+                    max_connections = max,
+                    fd_limit = fd_limit.unwrap_or_default(),
+                    "--max-connections is more than the open-file limit leaves room for; past it, connections wait in the backlog"
+                );
+                max
+            }
+            (Some(max), _) => max,
+            (None, Some(room)) => default
+                .max_connections
+                .min(usize::try_from(room).unwrap_or(usize::MAX)),
+            (None, None) => default.max_connections,
+        };
+        if self.max_concurrent_streams == 0 {
+            anyhow::bail!("--max-concurrent-streams 0: expected at least 1");
+        }
+        Ok(ConnectionLimits {
+            max_connections,
+            handshake_timeout: positive("--handshake-timeout", self.handshake_timeout)?,
+            idle_timeout: optional("--idle-timeout", self.idle_timeout)?,
+            keepalive_interval: optional("--keepalive-interval", self.keepalive_interval)?,
+            keepalive_timeout: positive("--keepalive-timeout", self.keepalive_timeout)?,
+            max_concurrent_streams: self.max_concurrent_streams,
+        })
+    }
+}
+
+fn positive(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    if secs > 0.0 && secs.is_finite() {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        anyhow::bail!("{flag} {secs}: expected seconds > 0")
+    }
+}
+
+fn optional(flag: &str, secs: f64) -> anyhow::Result<Option<Duration>> {
+    if secs == 0.0 {
+        return Ok(None);
+    }
+    if secs > 0.0 && secs.is_finite() {
+        Ok(Some(Duration::from_secs_f64(secs)))
+    } else {
+        anyhow::bail!("{flag} {secs}: expected seconds > 0, or 0 to turn it off")
+    }
+}
+
+/// The soft open-file limit of this process, if it has one.
+pub fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    let result = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (result == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ConnectionArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            connections: ConnectionArgs,
+        }
+        let mut argv = vec!["serve"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).connections
+    }
+
+    #[test]
+    fn defaults_are_the_library_defaults_within_the_fd_limit() {
+        assert_eq!(
+            args(&[]).limits(None).expect("valid"),
+            ConnectionLimits::default()
+        );
+        assert_eq!(
+            args(&[]).limits(Some(200)).expect("valid").max_connections,
+            136
+        );
+        assert_eq!(
+            args(&["--max-connections", "500"])
+                .limits(Some(200))
+                .expect("valid")
+                .max_connections,
+            500,
+            "an explicit value is kept"
+        );
+        let off = args(&["--idle-timeout", "0", "--keepalive-interval", "0"])
+            .limits(None)
+            .expect("valid");
+        assert_eq!((off.idle_timeout, off.keepalive_interval), (None, None));
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        for (flags, expected) in [
+            (&["--max-connections", "0"][..], "--max-connections 0"),
+            (&["--handshake-timeout", "0"][..], "--handshake-timeout 0"),
+            (&["--idle-timeout=-1"][..], "--idle-timeout -1"),
+            (
+                &["--max-concurrent-streams", "0"][..],
+                "--max-concurrent-streams",
+            ),
+        ] {
+            let error = args(flags).limits(None).unwrap_err();
+            assert!(error.to_string().contains(expected), "{error}");
+        }
+    }
+}
