@@ -36,10 +36,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MAPSYNC_LOG").unwrap_or_else(|_| {
-                let default = if matches!(cli.command, Command::Serve(_)) {
-                    "info"
-                } else {
-                    "warn"
+                let default = match cli.command {
+                    Command::Serve(_) => "info",
+                    // a watch says when it lost the server and reconnects
+                    Command::Watch(_) => "warn,mapsync_client=info",
+                    _ => "warn",
                 };
                 tracing_subscriber::EnvFilter::new(default)
             }),

@@ -5,22 +5,23 @@ use tonic::Code;
 /// What went wrong talking to mapsync.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The endpoint is neither `HOST:PORT`, `http(s)://HOST:PORT` nor `unix:PATH`.
-    #[error("invalid endpoint `{endpoint}`: expected HOST:PORT, http://HOST:PORT or unix:PATH")]
+    /// The endpoint is neither `HOST:PORT`, `http://HOST:PORT` nor `unix:PATH`.
+    #[error("invalid endpoint `{endpoint}`: {reason}")]
     InvalidEndpoint {
         /// The endpoint given.
         endpoint: String,
+        /// What is wrong with it.
+        reason: &'static str,
     },
-    /// The server could not be reached.
+    /// The server could not be reached. (The transport error is not kept as
+    /// a `source`: `reason` is its innermost cause, and a CLI printing the
+    /// chain would say it twice.)
     #[error("cannot reach mapsync at {endpoint}: {reason}")]
     Connect {
         /// The endpoint.
         endpoint: String,
         /// Why, as the transport says it (innermost cause).
         reason: String,
-        /// The transport error.
-        #[source]
-        source: tonic::transport::Error,
     },
     /// The server refused or failed the request. (Not a `source`: the
     /// message already says all the status says, and a CLI printing the
