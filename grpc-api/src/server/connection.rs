@@ -1,7 +1,7 @@
 //! One accepted connection: HTTP/2 through hyper, with the handshake
 //! timeout, the idle timeout and the graceful close of [`ConnectionLimits`].
 //!
-//! The connection task owns the socket and the connection's permit (its
+//! The connection task owns the socket and the connection's [`Slot`] (its
 //! place under `max_connections`): both go when the task ends.
 
 use std::convert::Infallible;
@@ -14,11 +14,12 @@ use std::task::{Context, Poll};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
 use tonic::codegen::http::{Request, Response};
 use tonic::service::Routes;
 
 use super::limits::{CLOSE_GRACE, ConnectionLimits};
+use super::registry::Slot;
 
 /// The HTTP/2 settings every connection is served with.
 pub(crate) fn http2_builder(
@@ -42,17 +43,17 @@ pub(crate) async fn serve_connection<IO>(
     builder: Arc<hyper::server::conn::http2::Builder<TokioExecutor>>,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _permit = permit;
-    let handshake_done = Arc::new(AtomicBool::new(false));
+    let state = slot.state.clone();
+    let handshake_done = state.handshake_done.clone();
     let io = HandshakeWatch::new(io, handshake_done.clone());
-    let (streams, mut open_streams) = watch::channel(0usize);
+    let mut open_streams = state.streams.subscribe();
     let service = CountingRoutes {
         routes,
-        streams: Arc::new(streams),
+        streams: state.streams.clone(),
     };
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
@@ -105,6 +106,10 @@ pub(crate) async fn serve_connection<IO>(
                     connection.as_mut().graceful_shutdown();
                     closing = close_deadline();
                 }
+            }
+            () = state.evict.notified() => {
+                tracing::debug!("closing a connection without streams to make room for a new one");
+                return;
             }
             () = grace => {
                 tracing::debug!(grace = ?CLOSE_GRACE, "dropping a connection that did not close after GOAWAY");

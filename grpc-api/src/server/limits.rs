@@ -8,8 +8,11 @@ use std::time::Duration;
 /// costs a file descriptor and some memory, so none of them is unbounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// Most connections open at once. One more is accepted and closed at
-    /// once, with a (rate-limited) WARN line. Default 1024.
+    /// Most connections open at once. At the limit, a new connection takes
+    /// the place of the oldest one without a call or stream open (one that
+    /// never completed its handshake first); if every connection carries a
+    /// stream, the new one is closed at once. Both with a (rate-limited) WARN
+    /// line. Default 1024.
     pub max_connections: usize,
     /// Time a new connection has to send the HTTP/2 preface and its first
     /// SETTINGS frame; a connection that has not is closed. Default 10 s.

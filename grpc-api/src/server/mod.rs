@@ -7,13 +7,13 @@
 //!   socket), accepting.
 //! - [`limits`]: [`ConnectionLimits`], the transport's bounds.
 //! - `connection`: one connection's HTTP/2 with its timeouts.
+//! - `registry`: the open connections; at the limit, an idle one makes room.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use mapsync_core::Store;
 use mapsync_core::ratelimit::LogLimiter;
-use tokio::sync::Semaphore;
 use tonic_health::ServingStatus;
 use tracing::Instrument;
 
@@ -24,6 +24,7 @@ use crate::service::{Limits, MapSyncService, WatchStats};
 mod connection;
 pub mod limits;
 pub mod listener;
+mod registry;
 
 pub use limits::ConnectionLimits;
 pub use listener::{Listener, SocketFile};
@@ -119,9 +120,10 @@ async fn accept_loop(
     shutdown: impl Future<Output = ()>,
 ) {
     let builder = Arc::new(connection::http2_builder(&limits));
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let registry = registry::Registry::new(limits.max_connections);
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut refused = LogLimiter::default();
+    let mut evicted = LogLimiter::default();
     let mut starved = LogLimiter::default();
     let mut backoff = limits::MIN_ACCEPT_BACKOFF;
     tokio::pin!(shutdown);
@@ -154,13 +156,17 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let full = registry.len() >= limits.max_connections;
+        let Ok(slot) = registry.admit() else {
             if let Some(suppressed) = refused.check() {
-                tracing::warn!(%peer, max_connections = limits.max_connections, suppressed, "refused a connection: the server holds its maximum of connections (--max-connections)");
+                tracing::warn!(%peer, max_connections = limits.max_connections, suppressed, "refused a connection: every one of the maximum of connections carries a call or stream (--max-connections)");
             }
             drop(io);
             continue;
         };
+        if full && let Some(suppressed) = evicted.check() {
+            tracing::warn!(%peer, max_connections = limits.max_connections, suppressed, "at the maximum of connections (--max-connections): closed the oldest one without a call or stream to make room");
+        }
         let span = tracing::debug_span!("connection", %peer);
         tokio::spawn(
             connection::serve_connection(
@@ -169,7 +175,7 @@ async fn accept_loop(
                 builder.clone(),
                 limits,
                 closing_rx.clone(),
-                permit,
+                slot,
             )
             .instrument(span),
         );
