@@ -14,9 +14,10 @@ pub const RESERVED_FDS: u64 = 64;
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Connection limits")]
 pub struct ConnectionArgs {
-    /// Most client connections at once; one more is closed at once with a
-    /// (rate-limited) log line. [default: 1024, or the open-file limit minus
-    /// 64 if that is lower]
+    /// Most client connections at once. At the limit a new one replaces the
+    /// oldest without a call or stream, or is refused if all are busy (a
+    /// rate-limited log line either way). Never more than the open-file limit
+    /// minus 64. [default: 1024]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Seconds a new connection has to complete its HTTP/2 handshake
@@ -46,26 +47,28 @@ fn secs(duration: Duration) -> f64 {
 
 impl ConnectionArgs {
     /// The limits these flags describe, for a process whose open-file limit
-    /// is `fd_limit` (`None`: unknown or unlimited). An explicit
-    /// `--max-connections` beyond what the limit allows is kept, with a
-    /// warning: the server then backs off on `EMFILE` instead.
+    /// is `fd_limit` (`None`: unknown or unlimited). The connection limit is
+    /// kept within the fd limit less [`RESERVED_FDS`], an explicit
+    /// `--max-connections` too (with a warning): running out of descriptors
+    /// would fail the map reads of the ingest task, not only accepts.
     pub fn limits(&self, fd_limit: Option<u64>) -> anyhow::Result<ConnectionLimits> {
         let default = ConnectionLimits::default();
-        let room = fd_limit.map(|limit| limit.saturating_sub(RESERVED_FDS).max(1));
+        let room = fd_limit.map(|limit| {
+            usize::try_from(limit.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
+        });
         let max_connections = match (self.max_connections, room) {
             (Some(0), _) => anyhow::bail!("--max-connections 0: expected at least 1"),
-            (Some(max), Some(room)) if max as u64 > room => {
+            (Some(max), Some(room)) if max > room => {
                 tracing::warn!(
-                    max_connections = max,
+                    requested = max,
+                    max_connections = room,
                     fd_limit = fd_limit.unwrap_or_default(),
-                    "--max-connections is more than the open-file limit leaves room for; past it, connections wait in the backlog"
+                    "--max-connections lowered to the open-file limit less {RESERVED_FDS} (raise the limit, e.g. LimitNOFILE=, for more)"
                 );
-                max
+                room
             }
             (Some(max), _) => max,
-            (None, Some(room)) => default
-                .max_connections
-                .min(usize::try_from(room).unwrap_or(usize::MAX)),
+            (None, Some(room)) => default.max_connections.min(room),
             (None, None) => default.max_connections,
         };
         if self.max_concurrent_streams == 0 {
@@ -143,8 +146,15 @@ mod tests {
                 .limits(Some(200))
                 .expect("valid")
                 .max_connections,
-            500,
-            "an explicit value is kept"
+            136,
+            "an explicit value is kept within the fd limit too"
+        );
+        assert_eq!(
+            args(&["--max-connections", "5"])
+                .limits(Some(200))
+                .expect("valid")
+                .max_connections,
+            5
         );
         let off = args(&["--idle-timeout", "0", "--keepalive-interval", "0"])
             .limits(None)

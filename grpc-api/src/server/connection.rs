@@ -99,7 +99,8 @@ pub(crate) async fn serve_connection<IO>(
             () = idle => {
                 tracing::debug!(timeout = ?limits.idle_timeout, "closing a connection without streams");
                 connection.as_mut().graceful_shutdown();
-                closing = close_deadline();
+                // a peer that speaks HTTP/2 answers GOAWAY's ping as fast as a handshake
+                closing = Some(tokio::time::Instant::now() + limits.handshake_timeout);
             }
             changed = shutdown.changed(), if closing.is_none() => {
                 if changed.is_err() || *shutdown.borrow() {

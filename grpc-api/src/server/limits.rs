@@ -18,8 +18,8 @@ pub struct ConnectionLimits {
     /// SETTINGS frame; a connection that has not is closed. Default 10 s.
     pub handshake_timeout: Duration,
     /// A connection with no stream open for this long is closed (GOAWAY,
-    /// then closed): clients reconnect when they need to. `None`: never.
-    /// Default 120 s.
+    /// then dropped at the latest `handshake_timeout` later): clients
+    /// reconnect when they need to. `None`: never. Default 120 s.
     pub idle_timeout: Option<Duration>,
     /// The server pings a connection that has been quiet this long, to notice
     /// a peer that is gone (watch streams are quiet when nothing changes).
@@ -33,8 +33,8 @@ pub struct ConnectionLimits {
     pub max_concurrent_streams: u32,
 }
 
-/// How long a closing connection (idle, or the server shutting down) has
-/// to finish after GOAWAY before it is dropped.
+/// How long a connection has to finish its streams after GOAWAY when the
+/// server shuts down, before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// Delay before accepting again after the process ran out of file
