@@ -109,6 +109,7 @@ fn idle_sockets_never_lock_clients_out_and_are_closed_after_the_handshake_timeou
     let cpu_before = cpu_seconds(server.pid());
     std::thread::sleep(Duration::from_secs(1));
     let cpu = cpu_seconds(server.pid()) - cpu_before;
+    eprintln!("server CPU with 190 silent sockets open: {cpu:.3} s in 1 s");
     assert!(cpu < 0.5, "the server spins: {cpu:.2} s of CPU in 1 s");
     for round in 0..3 {
         list_answers(&server)
@@ -127,6 +128,11 @@ fn idle_sockets_never_lock_clients_out_and_are_closed_after_the_handshake_timeou
         "every silent socket closed within 3 s of handshake timeout (+ slack)"
     );
     let elapsed = started.elapsed().as_secs() as usize;
+    assert_eq!(
+        lines_with(&server, "refused a connection"),
+        0,
+        "idle sockets make room; nothing is refused"
+    );
     let limit_lines = lines_with(&server, "at the maximum of connections");
     assert!(limit_lines >= 1, "the limit is logged: {:?}", server.log());
     assert!(

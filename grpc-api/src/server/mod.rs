@@ -110,6 +110,9 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// Longest the accept loop waits for evicted connections to close.
+const EVICTION_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Accepts connections until `shutdown` resolves, each served on its own
 /// task under `limits`; then closes the listener, asks every connection to
 /// close and waits until they have.
@@ -157,7 +160,8 @@ async fn accept_loop(
             }
         };
         let full = registry.len() >= limits.max_connections;
-        let Ok(slot) = registry.admit() else {
+        // evicted connections end on their next poll: wait for that, briefly
+        let Ok(slot) = registry.admit_within(EVICTION_PATIENCE).await else {
             if let Some(suppressed) = refused.check() {
                 tracing::warn!(%peer, max_connections = limits.max_connections, suppressed, "refused a connection: every one of the maximum of connections carries a call or stream (--max-connections)");
             }

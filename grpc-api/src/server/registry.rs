@@ -50,6 +50,8 @@ impl ConnectionState {
 pub(crate) struct Registry {
     max: usize,
     inner: Mutex<Inner>,
+    /// Signaled whenever a connection is gone.
+    freed: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -70,12 +72,18 @@ pub(crate) struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.registry.lock().open.remove(&self.id);
+        self.registry.freed.notify_waiters();
     }
 }
 
-/// Why a connection was refused.
+/// Why a connection was not admitted.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Full;
+pub(crate) enum Full {
+    /// Every connection carries a stream.
+    Busy,
+    /// Evicted connections have yet to close: room comes in an instant.
+    Closing,
+}
 
 impl Registry {
     /// A registry admitting `max` connections.
@@ -83,6 +91,7 @@ impl Registry {
         Arc::new(Self {
             max,
             inner: Mutex::new(Inner::default()),
+            freed: Notify::new(),
         })
     }
 
@@ -100,14 +109,14 @@ impl Registry {
         let mut inner = self.lock();
         if inner.open.len() >= self.max {
             if inner.open.len() >= self.max + EVICTION_SLACK {
-                return Err(Full);
+                return Err(Full::Closing);
             }
             let victim = inner
                 .open
                 .values()
                 .filter(|state| state.carries_nothing())
                 .min_by_key(|state| (state.handshake_done.load(Ordering::Relaxed), state.opened))
-                .ok_or(Full)?;
+                .ok_or(Full::Busy)?;
             victim.evicted.store(true, Ordering::Relaxed);
             victim.evict.notify_one();
         }
@@ -120,6 +129,25 @@ impl Registry {
             id,
             state,
         })
+    }
+
+    /// Admits a new connection like [`Registry::admit`], waiting up to
+    /// `patience` for evicted connections to close when they are what keeps
+    /// it out.
+    pub(crate) async fn admit_within(
+        self: &Arc<Self>,
+        patience: std::time::Duration,
+    ) -> Result<Slot, Full> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let freed = self.freed.notified();
+            match self.admit() {
+                Err(Full::Closing) if Instant::now() < deadline => {
+                    let _ = tokio::time::timeout_at(deadline, freed).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Connections open (including ones closing after an eviction).
@@ -149,7 +177,7 @@ mod tests {
         assert_eq!(registry.len(), 2);
         // the two left both carry a stream: the next one is refused
         third.state.streams.send_modify(|open| *open += 1);
-        assert_eq!(registry.admit().unwrap_err(), Full);
+        assert_eq!(registry.admit().unwrap_err(), Full::Busy);
         drop(busy);
         assert!(registry.admit().is_ok(), "room again");
     }
@@ -163,5 +191,23 @@ mod tests {
         let _new = registry.admit().expect("evicts");
         assert!(silent.state.evicted.load(Ordering::Relaxed));
         assert!(!spoke.state.evicted.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn while_evicted_connections_close_a_new_one_waits_for_them() {
+        let registry = Registry::new(1);
+        let mut slots: Vec<Slot> = (0..=EVICTION_SLACK)
+            .map(|_| registry.admit().expect("room, by eviction"))
+            .collect();
+        assert_eq!(registry.admit().unwrap_err(), Full::Closing);
+        let patience = std::time::Duration::from_secs(5);
+        let waiting = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.admit_within(patience).await.map(|_| ()) }
+        });
+        tokio::task::yield_now().await;
+        // an evicted connection closes: the waiting one gets in
+        slots.remove(0);
+        assert_eq!(waiting.await.expect("task"), Ok(()));
     }
 }
