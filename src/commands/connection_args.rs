@@ -6,9 +6,9 @@ use std::time::Duration;
 use clap::Args;
 use mapsync_grpc::server::ConnectionLimits;
 
-/// File descriptors kept free for everything that is not a client
-/// connection (maps, the ring, epoll, the metrics listener, logs).
-pub const RESERVED_FDS: u64 = 64;
+/// File descriptors kept free beyond those open once the maps are: for
+/// what the sync and the metrics endpoint open as they run.
+pub const FD_HEADROOM: u64 = 32;
 
 /// The connection limits of `mapsync serve`.
 #[derive(Args, Debug, Clone)]
@@ -16,8 +16,9 @@ pub const RESERVED_FDS: u64 = 64;
 pub struct ConnectionArgs {
     /// Most client connections at once. At the limit a new one replaces the
     /// oldest without a call or stream, or is refused if all are busy (a
-    /// rate-limited log line either way). Never more than the open-file limit
-    /// minus 64. [default: 1024]
+    /// rate-limited log line either way). Never more than the file
+    /// descriptors the open-file limit leaves free once the maps are open,
+    /// less 32. [default: 1024]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Seconds a new connection has to complete its HTTP/2 handshake
@@ -46,24 +47,22 @@ fn secs(duration: Duration) -> f64 {
 }
 
 impl ConnectionArgs {
-    /// The limits these flags describe, for a process whose open-file limit
-    /// is `fd_limit` (`None`: unknown or unlimited). The connection limit is
-    /// kept within the fd limit less [`RESERVED_FDS`], an explicit
-    /// `--max-connections` too (with a warning): running out of descriptors
-    /// would fail the map reads of the ingest task, not only accepts.
-    pub fn limits(&self, fd_limit: Option<u64>) -> anyhow::Result<ConnectionLimits> {
+    /// The limits these flags describe, for a process that has `fd_room`
+    /// file descriptors to spare for connections (`None`: no limit known;
+    /// see [`connection_fd_room`]). The connection limit is kept within it,
+    /// an explicit `--max-connections` too (with a warning): running out of
+    /// descriptors would fail the map reads of the ingest task, not only
+    /// accepts.
+    pub fn limits(&self, fd_room: Option<usize>) -> anyhow::Result<ConnectionLimits> {
         let default = ConnectionLimits::default();
-        let room = fd_limit.map(|limit| {
-            usize::try_from(limit.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
-        });
+        let room = fd_room.map(|room| room.max(1));
         let max_connections = match (self.max_connections, room) {
             (Some(0), _) => anyhow::bail!("--max-connections 0: expected at least 1"),
             (Some(max), Some(room)) if max > room => {
                 tracing::warn!(
                     requested = max,
                     max_connections = room,
-                    fd_limit = fd_limit.unwrap_or_default(),
-                    "--max-connections lowered to the open-file limit less {RESERVED_FDS} (raise the limit, e.g. LimitNOFILE=, for more)"
+                    "--max-connections lowered to the file descriptors left free by the open-file limit (raise it, e.g. LimitNOFILE=, for more)"
                 );
                 room
             }
@@ -104,15 +103,22 @@ fn optional(flag: &str, secs: f64) -> anyhow::Result<Option<Duration>> {
     }
 }
 
-/// The soft open-file limit of this process, if it has one.
-pub fn open_file_limit() -> Option<u64> {
+/// File descriptors this process can spare for client connections: its
+/// soft open-file limit less those open now and [`FD_HEADROOM`]. `None`
+/// when there is no limit.
+pub fn connection_fd_room() -> Option<usize> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one rlimit through a valid pointer.
     let result = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (result == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+    if result != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |fds| fds.count() as u64);
+    let room = limit.rlim_cur.saturating_sub(open + FD_HEADROOM);
+    Some(usize::try_from(room).unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]
@@ -133,17 +139,19 @@ mod tests {
 
     #[test]
     fn defaults_are_the_library_defaults_within_the_fd_limit() {
+        let room = connection_fd_room().expect("a test process has an fd limit");
+        assert!(room > 0 && room < 1 << 20, "{room}");
         assert_eq!(
             args(&[]).limits(None).expect("valid"),
             ConnectionLimits::default()
         );
         assert_eq!(
-            args(&[]).limits(Some(200)).expect("valid").max_connections,
+            args(&[]).limits(Some(136)).expect("valid").max_connections,
             136
         );
         assert_eq!(
             args(&["--max-connections", "500"])
-                .limits(Some(200))
+                .limits(Some(136))
                 .expect("valid")
                 .max_connections,
             136,
@@ -151,7 +159,7 @@ mod tests {
         );
         assert_eq!(
             args(&["--max-connections", "5"])
-                .limits(Some(200))
+                .limits(Some(136))
                 .expect("valid")
                 .max_connections,
             5

@@ -142,9 +142,8 @@ fn parse_ring_bytes(arg: &str) -> Result<u32, String> {
 /// with the arguments or the addresses fails before any map is opened.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.sync_config()?;
-    let connection_limits = args
-        .connections
-        .limits(super::connection_args::open_file_limit())?;
+    // checked now; fitted to the descriptors left once the maps are open
+    args.connections.limits(None)?;
     let listener = Listener::bind(&args.listen).await?;
     let metrics_listener = match &args.metrics_listen {
         Some(addr) => Some(
@@ -157,6 +156,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut sync = MapSync::start(config)
         .await
         .context("cannot start mirroring")?;
+    let connection_limits = args
+        .connections
+        .limits(super::connection_args::connection_fd_room())?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
