@@ -262,6 +262,10 @@ fn a_watch_outlives_the_idle_timeout_and_when_every_connection_is_busy_the_next_
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(
+        stderr.contains("connection closed"),
+        "says what happened: {stderr}"
+    );
+    assert!(
         lines_with(&server, "refused a connection") >= 1,
         "{:?}",
         server.log()
