@@ -113,3 +113,36 @@ async fn a_socket_file_is_removed_only_while_it_is_still_this_servers() {
     assert!(matches!(error, ServeError::NotASocket { .. }), "{error}");
     assert_eq!(std::fs::read(&path).expect("still there"), b"data");
 }
+
+#[tokio::test]
+async fn a_client_whose_idle_connection_was_closed_reconnects_on_its_next_call() {
+    let listener = Listener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.endpoint());
+    let options = ServeOptions {
+        connections: ConnectionLimits {
+            idle_timeout: Some(Duration::from_millis(300)),
+            handshake_timeout: Duration::from_secs(1),
+            ..ConnectionLimits::default()
+        },
+        ..ServeOptions::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (store, _writer) = ready_store();
+    let server = tokio::spawn(serve_with(listener, store, options, async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = MapSyncClient::new(channel);
+    for round in 0..3 {
+        let reply = client.get(get("flows")).await;
+        assert!(reply.is_ok(), "call {round}: {reply:?}");
+        // the server closes the idle connection meanwhile
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let _ = stop.send(());
+    server.await.expect("task").expect("clean shutdown");
+}
