@@ -1,6 +1,7 @@
 //! `mapsync`: the sidecar daemon (`serve`), the demo (`demo`), and a CLI for
 //! humans (`list`, `get`, `watch`).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -35,15 +36,21 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MAPSYNC_LOG").unwrap_or_else(|_| {
-                let default = if matches!(cli.command, Command::Serve(_)) {
-                    "info"
-                } else {
-                    "warn"
+                let default = match cli.command {
+                    Command::Serve(_) => "info",
+                    // a watch says when it lost the server and reconnects
+                    Command::Watch(_) => "warn,mapsync_client=info",
+                    _ => "warn",
                 };
                 tracing_subscriber::EnvFilter::new(default)
             }),
         )
         .with_writer(std::io::stderr)
+        // colours only for a person at a terminal, never into a file or journal
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -64,10 +71,29 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, `outer: cause: cause`, each cause
+/// said once: a cause whose text the line already holds (because a message
+/// embeds its source, as many foreign errors do) is skipped.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line.replace('\n', " ")
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -87,5 +113,28 @@ pub(crate) async fn shutdown_signal() {
             _ = ctrl_c => {}
             _ = term.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let os = std::io::Error::from_raw_os_error(2);
+        let error = anyhow::Error::new(std::io::Error::new(os.kind(), os.to_string()))
+            .context(format!("cannot reach mapsync at unix:/x: {os}"));
+        assert_eq!(
+            one_line(&error),
+            "cannot reach mapsync at unix:/x: No such file or directory (os error 2)"
+        );
+        let error = anyhow::anyhow!("Address already in use (os error 98)")
+            .context("cannot listen on 127.0.0.1:1")
+            .context("cannot listen on 127.0.0.1:1");
+        assert_eq!(
+            one_line(&error),
+            "cannot listen on 127.0.0.1:1: Address already in use (os error 98)"
+        );
     }
 }

@@ -211,6 +211,12 @@ fn serve_refuses_bad_maps_with_a_message_and_a_failure_exit() {
         stderr.contains("cannot open pinned object") && stderr.contains("missing"),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 
     let queue = pin(&pins, "jobs");
     support::create_map(&queue, "queue", 0, 4, 8, "jobs");

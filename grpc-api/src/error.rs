@@ -156,7 +156,8 @@ impl RequestError {
     }
 }
 
-/// Why the server could not run.
+/// Why the server could not run. Each message names its cause once: a
+/// wrapped error is the `source`, not repeated in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The listen address is not `HOST:PORT` or `unix:PATH`.
@@ -166,7 +167,7 @@ pub enum ServeError {
         addr: String,
     },
     /// Binding the listener failed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: String,
@@ -174,11 +175,23 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    /// The transport failed while serving.
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    /// A server answers on the Unix socket: it is not taken over.
+    #[error(
+        "another server is listening on unix:{}; stop it or choose another --listen",
+        path.display()
+    )]
+    SocketInUse {
+        /// The socket's path.
+        path: std::path::PathBuf,
+    },
+    /// The Unix socket path exists and is not a socket: it is not removed.
+    #[error("cannot listen on unix:{}: the path exists and is not a socket", path.display())]
+    NotASocket {
+        /// The path.
+        path: std::path::PathBuf,
+    },
     /// The reflection service could not be built.
-    #[error("reflection: {0}")]
+    #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
 

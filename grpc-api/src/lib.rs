@@ -8,7 +8,8 @@
 //! - [`error`]: request errors and their gRPC status codes, in one place.
 //! - [`service`]: the service implementation.
 //! - [`server`]: listeners (TCP or Unix socket) and [`server::serve`], with
-//!   `grpc.health.v1` and server reflection (v1 and v1alpha).
+//!   `grpc.health.v1` and server reflection (v1 and v1alpha), over HTTP/2
+//!   connections bounded by [`server::ConnectionLimits`].
 //!
 //! ```no_run
 //! # async fn example(store: mapsync_core::Store) -> Result<(), mapsync_grpc::ServeError> {

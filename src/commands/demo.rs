@@ -45,6 +45,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 async fn run_in(args: &DemoArgs, pin_dir: &std::path::Path) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
+    // the address first: nothing is loaded for a demo that cannot serve
+    let listener = Listener::bind(&args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (choose another with --listen)",
+            args.listen
+        )
+    })?;
     let mut demo =
         DemoWriter::load(pin_dir).context("cannot load the demo BPF program (are you root?)")?;
     let sync = MapSync::start(SyncConfig {
@@ -55,12 +62,6 @@ async fn run_in(args: &DemoArgs, pin_dir: &std::path::Path) -> anyhow::Result<()
     .await
     .context("cannot start mirroring the demo map")?;
     let store = sync.store().clone();
-    let listener = Listener::bind(&args.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {} (choose another with --listen)",
-            args.listen
-        )
-    })?;
     let endpoint = listener.endpoint();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, store.clone(), async {

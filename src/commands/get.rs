@@ -21,18 +21,24 @@ pub struct GetArgs {
 /// Prints the key's value; a missing key is an error.
 pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let key = output::parse_hex(&args.key)?;
-    let mut client = mapsync_client::Client::connect(&args.client.endpoint).await?;
-    let renderer = Renderer::new(
-        &mut client,
-        args.client.show.clone(),
-        std::slice::from_ref(&args.map),
-    )
-    .await?;
-    let result = if renderer.decode() {
-        client.get_decoded(&args.map, &key).await?
-    } else {
-        client.get(&args.map, &key).await?
-    };
+    let (renderer, result) = args
+        .client
+        .within(async {
+            let mut client = args.client.connect(None).await?;
+            let renderer = Renderer::new(
+                &mut client,
+                args.client.show.clone(),
+                std::slice::from_ref(&args.map),
+            )
+            .await?;
+            let result = if renderer.decode() {
+                client.get_decoded(&args.map, &key).await?
+            } else {
+                client.get(&args.map, &key).await?
+            };
+            Ok((renderer, result))
+        })
+        .await?;
     let value = result.value.as_ref().with_context(|| {
         format!(
             "key {} is not in map `{}` (revision {})",

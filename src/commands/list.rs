@@ -16,18 +16,24 @@ pub struct ListArgs {
 
 /// Prints every entry of the map.
 pub async fn run(args: ListArgs) -> anyhow::Result<()> {
-    let mut client = mapsync_client::Client::connect(&args.client.endpoint).await?;
-    let renderer = Renderer::new(
-        &mut client,
-        args.client.show.clone(),
-        std::slice::from_ref(&args.map),
-    )
-    .await?;
-    let listing = if renderer.decode() {
-        client.list_decoded(&args.map).await?
-    } else {
-        client.list(&args.map).await?
-    };
+    let (renderer, listing) = args
+        .client
+        .within(async {
+            let mut client = args.client.connect(None).await?;
+            let renderer = Renderer::new(
+                &mut client,
+                args.client.show.clone(),
+                std::slice::from_ref(&args.map),
+            )
+            .await?;
+            let listing = if renderer.decode() {
+                client.list_decoded(&args.map).await?
+            } else {
+                client.list(&args.map).await?
+            };
+            Ok((renderer, listing))
+        })
+        .await?;
     let mut out = std::io::stdout().lock();
     if !args.client.json {
         output::emit(

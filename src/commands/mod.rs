@@ -1,5 +1,6 @@
 //! One module per `mapsync` subcommand.
 
+pub mod connection_args;
 pub mod demo;
 pub mod format;
 pub mod get;

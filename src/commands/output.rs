@@ -3,10 +3,12 @@
 //! in memory order (as `bpftool map dump` shows bytes) or decoded JSON, as
 //! [`format`](super::format) renders them.
 
+use std::future::Future;
 use std::io::Write;
+use std::time::Duration;
 
 use clap::Args;
-use mapsync_client::Event;
+use mapsync_client::{Client, ConnectOptions, Event};
 use serde_json::{Value, json};
 
 use super::format::{self, FormatArgs, Shown};
@@ -20,8 +22,57 @@ pub struct ClientArgs {
     /// One JSON object per line instead of readable text.
     #[arg(long)]
     pub json: bool,
+    /// Seconds the command may take, from connecting to the last answer
+    /// (for `watch`: until the watch is running; then it has no limit); 0:
+    /// no limit.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_timeout)]
+    pub timeout: f64,
     #[command(flatten)]
     pub show: FormatArgs,
+}
+
+fn parse_timeout(arg: &str) -> Result<f64, String> {
+    match arg.parse::<f64>() {
+        Ok(secs) if secs >= 0.0 && secs.is_finite() => Ok(secs),
+        _ => Err(format!("`{arg}` is not a number of seconds (0: no limit)")),
+    }
+}
+
+impl ClientArgs {
+    /// The `--timeout`, if any.
+    pub fn deadline(&self) -> Option<Duration> {
+        (self.timeout > 0.0).then(|| Duration::from_secs_f64(self.timeout))
+    }
+
+    /// Connects to `--endpoint`, pinging the server every `keepalive`
+    /// (`None`: never) to notice when it is gone.
+    pub async fn connect(&self, keepalive: Option<Duration>) -> anyhow::Result<Client> {
+        let options = ConnectOptions {
+            connect_timeout: self.deadline(),
+            keepalive_interval: keepalive,
+            keepalive_timeout: keepalive.unwrap_or(Duration::from_secs(10)),
+        };
+        Ok(Client::connect_with(&self.endpoint, &options).await?)
+    }
+
+    /// Runs `work` within `--timeout`; past it, the error says that the
+    /// server did not answer in time.
+    pub async fn within<T>(
+        &self,
+        work: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let Some(deadline) = self.deadline() else {
+            return work.await;
+        };
+        match tokio::time::timeout(deadline, work).await {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!(
+                "no answer from mapsync at {} within {} s (--timeout); is the server stopped or overloaded?",
+                self.endpoint,
+                self.timeout
+            ),
+        }
+    }
 }
 
 /// Lowercase hex without separators.

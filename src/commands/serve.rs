@@ -51,6 +51,8 @@ pub struct ServeArgs {
     /// Most bytes of keys and values kept in the change log.
     #[arg(long, default_value_t = LogLimits::default().max_bytes)]
     pub log_bytes: usize,
+    #[command(flatten)]
+    pub connections: super::connection_args::ConnectionArgs,
 }
 
 impl ServeArgs {
@@ -136,25 +138,34 @@ fn parse_ring_bytes(arg: &str) -> Result<u32, String> {
     Ok(bytes)
 }
 
-/// Runs the sidecar until SIGINT or SIGTERM.
+/// Runs the sidecar until SIGINT or SIGTERM. Everything that can be wrong
+/// with the arguments or the addresses fails before any map is opened.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.sync_config()?;
+    // checked now; fitted to the descriptors left once the maps are open
+    args.connections.limits(None)?;
+    let listener = Listener::bind(&args.listen).await?;
+    let metrics_listener = match &args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let mut sync = MapSync::start(config)
         .await
         .context("cannot start mirroring")?;
-    let listener = Listener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let connection_limits = args
+        .connections
+        .limits(super::connection_args::connection_fd_room())?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
     let watch_stats = std::sync::Arc::new(WatchStats::default());
-    let metrics = match &args.metrics_listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    let metrics = match (metrics_listener, &args.metrics_listen) {
+        (Some(listener), Some(addr)) => {
             tracing::info!(metrics = %addr, "serving metrics");
             let collector = crate::metrics::SyncCollector::new(&sync, watch_stats.clone());
             Some(tokio::spawn(crate::metrics::serve(
@@ -163,11 +174,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 stopped(stopping.clone()),
             )))
         }
-        None => None,
+        _ => None,
     };
-    tracing::info!(listen = %args.listen, epoch = %sync.store().epoch(), revision = sync.store().revision(), "serving");
+    tracing::info!(listen = %args.listen, max_connections = connection_limits.max_connections, epoch = %sync.store().epoch(), revision = sync.store().revision(), "serving");
     let options = ServeOptions {
         stats: watch_stats,
+        connections: connection_limits,
         ..ServeOptions::default()
     };
     let mut server = tokio::spawn(serve_with(
@@ -195,7 +207,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(metrics) = metrics {
         metrics.await.context("metrics task")??;
     }
-    sync.shutdown().await.context("ingest task failed")?;
+    match sync.shutdown().await {
+        Ok(()) => {}
+        // a dump of a huge map was under way: the process exits all the same
+        // (the kernel maps are the state; nothing is lost)
+        Err(error @ mapsync_core::SyncError::ShutdownTimedOut { .. }) => {
+            tracing::warn!(%error, "exiting without waiting for the ingest task");
+        }
+        Err(error) => return Err(error).context("ingest task failed"),
+    }
     if ingest_ended {
         anyhow::bail!("the ingest task stopped: the mirror no longer follows the kernel");
     }

@@ -1,5 +1,7 @@
 //! `mapsync watch`: changes as they happen.
 
+use std::time::Duration;
+
 use clap::Args;
 use futures::StreamExt;
 use mapsync_client::{WatchItem, WatchOptions};
@@ -15,25 +17,47 @@ pub struct WatchArgs {
     /// Maps to watch (none: every map).
     pub maps: Vec<String>,
     /// 0: print the current entries as puts first, then live changes; N:
-    /// changes from revision N on (last seen + 1 to resume). Needs --epoch:
-    /// revisions mean nothing across a server restart.
-    #[arg(long, default_value_t = 0, requires = "epoch")]
+    /// changes from revision N on (last seen + 1 to resume). N > 0 needs
+    /// --epoch: revisions mean nothing across a server restart.
+    #[arg(long, default_value_t = 0)]
     pub from_revision: u64,
     /// The epoch --from-revision belongs to, in hex as `mapsync list` and
     /// `watch` print it. If the server has restarted since, the watch starts
     /// with a resync: a marker line, then the complete current state.
     #[arg(long, value_parser = parse_epoch)]
     pub epoch: Option<u64>,
+    /// Seconds of silence after which `watch` pings the server, to notice
+    /// one that is gone or stopped (it then reconnects and resumes, saying
+    /// so on stderr); 0: no pings.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub keepalive: f64,
 }
 
 /// Prints changes until interrupted or the server goes away.
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
-    let mut client = mapsync_client::Client::connect(&args.client.endpoint).await?;
-    let renderer = Renderer::new(&mut client, args.client.show.clone(), &args.maps).await?;
-    let options = WatchOptions::maps(args.maps)
-        .from_revision(args.from_revision, args.epoch.unwrap_or(0))
-        .decoded(renderer.decode());
-    let mut changes = client.watch(options).await?;
+    if args.from_revision > 0 && args.epoch.is_none() {
+        anyhow::bail!(
+            "--from-revision {} needs --epoch: revisions mean nothing across a server restart (--from-revision 0 needs none)",
+            args.from_revision
+        );
+    }
+    let keepalive = match args.keepalive {
+        0.0 => None,
+        secs if secs > 0.0 && secs.is_finite() => Some(Duration::from_secs_f64(secs)),
+        secs => anyhow::bail!("--keepalive {secs}: expected seconds > 0, or 0 for no pings"),
+    };
+    let (renderer, mut changes) = args
+        .client
+        .within(async {
+            let mut client = args.client.connect(keepalive).await?;
+            let renderer = Renderer::new(&mut client, args.client.show.clone(), &args.maps).await?;
+            let options = WatchOptions::maps(args.maps.clone())
+                .from_revision(args.from_revision, args.epoch.unwrap_or(0))
+                .decoded(renderer.decode());
+            let changes = client.watch(options).await?;
+            Ok((renderer, Box::pin(changes)))
+        })
+        .await?;
     let mut out = std::io::stdout().lock();
     let json = args.client.json;
     let print = |out: &mut std::io::StdoutLock<'_>,

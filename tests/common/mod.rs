@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ pub struct Server {
     child: Child,
     pub endpoint: String,
     args: Vec<String>,
+    nofile: Option<u64>,
     log: Arc<Mutex<Vec<String>>>,
     _socket_dir: tempfile::TempDir,
 }
@@ -37,8 +38,23 @@ impl Server {
     /// The same, with extra `serve` arguments (`--ringbuf-bytes`,
     /// `--metrics-listen`, ...).
     pub fn start_with(pins: &PinDir, maps: &[String], extra: &[&str]) -> Server {
+        Server::start_on(pins, maps, None, extra, None)
+    }
+
+    /// The same on `listen` (`None`: a Unix socket in a temporary
+    /// directory), with the open-file limit (soft and hard) set to `nofile`.
+    pub fn start_on(
+        pins: &PinDir,
+        maps: &[String],
+        listen: Option<&str>,
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> Server {
         let socket_dir = tempfile::tempdir().expect("temp dir");
-        let endpoint = format!("unix:{}", socket_dir.path().join("mapsync.sock").display());
+        let endpoint = match listen {
+            Some(listen) => listen.to_owned(),
+            None => format!("unix:{}", socket_dir.path().join("mapsync.sock").display()),
+        };
         let mut args: Vec<String> = vec!["serve".into(), "--listen".into(), endpoint.clone()];
         args.push("--pin-dir".into());
         args.push(pins.join("capture").display().to_string());
@@ -48,11 +64,12 @@ impl Server {
         }
         args.extend(extra.iter().map(|arg| arg.to_string()));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let child = spawn_serve(&args, &log);
+        let child = spawn_serve(&args, nofile, &log);
         let mut server = Server {
             child,
             endpoint,
             args,
+            nofile,
             log,
             _socket_dir: socket_dir,
         };
@@ -63,7 +80,7 @@ impl Server {
     /// Starts the server again with the same arguments and endpoint (after
     /// [`Server::kill9`]), and waits until it answers.
     pub fn restart(&mut self) {
-        self.child = spawn_serve(&self.args, &self.log);
+        self.child = spawn_serve(&self.args, self.nofile, &self.log);
         self.wait_answering();
     }
 
@@ -180,8 +197,27 @@ impl Server {
 
 /// Spawns `mapsync ARGS` with its stderr (the log) appended to `log` and
 /// echoed to the test's stderr with a `[serve PID]` prefix.
-fn spawn_serve(args: &[String], log: &Arc<Mutex<Vec<String>>>) -> Child {
-    let mut child = mapsync()
+fn spawn_serve(args: &[String], nofile: Option<u64>, log: &Arc<Mutex<Vec<String>>>) -> Child {
+    let mut command = mapsync();
+    if let Some(nofile) = nofile {
+        use std::os::unix::process::CommandExt;
+        let limit = libc::rlimit {
+            rlim_cur: nofile,
+            rlim_max: nofile,
+        };
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of
+        // the parent; it runs in the child between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let mut child = command
         .args(args)
         // plain log lines, so that tests can read their fields
         .env("NO_COLOR", "1")
@@ -217,7 +253,8 @@ pub struct Lines {
 }
 
 impl Lines {
-    fn new(stdout: ChildStdout) -> Self {
+    /// Lines of `stdout` (or any pipe), read on a thread.
+    pub fn new(stdout: impl Read + Send + 'static) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {

@@ -1,5 +1,7 @@
 //! The client: connecting (TCP or Unix socket) and the calls.
 
+use std::time::Duration;
+
 use futures::Stream;
 use hyper_util::rt::TokioIo;
 use mapsync_api as pb;
@@ -17,44 +19,92 @@ pub struct Client {
     inner: MapSyncClient<Channel>,
 }
 
+/// How [`Client::connect_with`] connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Longest wait for the connection (TCP or Unix socket) to be set up;
+    /// `None`: the operating system's. Default 10 s.
+    pub connect_timeout: Option<Duration>,
+    /// The client pings the server after this long without a frame, also
+    /// while no call is open, so that a dead or stopped server is noticed
+    /// (the connection then fails, and watches reconnect). `None`: no pings.
+    /// Default 10 s.
+    pub keepalive_interval: Option<Duration>,
+    /// A ping not answered within this closes the connection. Default 10 s.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Some(Duration::from_secs(10)),
+            keepalive_interval: Some(Duration::from_secs(10)),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Client {
-    /// Connects to `HOST:PORT`, `http://HOST:PORT` or `unix:PATH`.
+    /// Connects to `HOST:PORT`, `http://HOST:PORT` or `unix:PATH`, with
+    /// [`ConnectOptions::default`].
     pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
-        let invalid = || ClientError::InvalidEndpoint {
-            endpoint: endpoint.to_owned(),
-        };
+        Self::connect_with(endpoint, &ConnectOptions::default()).await
+    }
+
+    /// Connects to `HOST:PORT`, `http://HOST:PORT` or `unix:PATH`. An
+    /// endpoint without a port, with another scheme, or a bare path is
+    /// [`ClientError::InvalidEndpoint`] saying which.
+    pub async fn connect_with(
+        endpoint: &str,
+        options: &ConnectOptions,
+    ) -> Result<Self, ClientError> {
         let connect_error = |source: tonic::transport::Error| ClientError::Connect {
             endpoint: endpoint.to_owned(),
             reason: innermost(&source),
-            source,
         };
-        let channel = if let Some(path) = endpoint.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(invalid());
+        let target = parse_endpoint(endpoint)?;
+        let configure = |mut settings: Endpoint| {
+            if let Some(interval) = options.keepalive_interval {
+                settings = settings
+                    .http2_keep_alive_interval(interval)
+                    .keep_alive_timeout(options.keepalive_timeout)
+                    .keep_alive_while_idle(true);
             }
-            let path = path.to_owned();
-            // the URI is required by the API and unused by the connector
-            Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(TokioIo::new(stream))
-                    }
-                }))
-                .await
-                .map_err(connect_error)?
-        } else {
-            let uri = if endpoint.contains("://") {
-                endpoint.to_owned()
-            } else {
-                format!("http://{endpoint}")
-            };
-            Endpoint::from_shared(uri)
-                .map_err(|_| invalid())?
+            if let Some(timeout) = options.connect_timeout {
+                settings = settings.connect_timeout(timeout);
+            }
+            settings
+        };
+        let channel = match target {
+            Target::Unix(path) => {
+                let timeout = options.connect_timeout;
+                // the URI is required by the API and unused by the connector
+                configure(Endpoint::from_static("http://localhost"))
+                    .connect_with_connector(tower::service_fn(move |_| {
+                        let path = path.clone();
+                        async move {
+                            let connect = tokio::net::UnixStream::connect(path);
+                            let stream = match timeout {
+                                Some(timeout) => tokio::time::timeout(timeout, connect)
+                                    .await
+                                    .map_err(|_| {
+                                        std::io::Error::new(
+                                            std::io::ErrorKind::TimedOut,
+                                            format!("no connection within {timeout:?}"),
+                                        )
+                                    })??,
+                                None => connect.await?,
+                            };
+                            Ok::<_, std::io::Error>(TokioIo::new(stream))
+                        }
+                    }))
+                    .await
+                    .map_err(connect_error)?
+            }
+            Target::Http(uri) => configure(Endpoint::from(uri))
                 .connect()
                 .await
-                .map_err(connect_error)?
+                .map_err(connect_error)?,
         };
         Ok(Self {
             inner: MapSyncClient::new(channel),
@@ -235,6 +285,58 @@ impl Client {
     }
 }
 
+/// Where an endpoint points.
+#[derive(Debug, PartialEq)]
+enum Target {
+    Unix(String),
+    Http(tonic::codegen::http::Uri),
+}
+
+/// Checks and parses `HOST:PORT`, `http://HOST:PORT` or `unix:PATH`.
+fn parse_endpoint(endpoint: &str) -> Result<Target, ClientError> {
+    let invalid = |reason: &'static str| ClientError::InvalidEndpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    if let Some(path) = endpoint.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(invalid("the socket path after `unix:` is empty"));
+        }
+        return Ok(Target::Unix(path.to_owned()));
+    }
+    if endpoint.starts_with('/') || endpoint.starts_with('.') {
+        return Err(invalid("a socket path needs the `unix:` prefix"));
+    }
+    let uri = match endpoint.split_once("://") {
+        Some(("http", _)) => endpoint.to_owned(),
+        Some(("https", _)) => return Err(invalid("TLS is not supported: use http:// or unix:")),
+        Some(_) => {
+            return Err(invalid(
+                "unsupported scheme: use HOST:PORT, http://HOST:PORT or unix:PATH",
+            ));
+        }
+        None => format!("http://{endpoint}"),
+    };
+    let uri: tonic::codegen::http::Uri = uri
+        .parse()
+        .map_err(|_| invalid("expected HOST:PORT, http://HOST:PORT or unix:PATH"))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid("no host: expected HOST:PORT"));
+    }
+    if uri.port().is_none() {
+        return Err(invalid(
+            "no port: expected HOST:PORT (mapsync has no default port)",
+        ));
+    }
+    if uri
+        .path_and_query()
+        .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
+    {
+        return Err(invalid("a path after HOST:PORT is not supported"));
+    }
+    Ok(Target::Http(uri))
+}
+
 /// The innermost cause of a transport error: the part a person can act on
 /// ("No such file or directory", "Connection refused").
 fn innermost(error: &tonic::transport::Error) -> String {
@@ -243,4 +345,38 @@ fn innermost(error: &tonic::transport::Error) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(endpoint: &str) -> String {
+        match parse_endpoint(endpoint) {
+            Err(error) => error.to_string(),
+            Ok(target) => panic!("{endpoint} accepted as {target:?}"),
+        }
+    }
+
+    #[test]
+    fn endpoints_parse_and_bad_ones_say_what_is_wrong() {
+        assert_eq!(
+            parse_endpoint("unix:/run/m.sock").expect("valid"),
+            Target::Unix("/run/m.sock".into())
+        );
+        for good in ["127.0.0.1:7000", "http://localhost:7000", "[::1]:7000"] {
+            assert!(
+                matches!(parse_endpoint(good), Ok(Target::Http(_))),
+                "{good}"
+            );
+        }
+        assert!(reason("127.0.0.1").contains("no port"));
+        assert!(reason("http://127.0.0.1").contains("no port"));
+        assert!(reason("grpc://127.0.0.1:7000").contains("unsupported scheme"));
+        assert!(reason("https://127.0.0.1:7000").contains("TLS"));
+        assert!(reason("/run/mapsync.sock").contains("unix:"));
+        assert!(reason("unix:").contains("empty"));
+        assert!(reason("127.0.0.1:7000/x").contains("path"));
+        assert!(reason("127.0.0.1").starts_with("invalid endpoint `127.0.0.1`: "));
+    }
 }

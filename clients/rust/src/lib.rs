@@ -47,7 +47,7 @@ mod error;
 mod types;
 pub mod watch;
 
-pub use client::Client;
+pub use client::{Client, ConnectOptions};
 pub use error::ClientError;
 pub use types::{
     Event, GetResult, Listing, MapDescription, Maps, Op, ReadOptions, ResyncReason, WatchItem,

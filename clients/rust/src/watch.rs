@@ -256,8 +256,14 @@ impl Resumer {
             };
             let message = match message {
                 Ok(Some(message)) => message,
-                Ok(None) => return Broke::Retry,
-                Err(status) if transient(&status) => return Broke::Retry,
+                Ok(None) => {
+                    tracing::info!("watch: the server ended the stream; reconnecting to resume");
+                    return Broke::Retry;
+                }
+                Err(status) if transient(&status) => {
+                    tracing::info!(error = %ClientError::from(status), "watch: connection lost; reconnecting to resume");
+                    return Broke::Retry;
+                }
                 Err(status) => {
                     let _ = self.deliver(Err(status.into())).await;
                     return Broke::Stop;

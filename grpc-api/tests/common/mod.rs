@@ -69,6 +69,7 @@ pub async fn serve_store(store: Store, writer: StoreWriter, limits: Limits) -> R
     let options = ServeOptions {
         limits,
         stats: stats.clone(),
+        ..ServeOptions::default()
     };
     let server = tokio::spawn(serve_with(listener, store.clone(), options, async {
         let _ = stopped.await;
