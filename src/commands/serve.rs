@@ -209,7 +209,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let options = ServeOptions {
         stats: watch_stats,
         limits: args.service_limits(),
-        ..ServeOptions::default()
     };
     let mut server = tokio::spawn(serve_with(
         listener,
