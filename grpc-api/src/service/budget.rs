@@ -88,6 +88,10 @@ impl StreamBudget {
     /// Charges `bytes` once both budgets have room. Cancel-safe: nothing is
     /// charged unless the `Charge` is returned.
     pub(super) async fn charge(self: &Arc<Self>, bytes: usize) -> Charge {
+        // the common case, without registering as a waiter
+        if let Some(charge) = self.try_charge(bytes) {
+            return charge;
+        }
         loop {
             let stream_room = self.room.notified();
             let server_room = self.server.room.notified();
