@@ -37,7 +37,8 @@ impl ServerBudget {
     }
 
     /// Bytes charged now, over all streams.
-    pub fn used(&self) -> usize {
+    #[cfg(test)]
+    fn used(&self) -> usize {
         self.counter().load(Ordering::Relaxed)
     }
 

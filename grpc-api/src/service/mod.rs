@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::RequestError;
 use crate::pb;
+use budget::ServerBudget;
 
 mod budget;
 mod outbound;
@@ -31,7 +32,6 @@ mod trim;
 pub mod watch;
 mod watcher;
 
-pub use budget::ServerBudget;
 pub use outbound::{WatchStats, WatchStream};
 pub use oversize::MapSyncRouter;
 

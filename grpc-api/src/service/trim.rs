@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tracing::Instrument;
+
 /// How long after a close the trim runs; closes meanwhile share it.
 const DELAY: Duration = Duration::from_secs(1);
 
@@ -19,11 +21,13 @@ pub(super) fn after_stream_closed() {
     if PENDING.swap(true, Ordering::AcqRel) {
         return;
     }
-    tokio::spawn(async {
+    let task = async {
         tokio::time::sleep(DELAY).await;
         PENDING.store(false, Ordering::Release);
         let _ = tokio::task::spawn_blocking(trim).await;
-    });
+        tracing::debug!("freed memory returned to the OS");
+    };
+    tokio::spawn(task.instrument(tracing::debug_span!("malloc_trim")));
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
