@@ -28,6 +28,7 @@ mod budget;
 mod outbound;
 mod oversize;
 pub mod read;
+mod refusals;
 mod trim;
 pub mod watch;
 mod watcher;

@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use mapsync_core::{KeyRange, Store, SubscribeFilter, SyncError};
 use tokio::sync::{Notify, oneshot};
@@ -30,6 +29,7 @@ use tracing::Instrument;
 
 use super::budget::StreamBudget;
 use super::outbound::{Outbound, WatchStats, WatchStream};
+use super::refusals::{REFUSAL_BURST, REFUSALS_PER_SECOND, RefusalBucket};
 use super::watcher::{Ended, Watcher};
 use super::{Limits, MapSyncService};
 use crate::convert;
@@ -67,39 +67,6 @@ pub(super) fn open(service: &MapSyncService, inbound: Streaming<pb::WatchRequest
             .instrument(tracing::info_span!("watch_stream")),
     );
     responses
-}
-
-/// Refusals a stream may get in a burst, and per second after it; a client
-/// that keeps sending requests that are refused past this rate has its
-/// stream ended with `RESOURCE_EXHAUSTED`.
-const REFUSAL_BURST: f64 = 1024.0;
-const REFUSALS_PER_SECOND: f64 = 100.0;
-
-struct RefusalBucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl RefusalBucket {
-    fn new() -> Self {
-        Self {
-            tokens: REFUSAL_BURST,
-            at: Instant::now(),
-        }
-    }
-
-    /// Takes one token; false when the client is refused faster than allowed.
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * REFUSALS_PER_SECOND;
-        self.tokens = (self.tokens + refill).min(REFUSAL_BURST);
-        self.at = now;
-        if self.tokens < 1.0 {
-            return false;
-        }
-        self.tokens -= 1.0;
-        true
-    }
 }
 
 /// Why a stream stops reading requests.
