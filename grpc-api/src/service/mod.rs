@@ -10,7 +10,8 @@
 //! - `outbound`: a stream's queue and response side; `budget`: the bytes
 //!   prepared for clients, per stream and server-wide; `trim`: returning
 //!   freed memory after streams close.
-//! - `oversize`: the status of a request too large to decode.
+//! - `oversize`: the status of a request too large to decode; `refusals`:
+//!   how many refused requests a Watch stream may cause.
 
 use std::sync::Arc;
 use std::time::Duration;
