@@ -168,6 +168,12 @@ impl Collector for SyncCollector {
             "Watch messages queued for clients and not yet sent (bounded per stream).",
             self.watch.queued_messages() as i64,
         )?;
+        gauge(
+            e,
+            "mapsync_watch_queued_bytes",
+            "Encoded bytes of watch messages prepared for clients and not yet sent (the memory budget's count).",
+            self.watch.queued_bytes() as i64,
+        )?;
         let entries: usize = snapshot.maps().map(|(_, map)| map.len()).sum();
         gauge(
             e,

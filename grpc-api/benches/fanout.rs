@@ -143,6 +143,7 @@ async fn run(watchers: usize, mode: Mode, name: &'static str) -> Row {
                 request: Some(Req::Create(pb::WatchCreateRequest {
                     maps: vec!["flows".into()],
                     start_revision: 1,
+                    epoch: store.epoch().0,
                     ..Default::default()
                 })),
             })

@@ -51,6 +51,37 @@ pub enum RequestError {
         /// The id.
         id: u64,
     },
+    /// The server already carries the most watches it may.
+    #[error("too many watches on this server (at most {max}); retry later")]
+    TooManyWatchesOnServer {
+        /// The limit.
+        max: usize,
+    },
+    /// A watch with `start_revision > 0` and no epoch: a resume must say
+    /// which server lifetime its revision belongs to.
+    #[error(
+        "start_revision {start_revision} needs the epoch it belongs to (resuming needs the epoch); use start_revision 0 for the current state"
+    )]
+    ResumeWithoutEpoch {
+        /// The revision asked for.
+        start_revision: Revision,
+    },
+    /// A Watch stream kept sending requests that were refused.
+    #[error(
+        "too many refused requests on this stream (more than {burst} at once or {per_second} per second)"
+    )]
+    RefusalFlood {
+        /// Refusals allowed at once.
+        burst: u32,
+        /// Refusals allowed per second after that.
+        per_second: u32,
+    },
+    /// A Watch request that does not decode (the stream ends).
+    #[error("undecodable WatchRequest: {detail}")]
+    UndecodableRequest {
+        /// The decoder's description.
+        detail: String,
+    },
     /// A request message larger than the server accepts (the stream ends).
     #[error("request larger than the {max}-byte limit: {detail}")]
     RequestTooLarge {
@@ -100,10 +131,13 @@ impl RequestError {
             RequestError::NotReady => Code::Unavailable,
             RequestError::PageTooLarge { .. }
             | RequestError::BadKeySelection { .. }
-            | RequestError::EmptyWatchRequest => Code::InvalidArgument,
-            RequestError::TooManyWatches { .. } | RequestError::RequestTooLarge { .. } => {
-                Code::ResourceExhausted
-            }
+            | RequestError::EmptyWatchRequest
+            | RequestError::ResumeWithoutEpoch { .. }
+            | RequestError::UndecodableRequest { .. } => Code::InvalidArgument,
+            RequestError::TooManyWatches { .. }
+            | RequestError::TooManyWatchesOnServer { .. }
+            | RequestError::RefusalFlood { .. }
+            | RequestError::RequestTooLarge { .. } => Code::ResourceExhausted,
             RequestError::WatchIdInUse { .. } => Code::AlreadyExists,
             RequestError::UnknownWatch { .. } => Code::NotFound,
             RequestError::MinRevisionDeadline { .. } => Code::DeadlineExceeded,

@@ -107,7 +107,7 @@ impl Client {
                 .map_err(connect_error)?,
         };
         Ok(Self {
-            inner: MapSyncClient::new(channel),
+            inner: crate::watch::with_message_limits(MapSyncClient::new(channel)),
         })
     }
 

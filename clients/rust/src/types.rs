@@ -174,9 +174,12 @@ pub enum ResyncReason {
 pub struct WatchOptions {
     /// Map names; empty: every map.
     pub maps: Vec<String>,
-    /// 0: current state first, then live; N: changes from revision N.
+    /// 0: current state first, then live; N: changes from revision N (at
+    /// most one past the server's current revision).
     pub start_revision: u64,
-    /// The epoch `start_revision` belongs to (0: any).
+    /// The epoch `start_revision` belongs to: required when it is > 0 (the
+    /// server refuses a resume without one, `INVALID_ARGUMENT`); ignored
+    /// for 0.
     pub epoch: u64,
     /// Only keys starting with these bytes.
     pub key_prefix: Bytes,

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use mapsync_api as pb;
+use mapsync_api::MAX_RESPONSE_BYTES;
 use mapsync_api::map_sync_client::MapSyncClient;
 use mapsync_api::watch_response::Kind;
 use tokio::sync::mpsc;
@@ -44,6 +45,14 @@ fn transient(status: &Status) -> bool {
         status.code(),
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal | Code::Aborted
     )
+}
+
+/// The generated client with the message limits of this client: it accepts
+/// responses up to the server's largest ([`MAX_RESPONSE_BYTES`], instead of
+/// tonic's 4 MiB default), so a page or batch of large entries never fails
+/// to decode.
+pub(crate) fn with_message_limits(client: MapSyncClient<Channel>) -> MapSyncClient<Channel> {
+    client.max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
 /// Opens a stream and creates the watch from `start_revision` of `epoch`.

@@ -168,7 +168,7 @@ async fn a_restarted_client_resumes_from_the_last_revision_it_saw() {
         let mut client = Client::connect(&endpoint).await.expect("connect");
         let mut watch = Box::pin(
             client
-                .watch(WatchOptions::maps(["flows"]).from_revision(1, 0))
+                .watch(WatchOptions::maps(["flows"]).from_revision(1, store.epoch().0))
                 .await
                 .expect("watch"),
         );
@@ -232,7 +232,7 @@ async fn compaction_during_a_disconnect_is_delivered_as_a_resync() {
     let mut client = Client::connect(&endpoint).await.expect("connect");
     let mut watch = Box::pin(
         client
-            .watch(WatchOptions::maps(["flows"]).from_revision(1, 0))
+            .watch(WatchOptions::maps(["flows"]).from_revision(1, store.epoch().0))
             .await
             .expect("watch"),
     );
@@ -269,7 +269,7 @@ async fn compaction_during_a_disconnect_is_delivered_as_a_resync() {
     let mut client = Client::connect(&endpoint).await.expect("connect");
     let mut watch = Box::pin(
         client
-            .watch(WatchOptions::maps(["flows"]).from_revision(2, 0))
+            .watch(WatchOptions::maps(["flows"]).from_revision(2, store.epoch().0))
             .await
             .expect("watch"),
     );
@@ -293,7 +293,7 @@ async fn a_new_epoch_is_delivered_as_a_resync() {
     let mut client = Client::connect(&endpoint).await.expect("connect");
     let mut watch = Box::pin(
         client
-            .watch(WatchOptions::maps(["flows"]).from_revision(3, 0))
+            .watch(WatchOptions::maps(["flows"]).from_revision(3, old.epoch().0))
             .await
             .expect("watch"),
     );

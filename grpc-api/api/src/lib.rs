@@ -25,3 +25,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("maps
 
 /// Full name of the service, as health checks name it.
 pub const SERVICE_NAME: &str = "mapsync.v1.MapSync";
+
+/// The largest response message a mapsync server sends (List pages and watch
+/// batches are cut well below it); clients accept messages up to this size.
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;

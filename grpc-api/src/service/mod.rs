@@ -7,6 +7,11 @@
 //!   the watches it multiplexes.
 //! - `watcher`: one task per watch, from a sync-core subscription to
 //!   batched messages, progress and cancellation.
+//! - `outbound`: a stream's queue and response side; `budget`: the bytes
+//!   prepared for clients, per stream and server-wide; `trim`: returning
+//!   freed memory after streams close.
+//! - `oversize`: the status of a request too large to decode; `refusals`:
+//!   how many refused requests a Watch stream may cause.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +23,19 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::RequestError;
 use crate::pb;
+use budget::ServerBudget;
 
+mod budget;
+mod outbound;
+mod oversize;
 pub mod read;
+mod refusals;
+mod trim;
 pub mod watch;
 mod watcher;
 
-pub use watch::{WatchStats, WatchStream};
+pub use outbound::{WatchStats, WatchStream};
+pub use oversize::MapSyncRouter;
 
 /// Pages buffered per `List` stream.
 pub const LIST_BUFFER: usize = 4;
@@ -31,6 +43,10 @@ pub const LIST_BUFFER: usize = 4;
 pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 /// Most entries per `List` page.
 pub const MAX_PAGE_SIZE: u32 = 10_000;
+/// The largest response message the server sends (a `List` page or a
+/// `WatchResponse` holding one event at the entry size limits stays far
+/// below it); part of the wire contract, so that clients accept it.
+pub use mapsync_api::MAX_RESPONSE_BYTES;
 
 /// Bounds of the service; every queue and wait it has is bounded by one of
 /// these.
@@ -43,8 +59,29 @@ pub struct Limits {
     /// transport. Default 16.
     pub stream_buffer: usize,
     /// Byte cap of one `EventBatch` message: a larger batch is split. Default
-    /// 1 MiB (a single event larger than the cap travels alone).
+    /// 64 KiB (a single event larger than the cap travels alone). The
+    /// transport holds up to about three messages per stream beyond the
+    /// budgets below, so this also bounds that.
     pub max_message_bytes: usize,
+    /// Most bytes (encoded) of watch messages prepared for one stream's
+    /// client and not yet taken by the transport; a watch that would exceed
+    /// it waits. Default 1 MiB. A stream with nothing queued may always
+    /// queue one message.
+    pub stream_budget_bytes: usize,
+    /// Most bytes of watch messages prepared for all clients together and
+    /// not yet taken by the transport; beyond it each stream may queue one
+    /// message at a time. Default 64 MiB.
+    pub server_budget_bytes: usize,
+    /// How long a watch waits for room for one message before it is
+    /// canceled `SLOW_CONSUMER` (the client resumes from the revision it
+    /// names). Default 30 s.
+    pub slow_consumer_timeout: Duration,
+    /// Most watches open at once on the whole server; a create beyond it is
+    /// refused with `RESOURCE_EXHAUSTED`. Default 16,384.
+    pub max_watches: usize,
+    /// Byte cap of one `List` page (keys and values, encoded); a page ends
+    /// at whichever of this and its entry count comes first. Default 1 MiB.
+    pub max_list_page_bytes: usize,
     /// Largest request message accepted (decoding limit of every call).
     /// Default 64 KiB.
     pub max_request_bytes: usize,
@@ -61,7 +98,12 @@ impl Default for Limits {
         Self {
             max_watches_per_stream: 1024,
             stream_buffer: 16,
-            max_message_bytes: 1 << 20,
+            max_message_bytes: 64 << 10,
+            stream_budget_bytes: 1 << 20,
+            server_budget_bytes: 64 << 20,
+            slow_consumer_timeout: Duration::from_secs(30),
+            max_watches: 16_384,
+            max_list_page_bytes: 1 << 20,
             max_request_bytes: 64 << 10,
             min_progress_interval: Duration::from_millis(100),
             max_min_revision_wait: Duration::from_secs(30),
@@ -76,6 +118,7 @@ pub struct MapSyncService {
     stopping: watch_channel::Receiver<bool>,
     limits: Limits,
     stats: Arc<WatchStats>,
+    budget: Arc<ServerBudget>,
 }
 
 impl MapSyncService {
@@ -93,18 +136,24 @@ impl MapSyncService {
         limits: Limits,
         stats: Arc<WatchStats>,
     ) -> Self {
+        let budget = Arc::new(ServerBudget::new(limits.server_budget_bytes, stats.clone()));
         Self {
             store,
             stopping,
             limits,
             stats,
+            budget,
         }
     }
 
-    /// The tonic server wrapper of this service, with the request size limit.
-    pub fn into_server(self) -> pb::map_sync_server::MapSyncServer<Self> {
+    /// The tonic server of this service, with the request size limit (a
+    /// request over it is `RESOURCE_EXHAUSTED` on every call).
+    pub fn into_server(self) -> MapSyncRouter {
         let max = self.limits.max_request_bytes;
-        pb::map_sync_server::MapSyncServer::new(self).max_decoding_message_size(max)
+        let server = pb::map_sync_server::MapSyncServer::new(self)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        MapSyncRouter::new(server, max)
     }
 
     fn ready_snapshot(&self) -> Result<Arc<Snapshot>, RequestError> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mapsync_core::{MapView, Snapshot, SyncError};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
@@ -80,25 +81,37 @@ pub async fn list(
     let snapshot = read_snapshot(service, request.min_revision, request.epoch, deadline).await?;
     let (view, revision) = view_at(&snapshot, &request.map, request.revision)?;
     let decoder = convert::Decoder::new(request.decode, &snapshot);
+    let max_page_bytes = service.limits.max_list_page_bytes;
     let (tx, rx) = mpsc::channel(LIST_BUFFER);
     let span = tracing::debug_span!("list", map = %request.map, revision);
     tokio::spawn(
         async move {
-            let mut after: Option<Bytes> = None;
+            let mut rest = view.iter_after(None).peekable();
             loop {
-                let entries: Vec<pb::Entry> = view
-                    .iter_after(after.as_deref())
-                    .take(page_size)
-                    .map(|(key, entry)| pb::Entry {
+                // a page ends at `page_size` entries or `max_page_bytes`,
+                // whichever comes first (at least one entry per page)
+                let mut entries: Vec<pb::Entry> = Vec::new();
+                let mut bytes = 0;
+                while entries.len() < page_size {
+                    let Some((key, entry)) = rest.peek() else {
+                        break;
+                    };
+                    let entry = pb::Entry {
                         key: Bytes::copy_from_slice(key),
                         value: entry.value.clone(),
                         mod_revision: entry.mod_revision,
                         key_json: decoder.key(&request.map, key),
                         value_json: decoder.value(&request.map, &entry.value),
-                    })
-                    .collect();
-                after = entries.last().map(|e| e.key.clone());
-                let last = entries.len() < page_size;
+                    };
+                    let size = entry.encoded_len() + 8;
+                    if !entries.is_empty() && bytes + size > max_page_bytes {
+                        break;
+                    }
+                    bytes += size;
+                    entries.push(entry);
+                    rest.next();
+                }
+                let last = rest.peek().is_none();
                 let page = pb::ListResponse {
                     header: header(&snapshot, revision),
                     entries,
@@ -121,6 +134,16 @@ fn view_at(snapshot: &Snapshot, map: &str, revision: u64) -> Result<(MapView, u6
             name: map.to_owned(),
         })?;
         return Ok((view.clone(), snapshot.revision()));
+    }
+    // "oldest" means the same in every status: the oldest revision still in
+    // the change log (a read at it and a watch from it both work)
+    let oldest = snapshot.log().oldest();
+    if snapshot.map(map).is_some() && revision < snapshot.oldest_readable() {
+        return Err(SyncError::Compacted {
+            requested: revision,
+            oldest,
+        }
+        .into());
     }
     Ok((snapshot.map_at(map, revision)?, revision))
 }

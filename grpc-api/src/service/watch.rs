@@ -1,30 +1,35 @@
 //! The bidirectional `Watch` stream: one task per stream reads the client's
 //! requests (create, cancel, progress) and starts one task per watch
-//! (`watcher`). Every watch sends into the stream's one bounded queue, so a
-//! client that stops reading holds at most [`super::Limits::stream_buffer`]
-//! messages plus one batch per watch; each watch's subscription is a cursor
-//! into the shared change log, so a lagging watch costs no more memory and
-//! never slows ingest or other streams. It catches up when the client reads
-//! again, or is canceled `COMPACTED` once the log has moved past it.
+//! (`watcher`). Every watch sends into the stream's one bounded queue
+//! (`outbound`), charged to the stream's and the server's byte budget
+//! (`budget`), so a client that stops reading holds at most
+//! [`super::Limits::stream_budget_bytes`] (and `stream_buffer` messages)
+//! plus one batch per watch; each watch's subscription is a cursor into the
+//! shared change log, so a lagging watch never slows ingest or other
+//! streams. It catches up when the client reads again, is canceled
+//! `COMPACTED` once the log has moved past it, or `SLOW_CONSUMER` once it
+//! has waited for room longer than `slow_consumer_timeout`.
 //!
 //! Errors about one watch (bad create, unknown id, too many watches, epoch
 //! changed, compacted) are `Canceled` responses for that watch id; the stream
-//! and its other watches go on. Only a request too large to decode ends the
-//! stream (`RESOURCE_EXHAUSTED`), as does shutdown (`UNAVAILABLE`).
+//! and its other watches go on. The stream itself ends, after what is
+//! queued, with `RESOURCE_EXHAUSTED` for a request too large to decode or a
+//! flood of refused requests, `INVALID_ARGUMENT` for a request that does not
+//! decode, and `UNAVAILABLE` at shutdown.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 
-use futures::Stream;
-use mapsync_core::{KeyRange, Store, SubscribeFilter};
-use tokio::sync::{Notify, mpsc, oneshot};
+use mapsync_core::{KeyRange, Store, SubscribeFilter, SyncError};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tonic::{Code, Status, Streaming};
 use tracing::Instrument;
 
+use super::budget::StreamBudget;
+use super::outbound::{Outbound, WatchStats, WatchStream};
+use super::refusals::{REFUSAL_BURST, REFUSALS_PER_SECOND, RefusalBucket};
 use super::watcher::{Ended, Watcher};
 use super::{Limits, MapSyncService};
 use crate::convert;
@@ -33,109 +38,15 @@ use crate::pb;
 use crate::pb::watch_request::Request as Req;
 use crate::pb::watch_response::Kind;
 
-/// Live counts of the Watch machinery, for tests and metrics.
-#[derive(Debug, Default)]
-pub struct WatchStats {
-    streams: AtomicUsize,
-    watches: AtomicUsize,
-    queued: AtomicUsize,
-}
-
-impl WatchStats {
-    /// Open `Watch` streams.
-    pub fn streams(&self) -> usize {
-        self.streams.load(Ordering::Relaxed)
-    }
-
-    /// Open watches, over all streams.
-    pub fn watches(&self) -> usize {
-        self.watches.load(Ordering::Relaxed)
-    }
-
-    /// Messages queued in stream queues and not yet taken by the transport,
-    /// over all streams (at most streams x `stream_buffer`).
-    pub fn queued_messages(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn watches_counter(&self) -> &AtomicUsize {
-        &self.watches
-    }
-}
-
-/// The sending side of one stream's queue; counts what it queues.
-#[derive(Debug, Clone)]
-pub(super) struct Outbound {
-    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    stats: Arc<WatchStats>,
-    epoch: u64,
-}
-
-impl Outbound {
-    /// Queues a message about watch `id`; `Err` once the client is gone.
-    pub(super) async fn send(&self, id: u64, kind: Kind) -> Result<(), ()> {
-        let message = pb::WatchResponse {
-            epoch: self.epoch,
-            watch_id: id,
-            kind: Some(kind),
-        };
-        let permit = self.tx.reserve().await.map_err(|_| ())?;
-        // counted before it can be taken, so the count never goes below zero
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        permit.send(Ok(message));
-        Ok(())
-    }
-
-    /// Resolves when the client is gone.
-    pub(super) async fn closed(&self) {
-        self.tx.closed().await
-    }
-
-    fn end_with(&self, status: Status) {
-        if let Ok(permit) = self.tx.try_reserve() {
-            self.stats.queued.fetch_add(1, Ordering::Relaxed);
-            permit.send(Err(status));
-        }
-    }
-}
-
-/// The response side of a `Watch` stream.
-#[derive(Debug)]
-pub struct WatchStream {
-    rx: mpsc::Receiver<Result<pb::WatchResponse, Status>>,
-    stats: Arc<WatchStats>,
-}
-
-impl Stream for WatchStream {
-    type Item = Result<pb::WatchResponse, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = self.rx.poll_recv(cx);
-        if let Poll::Ready(Some(_)) = &item {
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-        }
-        item
-    }
-}
-
-impl Drop for WatchStream {
-    fn drop(&mut self) {
-        // what is still queued is dropped with the receiver
-        self.rx.close();
-        while self.rx.try_recv().is_ok() {
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Opens a stream: spawns its request reader and returns the response side.
 pub(super) fn open(service: &MapSyncService, inbound: Streaming<pb::WatchRequest>) -> WatchStream {
-    let (tx, rx) = mpsc::channel(service.limits.stream_buffer);
-    let out = Outbound {
-        tx,
-        stats: service.stats.clone(),
-        epoch: service.store.epoch().0,
-    };
+    let budget = StreamBudget::new(service.budget.clone(), service.limits.stream_budget_bytes);
+    let (out, responses) = Outbound::channel(
+        service.limits.stream_buffer,
+        budget,
+        service.stats.clone(),
+        service.store.epoch().0,
+    );
     let stream = StreamState {
         store: service.store.clone(),
         limits: service.limits,
@@ -143,17 +54,43 @@ pub(super) fn open(service: &MapSyncService, inbound: Streaming<pb::WatchRequest
         out,
         watches: HashMap::new(),
         next_id: 1,
+        refusals: RefusalBucket::new(),
     };
     let stopping = service.stopping.clone();
-    service.stats.streams.fetch_add(1, Ordering::Relaxed);
+    service
+        .stats
+        .streams_counter()
+        .fetch_add(1, Ordering::Relaxed);
     tokio::spawn(
         stream
             .run(inbound, stopping)
             .instrument(tracing::info_span!("watch_stream")),
     );
-    WatchStream {
-        rx,
-        stats: service.stats.clone(),
+    responses
+}
+
+/// Why a stream stops reading requests.
+enum Gone {
+    /// The client is gone.
+    Client,
+    /// The client keeps sending requests that are refused.
+    Flooding,
+}
+
+/// The status that ends a stream whose inbound side failed: a request too
+/// large to decode is `RESOURCE_EXHAUSTED`, one that does not decode is
+/// `INVALID_ARGUMENT`; a transport error (the client reset the stream) keeps
+/// its status, which nobody reads.
+fn inbound_error(status: Status, max_request_bytes: usize) -> Status {
+    match status.code() {
+        Code::OutOfRange => Status::from(RequestError::RequestTooLarge {
+            max: max_request_bytes,
+            detail: status.message().to_owned(),
+        }),
+        Code::Internal => Status::from(RequestError::UndecodableRequest {
+            detail: status.message().to_owned(),
+        }),
+        _ => status,
     }
 }
 
@@ -170,6 +107,7 @@ struct StreamState {
     out: Outbound,
     watches: HashMap<u64, WatchHandle>,
     next_id: u64,
+    refusals: RefusalBucket,
 }
 
 impl StreamState {
@@ -184,6 +122,7 @@ impl StreamState {
             tokio::select! {
                 _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
                     self.abort_all();
+                    // replaces nothing: the first ending set wins
                     self.out.end_with(Status::unavailable(
                         "mapsync is shutting down: reconnect and resume from the last revision you saw",
                     ));
@@ -192,27 +131,32 @@ impl StreamState {
                 _ = self.out.closed() => break,
                 request = inbound.message(), if !half_closed => match request {
                     Ok(Some(request)) => {
-                        if self.handle(request).await.is_err() {
-                            break;
+                        match self.handle(request).await {
+                            Ok(()) => {}
+                            Err(Gone::Client) => break,
+                            Err(Gone::Flooding) => {
+                                self.abort_all();
+                                self.out.end_with(Status::from(RequestError::RefusalFlood {
+                                    burst: REFUSAL_BURST as u32,
+                                    per_second: REFUSALS_PER_SECOND as u32,
+                                }));
+                                break;
+                            }
                         }
                     }
                     // the client sends no more requests; its watches go on
                     Ok(None) => half_closed = true,
                     Err(status) => {
-                        if status.code() == Code::OutOfRange {
-                            self.abort_all();
-                            self.out.end_with(Status::from(RequestError::RequestTooLarge {
-                                max: self.limits.max_request_bytes,
-                                detail: status.message().to_owned(),
-                            }));
-                        }
+                        self.abort_all();
+                        self.out.end_with(inbound_error(status, self.limits.max_request_bytes));
                         break;
                     }
                 },
             }
         }
         self.abort_all();
-        self.stats.streams.fetch_sub(1, Ordering::Relaxed);
+        self.stats.streams_counter().fetch_sub(1, Ordering::Relaxed);
+        super::trim::after_stream_closed();
         tracing::debug!("watch stream closed");
     }
 
@@ -223,7 +167,7 @@ impl StreamState {
     }
 
     /// Handles one request; `Err` when the client is gone.
-    async fn handle(&mut self, request: pb::WatchRequest) -> Result<(), ()> {
+    async fn handle(&mut self, request: pb::WatchRequest) -> Result<(), Gone> {
         match request.request {
             Some(Req::Create(create)) => self.create(create).await,
             Some(Req::Cancel(cancel)) => self.cancel(cancel.watch_id).await,
@@ -232,10 +176,17 @@ impl StreamState {
         }
     }
 
-    async fn refuse(&self, id: u64, error: RequestError) -> Result<(), ()> {
+    async fn refuse(&mut self, id: u64, error: RequestError) -> Result<(), Gone> {
         tracing::debug!(id, %error, "watch refused");
+        if !self.refusals.take() {
+            return Err(Gone::Flooding);
+        }
         let canceled = error.watch_canceled(0);
-        self.out.send(id, Kind::Canceled(canceled)).await
+        self.send(id, Kind::Canceled(canceled)).await
+    }
+
+    async fn send(&self, id: u64, kind: Kind) -> Result<(), Gone> {
+        self.out.send(id, kind).await.map_err(|()| Gone::Client)
     }
 
     /// Forgets watches whose task has ended on its own (they sent their
@@ -250,7 +201,7 @@ impl StreamState {
             .is_some_and(|handle| !handle.task.is_finished())
     }
 
-    async fn create(&mut self, create: pb::WatchCreateRequest) -> Result<(), ()> {
+    async fn create(&mut self, create: pb::WatchCreateRequest) -> Result<(), Gone> {
         let id = if create.watch_id != 0 {
             if self.is_open(create.watch_id) {
                 let error = RequestError::WatchIdInUse {
@@ -274,13 +225,18 @@ impl StreamState {
                 return self.refuse(id, error).await;
             }
         }
+        let Some(admitted) = self.stats.admit(self.limits.max_watches) else {
+            let error = RequestError::TooManyWatchesOnServer {
+                max: self.limits.max_watches,
+            };
+            return self.refuse(id, error).await;
+        };
         let subscription = match self.subscribe(&create) {
             Ok(subscription) => subscription,
             Err(error) => return self.refuse(id, error).await,
         };
         let revision = self.store.revision();
-        self.out
-            .send(id, Kind::Created(pb::WatchCreated { revision }))
+        self.send(id, Kind::Created(pb::WatchCreated { revision }))
             .await?;
         let (cancel, canceled) = oneshot::channel();
         let progress = Arc::new(Notify::new());
@@ -298,7 +254,8 @@ impl StreamState {
             canceled,
             out: self.out.clone(),
             max_message_bytes: self.limits.max_message_bytes,
-            stats: self.stats.clone(),
+            slow_consumer_timeout: self.limits.slow_consumer_timeout,
+            admitted,
         };
         let span = tracing::debug_span!("watch", id, maps = ?create.maps, start_revision = create.start_revision);
         let task = tokio::spawn(watcher.run().instrument(span));
@@ -322,7 +279,20 @@ impl StreamState {
             return Err(RequestError::NotReady);
         }
         let key_range = key_selection(create)?;
+        if create.start_revision > 0 && create.epoch == 0 {
+            return Err(RequestError::ResumeWithoutEpoch {
+                start_revision: create.start_revision,
+            });
+        }
         RequestError::check_epoch(create.epoch, self.store.epoch())?;
+        let current = self.store.revision();
+        if create.start_revision > current.saturating_add(1) {
+            return Err(SyncError::FutureRevision {
+                requested: create.start_revision,
+                current,
+            }
+            .into());
+        }
         let filter = SubscribeFilter {
             maps: create.maps.clone(),
             key_prefix: (!create.key_prefix.is_empty()).then(|| create.key_prefix.clone()),
@@ -333,7 +303,7 @@ impl StreamState {
         Ok(self.store.subscribe(create.start_revision, filter)?)
     }
 
-    async fn cancel(&mut self, id: u64) -> Result<(), ()> {
+    async fn cancel(&mut self, id: u64) -> Result<(), Gone> {
         let Some(handle) = self.watches.remove(&id) else {
             return self.refuse(id, RequestError::UnknownWatch { id }).await;
         };
@@ -346,16 +316,16 @@ impl StreamState {
                     revision: complete,
                     ..Default::default()
                 };
-                self.out.send(id, Kind::Canceled(canceled)).await
+                self.send(id, Kind::Canceled(canceled)).await
             }
             // it had already ended on its own and said so
-            Ok(Ended::Finished) | Err(_) => {
+            Ok(Ended::Finished | Ended::Slow { .. }) | Err(_) => {
                 self.refuse(id, RequestError::UnknownWatch { id }).await
             }
         }
     }
 
-    async fn progress(&mut self, id: u64) -> Result<(), ()> {
+    async fn progress(&mut self, id: u64) -> Result<(), Gone> {
         if id == 0 {
             for handle in self.watches.values() {
                 handle.progress.notify_one();

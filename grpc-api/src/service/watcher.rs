@@ -6,7 +6,6 @@
 //! the stream's queue; it reads nothing more from the change log until then.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,7 +14,7 @@ use prost::Message;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::MissedTickBehavior;
 
-use super::watch::{Outbound, WatchStats};
+use super::outbound::{Admitted, Outbound};
 use crate::convert;
 use crate::error::RequestError;
 use crate::pb;
@@ -32,6 +31,12 @@ pub(super) enum Ended {
     },
     /// It ended on its own (and said why), or the client is gone.
     Finished,
+    /// It waited for room longer than the slow-consumer timeout; it was
+    /// complete up to `complete`.
+    Slow {
+        /// Every selected change up to this revision was queued.
+        complete: Revision,
+    },
 }
 
 /// The state of one watch task.
@@ -46,22 +51,55 @@ pub(super) struct Watcher {
     pub(super) canceled: oneshot::Receiver<()>,
     pub(super) out: Outbound,
     pub(super) max_message_bytes: usize,
-    pub(super) stats: Arc<WatchStats>,
-}
-
-struct Counted(Arc<WatchStats>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.watches_counter().fetch_sub(1, Ordering::Relaxed);
-    }
+    /// How long one message may wait for room before the watch is canceled
+    /// `SLOW_CONSUMER`.
+    pub(super) slow_consumer_timeout: Duration,
+    /// Counts the watch against the server's limit while it lives.
+    pub(super) admitted: Admitted,
 }
 
 impl Watcher {
     /// Runs the watch until it is canceled, ends, or the client goes away.
+    /// A watch that waited too long for room first gives up its
+    /// subscription (and the snapshot or batch it holds), then queues its
+    /// `Canceled{SLOW_CONSUMER}`.
     pub(super) async fn run(mut self) -> Ended {
-        self.stats.watches_counter().fetch_add(1, Ordering::Relaxed);
-        let _counted = Counted(self.stats.clone());
+        let complete = match self.watch().await {
+            Ended::Slow { complete } => complete,
+            ended => return ended,
+        };
+        let Watcher {
+            id,
+            out,
+            mut canceled,
+            admitted,
+            slow_consumer_timeout,
+            ..
+        } = self;
+        tracing::debug!(complete, "watch canceled: slow consumer");
+        let message = Kind::Canceled(pb::WatchCanceled {
+            reason: pb::CancelReason::SlowConsumer as i32,
+            message: format!(
+                "the client took nothing for {} ms while this watch had messages to send; {}",
+                slow_consumer_timeout.as_millis(),
+                match complete {
+                    0 => "start again from revision 0".to_owned(),
+                    complete => format!("resume from revision {}", complete + 1),
+                }
+            ),
+            revision: complete,
+            ..Default::default()
+        });
+        let ended = tokio::select! {
+            biased;
+            _ = &mut canceled => Ended::Canceled { complete },
+            _ = out.send(id, message) => Ended::Finished,
+        };
+        drop(admitted);
+        ended
+    }
+
+    async fn watch(&mut self) -> Ended {
         let mut interval = self.progress_interval.map(|every| {
             let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -118,13 +156,16 @@ impl Watcher {
         self.send(progress, revision).await
     }
 
-    /// Queues one message, giving up if the client cancels meanwhile (then
+    /// Queues one message, giving up if the client cancels meanwhile or
+    /// if there is no room for longer than the slow-consumer timeout (then
     /// the watch was complete up to `complete`).
     async fn send(&mut self, kind: Kind, complete: Revision) -> Result<(), Ended> {
+        let timeout = tokio::time::sleep(self.slow_consumer_timeout);
         tokio::select! {
             biased;
             _ = &mut self.canceled => Err(Ended::Canceled { complete }),
             sent = self.out.send(self.id, kind) => sent.map_err(|()| Ended::Finished),
+            _ = timeout => Err(Ended::Slow { complete }),
         }
     }
 

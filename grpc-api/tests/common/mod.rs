@@ -130,10 +130,17 @@ impl Running {
 pub struct Session {
     pub requests: mpsc::Sender<pb::WatchRequest>,
     pub responses: tonic::Streaming<pb::WatchResponse>,
+    /// The server's epoch (0 if it was not ready when the session opened),
+    /// filled into creates that resume (`start_revision > 0`) without one.
+    pub epoch: u64,
 }
 
 impl Session {
     pub async fn open(client: &mut MapSyncClient<Channel>) -> Session {
+        let epoch = client
+            .list_maps(pb::ListMapsRequest::default())
+            .await
+            .map_or(0, |reply| reply.into_inner().header.map_or(0, |h| h.epoch));
         let (requests, rx) = mpsc::channel(64);
         let responses = client
             .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -143,6 +150,7 @@ impl Session {
         Session {
             requests,
             responses,
+            epoch,
         }
     }
 
@@ -155,7 +163,12 @@ impl Session {
             .expect("stream open");
     }
 
-    pub async fn create(&self, create: pb::WatchCreateRequest) {
+    /// Sends a create; one that resumes without an epoch gets the server's,
+    /// as a real client's would (send `Req::Create` to leave it out).
+    pub async fn create(&self, mut create: pb::WatchCreateRequest) {
+        if create.start_revision > 0 && create.epoch == 0 {
+            create.epoch = self.epoch;
+        }
         self.send(Req::Create(create)).await;
     }
 

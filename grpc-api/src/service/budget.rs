@@ -1,0 +1,198 @@
+//! The byte budget of watch traffic: every message a watch prepares for its
+//! client is charged, by its encoded size, to its stream's budget and to the
+//! server's, from the moment it is queued until the transport takes it. A
+//! watch that finds no room waits (its subscription is a cursor: it reads
+//! nothing more from the change log meanwhile).
+//!
+//! A stream with nothing charged always has room for one message, whatever
+//! the server's budget says, so a client that reads is never starved by
+//! clients that do not: it advances one message at a time at worst. The
+//! server's total is therefore at most `server_bytes` plus one message per
+//! stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+use super::outbound::WatchStats;
+
+/// The server-wide budget, shared by every stream.
+#[derive(Debug)]
+pub struct ServerBudget {
+    limit: usize,
+    /// The bytes charged, over all streams (kept in the stats for metrics).
+    stats: Arc<WatchStats>,
+    room: Notify,
+}
+
+impl ServerBudget {
+    /// A budget of `limit` bytes, counted in `stats`.
+    pub fn new(limit: usize, stats: Arc<WatchStats>) -> Self {
+        Self {
+            limit,
+            stats,
+            room: Notify::new(),
+        }
+    }
+
+    /// Bytes charged now, over all streams.
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        self.counter().load(Ordering::Relaxed)
+    }
+
+    fn counter(&self) -> &AtomicUsize {
+        self.stats.bytes_counter()
+    }
+}
+
+/// One stream's budget, charged together with the server's.
+#[derive(Debug)]
+pub(super) struct StreamBudget {
+    server: Arc<ServerBudget>,
+    limit: usize,
+    used: AtomicUsize,
+    room: Notify,
+}
+
+/// Bytes charged to a stream and the server; released when dropped (when
+/// the transport takes the message, or when the queue is dropped).
+#[derive(Debug)]
+pub(super) struct Charge {
+    budget: Arc<StreamBudget>,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+impl StreamBudget {
+    pub(super) fn new(server: Arc<ServerBudget>, limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            server,
+            limit,
+            used: AtomicUsize::new(0),
+            room: Notify::new(),
+        })
+    }
+
+    /// Bytes charged to this stream now.
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Charges `bytes` once both budgets have room. Cancel-safe: nothing is
+    /// charged unless the `Charge` is returned.
+    pub(super) async fn charge(self: &Arc<Self>, bytes: usize) -> Charge {
+        // the common case, without registering as a waiter
+        if let Some(charge) = self.try_charge(bytes) {
+            return charge;
+        }
+        loop {
+            let stream_room = self.room.notified();
+            let server_room = self.server.room.notified();
+            tokio::pin!(stream_room, server_room);
+            stream_room.as_mut().enable();
+            server_room.as_mut().enable();
+            if let Some(charge) = self.try_charge(bytes) {
+                return charge;
+            }
+            tokio::select! {
+                _ = stream_room => {}
+                _ = server_room => {}
+            }
+        }
+    }
+
+    fn try_charge(self: &Arc<Self>, bytes: usize) -> Option<Charge> {
+        let limit = self.limit;
+        let before = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used == 0 || used.saturating_add(bytes) <= limit).then(|| used + bytes)
+            })
+            .ok()?;
+        let first = before == 0;
+        let server_limit = self.server.limit;
+        let server =
+            self.server
+                .counter()
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    (first || used.saturating_add(bytes) <= server_limit).then(|| used + bytes)
+                });
+        if server.is_err() {
+            // no wakeup owed: the stream had bytes charged (else `first`
+            // would have let this through), and their release wakes anyone
+            // this brief charge turned away
+            self.used.fetch_sub(bytes, Ordering::AcqRel);
+            return None;
+        }
+        Some(Charge {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+        self.server.counter().fetch_sub(bytes, Ordering::AcqRel);
+        self.room.notify_waiters();
+        self.server.room.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_stream_waits_at_its_limit_and_resumes_when_bytes_are_released() {
+        let server = Arc::new(ServerBudget::new(1 << 20, Arc::default()));
+        let stream = StreamBudget::new(server.clone(), 100);
+        let first = stream.charge(60).await;
+        let second = stream.charge(40).await;
+        assert_eq!((stream.used(), server.used()), (100, 100));
+        let waiting = tokio::spawn({
+            let stream = stream.clone();
+            async move { stream.charge(10).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "no room: it waits");
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("room made")
+            .expect("task");
+        assert_eq!((stream.used(), server.used()), (50, 50));
+        drop((second, third));
+        assert_eq!((stream.used(), server.used()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_empty_stream_always_gets_one_message_even_past_the_server_budget() {
+        let server = Arc::new(ServerBudget::new(100, Arc::default()));
+        let slow = StreamBudget::new(server.clone(), 100);
+        let _held = slow.charge(100).await;
+        let reader = StreamBudget::new(server.clone(), 100);
+        // one message, although the server's budget is used up
+        let one = reader.charge(30).await;
+        assert_eq!(server.used(), 130);
+        // a second must wait for the first to be taken
+        let second = tokio::time::timeout(Duration::from_millis(50), reader.charge(30)).await;
+        assert!(second.is_err(), "the server budget is used up");
+        drop(one);
+        let _two = tokio::time::timeout(Duration::from_secs(5), reader.charge(30))
+            .await
+            .expect("alone again: room for one");
+        // an oversized message goes alone on an empty stream
+        let big = StreamBudget::new(server.clone(), 10);
+        let _big = big.charge(1000).await;
+        assert_eq!(big.used(), 1000);
+    }
+}

@@ -1,0 +1,87 @@
+//! The status of a request too large to decode, on every call.
+//!
+//! tonic refuses a request over the decoding limit with `OUT_OF_RANGE`
+//! before the handler runs, but `OUT_OF_RANGE` is what this API answers for
+//! a compacted or future revision, which clients read as "resync". This
+//! wrapper turns that one refusal into `RESOURCE_EXHAUSTED`, naming the
+//! limit. (Watch streams, whose requests arrive after the call has started,
+//! do the same in `watch`.)
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::NamedService;
+use tonic::{Code, Status};
+
+use super::MapSyncService;
+use crate::error::RequestError;
+use crate::pb::map_sync_server::MapSyncServer;
+
+/// How tonic words its decode-limit refusal.
+const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";
+
+/// The `mapsync.v1.MapSync` server with the request-size status fixed; add
+/// it to a tonic router like the generated server.
+#[derive(Debug, Clone)]
+pub struct MapSyncRouter {
+    inner: MapSyncServer<MapSyncService>,
+    max_request_bytes: usize,
+}
+
+impl MapSyncRouter {
+    pub(super) fn new(inner: MapSyncServer<MapSyncService>, max_request_bytes: usize) -> Self {
+        Self {
+            inner,
+            max_request_bytes,
+        }
+    }
+}
+
+impl NamedService for MapSyncRouter {
+    const NAME: &'static str = crate::pb::SERVICE_NAME;
+}
+
+impl<B> Service<http::Request<B>> for MapSyncRouter
+where
+    MapSyncServer<MapSyncService>: Service<
+            http::Request<B>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future = BoxFuture<http::Response<Body>, Infallible>,
+        >,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let response = self.inner.call(request);
+        let max = self.max_request_bytes;
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match too_large(&response) {
+                Some(status) => Status::from(RequestError::RequestTooLarge {
+                    max,
+                    detail: status.message().to_owned(),
+                })
+                .into_http(),
+                None => response,
+            })
+        })
+    }
+}
+
+/// tonic's decode-limit refusal, if `response` is one (a trailers-only
+/// response whose status is `OUT_OF_RANGE` with tonic's wording; this
+/// service's own `OUT_OF_RANGE` statuses name revisions).
+fn too_large(response: &http::Response<Body>) -> Option<Status> {
+    let status = Status::from_header_map(response.headers())?;
+    (status.code() == Code::OutOfRange && status.message().starts_with(TONIC_TOO_LARGE))
+        .then_some(status)
+}
