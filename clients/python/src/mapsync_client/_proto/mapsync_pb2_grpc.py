@@ -88,6 +88,14 @@ class MapSyncServicer:
         state (from revision 0) or the changes from a revision, then every
         matching change as it happens, in revision order; it is either complete
         or explicitly canceled, never silently gapped.
+
+        Statuses common to every call: a request message over 64 KiB is
+        RESOURCE_EXHAUSTED (never OUT_OF_RANGE, which means a compacted or future
+        revision). Responses are at most 16 MiB: accept messages that large.
+        A Watch stream ends, after what is queued, with RESOURCE_EXHAUSTED (a
+        request over 64 KiB, or too many refused requests), INVALID_ARGUMENT (a
+        request that does not decode) or UNAVAILABLE (shutdown: reconnect and
+        resume).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
