@@ -115,6 +115,57 @@ pub struct MapInfo {
 }
 
 impl MapInfo {
+    /// A map description with the shape given: id 0, kernel name = `name`
+    /// (cut to the kernel's 15 bytes), one value of `value_size` bytes (set
+    /// [`MapInfo::with_value_bytes`] for per-CPU maps), no BTF types. The
+    /// kernel side fills every field from the map itself; this is for
+    /// mirrors fed directly (tests, other sources).
+    pub fn new(
+        name: impl Into<String>,
+        kind: MapKind,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> Self {
+        let name = name.into();
+        let mut kernel_name = name.clone();
+        let mut cut = kernel_name.len().min(15);
+        while !kernel_name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        kernel_name.truncate(cut);
+        Self {
+            name,
+            id: 0,
+            kernel_name,
+            kind,
+            key_size,
+            value_size,
+            max_entries,
+            value_bytes: value_size,
+            types: None,
+        }
+    }
+
+    /// The same description with kernel map id `id`.
+    pub fn with_id(mut self, id: u32) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The same description with values of `value_bytes` bytes as lookups
+    /// carry them (per-CPU maps: every CPU's slot).
+    pub fn with_value_bytes(mut self, value_bytes: u32) -> Self {
+        self.value_bytes = value_bytes;
+        self
+    }
+
+    /// The same description with BTF key and value types.
+    pub fn with_types(mut self, types: MapTypes) -> Self {
+        self.types = Some(types);
+        self
+    }
+
     /// The key decoded with the map's BTF; `None` when the map has none.
     pub fn decode_key(&self, key: &[u8]) -> Option<Result<TypedValue, BtfError>> {
         self.types.as_ref().map(|types| types.decode_key(key))
