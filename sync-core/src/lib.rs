@@ -11,6 +11,8 @@
 //! - [`snapshot`]: immutable views of all maps at one revision.
 //! - `entries` (private): one map's entries (hash trie + ordered keys).
 //! - [`changelog`]: the bounded log of recent changes.
+//! - [`control`]: the command channel into the kernel task ([`CommandHandle`]),
+//!   the path the write contract (put, delete, transactions) plugs into.
 //! - [`subscribe`]: in-process subscriptions (initial state, then changes).
 //! - [`map_info`]: kinds, sizes and types of mirrored maps.
 //! - [`event`]: change events, revisions, epochs.
@@ -25,6 +27,7 @@
 pub use mapsync_btf as btf;
 
 pub mod changelog;
+pub mod control;
 mod entries;
 pub mod error;
 pub mod event;
@@ -35,6 +38,7 @@ pub mod store;
 pub mod subscribe;
 
 pub use changelog::{ChangeLog, LogLimits};
+pub use control::{Command, CommandError, CommandHandle};
 pub use error::SyncError;
 pub use event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 pub use map_info::{MapInfo, MapKind};

@@ -18,6 +18,7 @@ use crate::ring::{Next, RingConsumer, RingHealth};
 use crate::route::{Action, MappedMap, route};
 use crate::stats::SyncStats;
 use crate::{Capture, MapSource, Record, dump, open, sys};
+use mapsync_core::control::CommandReceiver;
 use mapsync_core::event::EventSource;
 use mapsync_core::map_info::MapInfo;
 use mapsync_core::ratelimit::LogLimiter;
@@ -452,15 +453,18 @@ impl Ingest {
         self.poll_due(Instant::now())
     }
 
-    /// Follows the ring until `shutdown` fires or an error stops it.
+    /// Follows the ring until `shutdown` fires or an error stops it, and
+    /// serves the requests of `commands` (`commands.rs`).
     ///
     /// Every turn of the loop does a bounded amount of work (one drain turn
-    /// of at most [`DRAIN_BATCHES_PER_TURN`] batches, or one tick) and then
+    /// of at most [`DRAIN_BATCHES_PER_TURN`] batches, one tick, or one
+    /// command) and then
     /// looks at `shutdown` and the timers first: a ring that never empties
     /// starves neither the loss check nor shutdown.
     pub(crate) async fn run(
         mut self,
         mut shutdown: oneshot::Receiver<()>,
+        mut commands: CommandReceiver,
         reconcile_every: Option<Duration>,
     ) -> Result<(), KernelError> {
         // registered with the runtime this runs on (the ingest thread's)
@@ -474,12 +478,19 @@ impl Ingest {
         // whether the ring may hold records not read yet (its wakeup only
         // comes when the consumer has caught up)
         let mut pending = true;
+        // false once every command handle is gone
+        let mut commands_open = true;
         loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
                 _ = tick.tick() => self.on_tick()?,
                 _ = reconcile.tick(), if reconcile_every.is_some() => self.reconcile()?,
+                // one command per turn: a queue of them starves nothing else
+                request = commands.recv(), if commands_open => match request {
+                    Some(request) => self.serve(request)?,
+                    None => commands_open = false,
+                },
                 ready = readiness.readable(), if !pending => {
                     let mut guard = ready.map_err(|source| KernelError::Host { what: "polling the ring buffer", source })?;
                     // clear before draining: a wakeup racing the drain is not lost

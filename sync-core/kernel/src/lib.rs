@@ -17,6 +17,8 @@
 //! - `pins` (private): re-resolving maps given by pin, to follow a replaced pin.
 //! - `ingest` (private): the kernel task, which owns the capture object,
 //!   the map fds and the ring.
+//! - `commands` (private): the kernel task's end of the command channel
+//!   (`mapsync_core::control`): requested resyncs today, writes next.
 //! - [`sync`]: [`MapSync`], which starts that task and is its handle.
 //! - [`stats`]: ingest counters.
 //! - `demo` (feature `demo`): the demo writer program, driven by
@@ -27,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod capture;
+mod commands;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod dump;

@@ -22,7 +22,9 @@ use crate::stats::{StatsSnapshot, SyncStats};
 use crate::{Capture, MapSpec, dump, open, sys};
 use mapsync_core::SyncError;
 use mapsync_core::changelog::LogLimits;
+use mapsync_core::control::{self, COMMAND_QUEUE, CommandError, CommandHandle};
 use mapsync_core::event::EventSource;
+use mapsync_core::event::Revision;
 use mapsync_core::ratelimit::LogLimiter;
 use mapsync_core::store::Store;
 
@@ -92,6 +94,8 @@ pub struct MapSync {
     /// The ingest task's result, sent when it ends.
     ended_rx: oneshot::Receiver<Result<(), KernelError>>,
     stop: Option<oneshot::Sender<()>>,
+    /// The command channel into the ingest task.
+    commands: CommandHandle,
     /// The ingest task's result, once [`MapSync::stopped`] has seen it end.
     ended: Option<Result<(), KernelError>>,
 }
@@ -219,6 +223,7 @@ impl MapSync {
         ingest.resync_pending()?;
         ingest.writer.set_ready();
         let (stop, stopped) = oneshot::channel();
+        let (commands, command_rx) = control::channel(COMMAND_QUEUE);
         let (ended_tx, ended_rx) = oneshot::channel();
         let reconcile_interval = config.reconcile_interval;
         let span = tracing::info_span!("ingest");
@@ -239,7 +244,11 @@ impl MapSync {
                         source,
                     })
                     .and_then(|runtime| {
-                        runtime.block_on(ingest.run(stopped, reconcile_interval).instrument(span))
+                        runtime.block_on(
+                            ingest
+                                .run(stopped, command_rx, reconcile_interval)
+                                .instrument(span),
+                        )
                     });
                 if let Err(error) = &result {
                     tracing::error!(%error, "the ingest task stopped");
@@ -256,6 +265,7 @@ impl MapSync {
             thread: Some(thread),
             ended_rx,
             stop: Some(stop),
+            commands,
             ended: None,
         })
     }
@@ -273,6 +283,22 @@ impl MapSync {
     /// The live ingest counters, for a metrics exporter to read at scrape time.
     pub fn stats_handle(&self) -> Arc<SyncStats> {
         self.stats.clone()
+    }
+
+    /// A full re-read of `map` (every map: `None`) from the kernel, made by
+    /// the ingest task between two of its steps; returns the revision at
+    /// which the mirror holds what was read (wait for it with
+    /// [`Store::wait_for_revision`], or read a snapshot: it is already
+    /// published). Errors: [`CommandError::UnknownMap`], or
+    /// [`CommandError::Stopped`] once the task has ended.
+    pub async fn resync(&self, map: Option<&str>) -> Result<Revision, CommandError> {
+        self.commands.resync(map).await
+    }
+
+    /// A handle on the ingest task's command channel, for callers that
+    /// outlive a borrow of this `MapSync` (a server's request handlers).
+    pub fn commands(&self) -> CommandHandle {
+        self.commands.clone()
     }
 
     /// Whether the ingest task is still running.
