@@ -1,63 +1,28 @@
 //! The `.BTF` section of a BPF object file (64-bit little-endian ELF, as
-//! `clang -target bpf` writes it on x86 and arm64 hosts).
+//! `clang -target bpf` writes it on x86 and arm64 hosts), found with the
+//! `object` crate's ELF reader.
+
+use object::read::elf::ElfFile64;
+use object::{LittleEndian, Object, ObjectSection};
 
 use super::error::BtfError;
 use super::parse::Btf;
 
-fn bytes<const N: usize>(elf: &[u8], at: usize) -> Result<[u8; N], BtfError> {
-    elf.get(at..at + N)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(BtfError::Truncated {
-            what: "the ELF object",
-            offset: at,
-            need: N,
-            len: elf.len(),
-        })
-}
-
-fn u16_at(elf: &[u8], at: usize) -> Result<usize, BtfError> {
-    Ok(u16::from_le_bytes(bytes(elf, at)?) as usize)
-}
-
-fn u32_at(elf: &[u8], at: usize) -> Result<usize, BtfError> {
-    Ok(u32::from_le_bytes(bytes(elf, at)?) as usize)
-}
-
-fn u64_at(elf: &[u8], at: usize) -> Result<usize, BtfError> {
-    Ok(u64::from_le_bytes(bytes(elf, at)?) as usize)
-}
-
-/// The bytes of section `name`, if the object has it.
+/// The bytes of section `name`, if the object has it. The ELF structure
+/// (headers, section table, names, bounds) is read by the `object` crate.
 pub(crate) fn section<'a>(elf: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, BtfError> {
     if elf.get(..6) != Some(b"\x7fELF\x02\x01") {
         return Err(BtfError::NotElf);
     }
-    let shoff = u64_at(elf, 0x28)?;
-    let shentsize = u16_at(elf, 0x3a)?;
-    let shnum = u16_at(elf, 0x3c)?;
-    let header = |i: usize| shoff + i * shentsize;
-    let names = u64_at(elf, header(u16_at(elf, 0x3e)?) + 0x18)?;
-    for i in 0..shnum {
-        let at = names + u32_at(elf, header(i))?;
-        let found = elf
-            .get(at..)
-            .and_then(|rest| rest.split(|b| *b == 0).next())
-            .is_some_and(|n| n == name.as_bytes());
-        if found {
-            let offset = u64_at(elf, header(i) + 0x18)?;
-            let size = u64_at(elf, header(i) + 0x20)?;
-            return elf
-                .get(offset..offset + size)
-                .map(Some)
-                .ok_or(BtfError::Truncated {
-                    what: "an ELF section",
-                    offset,
-                    need: size,
-                    len: elf.len(),
-                });
-        }
-    }
-    Ok(None)
+    let file = ElfFile64::<LittleEndian>::parse(elf).map_err(|error| BtfError::BadElf {
+        reason: error.to_string(),
+    })?;
+    let Some(section) = file.section_by_name(name) else {
+        return Ok(None);
+    };
+    section.data().map(Some).map_err(|error| BtfError::BadElf {
+        reason: format!("section {name}: {error}"),
+    })
 }
 
 impl Btf {
@@ -80,14 +45,17 @@ mod tests {
     #[test]
     fn objects_without_btf_and_non_elf_bytes_are_refused() {
         assert_eq!(Btf::from_elf(b"not an object"), Err(BtfError::NotElf));
-        let mut header = b"\x7fELF\x02\x01".to_vec();
+        // a valid header with no sections
+        let mut header = b"\x7fELF\x02\x01\x01".to_vec();
         header.resize(64, 0);
+        header[0x34] = 64; // e_ehsize
         assert_eq!(Btf::from_elf(&header), Err(BtfError::NoBtfSection));
         header[0x28] = 0xff; // section headers past the end
+        header[0x3a] = 64; // e_shentsize
         header[0x3c] = 1;
         assert!(matches!(
             Btf::from_elf(&header),
-            Err(BtfError::Truncated { .. })
+            Err(BtfError::BadElf { .. })
         ));
         let object = mapsync_ebpf::TYPED_OBJECT;
         assert_eq!(section(object, ".no-such-section"), Ok(None));

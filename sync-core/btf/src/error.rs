@@ -78,6 +78,13 @@ pub enum BtfError {
     /// Not a 64-bit little-endian ELF object.
     #[error("not a 64-bit little-endian ELF object")]
     NotElf,
+    /// An ELF object whose structure is broken (section table or data out of
+    /// bounds, bad header fields).
+    #[error("malformed ELF object: {reason}")]
+    BadElf {
+        /// What the ELF reader found wrong.
+        reason: String,
+    },
     /// The object has no `.BTF` section (compiled without `-g`?).
     #[error("the object has no .BTF section (compile it with clang -g)")]
     NoBtfSection,
