@@ -52,11 +52,6 @@ impl MapKind {
         )
     }
 
-    /// Whether keys are array indexes that always exist (no delete).
-    pub fn is_array(self) -> bool {
-        matches!(self, Self::Array | Self::PercpuArray | Self::ArrayOfMaps)
-    }
-
     /// Whether values are inner map ids (written as fds, read as ids).
     pub fn is_map_of_maps(self) -> bool {
         matches!(self, Self::ArrayOfMaps | Self::HashOfMaps)
