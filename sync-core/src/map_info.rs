@@ -177,3 +177,25 @@ impl MapInfo {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_describes_a_map_fed_directly_with_a_kernel_sized_name() {
+        let info = MapInfo::new("counts", MapKind::Hash, 4, 8, 16).with_id(7);
+        assert_eq!(
+            (info.id, info.kernel_name.as_str(), info.value_bytes),
+            (7, "counts", 8)
+        );
+        assert!(info.types.is_none());
+        // the kernel keeps 15 bytes of a name, cut on a character boundary
+        let long = MapInfo::new("a_rather_long_map_name", MapKind::Hash, 4, 8, 16);
+        assert_eq!(long.kernel_name, "a_rather_long_m");
+        let wide = MapInfo::new("ééééééééé", MapKind::Hash, 4, 8, 16);
+        assert_eq!(wide.kernel_name, "ééééééé");
+        let per_cpu = MapInfo::new("hits", MapKind::PercpuArray, 4, 4, 1).with_value_bytes(32);
+        assert_eq!((per_cpu.value_size, per_cpu.value_bytes), (4, 32));
+    }
+}

@@ -17,11 +17,12 @@ use crate::pins::PinState;
 use crate::ring::{Next, RingConsumer, RingHealth};
 use crate::route::{Action, MappedMap, route};
 use crate::stats::SyncStats;
-use crate::{Capture, MapSource, Record, dump, open, sys};
+use crate::{Capture, MapSource, OpenMap, Record, dump, open, sys};
 use mapsync_core::control::CommandReceiver;
 use mapsync_core::event::EventSource;
 use mapsync_core::map_info::MapInfo;
 use mapsync_core::ratelimit::LogLimiter;
+use mapsync_core::store::Dump;
 use mapsync_core::store::{Change, StoreWriter};
 
 /// Most records applied (and published) as one batch.
@@ -99,6 +100,60 @@ pub(crate) struct Ingest {
 }
 
 impl Ingest {
+    /// The task's state once capture is attached, before any map is added:
+    /// the kernel's drop count now is the baseline of loss detection.
+    pub(crate) fn new(
+        capture: Capture,
+        ring: RingConsumer,
+        writer: StoreWriter,
+        stats: Arc<SyncStats>,
+        seq_counters: OwnedFd,
+    ) -> Result<Self, KernelError> {
+        let last_drops = capture.drops()?;
+        Ok(Self {
+            capture,
+            ring,
+            ring_health: RingHealth::new(TICK),
+            writer,
+            maps: HashMap::new(),
+            stats,
+            last_drops,
+            seqs: SeqTracker::default(),
+            ticks: 0,
+            seq_counters,
+            pending_resyncs: HashSet::new(),
+            loss_log: LogLimiter::default(),
+            lost_since_log: (0, 0),
+        })
+    }
+
+    /// Publishes a map's initial dump and starts following the map (its
+    /// capture watch must already be in place, set before the dump).
+    pub(crate) fn add_map(
+        &mut self,
+        map: OpenMap,
+        poll_interval: Option<Duration>,
+        source: MapSource,
+        dump: Dump,
+    ) {
+        self.writer
+            .add_map(map.info.clone(), dump.entries, dump.started_ns);
+        let name: Arc<str> = map.info.name.as_str().into();
+        self.maps.insert(
+            map.info.id,
+            Mirrored {
+                info: map.info,
+                name,
+                fd: map.fd,
+                poll_interval,
+                next_poll: poll_interval.map(|every| Instant::now() + every),
+                source,
+                pin: PinState::Current,
+                resync_log: LogLimiter::default(),
+            },
+        );
+    }
+
     /// Reads up to one batch of records from the ring: at most
     /// [`MAX_RECORDS_PER_BATCH`] ring items, decodable or not, so this always
     /// returns. Returns the records and whether the ring may hold more (the

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use mapsync_ebpf::abi;
@@ -13,11 +13,8 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::error::KernelError;
-use crate::gaps::SeqTracker;
-use crate::ingest::{Ingest, Mirrored};
+use crate::ingest::Ingest;
 use crate::pin_dir::{self, PinDirLock};
-use crate::pins::PinState;
-use crate::ring::RingHealth;
 use crate::stats::{StatsSnapshot, SyncStats};
 use crate::{Capture, MapSpec, dump, open, sys};
 use mapsync_core::SyncError;
@@ -25,7 +22,6 @@ use mapsync_core::changelog::LogLimits;
 use mapsync_core::control::{self, COMMAND_QUEUE, CommandError, CommandHandle};
 use mapsync_core::event::EventSource;
 use mapsync_core::event::Revision;
-use mapsync_core::ratelimit::LogLimiter;
 use mapsync_core::store::Store;
 
 /// Default bpffs directory of the shared capture maps.
@@ -137,7 +133,7 @@ impl MapSync {
             }
             opened.push((map, spec.poll_interval, spec.source.clone()));
         }
-        let (mut capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
+        let (capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
         let seq_counters = sys::obj_get(&config.pin_dir.join(abi::SEQS_MAP)).map_err(|source| {
             KernelError::Host {
                 what: "opening the pinned sequence counters",
@@ -146,12 +142,12 @@ impl MapSync {
         })?;
         let (store, writer) = Store::new(config.log_limits);
         let stats = Arc::new(SyncStats::default());
-        let last_drops = capture.drops()?;
+        let mut ingest = Ingest::new(capture, ring, writer, stats.clone(), seq_counters)?;
         // capture first, then dump: a write made during the dump is either
         // in the dump or in the ring (DESIGN, "never stale", property 3)
         let mut dumped = Vec::with_capacity(opened.len());
         for (map, poll_interval, source) in opened {
-            capture.watch(&map.info)?;
+            ingest.capture.watch(&map.info)?;
             let dump = dump::dump(map.fd.as_fd(), &map.info)?;
             tracing::info!(
                 map = %map.info.name, id = map.info.id, kind = %map.info.kind,
@@ -159,41 +155,10 @@ impl MapSync {
             );
             dumped.push((map, poll_interval, source, dump));
         }
-        let mut ingest = Ingest {
-            capture,
-            ring,
-            ring_health: RingHealth::new(crate::ingest::TICK),
-            writer,
-            maps: HashMap::new(),
-            stats: stats.clone(),
-            last_drops,
-            seqs: SeqTracker::default(),
-            ticks: 0,
-            seq_counters,
-            pending_resyncs: HashSet::new(),
-            loss_log: LogLimiter::default(),
-            lost_since_log: (0, 0),
-        };
         let mut windows = HashMap::new();
         for (map, poll_interval, source, dump) in dumped {
             windows.insert(map.info.id, (dump.started_ns, dump.ended_ns));
-            ingest
-                .writer
-                .add_map(map.info.clone(), dump.entries, dump.started_ns);
-            let name: Arc<str> = map.info.name.as_str().into();
-            ingest.maps.insert(
-                map.info.id,
-                Mirrored {
-                    info: map.info,
-                    name,
-                    fd: map.fd,
-                    poll_interval,
-                    next_poll: poll_interval.map(|every| Instant::now() + every),
-                    source,
-                    pin: PinState::Current,
-                    resync_log: LogLimiter::default(),
-                },
-            );
+            ingest.add_map(map, poll_interval, source, dump);
         }
         // apply what was captured while dumping, then re-read every key
         // written during its map's dump: the order of a record and the
