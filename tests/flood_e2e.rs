@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Server, json_lines, map_arg, pin};
-use mapsync_core::MapSpec;
-use mapsync_core::kernel::{open, sys};
+use mapsync_kernel::MapSpec;
+use mapsync_kernel::{open, sys};
 use mapsync_test_support::{self as support, PinDir};
 
 /// Two threads writing the time into 4,096 keys as fast as they can.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{ChildGuard, Server, json_lines, log_field, map_arg, metric, pin, scrape_metrics};
 use futures::StreamExt;
-use mapsync_core::kernel::DemoWriter;
+use mapsync_kernel::DemoWriter;
 use mapsync_test_support::{self as support, PinDir};
 use serde_json::Value;
 

@@ -10,8 +10,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{Server, json_lines, map_arg, pin};
-use mapsync_core::MapSpec;
-use mapsync_core::kernel::{open, sys};
+use mapsync_kernel::MapSpec;
+use mapsync_kernel::{open, sys};
 use mapsync_test_support::{self as support, PinDir};
 use serde_json::{Value, json};
 

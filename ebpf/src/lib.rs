@@ -5,9 +5,13 @@
 //! - `include/mapsync.h`: the ABI (record layout, limits, shared maps) and the
 //!   *emit* helpers `mapsync_update()` / `mapsync_delete()` for users' programs.
 //! - `src/bpf/trace.bpf.c`: the *syscall trace* source ([`TRACE_OBJECT`]).
-//! - `src/bpf/demo.bpf.c`: the demo writer ([`DEMO_OBJECT`]).
+//! - `src/bpf/demo.bpf.c`: the demo writer (`DEMO_OBJECT`, feature `demo`).
 //! - `src/bpf/typed.bpf.c`: maps whose keys and values carry BTF, for typed
-//!   output ([`TYPED_OBJECT`]).
+//!   output and its tests (`TYPED_OBJECT`, feature `demo`).
+//!
+//! The demo and typed objects are for the CLI's `demo` command and tests:
+//! without the `demo` feature they are not embedded (only the trace object
+//! ships in a library build).
 //! - [`abi`]: the Rust mirror of `mapsync.h`, with compile-time size checks.
 //!
 //! The objects are compiled with `clang -target bpf -g -O2` against a
@@ -51,6 +55,7 @@ pub static TRACE_OBJECT: &[u8] = embed_object!("trace.bpf.o");
 /// `demo_forget` (remove the packet's source, through `mapsync_delete()`),
 /// `demo_bump` (increment a count in place, invisible to capture), and the
 /// raw tracepoint `demo_cpu_hit` (bump the per-CPU array `demo_cpu_hits`).
+#[cfg(feature = "demo")]
 pub static DEMO_OBJECT: &[u8] = embed_object!("demo.bpf.o");
 
 /// The typed object: no programs, only maps whose keys and values carry BTF
@@ -61,8 +66,10 @@ pub static DEMO_OBJECT: &[u8] = embed_object!("demo.bpf.o");
 /// bitfields, unions, typedefs, qualifiers and nested arrays), and the
 /// per-CPU hashes `typed_cpu_counts` (`__u32` -> `__u64`) and
 /// `typed_cpu_pairs` (`__u32` -> `struct typed_pair { __u32 first, second; }`).
+#[cfg(feature = "demo")]
 pub static TYPED_OBJECT: &[u8] = embed_object!("typed.bpf.o");
 /// Names of the typed object's maps.
+#[cfg(feature = "demo")]
 pub const TYPED_MAPS: [&str; 4] = [
     "typed_flows",
     "typed_shapes",
@@ -78,14 +85,20 @@ pub const TRACE_PROGRAMS: [(&str, &str); 2] = [
     ("mapsync_sys_exit_bpf", "sys_exit_bpf"),
 ];
 /// Name of the demo's counting program.
+#[cfg(feature = "demo")]
 pub const DEMO_COUNT_PROGRAM: &str = "demo_count";
 /// Name of the demo's deleting program.
+#[cfg(feature = "demo")]
 pub const DEMO_FORGET_PROGRAM: &str = "demo_forget";
 /// Name of the demo's map.
+#[cfg(feature = "demo")]
 pub const DEMO_MAP: &str = "demo_pkts";
 /// Name of the demo's in-place incrementing program (XDP).
+#[cfg(feature = "demo")]
 pub const DEMO_BUMP_PROGRAM: &str = "demo_bump";
 /// Name of the demo's per-CPU hit program (raw tracepoint, test-run only).
+#[cfg(feature = "demo")]
 pub const DEMO_CPU_HIT_PROGRAM: &str = "demo_cpu_hit";
 /// Name of the demo's per-CPU array.
+#[cfg(feature = "demo")]
 pub const DEMO_CPU_HITS_MAP: &str = "demo_cpu_hits";

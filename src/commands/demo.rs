@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
-use mapsync_core::kernel::DemoWriter;
-use mapsync_core::{ChangeEvent, MapSpec, MapSync, Op, SubscribeFilter, SyncConfig, WatchBatch};
+use mapsync_core::{ChangeEvent, Op, SubscribeFilter, WatchBatch};
 use mapsync_grpc::server::{Listener, serve};
+use mapsync_kernel::DemoWriter;
+use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
 
 /// Arguments of `mapsync demo`.
 #[derive(Args, Debug)]

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use mapsync_core::{DEFAULT_PIN_DIR, LogLimits, MapSpec, MapSync, SyncConfig};
+use mapsync_core::LogLimits;
 use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
 use mapsync_grpc::service::{Limits, WatchStats};
+use mapsync_kernel::{DEFAULT_PIN_DIR, MapSpec, MapSync, SyncConfig};
 
 /// Default address of the sidecar's gRPC API.
 pub const DEFAULT_LISTEN: &str = "unix:/run/mapsync/mapsync.sock";
@@ -36,7 +37,7 @@ pub struct ServeArgs {
     pub ringbuf_bytes: u32,
     /// Compare every map with the kernel this often, in seconds, and repair
     /// (and count) any difference; 0 turns it off.
-    #[arg(long, value_name = "SECS", default_value_t = mapsync_core::DEFAULT_RECONCILE_INTERVAL.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = mapsync_kernel::DEFAULT_RECONCILE_INTERVAL.as_secs_f64())]
     pub reconcile_interval: f64,
     /// Poll a map every SECS seconds, as NAME=SECS: the source that sees values
     /// changed in place through lookup pointers (counters) and LRU evictions.
@@ -251,7 +252,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Ok(()) => {}
         // a dump of a huge map was under way: the process exits all the same
         // (the kernel maps are the state; nothing is lost)
-        Err(error @ mapsync_core::SyncError::ShutdownTimedOut { .. }) => {
+        Err(error @ mapsync_kernel::KernelError::ShutdownTimedOut { .. }) => {
             tracing::warn!(%error, "exiting without waiting for the ingest task");
         }
         Err(error) => return Err(error).context("ingest task failed"),
@@ -312,7 +313,7 @@ mod tests {
         let default = args(&["--map", "/x/a"]).sync_config().expect("valid");
         assert_eq!(
             default.reconcile_interval,
-            Some(mapsync_core::DEFAULT_RECONCILE_INTERVAL)
+            Some(mapsync_kernel::DEFAULT_RECONCILE_INTERVAL)
         );
     }
 

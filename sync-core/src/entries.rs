@@ -9,7 +9,21 @@
 
 use std::ops::Bound;
 
-use crate::snapshot::Entry;
+use bytes::Bytes;
+
+use crate::event::Revision;
+
+/// One key's current value in the mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Value bytes (syscall layout).
+    pub value: Bytes,
+    /// Revision of the change that set this value.
+    pub mod_revision: Revision,
+    /// CLOCK_MONOTONIC time (ns) at which the value was known to be current
+    /// in the kernel; a change observed earlier is older and never applied.
+    pub(crate) observed_ns: u64,
+}
 
 /// Bytes of a key stored inline (longer keys go to the heap). Keys compared
 /// in place, not behind a pointer, save a cache miss per comparison.

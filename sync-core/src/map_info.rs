@@ -52,11 +52,6 @@ impl MapKind {
         )
     }
 
-    /// Whether keys are array indexes that always exist (no delete).
-    pub fn is_array(self) -> bool {
-        matches!(self, Self::Array | Self::PercpuArray | Self::ArrayOfMaps)
-    }
-
     /// Whether values are inner map ids (written as fds, read as ids).
     pub fn is_map_of_maps(self) -> bool {
         matches!(self, Self::ArrayOfMaps | Self::HashOfMaps)
@@ -115,6 +110,57 @@ pub struct MapInfo {
 }
 
 impl MapInfo {
+    /// A map description with the shape given: id 0, kernel name = `name`
+    /// (cut to the kernel's 15 bytes), one value of `value_size` bytes (set
+    /// [`MapInfo::with_value_bytes`] for per-CPU maps), no BTF types. The
+    /// kernel side fills every field from the map itself; this is for
+    /// mirrors fed directly (tests, other sources).
+    pub fn new(
+        name: impl Into<String>,
+        kind: MapKind,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> Self {
+        let name = name.into();
+        let mut kernel_name = name.clone();
+        let mut cut = kernel_name.len().min(15);
+        while !kernel_name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        kernel_name.truncate(cut);
+        Self {
+            name,
+            id: 0,
+            kernel_name,
+            kind,
+            key_size,
+            value_size,
+            max_entries,
+            value_bytes: value_size,
+            types: None,
+        }
+    }
+
+    /// The same description with kernel map id `id`.
+    pub fn with_id(mut self, id: u32) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The same description with values of `value_bytes` bytes as lookups
+    /// carry them (per-CPU maps: every CPU's slot).
+    pub fn with_value_bytes(mut self, value_bytes: u32) -> Self {
+        self.value_bytes = value_bytes;
+        self
+    }
+
+    /// The same description with BTF key and value types.
+    pub fn with_types(mut self, types: MapTypes) -> Self {
+        self.types = Some(types);
+        self
+    }
+
     /// The key decoded with the map's BTF; `None` when the map has none.
     pub fn decode_key(&self, key: &[u8]) -> Option<Result<TypedValue, BtfError>> {
         self.types.as_ref().map(|types| types.decode_key(key))
@@ -129,5 +175,27 @@ impl MapInfo {
         } else {
             types.decode_value(value)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_describes_a_map_fed_directly_with_a_kernel_sized_name() {
+        let info = MapInfo::new("counts", MapKind::Hash, 4, 8, 16).with_id(7);
+        assert_eq!(
+            (info.id, info.kernel_name.as_str(), info.value_bytes),
+            (7, "counts", 8)
+        );
+        assert!(info.types.is_none());
+        // the kernel keeps 15 bytes of a name, cut on a character boundary
+        let long = MapInfo::new("a_rather_long_map_name", MapKind::Hash, 4, 8, 16);
+        assert_eq!(long.kernel_name, "a_rather_long_m");
+        let wide = MapInfo::new("ééééééééé", MapKind::Hash, 4, 8, 16);
+        assert_eq!(wide.kernel_name, "ééééééé");
+        let per_cpu = MapInfo::new("hits", MapKind::PercpuArray, 4, 4, 1).with_value_bytes(32);
+        assert_eq!((per_cpu.value_size, per_cpu.value_bytes), (4, 32));
     }
 }

@@ -12,22 +12,10 @@ use bytes::Bytes;
 
 use crate::changelog::ChangeLog;
 use crate::entries::Entries;
-pub use crate::entries::INLINE_KEY_BYTES;
+pub use crate::entries::{Entry, INLINE_KEY_BYTES};
 use crate::error::SyncError;
 use crate::event::{Epoch, Revision};
 use crate::map_info::MapInfo;
-
-/// One key's current value in the mirror.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Value bytes (syscall layout).
-    pub value: Bytes,
-    /// Revision of the change that set this value.
-    pub mod_revision: Revision,
-    /// CLOCK_MONOTONIC time (ns) at which the value was known to be current
-    /// in the kernel; a change observed earlier is older and never applied.
-    pub(crate) observed_ns: u64,
-}
 
 /// The mirror of one map at the snapshot's revision.
 #[derive(Debug, Clone)]
@@ -230,17 +218,7 @@ mod tests {
     use bytes::Bytes;
 
     fn info() -> MapInfo {
-        MapInfo {
-            name: "m".into(),
-            id: 1,
-            kernel_name: "m".into(),
-            kind: MapKind::Hash,
-            key_size: 1,
-            value_size: 1,
-            max_entries: 64,
-            value_bytes: 1,
-            types: None,
-        }
+        MapInfo::new("m", MapKind::Hash, 1, 1, 64).with_id(1)
     }
 
     fn value(view: &super::MapView, key: u8) -> Option<(Vec<u8>, u64)> {

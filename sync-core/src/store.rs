@@ -11,12 +11,9 @@ use tokio::sync::watch;
 
 use crate::changelog::{ChangeLog, LogLimits};
 use crate::entries::Entries;
-use crate::error::SyncError;
 use crate::event::{ChangeEvent, Epoch, EventSource, Op, Revision};
-use crate::kernel::Dump;
 use crate::map_info::MapInfo;
 use crate::snapshot::{Entry, MapView, Snapshot};
-use crate::subscribe::{SubscribeFilter, Subscription};
 
 /// A handle on the mirror of every map one mapsync instance follows. Cheap to
 /// clone; all clones see the same data.
@@ -26,10 +23,7 @@ use crate::subscribe::{SubscribeFilter, Subscription};
 /// use mapsync_core::{Change, EventSource, MapInfo, MapKind, Store};
 ///
 /// let (store, mut writer) = Store::new(Default::default());
-/// let info = MapInfo {
-///     name: "counts".into(), id: 7, kernel_name: "counts".into(), kind: MapKind::Hash,
-///     key_size: 4, value_size: 8, max_entries: 16, value_bytes: 8, types: None,
-/// };
+/// let info = MapInfo::new("counts", MapKind::Hash, 4, 8, 16).with_id(7);
 /// writer.add_map(info, Vec::new(), 0);
 /// writer.apply([Change::put("counts", &[1, 0, 0, 0][..], &[9, 0, 0, 0, 0, 0, 0, 0][..], EventSource::Trace, 1)]);
 ///
@@ -134,19 +128,6 @@ impl Store {
         let _ = revisions.wait_for(|current| *current >= revision).await;
     }
 
-    /// A stream of the changes to the maps `filter` selects, from
-    /// `from_revision` on; `from_revision` 0 first yields the selected
-    /// entries as of one revision R and an end-of-initial-state marker, then
-    /// every change after R. Errors: an unknown map in the filter, or a
-    /// revision older than the change log.
-    pub fn subscribe(
-        &self,
-        from_revision: Revision,
-        filter: SubscribeFilter,
-    ) -> Result<Subscription, SyncError> {
-        Subscription::new(self.clone(), from_revision, filter)
-    }
-
     fn publish(&self, snapshot: Snapshot) {
         let revision = snapshot.revision;
         self.inner.current.store(Arc::new(snapshot));
@@ -204,6 +185,20 @@ impl Change {
     }
 }
 
+/// A full read of one map, as [`StoreWriter::apply_dump`] takes it: the
+/// kernel side fills it (a batch lookup or an iteration), the mirror diffs
+/// it against what it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dump {
+    /// Key, value, and the CLOCK_MONOTONIC time just before the call that
+    /// read it (the value was current at some point after that time).
+    pub entries: Vec<(Bytes, Bytes, u64)>,
+    /// When the dump began: every write completed before it is reflected.
+    pub started_ns: u64,
+    /// When the dump ended.
+    pub ended_ns: u64,
+}
+
 /// The single writer of a [`Store`]: owned by the ingest task.
 #[derive(Debug)]
 pub struct StoreWriter {
@@ -254,7 +249,7 @@ impl StoreWriter {
     /// Replaces the description of the mirrored map `info.name` (its pin now
     /// names another kernel map of the same shape: new id, capacity, BTF),
     /// leaving its entries and the revision as they are.
-    pub(crate) fn set_map_info(&mut self, info: MapInfo) {
+    pub fn set_map_info(&mut self, info: MapInfo) {
         let mut next = (*self.store.snapshot()).clone();
         if let Some(view) = next.maps.get_mut(info.name.as_str()) {
             view.info = Arc::new(info);
@@ -407,17 +402,7 @@ mod tests {
     use crate::map_info::MapKind;
 
     pub(crate) fn info(name: &str) -> MapInfo {
-        MapInfo {
-            name: name.into(),
-            id: 1,
-            kernel_name: name.into(),
-            kind: MapKind::Hash,
-            key_size: 1,
-            value_size: 1,
-            max_entries: 64,
-            value_bytes: 1,
-            types: None,
-        }
+        MapInfo::new(name, MapKind::Hash, 1, 1, 64).with_id(1)
     }
 
     #[test]

@@ -21,6 +21,21 @@ use crate::event::{ChangeEvent, EventSource, Op, Revision};
 use crate::snapshot::Snapshot;
 use crate::store::{Store, SubscriberGuard};
 
+impl Store {
+    /// A stream of the changes to the maps `filter` selects, from
+    /// `from_revision` on; `from_revision` 0 first yields the selected
+    /// entries as of one revision R and an end-of-initial-state marker, then
+    /// every change after R. Errors: an unknown map in the filter, or a
+    /// revision older than the change log.
+    pub fn subscribe(
+        &self,
+        from_revision: Revision,
+        filter: SubscribeFilter,
+    ) -> Result<Subscription, SyncError> {
+        Subscription::new(self.clone(), from_revision, filter)
+    }
+}
+
 /// Most events in one [`WatchBatch::Events`].
 pub const MAX_BATCH: usize = 512;
 
@@ -302,17 +317,7 @@ mod tests {
     use futures::StreamExt;
 
     fn info(name: &str) -> MapInfo {
-        MapInfo {
-            name: name.into(),
-            id: 1,
-            kernel_name: name.into(),
-            kind: MapKind::Hash,
-            key_size: 2,
-            value_size: 1,
-            max_entries: 4096,
-            value_bytes: 1,
-            types: None,
-        }
+        MapInfo::new(name, MapKind::Hash, 2, 1, 4096).with_id(1)
     }
 
     fn collect(batch: WatchBatch) -> Vec<(Revision, Vec<u8>, EventSource)> {

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use mapsync_core::kernel::Dump;
+use mapsync_core::Dump;
 use mapsync_core::{Change, EventSource, LogLimits, MapInfo, MapKind, Op, Store, StoreWriter};
 use proptest::prelude::*;
 
@@ -35,17 +35,7 @@ fn time_of(value: &[u8]) -> u64 {
 
 fn new_store() -> (Store, StoreWriter) {
     let (store, mut writer) = Store::new(LogLimits::default());
-    let info = MapInfo {
-        name: MAP.into(),
-        id: 1,
-        kernel_name: MAP.into(),
-        kind: MapKind::Hash,
-        key_size: 1,
-        value_size: 8,
-        max_entries: 64,
-        value_bytes: 8,
-        types: None,
-    };
+    let info = MapInfo::new(MAP, MapKind::Hash, 1, 8, 64).with_id(1);
     writer.add_map(info, Vec::new(), 0);
     (store, writer)
 }

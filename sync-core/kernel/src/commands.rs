@@ -1,0 +1,66 @@
+//! The kernel task's end of the command channel (`mapsync_core::control`):
+//! each request is carried out between two bounded steps of the ingest
+//! loop, by the task that owns the map fds, and answered with the revision
+//! at which its result is visible.
+//!
+//! Served today: [`Command::Resync`]. The write contract's commands (put,
+//! delete, transactions, atomic apply) are served here next, with the same
+//! fds and the same reply.
+
+use mapsync_core::control::{Command, CommandError, Request};
+use mapsync_core::event::Revision;
+
+use crate::error::KernelError;
+use crate::ingest::{Ingest, Repair};
+
+impl Ingest {
+    /// Carries out one request and answers it. A kernel error is sent to
+    /// the caller as text and returned: it stops the task, as it would have
+    /// during the task's own work.
+    pub(crate) fn serve(&mut self, request: Request) -> Result<(), KernelError> {
+        let Request { command, reply } = request;
+        tracing::debug!(?command, "command");
+        let outcome = match command {
+            Command::Resync { map } => self.requested_resync(map.as_deref()),
+            other => Ok(Err(CommandError::Unsupported {
+                command: format!("{other:?}"),
+            })),
+        };
+        match outcome {
+            Ok(answer) => {
+                // a caller that gave up waiting is no error of ours
+                let _ = reply.send(answer);
+                Ok(())
+            }
+            Err(error) => {
+                let _ = reply.send(Err(CommandError::Kernel {
+                    reason: error.to_string(),
+                }));
+                Err(error)
+            }
+        }
+    }
+
+    /// A requested full re-read of one map or of every map.
+    fn requested_resync(
+        &mut self,
+        map: Option<&str>,
+    ) -> Result<Result<Revision, CommandError>, KernelError> {
+        const WHY: &str = "requested";
+        match map {
+            None => self.resync_all(WHY)?,
+            Some(name) => {
+                let Some(map_id) = self
+                    .maps
+                    .iter()
+                    .find(|(_, map)| &*map.name == name)
+                    .map(|(id, _)| *id)
+                else {
+                    return Ok(Err(CommandError::UnknownMap { name: name.into() }));
+                };
+                self.resync(map_id, Repair::Resync(WHY))?;
+            }
+        }
+        Ok(Ok(self.writer.store().revision()))
+    }
+}

@@ -1,0 +1,565 @@
+//! The ingest task: the one owner of the capture programs, the mirrored
+//! maps' fds and the store's writer. It turns ring records into changes,
+//! repairs what records cannot say (lost records, ambiguous batch calls,
+//! dump races) by re-reading the kernel, and publishes.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::error::KernelError;
+use crate::gaps::{SeqTracker, SeqVerdict};
+use crate::pins::PinState;
+use crate::ring::{Next, RingConsumer, RingHealth};
+use crate::route::{Action, MappedMap, route};
+use crate::stats::SyncStats;
+use crate::{Capture, MapSource, OpenMap, Record, dump, open, sys};
+use mapsync_core::control::CommandReceiver;
+use mapsync_core::event::EventSource;
+use mapsync_core::map_info::MapInfo;
+use mapsync_core::ratelimit::LogLimiter;
+use mapsync_core::store::Dump;
+use mapsync_core::store::{Change, StoreWriter};
+
+/// Most records applied (and published) as one batch.
+pub(crate) const MAX_RECORDS_PER_BATCH: usize = 8192;
+/// Ticks a sequence hole may stay open (reordering) before it is a loss.
+const SEQ_GRACE_TICKS: u64 = 2;
+/// Batches applied before the task yields to the runtime.
+const DRAIN_BATCHES_PER_TURN: usize = 2;
+/// How often the task checks the drop counters and polls the ring even
+/// without a wakeup.
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+/// How long after a dump ends the task waits before draining the ring up
+/// to it: a record is stamped just after its write, so a write the dump read
+/// may have its record committed a little after the dump's end.
+const DUMP_SETTLE: Duration = Duration::from_millis(2);
+
+/// A mirrored map as the ingest task holds it.
+#[derive(Debug)]
+pub(crate) struct Mirrored {
+    pub(crate) info: MapInfo,
+    pub(crate) name: Arc<str>,
+    pub(crate) fd: OwnedFd,
+    /// How often the map is polled (maps mutated in place, LRU maps).
+    pub(crate) poll_interval: Option<Duration>,
+    pub(crate) next_poll: Option<Instant>,
+    /// Where the map was configured: a pin is re-checked every reconcile
+    /// tick (`pins.rs`), an id names one map object for good.
+    pub(crate) source: MapSource,
+    /// What the last pin check found (logged once per change).
+    pub(crate) pin: PinState,
+    /// At most one "resync" line a second for this map (a flood that never
+    /// ends resyncs it every tick).
+    pub(crate) resync_log: LogLimiter,
+}
+
+/// Why a map is re-read in full.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Repair {
+    /// Something was lost or could not be said: events are `resync`.
+    Resync(&'static str),
+    /// The periodic check: events are `resync`, counted as repairs.
+    Reconcile,
+    /// The map's poll interval: events are `poll`.
+    Poll,
+}
+
+impl Repair {
+    fn source(self) -> EventSource {
+        match self {
+            Repair::Resync(_) | Repair::Reconcile => EventSource::Resync,
+            Repair::Poll => EventSource::Poll,
+        }
+    }
+}
+
+pub(crate) struct Ingest {
+    pub(crate) capture: Capture,
+    pub(crate) ring: RingConsumer,
+    /// Undecodable runs, rate-limited warnings, the resync a reset owes.
+    pub(crate) ring_health: RingHealth,
+    pub(crate) writer: StoreWriter,
+    pub(crate) maps: HashMap<u32, Mirrored>,
+    pub(crate) stats: Arc<SyncStats>,
+    pub(crate) last_drops: u64,
+    pub(crate) seqs: SeqTracker,
+    pub(crate) ticks: u64,
+    /// The shared per-CPU sequence counters (`mapsync_seqs`).
+    pub(crate) seq_counters: OwnedFd,
+    /// Maps that records asked to be resynced, done after the drain.
+    pub(crate) pending_resyncs: HashSet<u32>,
+    /// At most one "records lost" line per second while losses go on.
+    pub(crate) loss_log: LogLimiter,
+    /// Records dropped and holes found since the last "records lost" line.
+    pub(crate) lost_since_log: (u64, u64),
+}
+
+impl Ingest {
+    /// The task's state once capture is attached, before any map is added:
+    /// the kernel's drop count now is the baseline of loss detection.
+    pub(crate) fn new(
+        capture: Capture,
+        ring: RingConsumer,
+        writer: StoreWriter,
+        stats: Arc<SyncStats>,
+        seq_counters: OwnedFd,
+    ) -> Result<Self, KernelError> {
+        let last_drops = capture.drops()?;
+        Ok(Self {
+            capture,
+            ring,
+            ring_health: RingHealth::new(TICK),
+            writer,
+            maps: HashMap::new(),
+            stats,
+            last_drops,
+            seqs: SeqTracker::default(),
+            ticks: 0,
+            seq_counters,
+            pending_resyncs: HashSet::new(),
+            loss_log: LogLimiter::default(),
+            lost_since_log: (0, 0),
+        })
+    }
+
+    /// Publishes a map's initial dump and starts following the map (its
+    /// capture watch must already be in place, set before the dump).
+    pub(crate) fn add_map(
+        &mut self,
+        map: OpenMap,
+        poll_interval: Option<Duration>,
+        source: MapSource,
+        dump: Dump,
+    ) {
+        self.writer
+            .add_map(map.info.clone(), dump.entries, dump.started_ns);
+        let name: Arc<str> = map.info.name.as_str().into();
+        self.maps.insert(
+            map.info.id,
+            Mirrored {
+                info: map.info,
+                name,
+                fd: map.fd,
+                poll_interval,
+                next_poll: poll_interval.map(|every| Instant::now() + every),
+                source,
+                pin: PinState::Current,
+                resync_log: LogLimiter::default(),
+            },
+        );
+    }
+
+    /// Reads up to one batch of records from the ring: at most
+    /// [`MAX_RECORDS_PER_BATCH`] ring items, decodable or not, so this always
+    /// returns. Returns the records and whether the ring may hold more (the
+    /// batch was full, or the ring was reset on an impossible position, a
+    /// record too long, or a run of undecodable records; the reset owes a
+    /// resync of every map, made by the caller through [`Ingest::after_reset`]).
+    fn read_ring(&mut self) -> (Vec<Record>, bool) {
+        let ring = &mut self.ring;
+        let mut records = Vec::new();
+        let mut items = 0;
+        while items < MAX_RECORDS_PER_BATCH {
+            // a reset the consumer made, or a fault found here
+            let outcome = match ring.read_next() {
+                Next::Empty => {
+                    SyncStats::add(&self.stats.records, records.len() as u64);
+                    return (records, false);
+                }
+                Next::Reset(reset) => Ok(reset),
+                Next::Item(item) => {
+                    items += 1;
+                    match Record::parse(&item) {
+                        Ok(record) => {
+                            self.ring_health.decoded();
+                            let verdict =
+                                self.seqs
+                                    .observe(record.header.cpu, record.header.seq, self.ticks);
+                            if verdict == SeqVerdict::Duplicate {
+                                SyncStats::add(&self.stats.duplicates, 1);
+                            } else {
+                                records.push(record);
+                            }
+                            continue;
+                        }
+                        Err(bad) => {
+                            match self.ring_health.undecodable(bad, item.len(), &self.stats) {
+                                Some(fault) => Err(fault),
+                                None => continue,
+                            }
+                        }
+                    }
+                }
+            };
+            let reset = outcome.unwrap_or_else(|fault| ring.reset(fault));
+            self.ring_health.reset(&reset, &self.stats);
+            // what was skipped leaves holes in the producers' sequences that
+            // the resync below covers: start counting afresh
+            self.seqs = SeqTracker::default();
+            break;
+        }
+        SyncStats::add(&self.stats.records, records.len() as u64);
+        (records, true)
+    }
+
+    /// Makes the resync of every map that a ring reset owes, when it is due
+    /// (at most one per tick, however often the ring is reset).
+    fn after_reset(&mut self) -> Result<(), KernelError> {
+        if self.ring_health.take_resync(Instant::now()) {
+            // records the kernel dropped so far (a consumer position ahead of
+            // the producer makes it refuse them all) are covered by this
+            // resync: count them here rather than resync again for them
+            let drops = self.capture.drops()?;
+            SyncStats::add(&self.stats.drops, drops.saturating_sub(self.last_drops));
+            self.last_drops = drops.max(self.last_drops);
+            self.resync_all("the ring buffer was reset")?;
+        }
+        Ok(())
+    }
+
+    /// Applies records until the ring is empty or a batch ends with a record
+    /// produced after `until_ns`, and returns the records with a timestamp
+    /// up to `until_ns` (used at start-up to find keys written during the
+    /// dumps, while writers may keep the ring busy).
+    pub(crate) fn drain_until(&mut self, until_ns: u64) -> Result<Vec<Record>, KernelError> {
+        let mut early = Vec::new();
+        loop {
+            let (records, more) = self.read_ring();
+            if !records.is_empty() {
+                self.handle(&records)?;
+            }
+            self.after_reset()?;
+            let past = records
+                .last()
+                .is_none_or(|last| last.header.ts_ns > until_ns);
+            early.extend(records.into_iter().filter(|r| r.header.ts_ns <= until_ns));
+            if past || !more {
+                return Ok(early);
+            }
+        }
+    }
+
+    /// Applies up to `max_batches` batches of records; returns whether the
+    /// ring may hold more.
+    fn drain(&mut self, max_batches: usize) -> Result<bool, KernelError> {
+        for _ in 0..max_batches {
+            let (records, more) = self.read_ring();
+            if !records.is_empty() {
+                self.handle(&records)?;
+            }
+            self.after_reset()?;
+            if !more {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn handle(&mut self, records: &[Record]) -> Result<(), KernelError> {
+        let mut changes = Vec::with_capacity(records.len());
+        let mut reads = Vec::new();
+        let mut resyncs = HashSet::new();
+        for record in records {
+            match self.action(record) {
+                Action::Apply(change) => changes.push(change),
+                Action::ReadKey {
+                    map_id,
+                    key,
+                    source,
+                } => reads.push((map_id, key, source)),
+                Action::Resync { map_id } => {
+                    resyncs.insert(map_id);
+                }
+                Action::Foreign => {}
+            }
+        }
+        self.writer.apply(changes);
+        if let Some(newest) = records.last() {
+            let lag = sys::monotonic_ns().saturating_sub(newest.header.ts_ns);
+            self.stats
+                .last_lag_ns
+                .store(lag, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.read_keys(reads)?;
+        // done by the loop after the drain: a resync drains the ring itself
+        self.pending_resyncs.extend(resyncs);
+        Ok(())
+    }
+
+    /// Resyncs the maps that records asked for (RESYNC records, keys of the
+    /// wrong size) since the last call.
+    pub(crate) fn resync_pending(&mut self) -> Result<(), KernelError> {
+        while let Some(&map_id) = self.pending_resyncs.iter().next() {
+            self.pending_resyncs.remove(&map_id);
+            self.resync(
+                map_id,
+                Repair::Resync("a record could not say what changed"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// What `record` asks for ([`route`]), counting foreign records.
+    fn action(&self, record: &Record) -> Action {
+        let map = self.maps.get(&record.header.map_id).map(|map| MappedMap {
+            name: &map.name,
+            info: &map.info,
+        });
+        let action = route(record, map);
+        if action == Action::Foreign {
+            SyncStats::add(&self.stats.foreign_records, 1);
+        }
+        action
+    }
+
+    /// Re-reads keys from the kernel and applies what it holds now, as
+    /// changes seen by `source`.
+    pub(crate) fn read_keys(
+        &mut self,
+        keys: Vec<(u32, Bytes, EventSource)>,
+    ) -> Result<(), KernelError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut changes = Vec::with_capacity(keys.len());
+        for (map_id, key, source) in keys {
+            let Some(map) = self.maps.get(&map_id) else {
+                continue;
+            };
+            let (value, observed_ns) = dump::read_key(map.fd.as_fd(), &map.info, &key)?;
+            changes.push(Change {
+                map: map.name.clone(),
+                key,
+                value,
+                source,
+                observed_ns,
+            });
+        }
+        self.writer.apply(changes);
+        Ok(())
+    }
+
+    /// Re-dumps one map, applies the difference as ordinary events (source
+    /// `resync` or `poll`), and returns how many changes that made.
+    ///
+    /// Records written before the dump's reads may still be in the ring when
+    /// it ends. They are applied first (the ring is drained up to the dump's
+    /// end plus [`DUMP_SETTLE`]), so that the diff compares the dump with a
+    /// mirror that already holds them, and the per-key observed-time rule
+    /// then keeps whichever is newer. Diffing first would "repair" what a
+    /// queued record was about to say and deliver that write twice.
+    pub(crate) fn resync(&mut self, map_id: u32, repair: Repair) -> Result<u64, KernelError> {
+        let Some(map) = self.maps.get(&map_id) else {
+            return Ok(0);
+        };
+        let started = Instant::now();
+        let dump = dump::dump(map.fd.as_fd(), &map.info)?;
+        let name = map.name.clone();
+        let dumped = started.elapsed();
+        // a record is stamped just after its write: give the producers of
+        // writes the dump may have read the time to commit their records
+        std::thread::sleep(DUMP_SETTLE);
+        self.drain_until(dump.ended_ns + DUMP_SETTLE.as_nanos() as u64)?;
+        let drained = started.elapsed();
+        let before = self.writer.store().revision();
+        let after = self.writer.apply_dump(&name, dump, repair.source());
+        let repaired = after - before;
+        let took = started.elapsed();
+        match repair {
+            Repair::Resync(why) => {
+                SyncStats::add(&self.stats.resyncs, 1);
+                let Some(not_logged) = self
+                    .maps
+                    .get_mut(&map_id)
+                    .and_then(|map| map.resync_log.check())
+                else {
+                    return Ok(repaired);
+                };
+                tracing::info!(
+                    map = %name, why, repaired, resyncs_not_logged = not_logged,
+                    dump_us = dumped.as_micros() as u64,
+                    drain_us = (drained - dumped).as_micros() as u64,
+                    apply_us = (took - drained).as_micros() as u64,
+                    "resync"
+                );
+            }
+            Repair::Reconcile => {
+                SyncStats::add(&self.stats.reconcile_repairs, repaired);
+                if repaired > 0 {
+                    tracing::warn!(map = %name, repaired, "reconcile found the mirror behind the kernel");
+                }
+            }
+            Repair::Poll => {
+                SyncStats::add(&self.stats.polled_changes, repaired);
+            }
+        }
+        Ok(repaired)
+    }
+
+    /// Resyncs every map: something was lost whose map is unknown.
+    ///
+    /// The per-CPU sequence counters are read before the first dump starts:
+    /// every record numbered up to them is of a write the dumps hold, so the
+    /// holes such records leave are covered, not a second loss.
+    pub(crate) fn resync_all(&mut self, why: &'static str) -> Result<(), KernelError> {
+        match self.capture_seqs() {
+            Ok(counters) => {
+                for (cpu, seq) in counters.into_iter().enumerate() {
+                    self.seqs.cover_through(cpu as u32, seq);
+                }
+            }
+            Err(error) => tracing::debug!(%error, "cannot read the sequence counters"),
+        }
+        let ids: Vec<u32> = self.maps.keys().copied().collect();
+        for map_id in ids {
+            self.resync(map_id, Repair::Resync(why))?;
+        }
+        self.pending_resyncs.clear();
+        Ok(())
+    }
+
+    /// The shared per-CPU sequence counters now (the last number each CPU
+    /// handed out).
+    fn capture_seqs(&self) -> Result<Vec<u64>, KernelError> {
+        let cpus = open::possible_cpus()?;
+        let mut value = vec![0u8; cpus * 8];
+        sys::lookup(self.seq_counters.as_fd(), &0u32.to_ne_bytes(), &mut value).map_err(
+            |source| KernelError::Syscall {
+                op: "BPF_MAP_LOOKUP_ELEM",
+                source,
+            },
+        )?;
+        Ok(value
+            .chunks_exact(8)
+            .map(|slot| u64::from_ne_bytes(slot.try_into().expect("8 bytes")))
+            .collect())
+    }
+
+    /// Compares every map with the kernel and repairs any difference.
+    fn reconcile(&mut self) -> Result<(), KernelError> {
+        self.check_pins()?;
+        let ids: Vec<u32> = self.maps.keys().copied().collect();
+        let mut repaired = 0;
+        for map_id in ids {
+            repaired += self.resync(map_id, Repair::Reconcile)?;
+        }
+        SyncStats::add(&self.stats.reconciles, 1);
+        tracing::info!(maps = self.maps.len(), repaired, "reconcile");
+        Ok(())
+    }
+
+    /// Polls the maps whose poll interval has come.
+    fn poll_due(&mut self, now: Instant) -> Result<(), KernelError> {
+        let due: Vec<u32> = self
+            .maps
+            .iter()
+            .filter(|(_, map)| map.next_poll.is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for map_id in due {
+            self.resync(map_id, Repair::Poll)?;
+            if let Some(map) = self.maps.get_mut(&map_id) {
+                map.next_poll = map.poll_interval.map(|every| now + every);
+            }
+        }
+        Ok(())
+    }
+
+    /// Resyncs every map when records were lost: the kernel's drop counters
+    /// rose, or a sequence hole stayed open past the grace period (the lost
+    /// record's map is unknown, so every map is resynced). Called once per
+    /// tick, also while the ring overflows, so a flood that never ends
+    /// keeps the mirror within one tick plus one round of dumps of the kernel.
+    fn check_loss(&mut self) -> Result<(), KernelError> {
+        self.ticks += 1;
+        let drops = self.capture.drops()?;
+        let dropped = drops.saturating_sub(self.last_drops);
+        self.last_drops = drops.max(self.last_drops);
+        let holes = self.seqs.take_lost(self.ticks, SEQ_GRACE_TICKS);
+        SyncStats::add(&self.stats.drops, dropped);
+        SyncStats::add(&self.stats.seq_gaps, holes);
+        if dropped > 0 || holes > 0 {
+            self.lost_since_log.0 += dropped;
+            self.lost_since_log.1 += holes;
+            if let Some(suppressed) = self.loss_log.check() {
+                let (dropped, holes) = std::mem::take(&mut self.lost_since_log);
+                tracing::warn!(
+                    dropped,
+                    holes,
+                    resyncs_not_logged = suppressed,
+                    "change records lost, resyncing every map"
+                );
+            }
+            self.resync_all("records lost")?;
+        }
+        Ok(())
+    }
+
+    /// What one tick does: drain a turn, detect loss, poll.
+    fn on_tick(&mut self) -> Result<(), KernelError> {
+        self.drain(DRAIN_BATCHES_PER_TURN)?;
+        self.check_loss()?;
+        self.resync_pending()?;
+        self.poll_due(Instant::now())
+    }
+
+    /// Follows the ring until `shutdown` fires or an error stops it, and
+    /// serves the requests of `commands` (`commands.rs`).
+    ///
+    /// Every turn of the loop does a bounded amount of work (one drain turn
+    /// of at most [`DRAIN_BATCHES_PER_TURN`] batches, one tick, or one
+    /// command) and then
+    /// looks at `shutdown` and the timers first: a ring that never empties
+    /// starves neither the loss check nor shutdown.
+    pub(crate) async fn run(
+        mut self,
+        mut shutdown: oneshot::Receiver<()>,
+        mut commands: CommandReceiver,
+        reconcile_every: Option<Duration>,
+    ) -> Result<(), KernelError> {
+        // registered with the runtime this runs on (the ingest thread's)
+        let readiness = self.ring.readiness()?;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // a disabled reconcile still needs a timer to select on: a far one
+        let period = reconcile_every.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let mut reconcile = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // whether the ring may hold records not read yet (its wakeup only
+        // comes when the consumer has caught up)
+        let mut pending = true;
+        // false once every command handle is gone
+        let mut commands_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                _ = tick.tick() => self.on_tick()?,
+                _ = reconcile.tick(), if reconcile_every.is_some() => self.reconcile()?,
+                // one command per turn: a queue of them starves nothing else
+                request = commands.recv(), if commands_open => match request {
+                    Some(request) => self.serve(request)?,
+                    None => commands_open = false,
+                },
+                ready = readiness.readable(), if !pending => {
+                    let mut guard = ready.map_err(|source| KernelError::Host { what: "polling the ring buffer", source })?;
+                    // clear before draining: a wakeup racing the drain is not lost
+                    guard.clear_ready();
+                    pending = true;
+                }
+                _ = std::future::ready(()), if pending => {
+                    pending = self.drain(DRAIN_BATCHES_PER_TURN)?;
+                    self.resync_pending()?;
+                    if pending {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        }
+    }
+}

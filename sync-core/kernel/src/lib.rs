@@ -1,0 +1,57 @@
+//! mapsync's kernel side: everything that talks to the kernel, and the task
+//! that keeps a [`mapsync_core::Store`] following it.
+//!
+//! # Layout
+//! - [`sys`]: raw `bpf()` commands (lookups, batch lookups, pins, map info).
+//! - [`open`]: opening maps by pin path or id.
+//! - [`dump`]: full dumps with `BPF_MAP_LOOKUP_BATCH` (iteration as
+//!   fallback), returned as the mirror's [`Dump`](mapsync_core::store::Dump).
+//! - [`capture`]: the syscall-trace programs and the shared ring.
+//! - [`ring`]: mapsync's consumer of the shared ring buffer, sized from the
+//!   kernel, with every position and record length checked.
+//! - [`record`]: decoding ring records.
+//! - `route` (private): record -> action, a pure function (unit-tested
+//!   without a kernel).
+//! - [`gaps`]: per-CPU sequence tracking (lost records).
+//! - [`pin_dir`]: the pin directory's bpffs check and its one-instance lock.
+//! - `pins` (private): re-resolving maps given by pin, to follow a replaced pin.
+//! - `ingest` (private): the kernel task, which owns the capture object,
+//!   the map fds and the ring.
+//! - `commands` (private): the kernel task's end of the command channel
+//!   (`mapsync_core::control`): requested resyncs today, writes next.
+//! - [`sync`]: [`MapSync`], which starts that task and is its handle.
+//! - [`stats`]: ingest counters.
+//! - `demo` (feature `demo`): the demo writer program, driven by
+//!   `BPF_PROG_TEST_RUN`; for the CLI's `demo` command and tests only.
+//!
+//! All of mapsync's `unsafe` lives in this crate (the `bpf()` calls and the
+//! ring's shared memory); the mirror and BTF crates forbid it.
+#![deny(missing_docs)]
+
+pub mod capture;
+mod commands;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod dump;
+pub mod error;
+pub mod gaps;
+mod ingest;
+pub mod open;
+pub mod pin_dir;
+mod pins;
+pub mod record;
+pub mod ring;
+mod route;
+pub mod stats;
+pub mod sync;
+pub mod sys;
+
+pub use capture::Capture;
+#[cfg(feature = "demo")]
+pub use demo::DemoWriter;
+pub use error::KernelError;
+pub use open::{MapSource, MapSpec, OpenMap};
+pub use record::Record;
+pub use ring::RingConsumer;
+pub use stats::{StatsSnapshot, SyncStats};
+pub use sync::{DEFAULT_PIN_DIR, DEFAULT_RECONCILE_INTERVAL, MapSync, SHUTDOWN_WAIT, SyncConfig};

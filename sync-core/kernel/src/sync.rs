@@ -1,0 +1,325 @@
+//! [`MapSync`]: opens the maps, attaches capture, takes the initial dumps,
+//! and runs the ingest task that keeps a [`Store`] following the kernel.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mapsync_ebpf::abi;
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::error::KernelError;
+use crate::ingest::Ingest;
+use crate::pin_dir::{self, PinDirLock};
+use crate::stats::{StatsSnapshot, SyncStats};
+use crate::{Capture, MapSpec, dump, open, sys};
+use mapsync_core::SyncError;
+use mapsync_core::changelog::LogLimits;
+use mapsync_core::control::{self, COMMAND_QUEUE, CommandError, CommandHandle};
+use mapsync_core::event::EventSource;
+use mapsync_core::event::Revision;
+use mapsync_core::store::Store;
+
+/// Default bpffs directory of the shared capture maps.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/mapsync";
+
+/// What to mirror and how.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// The maps to mirror.
+    pub maps: Vec<MapSpec>,
+    /// bpffs directory where the shared ring, drop and sequence counters are
+    /// pinned by name (default [`DEFAULT_PIN_DIR`]). Users' programs that
+    /// include `mapsync.h` share the ring when loaded with this pin root.
+    pub pin_dir: PathBuf,
+    /// Size of the ring buffer when mapsync creates it (a power of two
+    /// multiple of the page size; default 4 MiB). An existing pinned ring
+    /// keeps its size.
+    pub ring_bytes: u32,
+    /// Bounds of the change log.
+    pub log_limits: LogLimits,
+    /// Compare every map with the kernel this often and repair differences
+    /// (`None`: never). Default 30 s.
+    pub reconcile_interval: Option<Duration>,
+}
+
+/// Default period of the reconcile.
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            maps: Vec::new(),
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            ring_bytes: abi::RINGBUF_BYTES,
+            log_limits: LogLimits::default(),
+            reconcile_interval: Some(DEFAULT_RECONCILE_INTERVAL),
+        }
+    }
+}
+
+/// A running sync: the store and the task that feeds it.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), mapsync_kernel::KernelError> {
+/// use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
+///
+/// let config = SyncConfig {
+///     maps: vec![MapSpec::pin(None, "/sys/fs/bpf/my_map")],
+///     ..SyncConfig::default()
+/// };
+/// // Returns once the initial dump of every map is in the mirror.
+/// let sync = MapSync::start(config).await?;
+/// let store = sync.store().clone();
+/// // Lock-free, syscall-free read, never older than the propagation delay:
+/// let value = store.load().map("my_map").and_then(|m| m.get(&[1, 0, 0, 0]).cloned());
+/// # let _ = value;
+/// sync.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct MapSync {
+    store: Store,
+    stats: Arc<SyncStats>,
+    /// The ingest thread, joined once it has ended.
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The ingest task's result, sent when it ends.
+    ended_rx: oneshot::Receiver<Result<(), KernelError>>,
+    stop: Option<oneshot::Sender<()>>,
+    /// The command channel into the ingest task.
+    commands: CommandHandle,
+    /// The ingest task's result, once [`MapSync::stopped`] has seen it end.
+    ended: Option<Result<(), KernelError>>,
+}
+
+impl MapSync {
+    /// Checks the pin directory is on bpffs and locks it (one instance per
+    /// pin directory: [`KernelError::PinDirLocked`] names the holder's pid),
+    /// opens every map (failing on the first one that cannot be mirrored, or
+    /// on one map under two names), attaches the syscall trace, watches the maps *before* dumping them,
+    /// dumps them, re-reads keys written while the dumps ran, marks the
+    /// store ready and spawns the ingest task.
+    pub async fn start(config: SyncConfig) -> Result<MapSync, KernelError> {
+        // one instance per pin directory, checked before anything is loaded
+        // (two would share the ring with separate read positions)
+        pin_dir::check_bpffs(&config.pin_dir)?;
+        std::fs::create_dir_all(&config.pin_dir).map_err(|source| KernelError::Host {
+            what: "creating the pin directory",
+            source,
+        })?;
+        let lock = PinDirLock::acquire(&config.pin_dir)?;
+        let mut names = HashSet::new();
+        // the map table is keyed by id: one map under two names would leave
+        // one of them frozen at its initial dump
+        let mut ids: HashMap<u32, String> = HashMap::new();
+        let mut opened = Vec::with_capacity(config.maps.len());
+        for spec in &config.maps {
+            let map = open::open(spec)?;
+            if !names.insert(map.info.name.clone()) {
+                return Err(KernelError::DuplicateMap {
+                    name: map.info.name,
+                });
+            }
+            if let Some(first) = ids.insert(map.info.id, map.info.name.clone()) {
+                return Err(KernelError::SameMapTwice {
+                    id: map.info.id,
+                    first,
+                    second: map.info.name,
+                });
+            }
+            opened.push((map, spec.poll_interval, spec.source.clone()));
+        }
+        let (capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
+        let seq_counters = sys::obj_get(&config.pin_dir.join(abi::SEQS_MAP)).map_err(|source| {
+            KernelError::Host {
+                what: "opening the pinned sequence counters",
+                source,
+            }
+        })?;
+        let (store, writer) = Store::new(config.log_limits);
+        let stats = Arc::new(SyncStats::default());
+        let mut ingest = Ingest::new(capture, ring, writer, stats.clone(), seq_counters)?;
+        // capture first, then dump: a write made during the dump is either
+        // in the dump or in the ring (DESIGN, "never stale", property 3)
+        let mut dumped = Vec::with_capacity(opened.len());
+        for (map, poll_interval, source) in opened {
+            ingest.capture.watch(&map.info)?;
+            let dump = dump::dump(map.fd.as_fd(), &map.info)?;
+            tracing::info!(
+                map = %map.info.name, id = map.info.id, kind = %map.info.kind,
+                entries = dump.entries.len(), "initial dump"
+            );
+            dumped.push((map, poll_interval, source, dump));
+        }
+        let mut windows = HashMap::new();
+        for (map, poll_interval, source, dump) in dumped {
+            windows.insert(map.info.id, (dump.started_ns, dump.ended_ns));
+            ingest.add_map(map, poll_interval, source, dump);
+        }
+        // apply what was captured while dumping, then re-read every key
+        // written during its map's dump: the order of a record and the
+        // dump's read of the same key is unknown, the kernel's value is not
+        let dumps_ended = windows.values().map(|(_, end)| *end).max().unwrap_or(0);
+        let records = ingest.drain_until(dumps_ended)?;
+        let touched: HashSet<(u32, Bytes, EventSource)> = records
+            .iter()
+            .filter(|record| {
+                windows
+                    .get(&record.header.map_id)
+                    .is_some_and(|(start, end)| (*start..=*end).contains(&record.header.ts_ns))
+            })
+            .map(|record| {
+                (
+                    record.header.map_id,
+                    record.key.clone(),
+                    EventSource::Resync,
+                )
+            })
+            .collect();
+        tracing::debug!(
+            keys = touched.len(),
+            "re-reading keys written during the dumps"
+        );
+        ingest.read_keys(touched.into_iter().collect())?;
+        ingest.resync_pending()?;
+        ingest.writer.set_ready();
+        let (stop, stopped) = oneshot::channel();
+        let (commands, command_rx) = control::channel(COMMAND_QUEUE);
+        let (ended_tx, ended_rx) = oneshot::channel();
+        let reconcile_interval = config.reconcile_interval;
+        let span = tracing::info_span!("ingest");
+        // its own thread and runtime: a long dump or a ring that never
+        // empties never takes a worker from the caller's runtime (the gRPC
+        // server keeps answering), and shutdown does not wait on them
+        let thread = std::thread::Builder::new()
+            .name("mapsync-ingest".into())
+            .spawn(move || {
+                // the lock lives exactly as long as the thread that owns the
+                // capture and reads the ring, however it ends
+                let _lock = lock;
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| KernelError::Host {
+                        what: "starting the ingest runtime",
+                        source,
+                    })
+                    .and_then(|runtime| {
+                        runtime.block_on(
+                            ingest
+                                .run(stopped, command_rx, reconcile_interval)
+                                .instrument(span),
+                        )
+                    });
+                if let Err(error) = &result {
+                    tracing::error!(%error, "the ingest task stopped");
+                }
+                let _ = ended_tx.send(result);
+            })
+            .map_err(|source| KernelError::Host {
+                what: "starting the ingest thread",
+                source,
+            })?;
+        Ok(MapSync {
+            store,
+            stats,
+            thread: Some(thread),
+            ended_rx,
+            stop: Some(stop),
+            commands,
+            ended: None,
+        })
+    }
+
+    /// The mirror.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The ingest counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The live ingest counters, for a metrics exporter to read at scrape time.
+    pub fn stats_handle(&self) -> Arc<SyncStats> {
+        self.stats.clone()
+    }
+
+    /// A full re-read of `map` (every map: `None`) from the kernel, made by
+    /// the ingest task between two of its steps; returns the revision at
+    /// which the mirror holds what was read (wait for it with
+    /// [`Store::wait_for_revision`], or read a snapshot: it is already
+    /// published). Errors: [`CommandError::UnknownMap`], or
+    /// [`CommandError::Stopped`] once the task has ended.
+    pub async fn resync(&self, map: Option<&str>) -> Result<Revision, CommandError> {
+        self.commands.resync(map).await
+    }
+
+    /// A handle on the ingest task's command channel, for callers that
+    /// outlive a borrow of this `MapSync` (a server's request handlers).
+    pub fn commands(&self) -> CommandHandle {
+        self.commands.clone()
+    }
+
+    /// Whether the ingest task is still running.
+    pub fn is_running(&self) -> bool {
+        self.thread
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
+    }
+
+    /// Resolves when the ingest task has stopped by itself, which only an
+    /// error it cannot recover from does, with that error. From then on the
+    /// mirror no longer follows the kernel: a server should stop serving it.
+    /// Cancel-safe; [`MapSync::shutdown`] still returns the same result.
+    pub async fn stopped(&mut self) -> &Result<(), KernelError> {
+        if self.ended.is_none() {
+            let result = (&mut self.ended_rx)
+                .await
+                .unwrap_or(Err(KernelError::Mirror(SyncError::Stopped)));
+            self.ended = Some(result);
+        }
+        self.ended.as_ref().expect("set above")
+    }
+
+    /// Stops the ingest task and detaches capture, waiting at most
+    /// [`SHUTDOWN_WAIT`] for it: the task sees the request between two
+    /// bounded steps, but one step (a dump of a huge map) can take long. Past
+    /// the wait the thread is left to finish on its own and this returns
+    /// [`KernelError::ShutdownTimedOut`]; a process that exits then loses
+    /// nothing (the kernel maps are the state).
+    pub async fn shutdown(mut self) -> Result<(), KernelError> {
+        if let Some(result) = self.ended.take() {
+            self.join();
+            return result;
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(SHUTDOWN_WAIT, &mut self.ended_rx).await {
+            Ok(result) => {
+                self.join();
+                result.unwrap_or(Err(KernelError::Mirror(SyncError::Stopped)))
+            }
+            Err(_) => Err(KernelError::ShutdownTimedOut {
+                waited: SHUTDOWN_WAIT,
+            }),
+        }
+    }
+
+    /// Joins the ingest thread once it has sent its result (it is then
+    /// about to return: this does not block for long).
+    fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The longest [`MapSync::shutdown`] waits for the ingest task.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
