@@ -8,3 +8,4 @@ pub mod list;
 pub mod output;
 pub mod serve;
 pub mod watch;
+pub mod watch_limit_args;

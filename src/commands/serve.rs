@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use mapsync_core::LogLimits;
 use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
-use mapsync_grpc::service::{Limits, WatchStats};
+use mapsync_grpc::service::WatchStats;
 use mapsync_kernel::{DEFAULT_PIN_DIR, MapSpec, MapSync, SyncConfig};
 
 /// Default address of the sidecar's gRPC API.
@@ -54,46 +54,8 @@ pub struct ServeArgs {
     pub log_bytes: usize,
     #[command(flatten)]
     pub connections: super::connection_args::ConnectionArgs,
-    // -- watch traffic and read limits (issue 9: memory budget, watches) --
-    /// Most bytes of watch messages prepared for one stream's client and not
-    /// yet sent; a watch beyond it waits.
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().stream_budget_bytes)]
-    pub watch_stream_budget: usize,
-    /// Most bytes of watch messages prepared for all clients together and not
-    /// yet sent; beyond it each stream sends one message at a time.
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().server_budget_bytes)]
-    pub watch_server_budget: usize,
-    /// Cancel a watch with SLOW_CONSUMER once its client has taken nothing
-    /// for this long while the watch had messages to send (the client
-    /// resumes from the revision it names).
-    #[arg(long, value_name = "SECS", default_value_t = Limits::default().slow_consumer_timeout.as_secs_f64(), value_parser = parse_positive_seconds)]
-    pub slow_consumer_timeout: f64,
-    /// Most watches open at once on the whole server (all streams).
-    #[arg(long, default_value_t = Limits::default().max_watches)]
-    pub max_watches: usize,
-    /// Byte cap of one List page (a page also stops at its entry count).
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_list_page_bytes)]
-    pub list_page_bytes: usize,
-}
-
-impl ServeArgs {
-    /// The service limits these arguments set (the rest keep their defaults).
-    pub fn service_limits(&self) -> Limits {
-        Limits {
-            stream_budget_bytes: self.watch_stream_budget,
-            server_budget_bytes: self.watch_server_budget,
-            slow_consumer_timeout: std::time::Duration::from_secs_f64(self.slow_consumer_timeout),
-            max_watches: self.max_watches,
-            max_list_page_bytes: self.list_page_bytes,
-            ..Limits::default()
-        }
-    }
-}
-
-fn parse_positive_seconds(arg: &str) -> Result<f64, String> {
-    parse_seconds(arg)
-        .map(|every| every.as_secs_f64())
-        .map_err(|error| error.to_string())
+    #[command(flatten)]
+    pub watch_limits: super::watch_limit_args::WatchLimitArgs,
 }
 
 impl ServeArgs {
@@ -221,7 +183,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let options = ServeOptions {
         stats: watch_stats,
         connections: connection_limits,
-        limits: args.service_limits(),
+        limits: args.watch_limits.limits(),
     };
     let mut server = tokio::spawn(serve_with(
         listener,
