@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Mirror BPF maps and serve them over gRPC (the sidecar).
-    Serve(commands::serve::ServeArgs),
+    Serve(Box<commands::serve::ServeArgs>),
     /// Load a demo BPF program, mirror its map, and show its changes live.
     Demo(commands::demo::DemoArgs),
     /// Print every entry of a map at one revision.
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => commands::serve::run(args).await,
+            Command::Serve(args) => commands::serve::run(*args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::List(args) => commands::list::run(args).await,
             Command::Get(args) => commands::get::run(args).await,
