@@ -13,6 +13,16 @@ pub enum RequestError {
     /// revision, epoch changed, ingest stopped...).
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// A key of the wrong size was given for a map.
+    #[error("map `{map}` has {expected}-byte keys, got {size} bytes")]
+    WrongKeySize {
+        /// The map's name.
+        map: String,
+        /// Size given.
+        size: usize,
+        /// The map's key size.
+        expected: u32,
+    },
     /// The initial dumps are not done yet.
     #[error("mapsync is still taking its initial dumps; retry shortly")]
     NotReady,
@@ -130,6 +140,7 @@ impl RequestError {
         match self {
             RequestError::NotReady => Code::Unavailable,
             RequestError::PageTooLarge { .. }
+            | RequestError::WrongKeySize { .. }
             | RequestError::BadKeySelection { .. }
             | RequestError::EmptyWatchRequest
             | RequestError::ResumeWithoutEpoch { .. }
@@ -144,7 +155,6 @@ impl RequestError {
             RequestError::MinRevisionMaxWait { .. } => Code::Unavailable,
             RequestError::Sync(error) => match error {
                 SyncError::UnknownMap { .. } => Code::NotFound,
-                SyncError::WrongKeySize { .. } => Code::InvalidArgument,
                 SyncError::Compacted { .. } | SyncError::FutureRevision { .. } => Code::OutOfRange,
                 SyncError::EpochChanged { .. } => Code::FailedPrecondition,
                 SyncError::Stopped => Code::Unavailable,
@@ -241,12 +251,11 @@ mod tests {
                 Code::NotFound,
             ),
             (
-                SyncError::WrongKeySize {
+                RequestError::WrongKeySize {
                     map: "x".into(),
                     size: 2,
                     expected: 4,
-                }
-                .into(),
+                },
                 Code::InvalidArgument,
             ),
             (

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{info, key};
-use mapsync_core::{LogLimits, Store, StoreWriter};
+use mapsync_core::{LogLimits, Publisher, Store};
 use mapsync_grpc::ServeError;
 use mapsync_grpc::pb;
 use mapsync_grpc::pb::map_sync_client::MapSyncClient;
 use mapsync_grpc::server::{ConnectionLimits, Listener, ServeOptions, serve_with};
 use tokio::sync::{mpsc, oneshot};
 
-fn ready_store() -> (Store, StoreWriter) {
+fn ready_store() -> (Store, Publisher) {
     let (store, mut writer) = Store::new(LogLimits::default());
     writer.add_map(
         info("flows"),

@@ -17,16 +17,6 @@ pub enum SyncError {
         /// The name asked for.
         name: String,
     },
-    /// A key of the wrong size was given for a map.
-    #[error("map `{map}` has {expected}-byte keys, got {size} bytes")]
-    WrongKeySize {
-        /// The map's name.
-        map: String,
-        /// Size given.
-        size: usize,
-        /// The map's key size.
-        expected: u32,
-    },
     /// A revision older than the change log was asked for.
     #[error("revision {requested} is compacted; the oldest available revision is {oldest}")]
     Compacted {

@@ -1,12 +1,12 @@
 //! mapsync's mirror: a live, lock-free user-space copy of BPF maps, as data.
 //!
 //! Pure Rust: no kernel calls, no aya, no BPF toolchain, no `unsafe`. The
-//! kernel side (`mapsync-kernel`) feeds a [`StoreWriter`]; readers, the gRPC
+//! kernel side (`mapsync-kernel`) feeds a [`Publisher`]; readers, the gRPC
 //! server and in-process subscribers read a [`Store`].
 //!
 //! # Layout
 //! - [`store`]: the [`Store`] readers load snapshots from, and its single
-//!   [`StoreWriter`]; revisions, epochs and the per-key "never go back" rule;
+//!   [`Publisher`]; revisions, epochs and the per-key "never go back" rule;
 //!   [`Dump`], a full read of one map as the writer diffs it.
 //! - [`snapshot`]: immutable views of all maps at one revision.
 //! - `entries` (private): one map's entries (hash trie + ordered keys).
@@ -43,5 +43,5 @@ pub use error::SyncError;
 pub use event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 pub use map_info::{MapInfo, MapKind};
 pub use snapshot::{Entry, MapView, Snapshot};
-pub use store::{Change, Dump, Store, StoreWriter};
+pub use store::{Change, Dump, Publisher, Store};
 pub use subscribe::{KeyRange, SubscribeFilter, Subscription, WatchBatch};

@@ -57,7 +57,7 @@ impl Drop for SubscriberGuard {
 
 impl Store {
     /// A new, empty store with a fresh epoch, and its only writer.
-    pub fn new(limits: LogLimits) -> (Store, StoreWriter) {
+    pub fn new(limits: LogLimits) -> (Store, Publisher) {
         let snapshot = Snapshot::empty(Epoch::random(), ChangeLog::new(limits));
         let store = Store {
             inner: Arc::new(Inner {
@@ -67,7 +67,7 @@ impl Store {
                 subscribers: AtomicUsize::new(0),
             }),
         };
-        let writer = StoreWriter {
+        let writer = Publisher {
             store: store.clone(),
         };
         (store, writer)
@@ -185,7 +185,7 @@ impl Change {
     }
 }
 
-/// A full read of one map, as [`StoreWriter::apply_dump`] takes it: the
+/// A full read of one map, as [`Publisher::apply_dump`] takes it: the
 /// kernel side fills it (a batch lookup or an iteration), the mirror diffs
 /// it against what it holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -201,11 +201,11 @@ pub struct Dump {
 
 /// The single writer of a [`Store`]: owned by the ingest task.
 #[derive(Debug)]
-pub struct StoreWriter {
+pub struct Publisher {
     store: Store,
 }
 
-impl StoreWriter {
+impl Publisher {
     /// The store this writer publishes to.
     pub fn store(&self) -> &Store {
         &self.store

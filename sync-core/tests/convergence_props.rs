@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use mapsync_core::Dump;
-use mapsync_core::{Change, EventSource, LogLimits, MapInfo, MapKind, Op, Store, StoreWriter};
+use mapsync_core::{Change, EventSource, LogLimits, MapInfo, MapKind, Op, Publisher, Store};
 use proptest::prelude::*;
 
 const MAP: &str = "m";
@@ -33,7 +33,7 @@ fn time_of(value: &[u8]) -> u64 {
     u64::from_ne_bytes(value.try_into().expect("8-byte value"))
 }
 
-fn new_store() -> (Store, StoreWriter) {
+fn new_store() -> (Store, Publisher) {
     let (store, mut writer) = Store::new(LogLimits::default());
     let info = MapInfo::new(MAP, MapKind::Hash, 1, 8, 64).with_id(1);
     writer.add_map(info, Vec::new(), 0);

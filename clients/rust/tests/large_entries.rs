@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use mapsync_client::Client;
-use mapsync_core::{LogLimits, MapInfo, MapKind, Store, StoreWriter};
+use mapsync_core::{LogLimits, MapInfo, MapKind, Publisher, Store};
 use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
 use mapsync_grpc::service::Limits;
 use tokio::sync::oneshot;
@@ -19,7 +19,7 @@ fn entry_key(i: u32) -> Bytes {
     key.into()
 }
 
-fn big_store() -> (Store, StoreWriter) {
+fn big_store() -> (Store, Publisher) {
     let (store, mut writer) = Store::new(LogLimits::default());
     let info = MapInfo {
         name: "big".into(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use mapsync_client::{Client, ClientError, ResyncReason, WatchItem, WatchOptions};
-use mapsync_core::{Change, EventSource, LogLimits, MapInfo, MapKind, Store, StoreWriter};
+use mapsync_core::{Change, EventSource, LogLimits, MapInfo, MapKind, Publisher, Store};
 use mapsync_grpc::server::{Listener, serve};
 use tokio::sync::oneshot;
 
@@ -28,7 +28,7 @@ fn info() -> MapInfo {
     }
 }
 
-fn store(limits: LogLimits, entries: u32) -> (Store, StoreWriter) {
+fn store(limits: LogLimits, entries: u32) -> (Store, Publisher) {
     let (store, mut writer) = Store::new(limits);
     let initial = (0..entries)
         .map(|i| {
@@ -44,7 +44,7 @@ fn store(limits: LogLimits, entries: u32) -> (Store, StoreWriter) {
     (store, writer)
 }
 
-fn put(writer: &mut StoreWriter, i: u32) -> u64 {
+fn put(writer: &mut Publisher, i: u32) -> u64 {
     writer.apply([Change::put(
         "flows",
         (i % 50).to_be_bytes().to_vec(),

@@ -43,12 +43,11 @@ pub async fn get(
     let (view, revision) = view_at(&snapshot, &request.map, request.revision)?;
     let expected = view.info().key_size;
     if request.key.len() != expected as usize {
-        return Err(SyncError::WrongKeySize {
+        return Err(RequestError::WrongKeySize {
             map: request.map,
             size: request.key.len(),
             expected,
-        }
-        .into());
+        });
     }
     let entry = view.entry(&request.key);
     let decoder = convert::Decoder::new(request.decode, &snapshot);

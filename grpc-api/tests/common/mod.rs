@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mapsync_core::{LogLimits, MapInfo, MapKind, Store, StoreWriter};
+use mapsync_core::{LogLimits, MapInfo, MapKind, Publisher, Store};
 use mapsync_grpc::pb::map_sync_client::MapSyncClient;
 use mapsync_grpc::pb::{self, watch_request::Request as Req, watch_response::Kind};
 use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
@@ -36,7 +36,7 @@ pub struct Running {
     pub client: MapSyncClient<Channel>,
     pub health: tonic_health::pb::health_client::HealthClient<Channel>,
     pub store: Store,
-    pub writer: StoreWriter,
+    pub writer: Publisher,
     pub stats: Arc<WatchStats>,
     pub endpoint: String,
     stop: Option<oneshot::Sender<()>>,
@@ -61,7 +61,7 @@ pub async fn start_with(log: LogLimits, entries: u32, ready: bool, limits: Limit
 }
 
 /// Serves an existing store (e.g. again after a shutdown).
-pub async fn serve_store(store: Store, writer: StoreWriter, limits: Limits) -> Running {
+pub async fn serve_store(store: Store, writer: Publisher, limits: Limits) -> Running {
     let listener = Listener::bind("127.0.0.1:0").await.expect("bind");
     let endpoint = format!("http://{}", listener.endpoint());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -92,7 +92,7 @@ pub async fn serve_store(store: Store, writer: StoreWriter, limits: Limits) -> R
 }
 
 impl Running {
-    pub async fn shutdown(mut self) -> (Store, StoreWriter) {
+    pub async fn shutdown(mut self) -> (Store, Publisher) {
         let _ = self.stop.take().expect("running").send(());
         self.server
             .await

@@ -23,7 +23,7 @@ use mapsync_core::event::EventSource;
 use mapsync_core::map_info::MapInfo;
 use mapsync_core::ratelimit::LogLimiter;
 use mapsync_core::store::Dump;
-use mapsync_core::store::{Change, StoreWriter};
+use mapsync_core::store::{Change, Publisher};
 
 /// Most records applied (and published) as one batch.
 pub(crate) const MAX_RECORDS_PER_BATCH: usize = 8192;
@@ -83,7 +83,7 @@ pub(crate) struct Ingest {
     pub(crate) ring: RingConsumer,
     /// Undecodable runs, rate-limited warnings, the resync a reset owes.
     pub(crate) ring_health: RingHealth,
-    pub(crate) writer: StoreWriter,
+    pub(crate) writer: Publisher,
     pub(crate) maps: HashMap<u32, Mirrored>,
     pub(crate) stats: Arc<SyncStats>,
     pub(crate) last_drops: u64,
@@ -105,7 +105,7 @@ impl Ingest {
     pub(crate) fn new(
         capture: Capture,
         ring: RingConsumer,
-        writer: StoreWriter,
+        writer: Publisher,
         stats: Arc<SyncStats>,
         seq_counters: OwnedFd,
     ) -> Result<Self, KernelError> {
