@@ -7,11 +7,6 @@ use mapsync_core::{ChangeEvent, EventSource, MapInfo, MapView, Op, Snapshot};
 
 use crate::pb;
 
-/// A change as a protobuf event, without its previous value.
-pub fn event(event: &ChangeEvent) -> pb::Event {
-    event_with_prev(event, false)
-}
-
 /// A change as a protobuf event, with its previous value if `prev` is set.
 pub fn event_with_prev(event: &ChangeEvent, prev: bool) -> pb::Event {
     pb::Event {
@@ -208,16 +203,19 @@ mod tests {
 
     #[test]
     fn a_delete_carries_an_empty_value() {
-        let pb = event(&ChangeEvent {
-            revision: 9,
-            map: "m".into(),
-            op: Op::Delete,
-            key: Bytes::from_static(b"k"),
-            value: None,
-            source: EventSource::Trace,
-            prev_value: None,
-            prev_mod_revision: 0,
-        });
+        let pb = event_with_prev(
+            &ChangeEvent {
+                revision: 9,
+                map: "m".into(),
+                op: Op::Delete,
+                key: Bytes::from_static(b"k"),
+                value: None,
+                source: EventSource::Trace,
+                prev_value: None,
+                prev_mod_revision: 0,
+            },
+            false,
+        );
         assert_eq!(pb.op, pb::Op::Delete as i32);
         assert_eq!(pb.source, pb::Source::Trace as i32);
         assert!(pb.value.is_empty());
