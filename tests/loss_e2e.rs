@@ -28,42 +28,21 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{ChildGuard, Server, json_lines, log_field, map_arg, metric, pin, scrape_metrics};
+use common::{ChildGuard, HexMap, Server, log_field, map_arg, metric, pin, scrape_metrics};
 use futures::StreamExt;
 use mapsync_kernel::DemoWriter;
 use mapsync_test_support::{self as support, PinDir};
 use serde_json::Value;
 
-/// Hex key -> hex value, as `mapsync list --json` prints a map.
-type HexMap = BTreeMap<String, String>;
-
 /// Generous: a 2-core machine shared with compilers.
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn kernel(pin: &Path) -> HexMap {
-    support::dump(pin)
-        .iter()
-        .map(|(k, v)| (support::hex(k), support::hex(v)))
-        .collect()
+    common::kernel_hex(pin)
 }
 
-/// `mapsync list MAP --json`, or `None` if the CLI failed.
 fn listed(server: &Server, map: &str) -> Option<HexMap> {
-    let output = server.cli_within(&["list", map, "--json"], DEADLINE);
-    if !output.status.success() {
-        return None;
-    }
-    Some(
-        json_lines(&output.stdout)
-            .into_iter()
-            .map(|line| {
-                (
-                    line["key"].as_str().expect("key").to_owned(),
-                    line["value"].as_str().expect("value").to_owned(),
-                )
-            })
-            .collect(),
-    )
+    common::listed(server, map, DEADLINE)
 }
 
 /// Keys whose value differs between `a` and `b` (including keys only one has).

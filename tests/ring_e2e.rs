@@ -14,17 +14,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Server, json_lines, map_arg, metric, pin, scrape_metrics};
+use common::{HexMap, Server, map_arg, metric, pin, scrape_metrics};
 use mapsync_test_support::ring::RingPages;
 use mapsync_test_support::{self as support, PinDir};
-
-/// Hex key -> hex value, as `mapsync list --json` prints a map.
-type HexMap = BTreeMap<String, String>;
 
 /// Generous: a 2-core machine shared with compilers.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -34,28 +30,11 @@ const EXIT_WITHIN: Duration = Duration::from_secs(5);
 const LOG_BOUND: usize = 64 * 1024;
 
 fn kernel(pin: &Path) -> HexMap {
-    support::dump(pin)
-        .iter()
-        .map(|(k, v)| (support::hex(k), support::hex(v)))
-        .collect()
+    common::kernel_hex(pin)
 }
 
 fn listed(server: &Server, map: &str) -> Option<HexMap> {
-    let output = server.cli_within(&["list", map, "--json"], DEADLINE);
-    if !output.status.success() {
-        return None;
-    }
-    Some(
-        json_lines(&output.stdout)
-            .into_iter()
-            .map(|line| {
-                (
-                    line["key"].as_str().expect("key").to_owned(),
-                    line["value"].as_str().expect("value").to_owned(),
-                )
-            })
-            .collect(),
-    )
+    common::listed(server, map, DEADLINE)
 }
 
 /// Waits until `mapsync list` equals `bpftool map dump`, or panics.

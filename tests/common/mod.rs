@@ -433,3 +433,35 @@ pub fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
         .copied()
         .unwrap_or_else(|| panic!("metric {name} missing from {metrics:?}"))
 }
+
+/// A map's entries as lowercase hex, key -> value, as `mapsync list --json`
+/// and `bpftool map dump` show them.
+pub type HexMap = BTreeMap<String, String>;
+
+/// The kernel's content of the pinned map, as hex (`bpftool map dump`).
+pub fn kernel_hex(pin: &Path) -> HexMap {
+    mapsync_test_support::dump(pin)
+        .iter()
+        .map(|(k, v)| (mapsync_test_support::hex(k), mapsync_test_support::hex(v)))
+        .collect()
+}
+
+/// `mapsync list MAP --json` against `server` (killed after `timeout`), or
+/// `None` if the CLI failed.
+pub fn listed(server: &Server, map: &str, timeout: Duration) -> Option<HexMap> {
+    let output = server.cli_within(&["list", map, "--json"], timeout);
+    if !output.status.success() {
+        return None;
+    }
+    Some(
+        json_lines(&output.stdout)
+            .into_iter()
+            .map(|line| {
+                (
+                    line["key"].as_str().expect("key").to_owned(),
+                    line["value"].as_str().expect("value").to_owned(),
+                )
+            })
+            .collect(),
+    )
+}
