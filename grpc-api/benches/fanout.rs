@@ -94,6 +94,7 @@ fn info() -> MapInfo {
         max_entries: 1024,
         value_bytes: VALUE_BYTES as u32,
         types: None,
+        switchable: false,
     }
 }
 

@@ -42,6 +42,7 @@ pub fn source(source: EventSource) -> pb::Source {
         EventSource::Trace => pb::Source::Trace,
         EventSource::Resync => pb::Source::Resync,
         EventSource::Poll => pb::Source::Poll,
+        EventSource::Api => pb::Source::Api,
     }
 }
 
@@ -59,6 +60,8 @@ pub fn map_description(name: &str, view: &MapView) -> pb::MapDescription {
         entries: view.len() as u64,
         kernel_name: info.kernel_name.clone(),
         has_btf: info.types.is_some(),
+        switchable: info.switchable,
+        version: view.version(),
     }
 }
 
@@ -144,6 +147,7 @@ mod tests {
             max_entries: 8,
             value_bytes: 32,
             types,
+            switchable: false,
         }
     }
 

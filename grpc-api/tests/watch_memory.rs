@@ -43,6 +43,7 @@ fn server_process() {
             max_entries: ENTRIES,
             value_bytes: VALUE_BYTES as u32,
             types: None,
+            switchable: false,
         };
         let entries = (0..ENTRIES)
             .map(|i| {

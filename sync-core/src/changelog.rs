@@ -83,22 +83,55 @@ impl ChangeLog {
     pub(crate) fn push(&mut self, event: Arc<ChangeEvent>) {
         self.bytes += event.approx_bytes();
         self.events.push_back(event);
-        while self.events.len() > self.limits.max_events
-            || (self.bytes > self.limits.max_bytes && self.events.len() > 1)
-        {
+        self.trim();
+    }
+
+    /// Appends the events of one revision (a write request's change set)
+    /// together, so that trimming never keeps half of it.
+    pub(crate) fn push_revision(&mut self, events: Vec<Arc<ChangeEvent>>) {
+        for event in events {
+            self.bytes += event.approx_bytes();
+            self.events.push_back(event);
+        }
+        self.trim();
+    }
+
+    /// Drops the oldest revisions, whole, while over a limit; the newest
+    /// revision always stays (one change set larger than the limits is kept
+    /// until the next one arrives).
+    fn trim(&mut self) {
+        while self.events.len() > self.limits.max_events || self.bytes > self.limits.max_bytes {
+            let (Some(front), Some(back)) = (self.events.front(), self.events.back()) else {
+                return;
+            };
+            if front.revision == back.revision {
+                return;
+            }
             self.pop_front();
         }
     }
 
+    /// Drops every event of the oldest revision.
     fn pop_front(&mut self) {
-        if let Some(event) = self.events.pop_front() {
-            self.bytes -= event.approx_bytes();
-            self.compacted = event.revision;
+        let Some(revision) = self.events.front().map(|event| event.revision) else {
+            return;
+        };
+        while self
+            .events
+            .front()
+            .is_some_and(|event| event.revision == revision)
+        {
+            if let Some(event) = self.events.pop_front() {
+                self.bytes -= event.approx_bytes();
+            }
         }
+        self.compacted = revision;
     }
 
-    /// Up to `max` changes from revision `from` on. `from` may be one past
-    /// the newest revision (nothing yet); older than [`Self::oldest`] is
+    /// The changes from revision `from` on, in whole revisions: at least
+    /// the first revision (all its events, however many), then further
+    /// revisions while the total stays within `max` events. `from` may be one
+    /// past the newest revision (nothing yet); older than [`Self::oldest`] is
     /// [`SyncError::Compacted`].
     pub fn read_from(
         &self,
@@ -111,16 +144,36 @@ impl ChangeLog {
                 oldest: self.oldest(),
             });
         }
-        let start = usize::try_from(from - self.oldest()).unwrap_or(usize::MAX);
-        if start >= self.events.len() {
-            return Ok(Vec::new());
-        }
-        let end = start.saturating_add(max).min(self.events.len());
-        // a focus walks the tree once per leaf, without copying or splitting it
+        // revisions are sorted; several events may share one
+        let start = self
+            .events
+            .binary_search_by(|event| {
+                if event.revision < from {
+                    std::cmp::Ordering::Less
+                } else {
+                    std::cmp::Ordering::Greater
+                }
+            })
+            .unwrap_err();
         let mut focus = self.events.focus();
-        Ok((start..end)
-            .map(|index| focus.index(index).clone())
-            .collect())
+        let mut out = Vec::new();
+        let mut index = start;
+        while index < self.events.len() {
+            let revision = focus.index(index).revision;
+            let mut end = index;
+            while end < self.events.len() && focus.index(end).revision == revision {
+                end += 1;
+            }
+            if !out.is_empty() && out.len() + (end - index) > max {
+                break;
+            }
+            out.extend((index..end).map(|i| focus.index(i).clone()));
+            index = end;
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -205,5 +258,44 @@ mod tests {
         assert_eq!(log.oldest(), 41);
         assert!(log.read_from(41, 5).expect("next revision").is_empty());
         assert!(log.read_from(40, 5).is_err());
+    }
+
+    fn revisions(events: &[Arc<ChangeEvent>]) -> Vec<Revision> {
+        events.iter().map(|e| e.revision).collect()
+    }
+
+    #[test]
+    fn one_revision_of_many_events_is_read_and_trimmed_whole() {
+        let mut log = ChangeLog::new(LogLimits {
+            max_events: 4,
+            max_bytes: usize::MAX,
+        });
+        log.push(event(1, 1));
+        log.push_revision(vec![event(2, 1), event(2, 1), event(2, 1)]);
+        log.push(event(3, 1));
+        assert_eq!(log.len(), 4, "1 was trimmed whole, 2 stays whole");
+        assert_eq!(log.oldest(), 2);
+        // a read never cuts revision 2, even with max 1
+        assert_eq!(
+            revisions(&log.read_from(2, 1).expect("kept")),
+            vec![2, 2, 2]
+        );
+        assert_eq!(
+            revisions(&log.read_from(2, 3).expect("kept")),
+            vec![2, 2, 2]
+        );
+        assert_eq!(
+            revisions(&log.read_from(2, 4).expect("kept")),
+            vec![2, 2, 2, 3]
+        );
+        assert_eq!(revisions(&log.read_from(3, 10).expect("kept")), vec![3]);
+        // a change set larger than the log is kept until the next one
+        log.push_revision((0..6).map(|_| event(4, 1)).collect());
+        assert_eq!(log.oldest(), 4);
+        assert_eq!(log.len(), 6);
+        assert_eq!(log.read_from(4, 2).expect("kept").len(), 6);
+        log.push(event(5, 1));
+        assert_eq!(log.oldest(), 5);
+        assert_eq!(revisions(&log.read_from(5, 2).expect("kept")), vec![5]);
     }
 }

@@ -1,24 +1,43 @@
-//! The command channel into the kernel task: the one path by which a caller
-//! asks the side that owns the map fds to act on the kernel.
+//! The command channel into the kernel task, and the **write contract**: the
+//! one path by which a caller asks the side that owns the map fds to act on
+//! the kernel.
 //!
 //! The kernel task (in `mapsync-kernel`) owns the capture object, the map
 //! fds and the ring; nothing else may touch them. A caller holds a
 //! [`CommandHandle`] (cheap to clone) and sends it a [`Command`]; the task
 //! takes requests from a bounded queue between two bounded steps of its
-//! loop, carries each out, and replies with the [`Revision`] at which the
-//! result is visible in the [`Store`](crate::Store), or a [`CommandError`].
+//! loop, carries each out after the mirror has caught up with the kernel,
+//! and replies with an [`Outcome`] (above all the [`Revision`] at which the
+//! result is visible in the [`Store`](crate::Store)) or a [`CommandError`].
 //!
-//! Today it serves [`Command::Resync`]. The write contract (put, delete, a
-//! multi-key transaction, an atomic apply) plugs in here: new `Command`
-//! variants, new `CommandError` variants (both are non-exhaustive), the
-//! same reply ("visible at revision R").
+//! Every write request ([`Command::Put`], [`Command::Delete`],
+//! [`Command::Txn`], [`Command::Apply`]) is published as **one** revision
+//! whose events all carry [`EventSource::Api`](crate::EventSource::Api):
+//! no reader sees half of it.
+//!
+//! ```no_run
+//! # async fn example(handle: mapsync_core::control::CommandHandle,
+//! #                  store: mapsync_core::Store) -> Result<(), mapsync_core::control::CommandError> {
+//! use mapsync_core::control::{Put, PutMode};
+//! let outcome = handle
+//!     .put(Put::new("flows", &[1u8, 0, 0, 0][..], &[9u8; 8][..]).mode(PutMode::NoExist))
+//!     .await?;
+//! // read-your-writes: the mirror holds the write at outcome.revision
+//! assert!(store.revision() >= outcome.revision);
+//! # Ok(()) }
+//! ```
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::event::Revision;
 
 /// Requests queued at most before [`CommandHandle`] callers wait.
 pub const COMMAND_QUEUE: usize = 64;
+
+/// Most compares, and most ops per branch, in one [`Txn`] (etcd's default
+/// `--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
 
 /// What a caller asks the kernel task to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,9 +49,271 @@ pub enum Command {
         /// The mirrored map's name; `None`: every map.
         map: Option<String>,
     },
+    /// Write one key.
+    Put(Put),
+    /// Remove one key.
+    Delete(Delete),
+    /// Compares, then ops across keys and maps.
+    Txn(Txn),
+    /// Replace (or merge into) the whole set of a switchable map atomically.
+    Apply(Apply),
 }
 
-/// Why a command was not carried out.
+/// How a put treats an existing key: the kernel's `BPF_ANY`, `BPF_NOEXIST`,
+/// `BPF_EXIST`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PutMode {
+    /// Create or replace.
+    #[default]
+    Any,
+    /// Only create ([`Refusal::AlreadyExists`] if present; array maps:
+    /// always).
+    NoExist,
+    /// Only replace ([`Refusal::NotFound`] if absent).
+    Exist,
+}
+
+/// One key's new value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    /// The mirrored map's name.
+    pub map: String,
+    /// Key bytes (the map's key size).
+    pub key: Bytes,
+    /// Value bytes as the syscall carries them (per-CPU maps: one slot per
+    /// possible CPU, each rounded up to 8 bytes).
+    pub value: Bytes,
+    /// The kernel flag.
+    pub mode: PutMode,
+    /// Compare-and-swap: write only if the key's mod revision is this
+    /// (0: only if absent); `None`: no check.
+    pub expect_mod_revision: Option<Revision>,
+}
+
+impl Put {
+    /// A put with [`PutMode::Any`] and no compare-and-swap.
+    pub fn new(map: &str, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        Self {
+            map: map.to_owned(),
+            key: key.into(),
+            value: value.into(),
+            mode: PutMode::Any,
+            expect_mod_revision: None,
+        }
+    }
+
+    /// With the kernel flag `mode`.
+    pub fn mode(mut self, mode: PutMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Only if the key's mod revision is `revision` (0: only if absent).
+    pub fn expect_mod_revision(mut self, revision: Revision) -> Self {
+        self.expect_mod_revision = Some(revision);
+        self
+    }
+}
+
+/// One key's removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delete {
+    /// The mirrored map's name.
+    pub map: String,
+    /// Key bytes.
+    pub key: Bytes,
+    /// Compare-and-swap, as [`Put::expect_mod_revision`].
+    pub expect_mod_revision: Option<Revision>,
+}
+
+impl Delete {
+    /// A delete with no compare-and-swap.
+    pub fn new(map: &str, key: impl Into<Bytes>) -> Self {
+        Self {
+            map: map.to_owned(),
+            key: key.into(),
+            expect_mod_revision: None,
+        }
+    }
+
+    /// Only if the key's mod revision is `revision`.
+    pub fn expect_mod_revision(mut self, revision: Revision) -> Self {
+        self.expect_mod_revision = Some(revision);
+        self
+    }
+}
+
+/// One write inside a [`Txn`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// A put (its `expect_mod_revision` must be `None`: compares go in
+    /// [`Txn::compares`]).
+    Put(Put),
+    /// A delete (likewise without `expect_mod_revision`).
+    Delete(Delete),
+}
+
+impl WriteOp {
+    /// The map the op writes.
+    pub fn map(&self) -> &str {
+        match self {
+            WriteOp::Put(put) => &put.map,
+            WriteOp::Delete(delete) => &delete.map,
+        }
+    }
+
+    /// The key the op writes.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            WriteOp::Put(put) => &put.key,
+            WriteOp::Delete(delete) => &delete.key,
+        }
+    }
+}
+
+/// What a [`Compare`] looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The key's mod revision (an absent key's is 0).
+    ModRevision(Revision),
+    /// The key's value, bytewise (an absent key never compares true).
+    Value(Bytes),
+    /// Whether the key is present (`Equal` / `NotEqual` only).
+    Exists(bool),
+}
+
+/// How the key's current state must relate to the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CompareResult {
+    /// Equal to the target.
+    #[default]
+    Equal,
+    /// Not equal to the target.
+    NotEqual,
+    /// Greater than the target.
+    Greater,
+    /// Less than the target.
+    Less,
+}
+
+/// One condition of a [`Txn`], checked against the mirror once it has
+/// caught up with the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compare {
+    /// The mirrored map's name.
+    pub map: String,
+    /// Key bytes.
+    pub key: Bytes,
+    /// The relation that must hold.
+    pub result: CompareResult,
+    /// What is compared.
+    pub target: CompareTarget,
+}
+
+/// Compares, then ops, like etcd's Txn: if every compare holds, `success`
+/// runs, otherwise `failure`; a failed compare is not an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    /// All must hold for `success` to run.
+    pub compares: Vec<Compare>,
+    /// Ops run, in order, when every compare holds.
+    pub success: Vec<WriteOp>,
+    /// Ops run, in order, otherwise.
+    pub failure: Vec<WriteOp>,
+}
+
+/// How [`Apply`] treats its entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// The entries are the whole new set.
+    #[default]
+    Replace,
+    /// The entries are puts (`Some`) and deletes (`None`) on top of the live
+    /// set.
+    Merge,
+}
+
+/// A new set for a switchable map, made live in one atomic switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Apply {
+    /// The switchable map's name.
+    pub map: String,
+    /// Replace or merge.
+    pub mode: ApplyMode,
+    /// Keys and values (`None`: delete, merge mode only).
+    pub entries: Vec<(Bytes, Option<Bytes>)>,
+    /// Switch only if the live version is this; `None`: no check.
+    pub expect_version: Option<u64>,
+}
+
+/// A key's state just before a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    /// The value, `None` if the key was absent.
+    pub value: Option<Bytes>,
+    /// The revision that set it (0 when absent).
+    pub mod_revision: Revision,
+}
+
+/// What a carried-out command produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The revision at which the result is visible in the store (the
+    /// current revision when nothing changed).
+    pub revision: Revision,
+    /// [`Command::Txn`]: whether the compares held; `true` otherwise.
+    pub succeeded: bool,
+    /// Per op carried out, in order: its key's state before it (Put and
+    /// Delete: one; Txn: one per op of the branch that ran; empty for
+    /// Resync and Apply).
+    pub previous: Vec<Previous>,
+    /// [`Command::Apply`]: the version now live and what the switch did.
+    pub applied: Option<Applied>,
+}
+
+impl Outcome {
+    /// An outcome that only names a revision.
+    pub fn at(revision: Revision) -> Self {
+        Self {
+            revision,
+            succeeded: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// What an [`Apply`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The version now live.
+    pub version: u64,
+    /// Entries of the new set.
+    pub entries: u64,
+    /// Keys that changed (events of the revision).
+    pub changed: u64,
+    /// How long the one outer-slot update took, in nanoseconds.
+    pub switch_ns: u64,
+}
+
+/// Why the kernel refused a write, from its errno and the map's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// EEXIST: the key is present (`NoExist`; array maps: always).
+    AlreadyExists,
+    /// ENOENT: the key is absent (`Exist`, delete).
+    NotFound,
+    /// E2BIG on a hash-like map: it is full.
+    MapFull,
+    /// E2BIG (or EINVAL on a delete) on an array map: the index is past the
+    /// end (array entries cannot be deleted either).
+    IndexOutOfRange,
+    /// Any other errno.
+    Other,
+}
+
+/// Why a command was not carried out. Nothing was written when a write
+/// command fails.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommandError {
@@ -41,6 +322,54 @@ pub enum CommandError {
     UnknownMap {
         /// The name asked for.
         name: String,
+    },
+    /// The request is malformed for the map (key or value size, a delete in
+    /// replace mode, a compare that cannot apply, too many ops, ...).
+    #[error("invalid request: {reason}")]
+    InvalidArgument {
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+    /// A compare-and-swap expectation did not hold.
+    #[error("map `{map}`: the key's mod revision is {current}, not the expected {expected}")]
+    ModRevisionMismatch {
+        /// The map.
+        map: String,
+        /// What the caller expected.
+        expected: Revision,
+        /// The key's mod revision now (0: absent).
+        current: Revision,
+    },
+    /// An Apply's expected version is not the live one.
+    #[error("map `{map}`: the live version is {live}, not the expected {expected}")]
+    VersionMismatch {
+        /// The map.
+        map: String,
+        /// What the caller expected.
+        expected: u64,
+        /// The version live now.
+        live: u64,
+    },
+    /// Apply on a map that is not switchable.
+    #[error("map `{map}` is not switchable (serve it with --switch to use Apply)")]
+    NotSwitchable {
+        /// The map.
+        map: String,
+    },
+    /// The kernel refused a write; in a Txn, the ops before it were undone.
+    #[error("map `{map}`: the kernel refused {what}{}: {refusal:?} (errno {errno})",
+        op.map(|op| format!(" (op {op})")).unwrap_or_default())]
+    Refused {
+        /// The map written.
+        map: String,
+        /// In a Txn: the index of the refused op in the branch that ran.
+        op: Option<usize>,
+        /// The write, as text ("put", "delete", ...).
+        what: String,
+        /// The refusal, classified.
+        refusal: Refusal,
+        /// The kernel's errno.
+        errno: i32,
     },
     /// The kernel refused or failed (the task then stops: its error is what
     /// `MapSync::stopped` reports).
@@ -69,7 +398,7 @@ pub struct Request {
     /// Where the task sends the outcome: the revision at which it is
     /// visible, or why it was not done. A dropped sender reads as
     /// [`CommandError::Stopped`].
-    pub reply: oneshot::Sender<Result<Revision, CommandError>>,
+    pub reply: oneshot::Sender<Result<Outcome, CommandError>>,
 }
 
 /// The caller's end of the command channel. Cheap to clone; every clone
@@ -94,7 +423,7 @@ pub fn channel(capacity: usize) -> (CommandHandle, CommandReceiver) {
 impl CommandHandle {
     /// Sends `command` and waits for its outcome. Waits for room while the
     /// queue is full (bounded: callers are slowed, nothing grows).
-    pub async fn call(&self, command: Command) -> Result<Revision, CommandError> {
+    pub async fn call(&self, command: Command) -> Result<Outcome, CommandError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request { command, reply })
@@ -110,6 +439,28 @@ impl CommandHandle {
             map: map.map(str::to_owned),
         })
         .await
+        .map(|outcome| outcome.revision)
+    }
+
+    /// Writes one key; the outcome's revision is where the write is visible
+    /// and `previous[0]` the key's state before it.
+    pub async fn put(&self, put: Put) -> Result<Outcome, CommandError> {
+        self.call(Command::Put(put)).await
+    }
+
+    /// Removes one key (absent: [`Refusal::NotFound`]).
+    pub async fn delete(&self, delete: Delete) -> Result<Outcome, CommandError> {
+        self.call(Command::Delete(delete)).await
+    }
+
+    /// Runs a transaction; `succeeded` says which branch ran.
+    pub async fn txn(&self, txn: Txn) -> Result<Outcome, CommandError> {
+        self.call(Command::Txn(txn)).await
+    }
+
+    /// Switches a switchable map to a new set in one atomic update.
+    pub async fn apply(&self, apply: Apply) -> Result<Outcome, CommandError> {
+        self.call(Command::Apply(apply)).await
     }
 }
 
@@ -136,11 +487,14 @@ mod tests {
             let mut seen = Vec::new();
             while let Some(request) = rx.recv().await {
                 let outcome = match &request.command {
-                    Command::Resync { map: Some(name) } if name == "flows" => Ok(7),
-                    Command::Resync { map: None } => Ok(8),
+                    Command::Resync { map: Some(name) } if name == "flows" => Ok(Outcome::at(7)),
+                    Command::Resync { map: None } => Ok(Outcome::at(8)),
                     Command::Resync { map: Some(name) } => {
                         Err(CommandError::UnknownMap { name: name.clone() })
                     }
+                    other => Err(CommandError::Unsupported {
+                        command: format!("{other:?}"),
+                    }),
                 };
                 seen.push(request.command.clone());
                 let _ = request.reply.send(outcome);
@@ -210,7 +564,7 @@ mod tests {
         assert_eq!(handle.tx.capacity(), 0, "nothing queued past the bound");
         for revision in 1..=2 {
             let request = rx.recv().await.expect("a request");
-            let _ = request.reply.send(Ok(revision));
+            let _ = request.reply.send(Ok(Outcome::at(revision)));
         }
         assert_eq!(first.await.expect("first"), Ok(1));
         assert_eq!(second.await.expect("second"), Ok(2));

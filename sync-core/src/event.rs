@@ -7,7 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 /// Position in this instance's single, gap-free sequence of changes. Every
-/// applied put or delete of one key takes the next revision; 0 means "none".
+/// captured put or delete of one key takes the next revision; every write
+/// request through mapsync takes one revision for all its events; 0 means
+/// "none".
 pub type Revision = u64;
 
 /// Identity of one mapsync process lifetime. Revisions are only comparable
@@ -62,6 +64,9 @@ pub enum EventSource {
     Resync,
     /// The map's periodic poll (values changed in place, LRU evictions).
     Poll,
+    /// A write through mapsync itself (the write contract: put, delete, a
+    /// transaction, an atomic apply).
+    Api,
 }
 
 impl EventSource {
@@ -73,6 +78,7 @@ impl EventSource {
             EventSource::Trace => "trace",
             EventSource::Resync => "resync",
             EventSource::Poll => "poll",
+            EventSource::Api => "api",
         }
     }
 }

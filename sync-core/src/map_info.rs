@@ -107,6 +107,10 @@ pub struct MapInfo {
     /// The key and value types, when the map carries BTF for both
     /// (`None`: the map's data is shown as hex only).
     pub types: Option<MapTypes>,
+    /// Whether the map is switchable: an outer map-of-maps whose active
+    /// inner map holds the content (`id` is then the active inner map's),
+    /// written as a whole with an atomic apply.
+    pub switchable: bool,
 }
 
 impl MapInfo {
@@ -139,6 +143,7 @@ impl MapInfo {
             max_entries,
             value_bytes: value_size,
             types: None,
+            switchable: false,
         }
     }
 
@@ -152,6 +157,12 @@ impl MapInfo {
     /// carry them (per-CPU maps: every CPU's slot).
     pub fn with_value_bytes(mut self, value_bytes: u32) -> Self {
         self.value_bytes = value_bytes;
+        self
+    }
+
+    /// The same description marked switchable.
+    pub fn switchable(mut self) -> Self {
+        self.switchable = true;
         self
     }
 

@@ -29,6 +29,8 @@ pub struct MapView {
     /// (a record overtaken by the delete's) must not bring the key back.
     /// Bounded by [`MAX_TOMBSTONES`]; what the floor covers is dropped.
     pub(crate) tombstones: imbl::OrdMap<Bytes, u64>,
+    /// A switchable map's live version (0 for other maps).
+    pub(crate) version: u64,
 }
 
 /// Most tombstones kept per map. Past it, the older half is dropped and the
@@ -38,6 +40,11 @@ pub struct MapView {
 pub const MAX_TOMBSTONES: usize = 65_536;
 
 impl MapView {
+    /// A switchable map's live version (0 for other maps).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     pub(crate) fn remember_delete(&mut self, key: Bytes, observed_ns: u64) {
         let known = self.tombstones.get(&key).copied().unwrap_or(0);
         self.tombstones.insert(key, known.max(observed_ns));

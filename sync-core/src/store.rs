@@ -240,6 +240,7 @@ impl Publisher {
                 entries: map,
                 floor_ns,
                 tombstones: imbl::OrdMap::new(),
+                version: 0,
             },
         );
         next.log.compact_through(next.revision);
@@ -271,10 +272,38 @@ impl Publisher {
         let mut next = (*current).clone();
         drop(current);
         for change in changes {
-            apply_one(&mut next, change);
+            let revision = next.revision + 1;
+            if let Some(event) = apply_one(&mut next, change, revision) {
+                next.revision = revision;
+                next.log.push(event);
+            }
         }
         let revision = next.revision;
         // publish even without a new revision: tombstones may have changed
+        self.store.publish(next);
+        revision
+    }
+
+    /// Applies one write request's changes (a put, a delete, a transaction,
+    /// an atomic switch) as **one** revision: every change that takes effect
+    /// gets the same next revision, the change log keeps them together, and
+    /// no reader sees some of them without the others. A key should appear
+    /// at most once. The skipping rules are [`Self::apply`]'s. Returns the
+    /// published revision (the current one if nothing took effect).
+    pub fn apply_as_one(&mut self, changes: impl IntoIterator<Item = Change>) -> Revision {
+        let current = self.store.snapshot();
+        let mut next = (*current).clone();
+        drop(current);
+        let revision = next.revision + 1;
+        let events: Vec<_> = changes
+            .into_iter()
+            .filter_map(|change| apply_one(&mut next, change, revision))
+            .collect();
+        if !events.is_empty() {
+            next.revision = revision;
+            next.log.push_revision(events);
+        }
+        let revision = next.revision;
         self.store.publish(next);
         revision
     }
@@ -325,10 +354,10 @@ impl Publisher {
     }
 }
 
-fn apply_one(next: &mut Snapshot, change: Change) {
-    let Some(view) = next.maps.get_mut(&change.map) else {
-        return;
-    };
+/// Applies one change at `revision` (the caller advances the snapshot's
+/// revision when an event comes back); `None` when the change is skipped.
+fn apply_one(next: &mut Snapshot, change: Change, revision: Revision) -> Option<Arc<ChangeEvent>> {
+    let view = next.maps.get_mut(&change.map)?;
     let existing = view.entries.get(&change.key[..]);
     let newest_known = match existing {
         Some(entry) => entry.observed_ns,
@@ -340,20 +369,20 @@ fn apply_one(next: &mut Snapshot, change: Change) {
             .max(view.floor_ns),
     };
     if change.observed_ns < newest_known {
-        return;
+        return None;
     }
     let op = match (&change.value, existing) {
         (None, None) => {
             // remember it: a put observed earlier may still be on its way
             view.remember_delete(change.key, change.observed_ns);
-            return;
+            return None;
         }
         (None, Some(_)) => Op::Delete,
         (Some(value), Some(entry))
             if matches!(change.source, EventSource::Resync | EventSource::Poll)
                 && entry.value == *value =>
         {
-            return;
+            return None;
         }
         (Some(_), _) => Op::Put,
     };
@@ -363,8 +392,6 @@ fn apply_one(next: &mut Snapshot, change: Change) {
     // a present key has no tombstone (a put clears it, a delete removes the
     // entry): only a key that was absent can have one to clear
     let was_absent = prev_value.is_none();
-    next.revision += 1;
-    let revision = next.revision;
     match &change.value {
         Some(value) => {
             if was_absent {
@@ -384,7 +411,7 @@ fn apply_one(next: &mut Snapshot, change: Change) {
             view.remember_delete(change.key.clone(), change.observed_ns);
         }
     }
-    next.log.push(Arc::new(ChangeEvent {
+    Some(Arc::new(ChangeEvent {
         revision,
         map: change.map,
         op,
@@ -393,7 +420,7 @@ fn apply_one(next: &mut Snapshot, change: Change) {
         source: change.source,
         prev_value,
         prev_mod_revision,
-    }));
+    }))
 }
 
 #[cfg(test)]
@@ -515,5 +542,60 @@ mod tests {
         writer.apply([Change::put("m", &b"k"[..], &b"v"[..], EventSource::Emit, 1)]);
         assert!(before.map("m").expect("map").is_empty());
         assert_eq!(store.snapshot().map("m").expect("map").len(), 1);
+    }
+
+    #[test]
+    fn a_write_request_is_one_revision_for_all_its_events() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        writer.add_map(info("m"), vec![], 0);
+        writer.add_map(info("n"), vec![], 0);
+        writer.apply([Change::put(
+            "m",
+            &b"a"[..],
+            &b"1"[..],
+            EventSource::Trace,
+            1,
+        )]);
+        let revision = writer.apply_as_one([
+            Change::put("m", &b"a"[..], &b"2"[..], EventSource::Api, 2),
+            Change::put("n", &b"b"[..], &b"3"[..], EventSource::Api, 2),
+            // skipped: nothing to delete
+            Change::delete("m", &b"zz"[..], EventSource::Api, 2),
+        ]);
+        assert_eq!(revision, 2, "one revision after the captured put");
+        let snapshot = store.snapshot();
+        let events = snapshot.log().read_from(2, 1).expect("in the log");
+        assert_eq!(events.len(), 2, "both events, even with max 1");
+        assert!(
+            events
+                .iter()
+                .all(|e| e.revision == 2 && e.source == EventSource::Api)
+        );
+        assert_eq!(events[0].prev_value.as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            snapshot
+                .map("n")
+                .expect("n")
+                .entry(b"b")
+                .expect("b")
+                .mod_revision,
+            2
+        );
+        // nothing took effect: no revision
+        assert_eq!(
+            writer.apply_as_one([Change::delete("m", &b"zz"[..], EventSource::Api, 3)]),
+            2
+        );
+        // and the next captured change takes the next revision
+        assert_eq!(
+            writer.apply([Change::put(
+                "m",
+                &b"c"[..],
+                &b"4"[..],
+                EventSource::Trace,
+                4
+            )]),
+            3
+        );
     }
 }

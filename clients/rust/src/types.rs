@@ -270,6 +270,7 @@ impl TryFrom<pb::Event> for Event {
             Ok(pb::Source::Trace) => "trace",
             Ok(pb::Source::Resync) => "resync",
             Ok(pb::Source::Poll) => "poll",
+            Ok(pb::Source::Api) => "api",
             _ => "unknown",
         };
         Ok(Self {

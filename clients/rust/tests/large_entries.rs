@@ -31,6 +31,7 @@ fn big_store() -> (Store, Publisher) {
         max_entries: ENTRIES,
         value_bytes: VALUE_BYTES as u32,
         types: None,
+        switchable: false,
     };
     let entries = (0..ENTRIES)
         .map(|i| (entry_key(i), Bytes::from(vec![i as u8; VALUE_BYTES]), 1))

@@ -25,6 +25,7 @@ fn info() -> MapInfo {
         max_entries: 10_000,
         value_bytes: 4,
         types: None,
+        switchable: false,
     }
 }
 

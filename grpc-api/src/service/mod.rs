@@ -10,6 +10,8 @@
 //! - `outbound`: a stream's queue and response side; `budget`: the bytes
 //!   prepared for clients, per stream and server-wide; `trim`: returning
 //!   freed memory after streams close.
+//! - [`write`]: `Put`, `Delete`, `Txn` and `Apply`, through the kernel
+//!   task's command channel.
 //! - `oversize`: the status of a request too large to decode; `refusals`:
 //!   how many refused requests a Watch stream may cause.
 
@@ -33,6 +35,7 @@ mod refusals;
 mod trim;
 pub mod watch;
 mod watcher;
+pub mod write;
 
 pub use outbound::{WatchStats, WatchStream};
 pub use oversize::MapSyncRouter;
@@ -203,5 +206,33 @@ impl pb::map_sync_server::MapSync for MapSyncService {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         Ok(Response::new(watch::open(self, request.into_inner())))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        write::put(self, request).await.map(Response::new)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        write::delete(self, request).await.map(Response::new)
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        write::txn(self, request).await.map(Response::new)
+    }
+
+    async fn apply(
+        &self,
+        request: Request<Streaming<pb::ApplyRequest>>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        write::apply(self, request).await.map(Response::new)
     }
 }

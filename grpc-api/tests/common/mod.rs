@@ -25,6 +25,7 @@ pub fn info(name: &str) -> MapInfo {
         max_entries: 10_000,
         value_bytes: 2,
         types: None,
+        switchable: false,
     }
 }
 

@@ -7,8 +7,7 @@
 //! delete, transactions, atomic apply) are served here next, with the same
 //! fds and the same reply.
 
-use mapsync_core::control::{Command, CommandError, Request};
-use mapsync_core::event::Revision;
+use mapsync_core::control::{Command, CommandError, Outcome, Request};
 
 use crate::error::KernelError;
 use crate::ingest::{Ingest, Repair};
@@ -45,7 +44,7 @@ impl Ingest {
     fn requested_resync(
         &mut self,
         map: Option<&str>,
-    ) -> Result<Result<Revision, CommandError>, KernelError> {
+    ) -> Result<Result<Outcome, CommandError>, KernelError> {
         const WHY: &str = "requested";
         match map {
             None => self.resync_all(WHY)?,
@@ -61,6 +60,6 @@ impl Ingest {
                 self.resync(map_id, Repair::Resync(WHY))?;
             }
         }
-        Ok(Ok(self.writer.store().revision()))
+        Ok(Ok(Outcome::at(self.writer.store().revision())))
     }
 }

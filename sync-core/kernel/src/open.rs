@@ -155,6 +155,7 @@ pub fn describe(name: &str, fd: OwnedFd) -> Result<OpenMap, KernelError> {
             max_entries: raw.max_entries,
             value_bytes,
             types,
+            switchable: false,
         },
         fd,
     })

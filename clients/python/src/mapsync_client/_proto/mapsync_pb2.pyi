@@ -21,6 +21,7 @@ class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SOURCE_TRACE: _ClassVar[Source]
     SOURCE_RESYNC: _ClassVar[Source]
     SOURCE_POLL: _ClassVar[Source]
+    SOURCE_API: _ClassVar[Source]
 
 class CancelReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,6 +32,17 @@ class CancelReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANCEL_REASON_MAP_REMOVED: _ClassVar[CancelReason]
     CANCEL_REASON_CLIENT_REQUESTED: _ClassVar[CancelReason]
     CANCEL_REASON_REJECTED: _ClassVar[CancelReason]
+
+class PutMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PUT_MODE_ANY: _ClassVar[PutMode]
+    PUT_MODE_NO_EXIST: _ClassVar[PutMode]
+    PUT_MODE_EXIST: _ClassVar[PutMode]
+
+class ApplyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    APPLY_MODE_REPLACE: _ClassVar[ApplyMode]
+    APPLY_MODE_MERGE: _ClassVar[ApplyMode]
 OP_UNSPECIFIED: Op
 OP_PUT: Op
 OP_DELETE: Op
@@ -40,6 +52,7 @@ SOURCE_EMIT: Source
 SOURCE_TRACE: Source
 SOURCE_RESYNC: Source
 SOURCE_POLL: Source
+SOURCE_API: Source
 CANCEL_REASON_UNSPECIFIED: CancelReason
 CANCEL_REASON_COMPACTED: CancelReason
 CANCEL_REASON_EPOCH_CHANGED: CancelReason
@@ -47,6 +60,11 @@ CANCEL_REASON_SLOW_CONSUMER: CancelReason
 CANCEL_REASON_MAP_REMOVED: CancelReason
 CANCEL_REASON_CLIENT_REQUESTED: CancelReason
 CANCEL_REASON_REJECTED: CancelReason
+PUT_MODE_ANY: PutMode
+PUT_MODE_NO_EXIST: PutMode
+PUT_MODE_EXIST: PutMode
+APPLY_MODE_REPLACE: ApplyMode
+APPLY_MODE_MERGE: ApplyMode
 
 class ResponseHeader(_message.Message):
     __slots__ = ("epoch", "revision")
@@ -61,7 +79,7 @@ class ListMapsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class MapDescription(_message.Message):
-    __slots__ = ("name", "id", "kind", "key_size", "value_size", "value_bytes", "max_entries", "entries", "kernel_name", "has_btf")
+    __slots__ = ("name", "id", "kind", "key_size", "value_size", "value_bytes", "max_entries", "entries", "kernel_name", "has_btf", "switchable", "version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +90,8 @@ class MapDescription(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     KERNEL_NAME_FIELD_NUMBER: _ClassVar[int]
     HAS_BTF_FIELD_NUMBER: _ClassVar[int]
+    SWITCHABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     id: int
     kind: str
@@ -82,7 +102,9 @@ class MapDescription(_message.Message):
     entries: int
     kernel_name: str
     has_btf: bool
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ..., kind: _Optional[str] = ..., key_size: _Optional[int] = ..., value_size: _Optional[int] = ..., value_bytes: _Optional[int] = ..., max_entries: _Optional[int] = ..., entries: _Optional[int] = ..., kernel_name: _Optional[str] = ..., has_btf: _Optional[bool] = ...) -> None: ...
+    switchable: bool
+    version: int
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ..., kind: _Optional[str] = ..., key_size: _Optional[int] = ..., value_size: _Optional[int] = ..., value_bytes: _Optional[int] = ..., max_entries: _Optional[int] = ..., entries: _Optional[int] = ..., kernel_name: _Optional[str] = ..., has_btf: _Optional[bool] = ..., switchable: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ListMapsResponse(_message.Message):
     __slots__ = ("header", "maps")
@@ -291,3 +313,175 @@ class WatchResponse(_message.Message):
     progress: WatchProgress
     canceled: WatchCanceled
     def __init__(self, epoch: _Optional[int] = ..., watch_id: _Optional[int] = ..., created: _Optional[_Union[WatchCreated, _Mapping]] = ..., events: _Optional[_Union[EventBatch, _Mapping]] = ..., initial_state_done: _Optional[_Union[InitialStateDone, _Mapping]] = ..., progress: _Optional[_Union[WatchProgress, _Mapping]] = ..., canceled: _Optional[_Union[WatchCanceled, _Mapping]] = ...) -> None: ...
+
+class PutRequest(_message.Message):
+    __slots__ = ("map", "key", "value", "mode", "expect_mod_revision", "epoch", "prev_value")
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PREV_VALUE_FIELD_NUMBER: _ClassVar[int]
+    map: str
+    key: bytes
+    value: bytes
+    mode: PutMode
+    expect_mod_revision: int
+    epoch: int
+    prev_value: bool
+    def __init__(self, map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., mode: _Optional[_Union[PutMode, str]] = ..., expect_mod_revision: _Optional[int] = ..., epoch: _Optional[int] = ..., prev_value: _Optional[bool] = ...) -> None: ...
+
+class PrevValue(_message.Message):
+    __slots__ = ("found", "value", "mod_revision")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    value: bytes
+    mod_revision: int
+    def __init__(self, found: _Optional[bool] = ..., value: _Optional[bytes] = ..., mod_revision: _Optional[int] = ...) -> None: ...
+
+class PutResponse(_message.Message):
+    __slots__ = ("header", "prev")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PREV_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    prev: PrevValue
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., prev: _Optional[_Union[PrevValue, _Mapping]] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("map", "key", "expect_mod_revision", "epoch", "prev_value")
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PREV_VALUE_FIELD_NUMBER: _ClassVar[int]
+    map: str
+    key: bytes
+    expect_mod_revision: int
+    epoch: int
+    prev_value: bool
+    def __init__(self, map: _Optional[str] = ..., key: _Optional[bytes] = ..., expect_mod_revision: _Optional[int] = ..., epoch: _Optional[int] = ..., prev_value: _Optional[bool] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("header", "prev")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PREV_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    prev: PrevValue
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., prev: _Optional[_Union[PrevValue, _Mapping]] = ...) -> None: ...
+
+class Compare(_message.Message):
+    __slots__ = ("map", "key", "result", "mod_revision", "value", "exists")
+    class Result(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        EQUAL: _ClassVar[Compare.Result]
+        NOT_EQUAL: _ClassVar[Compare.Result]
+        GREATER: _ClassVar[Compare.Result]
+        LESS: _ClassVar[Compare.Result]
+    EQUAL: Compare.Result
+    NOT_EQUAL: Compare.Result
+    GREATER: Compare.Result
+    LESS: Compare.Result
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    map: str
+    key: bytes
+    result: Compare.Result
+    mod_revision: int
+    value: bytes
+    exists: bool
+    def __init__(self, map: _Optional[str] = ..., key: _Optional[bytes] = ..., result: _Optional[_Union[Compare.Result, str]] = ..., mod_revision: _Optional[int] = ..., value: _Optional[bytes] = ..., exists: _Optional[bool] = ...) -> None: ...
+
+class TxnOp(_message.Message):
+    __slots__ = ("put", "delete")
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    put: TxnPut
+    delete: TxnDelete
+    def __init__(self, put: _Optional[_Union[TxnPut, _Mapping]] = ..., delete: _Optional[_Union[TxnDelete, _Mapping]] = ...) -> None: ...
+
+class TxnPut(_message.Message):
+    __slots__ = ("map", "key", "value", "mode")
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    map: str
+    key: bytes
+    value: bytes
+    mode: PutMode
+    def __init__(self, map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., mode: _Optional[_Union[PutMode, str]] = ...) -> None: ...
+
+class TxnDelete(_message.Message):
+    __slots__ = ("map", "key")
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    map: str
+    key: bytes
+    def __init__(self, map: _Optional[str] = ..., key: _Optional[bytes] = ...) -> None: ...
+
+class TxnRequest(_message.Message):
+    __slots__ = ("compare", "success", "failure", "epoch", "prev_value")
+    COMPARE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PREV_VALUE_FIELD_NUMBER: _ClassVar[int]
+    compare: _containers.RepeatedCompositeFieldContainer[Compare]
+    success: _containers.RepeatedCompositeFieldContainer[TxnOp]
+    failure: _containers.RepeatedCompositeFieldContainer[TxnOp]
+    epoch: int
+    prev_value: bool
+    def __init__(self, compare: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., success: _Optional[_Iterable[_Union[TxnOp, _Mapping]]] = ..., failure: _Optional[_Iterable[_Union[TxnOp, _Mapping]]] = ..., epoch: _Optional[int] = ..., prev_value: _Optional[bool] = ...) -> None: ...
+
+class TxnResponse(_message.Message):
+    __slots__ = ("header", "succeeded", "prev")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    PREV_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    succeeded: bool
+    prev: _containers.RepeatedCompositeFieldContainer[PrevValue]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., succeeded: _Optional[bool] = ..., prev: _Optional[_Iterable[_Union[PrevValue, _Mapping]]] = ...) -> None: ...
+
+class ApplyEntry(_message.Message):
+    __slots__ = ("key", "value", "delete")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    value: bytes
+    delete: bool
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., delete: _Optional[bool] = ...) -> None: ...
+
+class ApplyRequest(_message.Message):
+    __slots__ = ("map", "mode", "expect_version", "entries")
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    map: str
+    mode: ApplyMode
+    expect_version: int
+    entries: _containers.RepeatedCompositeFieldContainer[ApplyEntry]
+    def __init__(self, map: _Optional[str] = ..., mode: _Optional[_Union[ApplyMode, str]] = ..., expect_version: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[ApplyEntry, _Mapping]]] = ...) -> None: ...
+
+class ApplyResponse(_message.Message):
+    __slots__ = ("header", "version", "entries", "changed", "switch_ns")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    SWITCH_NS_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    version: int
+    entries: int
+    changed: int
+    switch_ns: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., version: _Optional[int] = ..., entries: _Optional[int] = ..., changed: _Optional[int] = ..., switch_ns: _Optional[int] = ...) -> None: ...

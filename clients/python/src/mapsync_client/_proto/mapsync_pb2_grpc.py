@@ -55,6 +55,26 @@ class MapSyncStub:
                 request_serializer=mapsync_dot_v1_dot_mapsync__pb2.WatchRequest.SerializeToString,
                 response_deserializer=mapsync_dot_v1_dot_mapsync__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.Put = channel.unary_unary(
+                '/mapsync.v1.MapSync/Put',
+                request_serializer=mapsync_dot_v1_dot_mapsync__pb2.PutRequest.SerializeToString,
+                response_deserializer=mapsync_dot_v1_dot_mapsync__pb2.PutResponse.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/mapsync.v1.MapSync/Delete',
+                request_serializer=mapsync_dot_v1_dot_mapsync__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=mapsync_dot_v1_dot_mapsync__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.Txn = channel.unary_unary(
+                '/mapsync.v1.MapSync/Txn',
+                request_serializer=mapsync_dot_v1_dot_mapsync__pb2.TxnRequest.SerializeToString,
+                response_deserializer=mapsync_dot_v1_dot_mapsync__pb2.TxnResponse.FromString,
+                _registered_method=True)
+        self.Apply = channel.stream_unary(
+                '/mapsync.v1.MapSync/Apply',
+                request_serializer=mapsync_dot_v1_dot_mapsync__pb2.ApplyRequest.SerializeToString,
+                response_deserializer=mapsync_dot_v1_dot_mapsync__pb2.ApplyResponse.FromString,
+                _registered_method=True)
 
 
 class MapSyncServicer:
@@ -101,6 +121,62 @@ class MapSyncServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Put(self, request, context):
+        """Writes. Each request is carried out by the task that owns the map fds,
+        after the mirror has caught up with the kernel; its events share one
+        revision, carry SOURCE_API, and reach every watcher together. The reply's
+        header.revision is the revision at which the write is visible: Get, List
+        and Watch with min_revision / start_revision = it read the write.
+
+        Who may write: over the Unix socket, a caller whose peer uid is 0 or is
+        allowed by `serve --write-uid` / `--write-gid`; over TCP, nobody.
+        Anyone else gets PERMISSION_DENIED and nothing is written.
+
+        Statuses: unknown map NOT_FOUND; wrong key or value size
+        INVALID_ARGUMENT; the key exists (PUT_MODE_NO_EXIST; on array maps
+        always) ALREADY_EXISTS; the key is absent (PUT_MODE_EXIST, Delete)
+        NOT_FOUND; an array index past the end INVALID_ARGUMENT; the map is full
+        RESOURCE_EXHAUSTED; expect_mod_revision not met FAILED_PRECONDITION
+        naming the current mod revision.
+
+        One key's value: put with the kernel's flags, optionally compare-and-swap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Removes one key, optionally compare-and-swap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Txn(self, request, context):
+        """Compares, then ops across keys and maps, like etcd's Txn. A failed
+        compare is no error (succeeded = false, the failure ops run). If the
+        kernel refuses an op, the ops already applied are undone and the status
+        names the op and the errno. Running BPF programs can see the ops land one
+        by one (see ARCHITECTURE.md "Writes"); Apply is the atomic path.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Apply(self, request_iterator, context):
+        """Replaces (or merges into) the whole set of a switchable map in one
+        atomic switch: BPF programs see the old set or the new set, never a mix.
+        A client stream: the first message names the map, mode and expected
+        version; every message may carry entries (each message stays under the
+        64 KiB request cap). A map that is not switchable is FAILED_PRECONDITION;
+        an expect_version other than the live version is FAILED_PRECONDITION
+        naming the live version; more entries than the map holds is
+        RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MapSyncServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +199,26 @@ def add_MapSyncServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=mapsync_dot_v1_dot_mapsync__pb2.WatchRequest.FromString,
                     response_serializer=mapsync_dot_v1_dot_mapsync__pb2.WatchResponse.SerializeToString,
+            ),
+            'Put': grpc.unary_unary_rpc_method_handler(
+                    servicer.Put,
+                    request_deserializer=mapsync_dot_v1_dot_mapsync__pb2.PutRequest.FromString,
+                    response_serializer=mapsync_dot_v1_dot_mapsync__pb2.PutResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=mapsync_dot_v1_dot_mapsync__pb2.DeleteRequest.FromString,
+                    response_serializer=mapsync_dot_v1_dot_mapsync__pb2.DeleteResponse.SerializeToString,
+            ),
+            'Txn': grpc.unary_unary_rpc_method_handler(
+                    servicer.Txn,
+                    request_deserializer=mapsync_dot_v1_dot_mapsync__pb2.TxnRequest.FromString,
+                    response_serializer=mapsync_dot_v1_dot_mapsync__pb2.TxnResponse.SerializeToString,
+            ),
+            'Apply': grpc.stream_unary_rpc_method_handler(
+                    servicer.Apply,
+                    request_deserializer=mapsync_dot_v1_dot_mapsync__pb2.ApplyRequest.FromString,
+                    response_serializer=mapsync_dot_v1_dot_mapsync__pb2.ApplyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -234,6 +330,114 @@ class MapSync:
             '/mapsync.v1.MapSync/Watch',
             mapsync_dot_v1_dot_mapsync__pb2.WatchRequest.SerializeToString,
             mapsync_dot_v1_dot_mapsync__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Put(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mapsync.v1.MapSync/Put',
+            mapsync_dot_v1_dot_mapsync__pb2.PutRequest.SerializeToString,
+            mapsync_dot_v1_dot_mapsync__pb2.PutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mapsync.v1.MapSync/Delete',
+            mapsync_dot_v1_dot_mapsync__pb2.DeleteRequest.SerializeToString,
+            mapsync_dot_v1_dot_mapsync__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Txn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mapsync.v1.MapSync/Txn',
+            mapsync_dot_v1_dot_mapsync__pb2.TxnRequest.SerializeToString,
+            mapsync_dot_v1_dot_mapsync__pb2.TxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Apply(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/mapsync.v1.MapSync/Apply',
+            mapsync_dot_v1_dot_mapsync__pb2.ApplyRequest.SerializeToString,
+            mapsync_dot_v1_dot_mapsync__pb2.ApplyResponse.FromString,
             options,
             channel_credentials,
             insecure,
