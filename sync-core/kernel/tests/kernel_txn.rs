@@ -1,16 +1,19 @@
 //! Txn through the kernel task, on real maps: compares choosing the branch,
 //! malformed transactions refused before any write, a refusal mid-way undone
-//! with nothing published, and one revision in one batch across maps.
+//! with nothing published, one revision in one batch across maps, and
+//! compares that see a write made just before the request.
 
 mod write_support;
 
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use mapsync_core::control::{
     Compare, CompareResult, CompareTarget, Delete, MAX_TXN_OPS, Previous, Refusal, Txn, WriteOp,
 };
 use mapsync_core::{EventSource, Op, SubscribeFilter};
+use mapsync_kernel::{MapSpec, open, sys};
 use mapsync_test_support::{self as support, PinDir};
 use write_support::{events_within, invalid, k, mirror, put, refused, start, v8};
 
@@ -252,5 +255,41 @@ async fn a_txn_across_two_maps_is_one_revision_delivered_in_one_batch() {
     }
     let maps: Vec<&str> = events.iter().map(|e| &*e.map).collect();
     assert_eq!(maps, ["left", "right", "left"], "in op order");
+    sync.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compares_see_a_write_another_writer_completed_just_before_the_request() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("write-catchup");
+    let pin = pins.join("fresh");
+    support::create_map(&pin, "hash", 4, 8, 16, "fresh");
+    let sync = start(&pins, &[&pin]).await;
+    let cmd = sync.commands();
+    // a writer that is not mapsync: this thread, through its own fd, with
+    // the request sent microseconds after its write returned (the ingest
+    // task has usually not drained the record yet: the request must)
+    let fd = open::open(&MapSpec::pin(None, &pin)).expect("open").fd;
+    for n in 0..50u8 {
+        sys::update(fd.as_fd(), &k(1), &v8(n), 0).expect("their write");
+        let txn = Txn {
+            compares: vec![compare(
+                "fresh",
+                k(1),
+                CompareResult::Equal,
+                CompareTarget::Value(v8(n).to_vec().into()),
+            )],
+            success: vec![op_put("fresh", k(2), &v8(n))],
+            failure: vec![],
+        };
+        let outcome = cmd.txn(txn).await.expect("txn");
+        assert!(
+            outcome.succeeded,
+            "round {n}: the compare saw the write made before it"
+        );
+    }
+    assert_eq!(mirror(sync.store(), "fresh"), support::dump(&pin));
     sync.shutdown().await.expect("shutdown");
 }
