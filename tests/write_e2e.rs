@@ -1,0 +1,297 @@
+//! Writes over gRPC end to end on a real kernel: a real `mapsync serve` on
+//! maps made with bpftool, a raw `mapsync.v1` client on its Unix socket
+//! (root: allowed to write), and the kernel's own content read back with
+//! bpftool.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Server, map_arg, pin};
+use mapsync_grpc::pb::{self, map_sync_client::MapSyncClient, watch_response::Kind};
+use mapsync_grpc::service::write_status::{CURRENT_MOD_REVISION, metadata_u64};
+use mapsync_test_support::{self as support, PinDir};
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// The next watch message, within 10 s.
+async fn next_message(stream: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a watch message in time")
+        .expect("no error")
+        .expect("stream open")
+}
+
+async fn connect(server: &Server) -> MapSyncClient<Channel> {
+    let socket = Path::new(
+        server
+            .endpoint
+            .strip_prefix("unix:")
+            .expect("a unix endpoint"),
+    )
+    .to_owned();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect over the socket");
+    MapSyncClient::new(channel)
+}
+
+/// A live watch on every map from `start`.
+async fn watch_from(
+    client: &mut MapSyncClient<Channel>,
+    start: u64,
+    epoch: u64,
+) -> (
+    tokio::sync::mpsc::Sender<pb::WatchRequest>,
+    tonic::Streaming<pb::WatchResponse>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::WatchRequest {
+        request: Some(pb::watch_request::Request::Create(pb::WatchCreateRequest {
+            start_revision: start,
+            epoch,
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("create");
+    let mut stream = client
+        .watch(request_stream(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    let created = next_message(&mut stream).await;
+    assert!(
+        matches!(created.kind, Some(Kind::Created(_))),
+        "{created:?}"
+    );
+    (tx, stream)
+}
+
+/// An mpsc receiver as the request stream tonic takes.
+fn request_stream(
+    mut rx: tokio::sync::mpsc::Receiver<pb::WatchRequest>,
+) -> impl futures::Stream<Item = pb::WatchRequest> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn events(message: pb::WatchResponse) -> Vec<pb::Event> {
+    match message.kind {
+        Some(Kind::Events(batch)) => batch.events,
+        other => panic!("expected events, got {other:?}"),
+    }
+}
+
+fn put(i: u8, value: [u8; 8]) -> pb::PutRequest {
+    pb::PutRequest {
+        map: "flows".into(),
+        key: Bytes::copy_from_slice(&[i, 0, 0, 0]),
+        value: Bytes::copy_from_slice(&value),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_and_delete_over_grpc_change_the_kernel_and_read_your_writes() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("e2e-write");
+    let hash = pin(&pins, "flows");
+    support::create_map(&hash, "hash", 4, 8, 4, "flows");
+    support::update(&hash, &[1, 0, 0, 0], &[1; 8]).expect("seed");
+    let server = tokio::task::block_in_place(|| Server::start(&pins, &[map_arg("flows", &hash)]));
+    let mut client = connect(&server).await;
+
+    let reply = client
+        .put(pb::PutRequest {
+            prev_value: true,
+            ..put(1, [2; 8])
+        })
+        .await
+        .expect("put")
+        .into_inner();
+    let header = reply.header.expect("header");
+    let revision = header.revision;
+    assert_eq!(&reply.prev.expect("prev").value[..], &[1; 8]);
+    assert_eq!(
+        support::dump(&hash).get(&vec![1, 0, 0, 0]),
+        Some(&vec![2; 8]),
+        "in the kernel"
+    );
+    let got = client
+        .get(pb::GetRequest {
+            map: "flows".into(),
+            key: Bytes::copy_from_slice(&[1, 0, 0, 0]),
+            min_revision: revision,
+            epoch: header.epoch,
+            ..Default::default()
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(&got.value[..], &[2; 8]);
+    assert_eq!(got.mod_revision, revision);
+
+    // a watch from the write's revision sees it once, as api
+    let (_tx, mut stream) = watch_from(&mut client, revision, header.epoch).await;
+    let seen = events(next_message(&mut stream).await);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].revision, revision);
+    assert_eq!(seen[0].source, pb::Source::Api as i32);
+
+    // the kernel's refusals, with nothing changed
+    let status = client
+        .put(pb::PutRequest {
+            mode: pb::PutMode::NoExist as i32,
+            ..put(1, [3; 8])
+        })
+        .await
+        .expect_err("exists");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    let status = client
+        .put(pb::PutRequest {
+            expect_mod_revision: Some(revision + 100),
+            epoch: header.epoch,
+            ..put(1, [3; 8])
+        })
+        .await
+        .expect_err("stale revision");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(metadata_u64(&status, CURRENT_MOD_REVISION), Some(revision));
+    let status = client
+        .put(pb::PutRequest {
+            key: Bytes::from_static(&[1, 0]),
+            ..put(1, [3; 8])
+        })
+        .await
+        .expect_err("short key");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    for i in 2..5 {
+        client.put(put(i, [i; 8])).await.expect("fill");
+    }
+    let status = client.put(put(9, [9; 8])).await.expect_err("full");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        support::dump(&hash).get(&vec![1, 0, 0, 0]),
+        Some(&vec![2; 8])
+    );
+    assert_eq!(support::dump(&hash).len(), 4);
+
+    // a delete, then the same delete again
+    let delete = pb::DeleteRequest {
+        map: "flows".into(),
+        key: Bytes::copy_from_slice(&[1, 0, 0, 0]),
+        ..Default::default()
+    };
+    let deleted = client
+        .delete(delete.clone())
+        .await
+        .expect("delete")
+        .into_inner();
+    assert!(deleted.header.expect("header").revision > revision);
+    assert!(!support::dump(&hash).contains_key(&vec![1, 0, 0, 0]));
+    let status = client.delete(delete).await.expect_err("absent");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_txn_reaches_a_watcher_as_one_message_at_one_revision() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("e2e-txn");
+    let hash = pin(&pins, "flows");
+    support::create_map(&hash, "hash", 4, 8, 64, "flows");
+    let server = tokio::task::block_in_place(|| Server::start(&pins, &[map_arg("flows", &hash)]));
+    let mut client = connect(&server).await;
+    let maps = client
+        .list_maps(pb::ListMapsRequest::default())
+        .await
+        .expect("maps")
+        .into_inner();
+    let header = maps.header.expect("header");
+    let (_tx, mut stream) = watch_from(&mut client, header.revision + 1, header.epoch).await;
+    let ops = (0..20u8)
+        .map(|i| pb::TxnOp {
+            op: Some(pb::txn_op::Op::Put(pb::TxnPut {
+                map: "flows".into(),
+                key: Bytes::copy_from_slice(&[i, 0, 0, 0]),
+                value: Bytes::copy_from_slice(&[i; 8]),
+                mode: 0,
+            })),
+        })
+        .collect();
+    let reply = client
+        .txn(pb::TxnRequest {
+            success: ops,
+            ..Default::default()
+        })
+        .await
+        .expect("txn")
+        .into_inner();
+    assert!(reply.succeeded);
+    let revision = reply.header.expect("header").revision;
+    let message = next_message(&mut stream).await;
+    let seen = events(message);
+    assert_eq!(seen.len(), 20, "all twenty events in one message");
+    assert!(
+        seen.iter()
+            .all(|e| e.revision == revision && e.source == pb::Source::Api as i32)
+    );
+    assert_eq!(support::dump(&hash).len(), 20, "in the kernel");
+    // nothing else follows: the syscall trace does not echo mapsync's own writes
+    let echo = tokio::time::timeout(Duration::from_millis(500), stream.message()).await;
+    assert!(echo.is_err(), "unexpected message after the txn: {echo:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_the_real_server_refuses_every_write() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("e2e-write-tcp");
+    let hash = pin(&pins, "flows");
+    support::create_map(&hash, "hash", 4, 8, 4, "flows");
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let uid = "0";
+    let server = tokio::task::block_in_place(|| {
+        Server::start_on(
+            &pins,
+            &[map_arg("flows", &hash)],
+            Some(&listen),
+            &["--write-uid", uid],
+            None,
+        )
+    });
+    let channel = Channel::from_shared(format!("http://{listen}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let status = MapSyncClient::new(channel)
+        .put(put(1, [1; 8]))
+        .await
+        .expect_err("refused over TCP");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(support::dump(&hash).is_empty(), "nothing written");
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|line| line.contains("refused a write")),
+        "logged"
+    );
+}
