@@ -266,13 +266,13 @@ async fn over_tcp_the_real_server_refuses_every_write() {
     support::create_map(&hash, "hash", 4, 8, 4, "flows");
     let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
-    let uid = "0";
+    let metrics = format!("127.0.0.1:{}", common::free_port());
     let server = tokio::task::block_in_place(|| {
         Server::start_on(
             &pins,
             &[map_arg("flows", &hash)],
             Some(&listen),
-            &["--write-uid", uid],
+            &["--write-uid", "0", "--metrics-listen", &metrics],
             None,
         )
     });
@@ -287,6 +287,9 @@ async fn over_tcp_the_real_server_refuses_every_write() {
         .expect_err("refused over TCP");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(support::dump(&hash).is_empty(), "nothing written");
+    let scraped =
+        tokio::task::block_in_place(|| common::scrape_metrics(&metrics)).expect("metrics");
+    assert_eq!(common::metric(&scraped, "mapsync_refused_writes"), 1.0);
     assert!(
         server
             .log()

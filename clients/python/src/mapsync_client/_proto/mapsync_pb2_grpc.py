@@ -130,14 +130,24 @@ class MapSyncServicer:
 
         Who may write: over the Unix socket, a caller whose peer uid is 0 or is
         allowed by `serve --write-uid` / `--write-gid`; over TCP, nobody.
-        Anyone else gets PERMISSION_DENIED and nothing is written.
+        Anyone else gets PERMISSION_DENIED and nothing is written. A server
+        started without writes answers every write UNIMPLEMENTED.
 
         Statuses: unknown map NOT_FOUND; wrong key or value size
         INVALID_ARGUMENT; the key exists (PUT_MODE_NO_EXIST; on array maps
         always) ALREADY_EXISTS; the key is absent (PUT_MODE_EXIST, Delete)
         NOT_FOUND; an array index past the end INVALID_ARGUMENT; the map is full
         RESOURCE_EXHAUSTED; expect_mod_revision not met FAILED_PRECONDITION
-        naming the current mod revision.
+        naming the current mod revision; an epoch other than the server's on a
+        request carrying a revision FAILED_PRECONDITION; the kernel task stopped
+        UNAVAILABLE; another kernel refusal ABORTED (EAGAIN, EBUSY, EINTR: retry)
+        or INTERNAL, with the errno.
+
+        Status metadata (decimal ASCII) for clients that act on it:
+        `mapsync-current-mod-revision` (expect_mod_revision not met: the key's
+        mod revision now, 0 if absent), `mapsync-live-version` (Apply:
+        expect_version not met), `mapsync-failed-op` (Txn: the index of the
+        refused op in the branch that ran), `mapsync-errno` (a kernel refusal).
 
         One key's value: put with the kernel's flags, optionally compare-and-swap.
         """
