@@ -10,8 +10,10 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-/// The caller of a request, as the transport knows it.
+/// The caller of a request, as the transport knows it (more kinds of
+/// identity, such as TLS client certificates, may follow).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Peer {
     /// A Unix-socket peer, from `SO_PEERCRED` (the credentials of the
     /// process that connected, taken when it connected).

@@ -4,12 +4,13 @@
 //! socket's peer credentials. Needs root (to create users and switch to
 //! them); under `CI=true` a failure to create them fails the test.
 
+#[path = "write_support/identity.rs"]
+mod identity;
 mod write_support;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use bytes::Bytes;
 use mapsync_grpc::pb;
@@ -66,8 +67,6 @@ fn child_writer() {
 /// Runs `child_writer` as `uid`/`gid` with supplementary `groups`: the
 /// codes of its put and its get.
 fn run_child(socket: &Path, which: u32, uid: u32, gid: u32, groups: &[u32]) -> (Code, Code) {
-    use std::os::unix::process::CommandExt;
-    let groups: Vec<libc::gid_t> = groups.to_vec();
     let mut command = Command::new(std::env::current_exe().expect("test binary"));
     command
         .args([
@@ -79,26 +78,7 @@ fn run_child(socket: &Path, which: u32, uid: u32, gid: u32, groups: &[u32]) -> (
         ])
         .env(CHILD_SOCKET, socket)
         .env(CHILD_KEY, which.to_string());
-    // SAFETY: setgroups, setgid and setuid are async-signal-safe; they run in
-    // the child between fork and exec and touch only `groups`, moved in.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let output = tokio::task::block_in_place(|| command.output()).expect("run the child");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = tokio::task::block_in_place(|| identity::run_as(command, uid, gid, groups));
     let codes: Vec<i32> = stdout
         .lines()
         .find_map(|line| line.split_once("CODES ").map(|(_, codes)| codes))
@@ -107,105 +87,6 @@ fn run_child(socket: &Path, which: u32, uid: u32, gid: u32, groups: &[u32]) -> (
         .map(|code| code.parse().expect("a code"))
         .collect();
     (Code::from(codes[0]), Code::from(codes[1]))
-}
-
-/// A system user (with its own group) and a system group, removed when
-/// dropped.
-struct TestIdentity {
-    user: String,
-    group: String,
-    uid: u32,
-    gid: u32,
-    extra_gid: u32,
-}
-
-impl TestIdentity {
-    /// `None` (after saying why) when they cannot be created outside CI;
-    /// a panic under `CI=true`.
-    fn create() -> Option<TestIdentity> {
-        let suffix = format!(
-            "{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos() % 100_000)
-        );
-        let user = format!("mapsync-test-{suffix}");
-        let group = format!("mapsync-testg-{suffix}");
-        let made = run_retrying(
-            "useradd",
-            &[
-                "--system",
-                "--no-create-home",
-                "--user-group",
-                "--shell",
-                "/usr/sbin/nologin",
-                &user,
-            ],
-        )
-        .and_then(|()| run_retrying("groupadd", &["--system", &group]));
-        if let Err(why) = made {
-            let _ = Command::new("userdel").arg(&user).output();
-            let _ = Command::new("groupdel").arg(&group).output();
-            let why = format!("cannot create a test user and group: {why}");
-            if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
-                panic!("{why} (CI is set, so this is a failure)");
-            }
-            eprintln!("\n!!! NOT RUN: {why} !!!\n");
-            return None;
-        }
-        let id = |flag: &str, name: &str| -> u32 {
-            let output = Command::new("id").args([flag, name]).output().expect("id");
-            String::from_utf8_lossy(&output.stdout)
-                .trim()
-                .parse()
-                .expect("an id")
-        };
-        let getent = Command::new("getent")
-            .args(["group", &group])
-            .output()
-            .expect("getent");
-        let extra_gid = String::from_utf8_lossy(&getent.stdout)
-            .trim()
-            .split(':')
-            .nth(2)
-            .and_then(|gid| gid.parse().ok())
-            .expect("the group's gid");
-        Some(TestIdentity {
-            uid: id("-u", &user),
-            gid: id("-g", &user),
-            user,
-            group,
-            extra_gid,
-        })
-    }
-}
-
-impl Drop for TestIdentity {
-    fn drop(&mut self) {
-        let _ = run_retrying("userdel", &[&self.user]);
-        let _ = run_retrying("groupdel", &[&self.group]);
-    }
-}
-
-/// Runs a user-database command, retrying while another process holds the
-/// database lock.
-fn run_retrying(program: &str, args: &[&str]) -> Result<(), String> {
-    let mut last = String::new();
-    for _ in 0..20 {
-        match Command::new(program).args(args).output() {
-            Ok(output) if output.status.success() => return Ok(()),
-            Ok(output) => {
-                last = format!(
-                    "{program}: {}",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                )
-            }
-            Err(error) => return Err(format!("{program}: {error}")),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err(last)
 }
 
 fn value_of(server: &WriteServer, which: u32) -> Option<Bytes> {
@@ -220,7 +101,7 @@ fn value_of(server: &WriteServer, which: u32) -> Option<Bytes> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn who_may_write_is_decided_by_the_peer_s_uid_and_groups() {
-    let Some(who) = TestIdentity::create() else {
+    let Some(who) = identity::TestIdentity::create() else {
         return;
     };
     assert_ne!(who.uid, 0);
