@@ -406,3 +406,58 @@ fn only_permitted_users_write_through_the_real_server() {
         "in the group"
     );
 }
+
+/// Figures, not a speed target: Put over gRPC on the Unix socket, request
+/// to reply (the reply is sent once the write is visible in the mirror),
+/// p50 / p99 over 2,000 puts. Run with `--nocapture` to see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_round_trip_figures() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("e2e-write-figures");
+    let hash = pin(&pins, "flows");
+    support::create_map(&hash, "hash", 4, 8, 1024, "flows");
+    let server = tokio::task::block_in_place(|| Server::start(&pins, &[map_arg("flows", &hash)]));
+    let mut client = connect(&server).await;
+    let mut took = Vec::with_capacity(2000);
+    let mut last = 0;
+    for n in 0..2000u32 {
+        let i = (n % 256) as u8;
+        let started = std::time::Instant::now();
+        let reply = client
+            .put(put(i, [n as u8; 8]))
+            .await
+            .expect("put")
+            .into_inner();
+        took.push(started.elapsed());
+        let revision = reply.header.expect("header").revision;
+        assert!(revision > last, "revisions grow: {revision} after {last}");
+        last = revision;
+    }
+    // the same round trip for a Get, for scale
+    let mut reads = Vec::with_capacity(2000);
+    for n in 0..2000u32 {
+        let started = std::time::Instant::now();
+        client
+            .get(pb::GetRequest {
+                map: "flows".into(),
+                key: Bytes::copy_from_slice(&[(n % 256) as u8, 0, 0, 0]),
+                ..Default::default()
+            })
+            .await
+            .expect("get");
+        reads.push(started.elapsed());
+    }
+    for (what, times) in [("Put", &mut took), ("Get", &mut reads)] {
+        times.sort();
+        let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+        eprintln!(
+            "{what} over gRPC (Unix socket), request -> reply (a Put's: visible in the mirror): p50 {:?}, p99 {:?}, max {:?}",
+            at(0.50),
+            at(0.99),
+            times[times.len() - 1]
+        );
+    }
+    assert_eq!(support::dump(&hash).len(), 256);
+}
