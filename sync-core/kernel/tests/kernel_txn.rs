@@ -15,7 +15,7 @@ use mapsync_core::control::{
 use mapsync_core::{EventSource, Op, SubscribeFilter};
 use mapsync_kernel::{MapSpec, open, sys};
 use mapsync_test_support::{self as support, PinDir};
-use write_support::{events_within, invalid, k, mirror, put, refused, start, v8};
+use write_support::{events_settled, events_within, invalid, k, mirror, put, refused, start, v8};
 
 fn compare(map: &str, key: [u8; 4], result: CompareResult, target: CompareTarget) -> Compare {
     Compare {
@@ -243,7 +243,7 @@ async fn a_txn_across_two_maps_is_one_revision_delivered_in_one_batch() {
     let outcome = sync.commands().txn(txn).await.expect("txn");
     assert_eq!(outcome.revision, before + 1);
     assert_eq!(store.revision(), before + 1, "exactly one revision");
-    let batches = events_within(&mut sub, Duration::from_millis(300)).await;
+    let batches = events_settled(&mut sub, 3, Duration::from_millis(300)).await;
     assert_eq!(batches.len(), 1, "one batch: {batches:?}");
     let events = &batches[0];
     assert_eq!(events.len(), 3);
@@ -369,7 +369,7 @@ async fn an_undo_the_kernel_refuses_is_resynced_before_the_reply() {
     let kernel = support::dump(&outer);
     assert_eq!(kernel[&k(1).to_vec()], kept_id.to_ne_bytes().to_vec());
     assert_eq!(mirror(&store, "outer"), kernel, "resynced before the reply");
-    let events: Vec<_> = events_within(&mut sub, Duration::from_millis(300))
+    let events: Vec<_> = events_settled(&mut sub, 1, Duration::from_millis(300))
         .await
         .into_iter()
         .flatten()
