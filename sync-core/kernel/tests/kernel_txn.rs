@@ -15,7 +15,7 @@ use mapsync_core::control::{
 use mapsync_core::{EventSource, Op, SubscribeFilter};
 use mapsync_kernel::{MapSpec, open, sys};
 use mapsync_test_support::{self as support, PinDir};
-use write_support::{events_within, invalid, k, mirror, put, refused, start, v8};
+use write_support::{events_settled, events_within, invalid, k, mirror, put, refused, start, v8};
 
 fn compare(map: &str, key: [u8; 4], result: CompareResult, target: CompareTarget) -> Compare {
     Compare {
@@ -243,7 +243,7 @@ async fn a_txn_across_two_maps_is_one_revision_delivered_in_one_batch() {
     let outcome = sync.commands().txn(txn).await.expect("txn");
     assert_eq!(outcome.revision, before + 1);
     assert_eq!(store.revision(), before + 1, "exactly one revision");
-    let batches = events_within(&mut sub, Duration::from_millis(300)).await;
+    let batches = events_settled(&mut sub, 3, Duration::from_millis(300)).await;
     assert_eq!(batches.len(), 1, "one batch: {batches:?}");
     let events = &batches[0];
     assert_eq!(events.len(), 3);
@@ -291,5 +291,90 @@ async fn compares_see_a_write_another_writer_completed_just_before_the_request()
         );
     }
     assert_eq!(mirror(sync.store(), "fresh"), support::dump(&pin));
+    sync.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_the_kernel_refuses_is_resynced_before_the_reply() {
+    if !support::require_kernel() {
+        return;
+    }
+    // an outer array of maps whose slot 1 holds the only reference to an
+    // inner map: once a Txn's op 0 replaces it, that map (and its id) is
+    // gone, so putting it back, the undo of op 0, is refused
+    let pins = PinDir::new("write-undo-fails");
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    let (doomed, kept, outer) = (pins.join("doomed"), pins.join("kept"), pins.join("outer"));
+    support::create_map(&doomed, "hash", 4, 8, 4, "doomed");
+    support::create_map(&kept, "hash", 4, 8, 4, "kept");
+    support::bpftool(&[
+        "map",
+        "create",
+        &path(&outer),
+        "type",
+        "array_of_maps",
+        "key",
+        "4",
+        "value",
+        "4",
+        "entries",
+        "4",
+        "name",
+        "outer",
+        "inner_map",
+        "pinned",
+        &path(&kept),
+    ])
+    .expect("create the outer map");
+    support::bpftool(&[
+        "map",
+        "update",
+        "pinned",
+        &path(&outer),
+        "key",
+        "1",
+        "0",
+        "0",
+        "0",
+        "value",
+        "pinned",
+        &path(&doomed),
+    ])
+    .expect("slot 1 -> doomed");
+    std::fs::remove_file(&doomed).expect("unpin doomed: the outer slot holds it alone");
+    let kept_id = open::open(&MapSpec::pin(None, &kept))
+        .expect("open")
+        .info
+        .id;
+    let sync = start(&pins, &[&outer]).await;
+    let store = sync.store().clone();
+    let mut sub = store
+        .subscribe(store.revision() + 1, SubscribeFilter::default())
+        .expect("subscribe");
+
+    let txn = Txn {
+        success: vec![
+            op_put("outer", k(1), &kept_id.to_ne_bytes()),
+            // past the end: refused, op 0 must be undone
+            op_put("outer", k(9), &kept_id.to_ne_bytes()),
+        ],
+        ..Txn::default()
+    };
+    let (refusal, errno, op) = refused(sync.commands().txn(txn).await);
+    assert_eq!(
+        (refusal, errno, op),
+        (Refusal::IndexOutOfRange, libc::E2BIG, Some(1))
+    );
+    // the kernel kept op 0; the mirror says so already, as resync events
+    let kernel = support::dump(&outer);
+    assert_eq!(kernel[&k(1).to_vec()], kept_id.to_ne_bytes().to_vec());
+    assert_eq!(mirror(&store, "outer"), kernel, "resynced before the reply");
+    let events: Vec<_> = events_settled(&mut sub, 1, Duration::from_millis(300))
+        .await
+        .into_iter()
+        .flatten()
+        .map(|e| (e.key.to_vec(), e.source))
+        .collect();
+    assert_eq!(events, [(k(1).to_vec(), EventSource::Resync)]);
     sync.shutdown().await.expect("shutdown");
 }

@@ -15,7 +15,7 @@ use mapsync_core::{CommandError, EventSource, SubscribeFilter};
 use mapsync_kernel::{MapSpec, open, sys};
 use mapsync_test_support::{self as support, PinDir};
 use write_support::{
-    events_within, invalid, k, mirror, mod_revision, put, refused, start, start_on, v8,
+    events_settled, invalid, k, mirror, mod_revision, put, refused, start, start_on, v8,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +406,7 @@ async fn our_writes_are_never_echoed_by_the_trace_while_others_writes_are_captur
             .join()
             .expect("bpftool thread")
             .expect("bpftool update");
-        let events: Vec<_> = events_within(&mut sub, Duration::from_millis(300))
+        let events: Vec<_> = events_settled(&mut sub, 2, Duration::from_millis(300))
             .await
             .into_iter()
             .flatten()

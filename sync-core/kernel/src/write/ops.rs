@@ -77,12 +77,15 @@ impl Ingest {
                 self.undo(done);
                 return Err(refused(op.what(), libc::E2BIG).into());
             }
-            let fd = self
-                .maps
-                .get(&op.map_id)
-                .expect("planned on a mirrored map")
-                .fd
-                .as_fd();
+            let Some(map) = self.maps.get(&op.map_id) else {
+                // planned on a mirrored map, which nothing removes meanwhile
+                self.undo(done);
+                return Err(CommandError::UnknownMap {
+                    name: op.map.to_string(),
+                }
+                .into());
+            };
+            let fd = map.fd.as_fd();
             // what to put back if a later op is refused
             let before = if index < last {
                 let mut value = vec![0u8; op.value_bytes];

@@ -293,3 +293,99 @@ impl Ingest {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mapsync_core::changelog::LogLimits;
+    use mapsync_core::map_info::MapInfo;
+    use mapsync_core::store::Store;
+
+    fn compare(key: u8, result: CompareResult, target: CompareTarget) -> Compare {
+        Compare {
+            map: "m".into(),
+            key: Bytes::from(vec![key]),
+            result,
+            target,
+        }
+    }
+
+    /// A mirror of map `m` holding key 1 = [5] at revision 1 (key 2 absent).
+    fn snapshot() -> Arc<Snapshot> {
+        let (store, mut publisher) = Store::new(LogLimits::default());
+        let info = MapInfo::new("m", MapKind::Hash, 1, 1, 4);
+        publisher.add_map(
+            info,
+            vec![(Bytes::from(vec![1u8]), Bytes::from(vec![5u8]), 0)],
+            0,
+        );
+        store.snapshot()
+    }
+
+    #[test]
+    fn mod_revision_compares_order_an_absent_key_as_zero() {
+        let snapshot = snapshot();
+        use CompareResult::*;
+        use CompareTarget::ModRevision;
+        for (key, result, target, expected) in [
+            (1, Equal, 1, true),
+            (1, NotEqual, 1, false),
+            (1, Greater, 0, true),
+            (1, Less, 2, true),
+            (1, Less, 1, false),
+            (2, Equal, 0, true),
+            (2, Less, 1, true),
+            (2, Greater, 0, false),
+        ] {
+            let c = compare(key, result, ModRevision(target));
+            assert_eq!(holds(&snapshot, &c), expected, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn value_compares_are_bytewise_and_never_hold_on_an_absent_key() {
+        let snapshot = snapshot();
+        use CompareResult::*;
+        let value = |v: u8| CompareTarget::Value(Bytes::from(vec![v]));
+        for (key, result, target, expected) in [
+            (1, Equal, 5, true),
+            (1, NotEqual, 5, false),
+            (1, NotEqual, 6, true),
+            (1, Greater, 4, true),
+            (1, Less, 6, true),
+            (1, Greater, 5, false),
+            (2, Equal, 0, false),
+            (2, NotEqual, 0, false),
+            (2, Less, 255, false),
+        ] {
+            let c = compare(key, result, value(target));
+            assert_eq!(holds(&snapshot, &c), expected, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn existence_compares_take_equal_and_not_equal() {
+        let snapshot = snapshot();
+        use CompareResult::*;
+        use CompareTarget::Exists;
+        for (key, result, target, expected) in [
+            (1, Equal, true, true),
+            (1, Equal, false, false),
+            (1, NotEqual, false, true),
+            (2, Equal, false, true),
+            (2, NotEqual, false, false),
+            (2, NotEqual, true, true),
+        ] {
+            let c = compare(key, result, Exists(target));
+            assert_eq!(holds(&snapshot, &c), expected, "{c:?}");
+        }
+        assert_eq!(
+            previous_of(&snapshot, "m", &[1]),
+            Previous {
+                value: Some(Bytes::from(vec![5u8])),
+                mod_revision: 1
+            }
+        );
+        assert_eq!(previous_of(&snapshot, "m", &[2]).mod_revision, 0);
+    }
+}

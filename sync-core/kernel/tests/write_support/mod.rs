@@ -90,3 +90,24 @@ pub async fn events_within(sub: &mut Subscription, window: Duration) -> Vec<Vec<
     }
     batches
 }
+
+/// The batches arriving on `sub` until they hold `expected` events (at
+/// most 5 s: a loaded machine delivers late), then during `settle` more, so
+/// that anything beyond what is expected shows too.
+pub async fn events_settled(
+    sub: &mut Subscription,
+    expected: usize,
+    settle: Duration,
+) -> Vec<Vec<Arc<ChangeEvent>>> {
+    let mut batches = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while batches.iter().map(Vec::len).sum::<usize>() < expected {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(Ok(WatchBatch::Events(events)))) => batches.push(events),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => break,
+        }
+    }
+    batches.extend(events_within(sub, settle).await);
+    batches
+}
