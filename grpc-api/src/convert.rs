@@ -120,7 +120,7 @@ fn json(
     decoded: Option<Result<mapsync_core::btf::TypedValue, mapsync_core::btf::BtfError>>,
 ) -> Option<String> {
     match decoded? {
-        Ok(value) => Some(value.to_json()),
+        Ok(value) => Some(crate::json::to_json(&value)),
         Err(error) => {
             tracing::warn!(map, %error, "cannot decode a {what} with the map's BTF");
             None

@@ -5,6 +5,8 @@
 //! - [`pb`]: the wire types, re-exported from `mapsync-api` (protobuf and tonic
 //!   code generated from `proto/mapsync/v1/mapsync.proto`).
 //! - [`convert`]: the one place where sync-core types become protobuf types.
+//! - [`json`]: decoded (BTF) keys and values as the JSON text of the
+//!   `*_json` fields.
 //! - [`error`]: request errors and their gRPC status codes, in one place.
 //! - [`service`]: the service implementation.
 //! - [`server`]: listeners (TCP or Unix socket) and [`server::serve`], with
@@ -23,6 +25,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod json;
 pub mod server;
 pub mod service;
 
