@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mapsync_core::{MapView, Snapshot, SyncError};
+use mapsync_core::{MapView, Snapshot};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -129,7 +129,7 @@ pub async fn list(
 /// The map as of `revision` (0: the snapshot's), with the revision read.
 fn view_at(snapshot: &Snapshot, map: &str, revision: u64) -> Result<(MapView, u64), RequestError> {
     if revision == 0 {
-        let view = snapshot.map(map).ok_or_else(|| SyncError::UnknownMap {
+        let view = snapshot.map(map).ok_or_else(|| RequestError::UnknownMap {
             name: map.to_owned(),
         })?;
         return Ok((view.clone(), snapshot.revision()));
@@ -138,11 +138,10 @@ fn view_at(snapshot: &Snapshot, map: &str, revision: u64) -> Result<(MapView, u6
     // the change log (a read at it and a watch from it both work)
     let oldest = snapshot.log().oldest();
     if snapshot.map(map).is_some() && revision < snapshot.oldest_readable() {
-        return Err(SyncError::Compacted {
+        return Err(RequestError::Compacted {
             requested: revision,
             oldest,
-        }
-        .into());
+        });
     }
     Ok((snapshot.map_at(map, revision)?, revision))
 }

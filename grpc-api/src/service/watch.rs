@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use mapsync_core::{KeyRange, Store, SubscribeFilter, SyncError};
+use mapsync_core::{KeyRange, Store, SubscribeFilter};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tonic::{Code, Status, Streaming};
@@ -287,11 +287,10 @@ impl StreamState {
         RequestError::check_epoch(create.epoch, self.store.epoch())?;
         let current = self.store.revision();
         if create.start_revision > current.saturating_add(1) {
-            return Err(SyncError::FutureRevision {
+            return Err(RequestError::FutureRevision {
                 requested: create.start_revision,
                 current,
-            }
-            .into());
+            });
         }
         let filter = SubscribeFilter {
             maps: create.maps.clone(),
