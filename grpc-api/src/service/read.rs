@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use mapsync_core::{MapView, Snapshot};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -95,13 +94,7 @@ pub async fn list(
                     let Some((key, entry)) = rest.peek() else {
                         break;
                     };
-                    let entry = pb::Entry {
-                        key: Bytes::copy_from_slice(key),
-                        value: entry.value.clone(),
-                        mod_revision: entry.mod_revision,
-                        key_json: decoder.key(&request.map, key),
-                        value_json: decoder.value(&request.map, &entry.value),
-                    };
+                    let entry = decoder.entry(&request.map, key, entry);
                     let size = entry.encoded_len() + 8;
                     if !entries.is_empty() && bytes + size > max_page_bytes {
                         break;
