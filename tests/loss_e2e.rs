@@ -15,7 +15,7 @@
 //! - **restart**: `kill -9` and restart of `serve` on the same maps and pin
 //!   dir: the new mirror holds the writes made while no server ran; a
 //!   `mapsync watch` that was running reconnects and, its revisions being of
-//!   the old epoch, prints a resync marker and the complete new state; a
+//!   the old epoch, prints a start-over marker and the complete new state; a
 //!   resume with the old epoch's revision is never answered with a diff: the
 //!   Rust client delivers `Resync { EpochChanged }` with the kernel's state,
 //!   and so does the CLI; a revision without its epoch is refused.
@@ -525,7 +525,7 @@ fn a_full_ring_while_the_server_is_stopped_is_detected_resynced_and_converges() 
 }
 
 #[test]
-fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_get_a_resync() {
+fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_start_over() {
     if !support::require_kernel() {
         return;
     }
@@ -616,10 +616,10 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_get_a_res
     assert!(!mirror.contains_key("01000000"), "deleted while down");
 
     // the watch that was running reconnects; its revisions belong to the old
-    // epoch, so it says so (a resync marker), then gives the whole new state
-    let resynced = |lines: &common::Lines, what: &str| -> (u64, HexMap) {
+    // epoch, so it says so (a start-over marker), then gives the whole new state
+    let started_over = |lines: &common::Lines, what: &str| -> (u64, HexMap) {
         let marker: Value = serde_json::from_str(&lines.next(DEADLINE)).expect("JSON");
-        assert_eq!(marker["op"], "resync", "{what}: {marker}");
+        assert_eq!(marker["op"], "start_over", "{what}: {marker}");
         assert_eq!(marker["reason"], "EpochChanged", "{what}: {marker}");
         let revision = marker["revision"].as_u64().expect("revision");
         let mut state = HexMap::new();
@@ -633,8 +633,8 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_get_a_res
         }
         (revision, state)
     };
-    let (_, state) = resynced(&lines, "the watch across the restart");
-    assert_eq!(state, mirror, "the resync carries the complete state");
+    let (_, state) = started_over(&lines, "the watch across the restart");
+    assert_eq!(state, mirror, "the start-over carries the complete state");
 
     let (new_epoch, new_revision, first) = runtime.block_on(async {
         let mut client = mapsync_client::Client::connect(&server.endpoint)
@@ -686,7 +686,7 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_get_a_res
         &format!("{old_epoch:016x}"),
     ]);
     let _old = ChildGuard(child);
-    let (revision, state) = resynced(&old_lines, "a CLI resume with the old epoch");
+    let (revision, state) = started_over(&old_lines, "a CLI resume with the old epoch");
     assert_eq!((revision, &state), (new_revision, &mirror));
 
     // a revision without its epoch is refused by the CLI

@@ -37,7 +37,7 @@ pub enum RequestError {
         current: Revision,
     },
     /// A revision of another server lifetime was given.
-    #[error("epoch changed (asked {requested}, now {current}): resync from a snapshot")]
+    #[error("epoch changed (asked {requested}, now {current}): start over from a snapshot")]
     EpochChanged {
         /// The epoch given.
         requested: Epoch,

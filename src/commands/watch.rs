@@ -23,7 +23,7 @@ pub struct WatchArgs {
     pub from_revision: u64,
     /// The epoch --from-revision belongs to, in hex as `mapsync list` and
     /// `watch` print it. If the server has restarted since, the watch starts
-    /// with a resync: a marker line, then the complete current state.
+    /// over: a `start_over` marker line, then the complete current state.
     #[arg(long, value_parser = parse_epoch)]
     pub epoch: Option<u64>,
     /// Seconds of silence after which `watch` pings the server, to notice
@@ -96,13 +96,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             } => {
                 let marker = if json {
                     serde_json::json!({
-                        "op": "resync",
+                        "op": "start_over",
                         "revision": revision,
                         "reason": format!("{reason:?}"),
                     })
                     .to_string()
                 } else {
-                    format!("-- resync ({reason:?}): current state as of revision {revision} --")
+                    format!(
+                        "-- start over ({reason:?}): current state as of revision {revision} --"
+                    )
                 };
                 output::emit(&mut out, &marker)?;
                 print(&mut out, &entries)?;
