@@ -6,7 +6,6 @@ use clap::Args;
 use futures::StreamExt;
 use mapsync_client::{WatchItem, WatchOptions};
 
-use super::format::Renderer;
 use super::output::{self, ClientArgs};
 
 /// Arguments of `mapsync watch`.
@@ -49,8 +48,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let (renderer, mut changes) = args
         .client
         .within(async {
-            let mut client = args.client.connect(keepalive).await?;
-            let renderer = Renderer::new(&mut client, args.client.show.clone(), &args.maps).await?;
+            let (mut client, renderer) =
+                args.client.connect_rendering(keepalive, &args.maps).await?;
             let options = WatchOptions::maps(args.maps.clone())
                 .from_revision(args.from_revision, args.epoch.unwrap_or(0))
                 .decoded(renderer.decode());
