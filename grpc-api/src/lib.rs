@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`pb`]: the wire types, re-exported from `mapsync-api` (protobuf and tonic
 //!   code generated from `proto/mapsync/v1/mapsync.proto`).
-//! - [`convert`]: the one place where sync-core types become protobuf types.
+//! - [`convert`]: protobuf <-> domain types, both directions.
 //! - [`json`]: decoded (BTF) keys and values as the JSON text of the
 //!   `*_json` fields.
 //! - [`error`]: request errors and their gRPC status codes, in one place.
