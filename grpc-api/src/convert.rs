@@ -6,8 +6,10 @@
 //! `outbound.rs`, until they move here.)
 
 use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use bytes::Bytes;
+use mapsync_core::ratelimit::LogLimiter;
 use mapsync_core::{
     ChangeEvent, Entry, EventSource, KeyRange, MapInfo, MapView, Op, Snapshot, SubscribeFilter,
 };
@@ -141,7 +143,18 @@ fn json(
     match decoded? {
         Ok(value) => Some(crate::json::to_json(&value)),
         Err(error) => {
-            tracing::warn!(map, %error, "cannot decode a {what} with the map's BTF");
+            // a client asking to decode a large map with odd BTF would
+            // otherwise log a line per entry and request
+            static WARNINGS: LazyLock<Mutex<LogLimiter>> = LazyLock::new(Default::default);
+            let mut warnings = WARNINGS.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(suppressed) = warnings.check() {
+                tracing::warn!(
+                    map,
+                    %error,
+                    suppressed,
+                    "cannot decode a {what} with the map's BTF (sent undecoded)"
+                );
+            }
             None
         }
     }
