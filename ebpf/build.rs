@@ -1,4 +1,7 @@
-//! Compiles every `src/bpf/*.bpf.c` with clang into `$OUT_DIR/<name>.bpf.o`.
+//! Compiles `src/bpf/*.bpf.c` with clang into `$OUT_DIR/<name>.bpf.o`: the
+//! objects a library build ships ([`LIBRARY_OBJECTS`]) always, every other
+//! one (the demo writer, test objects) only with the `demo` feature, which is
+//! also what embeds them.
 //!
 //! `vmlinux.h` is generated from the running kernel's BTF with bpftool. A
 //! missing tool fails the build with the Debian packages to install.
@@ -9,6 +12,10 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 const PACKAGES: &str = "apt-get install -y clang llvm libbpf-dev bpftool";
+
+/// The programs mapsync itself loads; the rest of `src/bpf/` is built only
+/// for the `demo` feature.
+const LIBRARY_OBJECTS: &[&str] = &["trace.bpf.c"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -31,12 +38,21 @@ fn main() -> anyhow::Result<()> {
     generate_vmlinux_h(&out_dir)?;
 
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".to_owned());
+    let demo = std::env::var_os("CARGO_FEATURE_DEMO").is_some();
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
         .with_context(|| format!("reading {}", src.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.to_string_lossy().ends_with(".bpf.c"))
+        .filter(|path| {
+            demo || path
+                .file_name()
+                .is_some_and(|n| LIBRARY_OBJECTS.iter().any(|o| n == *o))
+        })
         .collect();
     sources.sort();
+    if !demo {
+        remove_test_objects(&out_dir)?;
+    }
     for source in sources {
         println!("cargo:rerun-if-changed={}", source.display());
         let stem = source
@@ -62,6 +78,27 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("running `{clang}` (is clang installed? {PACKAGES})"))?;
         if !status.success() {
             bail!("clang failed on {}: {status}", source.display());
+        }
+    }
+    Ok(())
+}
+
+/// Removes objects a `demo` build left in `out_dir` (cargo keeps the same
+/// directory across feature changes), so that only what was built for this
+/// configuration is there.
+fn remove_test_objects(out_dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(out_dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let library = LIBRARY_OBJECTS.iter().any(|source| {
+            source
+                .strip_suffix(".c")
+                .is_some_and(|stem| name == format!("{stem}.o"))
+        });
+        if name.ends_with(".bpf.o") && !library {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }
     Ok(())

@@ -2,7 +2,8 @@
 # The arrows that must never exist between crates (ARCHITECTURE.md, "Crates"):
 # a client speaks only the wire contract, so its normal dependency tree holds
 # neither the mirror, nor the kernel side, nor aya and the BPF build; the
-# mirror, BTF and server crates never reach the kernel side; and the client's
+# mirror, BTF and server crates never reach the kernel side; JSON text is the
+# edge's (server, CLI), never the BTF crate's or the mirror's; and the client's
 # tests (dev-dependencies) need no BPF toolchain either.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +25,8 @@ check() { # crate, forbidden crate names... (normal dependencies)
 }
 check mapsync-api aya mapsync-ebpf mapsync-core mapsync-grpc mapsync-client mapsync-kernel
 check mapsync-client aya mapsync-ebpf mapsync-core mapsync-grpc mapsync-kernel
-check mapsync-btf aya mapsync-ebpf mapsync-core mapsync-kernel
-check mapsync-core aya mapsync-ebpf mapsync-kernel
+check mapsync-btf aya mapsync-ebpf mapsync-core mapsync-kernel serde_json
+check mapsync-core aya mapsync-ebpf mapsync-kernel serde_json
 check mapsync-grpc aya mapsync-ebpf mapsync-kernel
 # the client's tests build against a mirror and a server fed directly: no BPF
 check_edges normal,dev mapsync-client aya mapsync-ebpf mapsync-kernel

@@ -3,35 +3,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Server, json_lines, map_arg, mapsync, pin};
+use common::{HexMap, Server, kernel_hex, map_arg, mapsync, pin};
 use mapsync_test_support::{self as support, PinDir};
 use serde_json::{Value, json};
 
-fn as_hex_map(dump: &BTreeMap<Vec<u8>, Vec<u8>>) -> BTreeMap<String, String> {
-    dump.iter()
-        .map(|(k, v)| (support::hex(k), support::hex(v)))
-        .collect()
-}
-
-fn listed(server: &Server, map: &str) -> BTreeMap<String, String> {
-    let output = server.cli(&["list", map, "--json"]);
-    assert!(
-        output.status.success(),
-        "list failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    json_lines(&output.stdout)
-        .into_iter()
-        .map(|line| {
-            (
-                line["key"].as_str().expect("key").to_owned(),
-                line["value"].as_str().expect("value").to_owned(),
-            )
-        })
-        .collect()
+/// `mapsync list MAP --json` against `server`, which must succeed.
+fn listed(server: &Server, map: &str) -> HexMap {
+    common::listed(server, map, Duration::from_secs(30)).expect("`mapsync list` succeeds")
 }
 
 #[test]
@@ -47,11 +27,8 @@ fn list_equals_bpftool_dump_and_watch_json_shows_bpftool_writes_as_they_happen()
     support::update(&hash, &[1, 0, 0, 0], &[1, 2, 3, 4, 5, 6, 7, 8]).expect("seed");
     let server = Server::start(&pins, &[map_arg("flows", &hash), map_arg("limits", &array)]);
 
-    assert_eq!(listed(&server, "flows"), as_hex_map(&support::dump(&hash)));
-    assert_eq!(
-        listed(&server, "limits"),
-        as_hex_map(&support::dump(&array))
-    );
+    assert_eq!(listed(&server, "flows"), kernel_hex(&hash));
+    assert_eq!(listed(&server, "limits"), kernel_hex(&array));
 
     // from revision 0: the current entries first, as puts
     let (mut watch, lines) = server.spawn_cli(&["watch", "flows", "limits", "--json"]);
@@ -126,7 +103,7 @@ fn list_equals_bpftool_dump_and_watch_json_shows_bpftool_writes_as_they_happen()
     assert_eq!(line["op"], "delete");
     let _ = resumed.kill();
 
-    assert_eq!(listed(&server, "flows"), as_hex_map(&support::dump(&hash)));
+    assert_eq!(listed(&server, "flows"), kernel_hex(&hash));
     let value = server.cli(&["get", "flows", "02000000", "--json"]);
     assert!(
         value.status.success(),

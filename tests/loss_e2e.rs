@@ -15,7 +15,7 @@
 //! - **restart**: `kill -9` and restart of `serve` on the same maps and pin
 //!   dir: the new mirror holds the writes made while no server ran; a
 //!   `mapsync watch` that was running reconnects and, its revisions being of
-//!   the old epoch, prints a resync marker and the complete new state; a
+//!   the old epoch, prints a start-over marker and the complete new state; a
 //!   resume with the old epoch's revision is never answered with a diff: the
 //!   Rust client delivers `Resync { EpochChanged }` with the kernel's state,
 //!   and so does the CLI; a revision without its epoch is refused.
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{ChildGuard, HexMap, Server, log_field, map_arg, metric, pin, scrape_metrics};
 use futures::StreamExt;
 use mapsync_kernel::DemoWriter;
-use mapsync_test_support::{self as support, PinDir};
+use mapsync_test_support::{self as support, Batch, PinDir};
 use serde_json::Value;
 
 /// Generous: a 2-core machine shared with compilers.
@@ -49,40 +49,6 @@ fn listed(server: &Server, map: &str) -> Option<HexMap> {
 fn diff_size(a: &HexMap, b: &HexMap) -> usize {
     let only_or_changed = a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).count();
     only_or_changed + b.keys().filter(|k| !a.contains_key(*k)).count()
-}
-
-/// Runs `bpftool batch file` over `commands` (one bpftool command a line):
-/// thousands of map writes in one process.
-fn bpftool_batch(commands: &str) {
-    let file = tempfile::NamedTempFile::new().expect("batch file");
-    std::fs::write(file.path(), commands).expect("write the batch file");
-    support::bpftool(&["batch", "file", file.path().to_str().expect("utf-8 path")])
-        .expect("bpftool batch file");
-}
-
-fn hex_bytes(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn update_line(pin: &Path, key: &[u8], value: &[u8]) -> String {
-    format!(
-        "map update pinned {} key hex {} value hex {}\n",
-        pin.display(),
-        hex_bytes(key),
-        hex_bytes(value)
-    )
-}
-
-fn delete_line(pin: &Path, key: &[u8]) -> String {
-    format!(
-        "map delete pinned {} key hex {}\n",
-        pin.display(),
-        hex_bytes(key)
-    )
 }
 
 /// Scrapes the metrics until `ready` holds for them, or panics at the deadline.
@@ -312,21 +278,19 @@ fn a_full_ring_while_the_server_is_stopped_is_detected_resynced_and_converges() 
     server.wait_stopped(DEADLINE);
 
     // bpftool: 3 rounds over 1,000 keys, then every 7th key deleted
-    let mut batch = String::new();
-    let mut bpftool_writes = 0u64;
+    let mut batch = Batch::default();
     for round in 1u8..=3 {
         for k in 0u32..1000 {
             let mut value = [round; 8];
             value[4..].copy_from_slice(&k.to_ne_bytes());
-            batch.push_str(&update_line(&flows, &k.to_ne_bytes(), &value));
-            bpftool_writes += 1;
+            batch.update(&flows, &k.to_ne_bytes(), &value);
         }
     }
     for k in (0u32..1000).step_by(7) {
-        batch.push_str(&delete_line(&flows, &k.to_ne_bytes()));
-        bpftool_writes += 1;
+        batch.delete(&flows, &k.to_ne_bytes());
     }
-    bpftool_batch(&batch);
+    let bpftool_writes = batch.len() as u64;
+    batch.run().expect("bpftool batch file");
     // the demo program: 64 sources x 40 packets through mapsync_update(),
     // then every 5th source removed through mapsync_delete()
     let mut program_writes = 0u64;
@@ -525,7 +489,7 @@ fn a_full_ring_while_the_server_is_stopped_is_detected_resynced_and_converges() 
 }
 
 #[test]
-fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_get_a_resync() {
+fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_start_over() {
     if !support::require_kernel() {
         return;
     }
@@ -547,12 +511,12 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_get_a_res
     for _ in 0..5 {
         lines.next(DEADLINE);
     }
-    let mut batch = String::new();
+    let mut batch = Batch::default();
     for k in 3u32..13 {
-        batch.push_str(&update_line(&flows, &k.to_ne_bytes(), &[2; 8]));
+        batch.update(&flows, &k.to_ne_bytes(), &[2; 8]);
     }
-    batch.push_str(&delete_line(&flows, &0u32.to_ne_bytes()));
-    bpftool_batch(&batch);
+    batch.delete(&flows, &0u32.to_ne_bytes());
+    batch.run().expect("bpftool batch file");
     let deadline = Instant::now() + DEADLINE;
     while listed(&server, "flows").expect("list") != kernel(&flows) {
         assert!(Instant::now() < deadline, "mirror follows bpftool");
@@ -586,13 +550,13 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_get_a_res
     server.kill9();
 
     // writes while no server runs
-    let mut batch = String::new();
+    let mut batch = Batch::default();
     for k in 100u32..110 {
-        batch.push_str(&update_line(&flows, &k.to_ne_bytes(), &[3; 8]));
+        batch.update(&flows, &k.to_ne_bytes(), &[3; 8]);
     }
-    batch.push_str(&update_line(&flows, &4u32.to_ne_bytes(), &[4; 8]));
-    batch.push_str(&delete_line(&flows, &1u32.to_ne_bytes()));
-    bpftool_batch(&batch);
+    batch.update(&flows, &4u32.to_ne_bytes(), &[4; 8]);
+    batch.delete(&flows, &1u32.to_ne_bytes());
+    batch.run().expect("bpftool batch file");
 
     assert!(
         watch.wait_exit(Duration::from_millis(500)).is_none(),
@@ -616,10 +580,10 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_get_a_res
     assert!(!mirror.contains_key("01000000"), "deleted while down");
 
     // the watch that was running reconnects; its revisions belong to the old
-    // epoch, so it says so (a resync marker), then gives the whole new state
-    let resynced = |lines: &common::Lines, what: &str| -> (u64, HexMap) {
+    // epoch, so it says so (a start-over marker), then gives the whole new state
+    let started_over = |lines: &common::Lines, what: &str| -> (u64, HexMap) {
         let marker: Value = serde_json::from_str(&lines.next(DEADLINE)).expect("JSON");
-        assert_eq!(marker["op"], "resync", "{what}: {marker}");
+        assert_eq!(marker["op"], "start_over", "{what}: {marker}");
         assert_eq!(marker["reason"], "EpochChanged", "{what}: {marker}");
         let revision = marker["revision"].as_u64().expect("revision");
         let mut state = HexMap::new();
@@ -633,8 +597,8 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_get_a_res
         }
         (revision, state)
     };
-    let (_, state) = resynced(&lines, "the watch across the restart");
-    assert_eq!(state, mirror, "the resync carries the complete state");
+    let (_, state) = started_over(&lines, "the watch across the restart");
+    assert_eq!(state, mirror, "the start-over carries the complete state");
 
     let (new_epoch, new_revision, first) = runtime.block_on(async {
         let mut client = mapsync_client::Client::connect(&server.endpoint)
@@ -686,7 +650,7 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_get_a_res
         &format!("{old_epoch:016x}"),
     ]);
     let _old = ChildGuard(child);
-    let (revision, state) = resynced(&old_lines, "a CLI resume with the old epoch");
+    let (revision, state) = started_over(&old_lines, "a CLI resume with the old epoch");
     assert_eq!((revision, &state), (new_revision, &mirror));
 
     // a revision without its epoch is refused by the CLI

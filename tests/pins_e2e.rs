@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, json_lines, map_arg, mapsync, pin, wait_output};
+use common::{HexMap, Server, kernel_hex, map_arg, mapsync, pin, wait_output};
 use mapsync_test_support::{self as support, PinDir};
 
 /// Runs `mapsync serve ARGS` that is expected to refuse to start, on its own
@@ -44,28 +43,9 @@ fn the_error_line(output: &Output) -> String {
     errors[0].to_owned()
 }
 
-fn listed(server: &Server, map: &str) -> BTreeMap<String, String> {
-    let output = server.cli(&["list", map, "--json"]);
-    assert!(
-        output.status.success(),
-        "list failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    json_lines(&output.stdout)
-        .into_iter()
-        .map(|line| {
-            (
-                line["key"].as_str().expect("key").to_owned(),
-                line["value"].as_str().expect("value").to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn as_hex_map(dump: &BTreeMap<Vec<u8>, Vec<u8>>) -> BTreeMap<String, String> {
-    dump.iter()
-        .map(|(k, v)| (support::hex(k), support::hex(v)))
-        .collect()
+/// `mapsync list MAP --json` against `server`, which must succeed.
+fn listed(server: &Server, map: &str) -> HexMap {
+    common::listed(server, map, Duration::from_secs(30)).expect("`mapsync list` succeeds")
 }
 
 fn path_str(path: &Path) -> &str {
@@ -97,7 +77,7 @@ fn a_second_serve_on_one_pin_dir_is_refused_naming_the_first_which_keeps_serving
     );
 
     // the first is unharmed
-    assert_eq!(listed(&first, "locked"), as_hex_map(&support::dump(&hash)));
+    assert_eq!(listed(&first, "locked"), kernel_hex(&hash));
     support::update(&hash, &[2, 0, 0, 0], &[2; 8]).expect("write");
     let deadline = Instant::now() + Duration::from_secs(10);
     while listed(&first, "locked").len() < 2 {
@@ -108,7 +88,7 @@ fn a_second_serve_on_one_pin_dir_is_refused_naming_the_first_which_keeps_serving
     // the lock dies with its process: kill -9, and a new serve starts
     first.kill9();
     first.restart();
-    assert_eq!(listed(&first, "locked"), as_hex_map(&support::dump(&hash)));
+    assert_eq!(listed(&first, "locked"), kernel_hex(&hash));
 }
 
 #[test]
@@ -185,15 +165,12 @@ fn a_replaced_pin_is_followed_by_a_running_serve_within_a_reconcile_tick() {
         &[map_arg("replaced", &hash)],
         &["--reconcile-interval", "0.5"],
     );
-    assert_eq!(
-        listed(&server, "replaced"),
-        as_hex_map(&support::dump(&hash))
-    );
+    assert_eq!(listed(&server, "replaced"), kernel_hex(&hash));
 
     std::fs::remove_file(&hash).expect("rm the pin");
     support::create_map(&hash, "hash", 4, 8, 32, "replaced");
     support::update(&hash, &[2, 0, 0, 0], &[2; 8]).expect("write B");
-    let expected = as_hex_map(&support::dump(&hash));
+    let expected = kernel_hex(&hash);
     let replaced = Instant::now();
     while listed(&server, "replaced") != expected {
         assert!(
@@ -205,7 +182,7 @@ fn a_replaced_pin_is_followed_by_a_running_serve_within_a_reconcile_tick() {
     eprintln!("replaced pin listed after {:?}", replaced.elapsed());
     // and B is now captured live
     support::update(&hash, &[3, 0, 0, 0], &[3; 8]).expect("write B again");
-    let expected = as_hex_map(&support::dump(&hash));
+    let expected = kernel_hex(&hash);
     while listed(&server, "replaced") != expected {
         assert!(
             replaced.elapsed() < Duration::from_secs(20),

@@ -14,13 +14,12 @@
 
 mod common;
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{HexMap, Server, map_arg, metric, pin, scrape_metrics};
 use mapsync_test_support::ring::RingPages;
-use mapsync_test_support::{self as support, PinDir};
+use mapsync_test_support::{self as support, Batch, PinDir};
 
 /// Generous: a 2-core machine shared with compilers.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -54,41 +53,17 @@ fn converge(server: &Server, name: &str, map: &Path, what: &str) {
     }
 }
 
-fn hex_bytes(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// 2,000 writes in one bpftool process: 1,800 updates and 200 deletes.
 fn bpftool_writes(map: &Path, round: u64) {
-    let mut commands = String::new();
+    let mut batch = Batch::default();
     for k in 0..1800u32 {
         let value = (round << 32 | u64::from(k)).to_ne_bytes();
-        writeln!(
-            commands,
-            "map update pinned {} key hex {} value hex {}",
-            map.display(),
-            hex_bytes(&k.to_ne_bytes()),
-            hex_bytes(&value)
-        )
-        .expect("write to a string");
+        batch.update(map, &k.to_ne_bytes(), &value);
     }
     for k in (0..1800u32).step_by(9) {
-        writeln!(
-            commands,
-            "map delete pinned {} key hex {}",
-            map.display(),
-            hex_bytes(&k.to_ne_bytes())
-        )
-        .expect("write to a string");
+        batch.delete(map, &k.to_ne_bytes());
     }
-    let file = tempfile::NamedTempFile::new().expect("batch file");
-    std::fs::write(file.path(), commands).expect("write the batch file");
-    support::bpftool(&["batch", "file", file.path().to_str().expect("utf-8 path")])
-        .expect("bpftool batch file");
+    batch.run().expect("bpftool batch file");
 }
 
 /// Sends SIGTERM and returns how long the server took to exit, panicking

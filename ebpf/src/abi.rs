@@ -198,10 +198,27 @@ mod tests {
 
     #[test]
     fn embedded_objects_are_bpf_elf() {
-        for object in [crate::TRACE_OBJECT, crate::DEMO_OBJECT] {
+        #[cfg(not(feature = "demo"))]
+        let objects = [crate::TRACE_OBJECT];
+        #[cfg(feature = "demo")]
+        let objects = [crate::TRACE_OBJECT, crate::DEMO_OBJECT, crate::TYPED_OBJECT];
+        for object in objects {
             assert_eq!(&object[..4], b"\x7fELF");
             // e_machine at offset 18: EM_BPF = 247
             assert_eq!(u16::from_le_bytes([object[18], object[19]]), 247);
+        }
+    }
+
+    #[test]
+    #[cfg(not(feature = "demo"))]
+    fn a_build_without_demo_compiles_only_the_library_objects() {
+        let out = std::path::Path::new(env!("OUT_DIR"));
+        assert!(out.join("trace.bpf.o").exists());
+        for test_only in ["demo.bpf.o", "typed.bpf.o"] {
+            assert!(
+                !out.join(test_only).exists(),
+                "{test_only} built without `demo`"
+            );
         }
     }
 }

@@ -10,7 +10,7 @@
 //!   output and its tests (`TYPED_OBJECT`, feature `demo`).
 //!
 //! The demo and typed objects are for the CLI's `demo` command and tests:
-//! without the `demo` feature they are not embedded (only the trace object
+//! without the `demo` feature they are neither built nor embedded (only the trace object
 //! ships in a library build).
 //! - [`abi`]: the Rust mirror of `mapsync.h`, with compile-time size checks.
 //!

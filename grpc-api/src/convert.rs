@@ -1,10 +1,20 @@
-//! sync-core types to protobuf types. Nothing else in the crate builds
-//! protobuf messages from domain types.
+//! Protobuf <-> domain, both directions: mirror types as protobuf messages
+//! (events, map descriptions, entries, decoded fields), and requests as
+//! mirror types (a watch's subscription filter), checked. The services
+//! build their replies from these. (The write RPCs' conversions are still in
+//! `service/write*.rs`, and the watch batching in `service/watcher.rs` /
+//! `outbound.rs`, until they move here.)
 
 use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
-use mapsync_core::{ChangeEvent, EventSource, MapInfo, MapView, Op, Snapshot};
+use bytes::Bytes;
+use mapsync_core::ratelimit::LogLimiter;
+use mapsync_core::{
+    ChangeEvent, Entry, EventSource, KeyRange, MapInfo, MapView, Op, Snapshot, SubscribeFilter,
+};
 
+use crate::error::RequestError;
 use crate::pb;
 
 /// A change as a protobuf event, with its previous value if `prev` is set.
@@ -102,6 +112,17 @@ impl Decoder {
             .unwrap_or_default()
     }
 
+    /// A mirrored entry of `map` as a protobuf entry, decoded if asked.
+    pub fn entry(&self, map: &str, key: &[u8], entry: &Entry) -> pb::Entry {
+        pb::Entry {
+            key: Bytes::copy_from_slice(key),
+            value: entry.value.clone(),
+            mod_revision: entry.mod_revision,
+            key_json: self.key(map, key),
+            value_json: self.value(map, &entry.value),
+        }
+    }
+
     /// A change as a protobuf event, with its previous value if `prev` is
     /// set, and its decoded key and value.
     pub fn event(&self, change: &ChangeEvent, prev: bool) -> pb::Event {
@@ -120,12 +141,75 @@ fn json(
     decoded: Option<Result<mapsync_core::btf::TypedValue, mapsync_core::btf::BtfError>>,
 ) -> Option<String> {
     match decoded? {
-        Ok(value) => Some(value.to_json()),
+        Ok(value) => Some(crate::json::to_json(&value)),
         Err(error) => {
-            tracing::warn!(map, %error, "cannot decode a {what} with the map's BTF");
+            // a client asking to decode a large map with odd BTF would
+            // otherwise log a line per entry and request
+            static WARNINGS: LazyLock<Mutex<LogLimiter>> = LazyLock::new(Default::default);
+            let mut warnings = WARNINGS.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(suppressed) = warnings.check() {
+                tracing::warn!(
+                    map,
+                    %error,
+                    suppressed,
+                    "cannot decode a {what} with the map's BTF (sent undecoded)"
+                );
+            }
             None
         }
     }
+}
+
+/// The `Canceled` a watch gets when its client canceled it, complete up to
+/// `complete`.
+pub fn canceled_by_client(complete: u64) -> pb::WatchCanceled {
+    pb::WatchCanceled {
+        reason: pb::CancelReason::ClientRequested as i32,
+        message: "canceled by the client".into(),
+        revision: complete,
+        ..Default::default()
+    }
+}
+
+/// What a watch create selects, as the mirror's subscription filter: maps
+/// (none: every map), puts and deletes, and keys: one key (`key`), a range
+/// (`key`, `range_end`: `[key, range_end)`), or a prefix (`key_prefix`,
+/// which excludes the other two).
+pub fn subscribe_filter(create: &pb::WatchCreateRequest) -> Result<SubscribeFilter, RequestError> {
+    Ok(SubscribeFilter {
+        maps: create.maps.clone(),
+        key_prefix: (!create.key_prefix.is_empty()).then(|| create.key_prefix.clone()),
+        key_range: key_range(create)?,
+        no_put: create.no_put,
+        no_delete: create.no_delete,
+    })
+}
+
+/// The key range of a create request, checked.
+fn key_range(create: &pb::WatchCreateRequest) -> Result<Option<KeyRange>, RequestError> {
+    let has_key = !create.key.is_empty();
+    let has_end = !create.range_end.is_empty();
+    if !create.key_prefix.is_empty() && (has_key || has_end) {
+        return Err(RequestError::BadKeySelection {
+            reason: "key_prefix excludes key and range_end",
+        });
+    }
+    if has_end && create.range_end <= create.key {
+        return Err(RequestError::BadKeySelection {
+            reason: "range_end must be greater than key",
+        });
+    }
+    Ok(match (has_key, has_end) {
+        (false, false) => None,
+        (true, false) => Some(KeyRange {
+            start: create.key.clone(),
+            end: None,
+        }),
+        (_, true) => Some(KeyRange {
+            start: create.key.clone(),
+            end: Some(create.range_end.clone()),
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -224,5 +308,75 @@ mod tests {
         assert_eq!(pb.source, pb::Source::Trace as i32);
         assert!(pb.value.is_empty());
         assert_eq!(&pb.key[..], b"k");
+    }
+
+    #[test]
+    fn a_watch_create_becomes_its_subscription_filter() {
+        let create = |key: &'static [u8], range_end: &'static [u8], prefix: &'static [u8]| {
+            pb::WatchCreateRequest {
+                maps: vec!["m".into()],
+                key: Bytes::from_static(key),
+                range_end: Bytes::from_static(range_end),
+                key_prefix: Bytes::from_static(prefix),
+                no_delete: true,
+                ..Default::default()
+            }
+        };
+        let all = subscribe_filter(&create(b"", b"", b"")).expect("no selection");
+        assert_eq!(all.maps, vec!["m".to_string()]);
+        assert!(all.key_range.is_none() && all.key_prefix.is_none());
+        assert!(all.no_delete && !all.no_put);
+        let one = subscribe_filter(&create(b"k", b"", b"")).expect("one key");
+        assert_eq!(
+            one.key_range,
+            Some(KeyRange {
+                start: Bytes::from_static(b"k"),
+                end: None
+            })
+        );
+        let range = subscribe_filter(&create(b"a", b"c", b"")).expect("a range");
+        assert_eq!(
+            range.key_range.and_then(|r| r.end),
+            Some(Bytes::from_static(b"c"))
+        );
+        let from_start = subscribe_filter(&create(b"", b"c", b"")).expect("from the first key");
+        assert_eq!(from_start.key_range.map(|r| r.start), Some(Bytes::new()));
+        let prefix = subscribe_filter(&create(b"", b"", b"p")).expect("a prefix");
+        assert_eq!(prefix.key_prefix, Some(Bytes::from_static(b"p")));
+        for (key, end, prefix) in [
+            (&b"k"[..], &b""[..], &b"p"[..]),
+            (b"", b"z", b"p"),
+            (b"c", b"a", b""),
+            (b"c", b"c", b""),
+        ] {
+            let error = subscribe_filter(&create(key, end, prefix)).expect_err("bad selection");
+            assert!(
+                matches!(error, RequestError::BadKeySelection { .. }),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_entry_carries_its_bytes_revision_and_decoded_fields() {
+        let key = change("typed", None).key;
+        let (store, mut writer) = Store::new(Default::default());
+        let types = typed_snapshot().map("typed").expect("typed").info().clone();
+        let entries = vec![(key.clone(), Bytes::from(vec![0u8; 32]), 0)];
+        writer.add_map(types, entries, 0);
+        let snapshot = store.snapshot();
+        let view = snapshot.map("typed").expect("added");
+        let entry = view.entry(&key).expect("the entry");
+        let decoder = Decoder::new(true, &snapshot);
+        let pb = decoder.entry("typed", &key, entry);
+        assert_eq!(&pb.key[..], &key[..]);
+        assert_eq!(pb.mod_revision, entry.mod_revision);
+        assert!(pb.mod_revision > 0);
+        assert_eq!(pb.value.len(), 32);
+        assert_eq!(pb.key_json, r#"{"addr":7,"port":80,"proto":6}"#);
+        assert!(!pb.value_json.is_empty());
+        let canceled = canceled_by_client(9);
+        assert_eq!(canceled.reason, pb::CancelReason::ClientRequested as i32);
+        assert_eq!(canceled.revision, 9);
     }
 }

@@ -1,5 +1,10 @@
 //! Request and server errors, and the one mapping of errors to gRPC status
 //! codes.
+//!
+//! [`RequestError`] owns every reason a request is refused, including those
+//! the mirror raises while answering it ([`SyncError`]: unknown map,
+//! compacted or future revision, stopped), which convert into it with
+//! `From`. The server never constructs a core error itself.
 
 use mapsync_core::{Epoch, Revision, SyncError};
 use tonic::{Code, Status};
@@ -9,10 +14,39 @@ use crate::pb;
 /// Why a request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    /// An error of the sync core (unknown map, wrong key size, compacted
-    /// revision, epoch changed, ingest stopped...).
-    #[error(transparent)]
-    Sync(#[from] SyncError),
+    /// No map of that name is mirrored.
+    #[error("unknown map `{name}`")]
+    UnknownMap {
+        /// The name asked for.
+        name: String,
+    },
+    /// A revision older than the change log was asked for.
+    #[error("revision {requested} is compacted; the oldest available revision is {oldest}")]
+    Compacted {
+        /// The revision asked for.
+        requested: Revision,
+        /// The oldest revision still in the log.
+        oldest: Revision,
+    },
+    /// A revision newer than the mirror has reached was asked for.
+    #[error("revision {requested} is in the future; the current revision is {current}")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: Revision,
+        /// The current revision.
+        current: Revision,
+    },
+    /// A revision of another server lifetime was given.
+    #[error("epoch changed (asked {requested}, now {current}): start over from a snapshot")]
+    EpochChanged {
+        /// The epoch given.
+        requested: Epoch,
+        /// This instance's epoch.
+        current: Epoch,
+    },
+    /// The mirror has stopped following the kernel (its ingest task ended).
+    #[error("mapsync's ingest task has stopped")]
+    Stopped,
     /// A key of the wrong size was given for a map.
     #[error("map `{map}` has {expected}-byte keys, got {size} bytes")]
     WrongKeySize {
@@ -126,11 +160,10 @@ impl RequestError {
     /// The epoch check of a resume: `requested` 0 means "any".
     pub fn check_epoch(requested: u64, current: Epoch) -> Result<(), RequestError> {
         if requested != 0 && requested != current.0 {
-            return Err(SyncError::EpochChanged {
+            return Err(RequestError::EpochChanged {
                 requested: Epoch(requested),
                 current,
-            }
-            .into());
+            });
         }
         Ok(())
     }
@@ -153,13 +186,29 @@ impl RequestError {
             RequestError::UnknownWatch { .. } => Code::NotFound,
             RequestError::MinRevisionDeadline { .. } => Code::DeadlineExceeded,
             RequestError::MinRevisionMaxWait { .. } => Code::Unavailable,
-            RequestError::Sync(error) => match error {
-                SyncError::UnknownMap { .. } => Code::NotFound,
-                SyncError::Compacted { .. } | SyncError::FutureRevision { .. } => Code::OutOfRange,
-                SyncError::EpochChanged { .. } => Code::FailedPrecondition,
-                SyncError::Stopped => Code::Unavailable,
-                _ => Code::Internal,
-            },
+            RequestError::UnknownMap { .. } => Code::NotFound,
+            RequestError::Compacted { .. } | RequestError::FutureRevision { .. } => {
+                Code::OutOfRange
+            }
+            RequestError::EpochChanged { .. } => Code::FailedPrecondition,
+            RequestError::Stopped => Code::Unavailable,
+        }
+    }
+}
+
+impl From<SyncError> for RequestError {
+    /// What the mirror raised while answering a request, as the request's
+    /// error (the same facts and message).
+    fn from(error: SyncError) -> Self {
+        match error {
+            SyncError::UnknownMap { name } => RequestError::UnknownMap { name },
+            SyncError::Compacted { requested, oldest } => {
+                RequestError::Compacted { requested, oldest }
+            }
+            SyncError::FutureRevision { requested, current } => {
+                RequestError::FutureRevision { requested, current }
+            }
+            SyncError::Stopped => RequestError::Stopped,
         }
     }
 }
@@ -178,12 +227,8 @@ impl RequestError {
     /// complete.
     pub fn watch_canceled(&self, complete: Revision) -> pb::WatchCanceled {
         let (reason, oldest_revision) = match self {
-            RequestError::Sync(SyncError::Compacted { oldest, .. }) => {
-                (pb::CancelReason::Compacted, *oldest)
-            }
-            RequestError::Sync(SyncError::EpochChanged { .. }) => {
-                (pb::CancelReason::EpochChanged, 0)
-            }
+            RequestError::Compacted { oldest, .. } => (pb::CancelReason::Compacted, *oldest),
+            RequestError::EpochChanged { .. } => (pb::CancelReason::EpochChanged, 0),
             _ => (pb::CancelReason::Rejected, 0),
         };
         pb::WatchCanceled {
@@ -247,7 +292,7 @@ mod tests {
     fn each_error_has_its_precise_code() {
         let cases: Vec<(RequestError, Code)> = vec![
             (
-                SyncError::UnknownMap { name: "x".into() }.into(),
+                RequestError::UnknownMap { name: "x".into() },
                 Code::NotFound,
             ),
             (
@@ -259,18 +304,24 @@ mod tests {
                 Code::InvalidArgument,
             ),
             (
-                SyncError::Compacted {
+                RequestError::Compacted {
                     requested: 1,
                     oldest: 5,
-                }
-                .into(),
+                },
+                Code::OutOfRange,
+            ),
+            (
+                RequestError::FutureRevision {
+                    requested: 9,
+                    current: 5,
+                },
                 Code::OutOfRange,
             ),
             (
                 RequestError::check_epoch(3, Epoch(5)).unwrap_err(),
                 Code::FailedPrecondition,
             ),
-            (SyncError::Stopped.into(), Code::Unavailable),
+            (RequestError::Stopped, Code::Unavailable),
             (RequestError::NotReady, Code::Unavailable),
             (
                 RequestError::PageTooLarge {
@@ -285,6 +336,38 @@ mod tests {
         }
         assert!(RequestError::check_epoch(0, Epoch(5)).is_ok());
         assert!(RequestError::check_epoch(5, Epoch(5)).is_ok());
+    }
+
+    #[test]
+    fn what_the_mirror_raises_keeps_its_facts_and_message() {
+        let cases = [
+            SyncError::UnknownMap { name: "x".into() },
+            SyncError::Compacted {
+                requested: 1,
+                oldest: 5,
+            },
+            SyncError::FutureRevision {
+                requested: 9,
+                current: 5,
+            },
+            SyncError::Stopped,
+        ];
+        for error in cases {
+            let message = error.to_string();
+            let request = RequestError::from(error);
+            assert_eq!(request.to_string(), message);
+            assert_ne!(request.code(), Code::Internal, "{request}");
+        }
+        assert!(matches!(
+            RequestError::from(SyncError::Compacted {
+                requested: 1,
+                oldest: 5
+            }),
+            RequestError::Compacted {
+                requested: 1,
+                oldest: 5
+            }
+        ));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! # Layout
 //! - [`pb`]: the wire types, re-exported from `mapsync-api` (protobuf and tonic
 //!   code generated from `proto/mapsync/v1/mapsync.proto`).
-//! - [`convert`]: the one place where sync-core types become protobuf types.
+//! - [`convert`]: protobuf <-> domain types, both directions.
+//! - [`json`]: decoded (BTF) keys and values as the JSON text of the
+//!   `*_json` fields.
 //! - [`error`]: request errors and their gRPC status codes, in one place.
 //! - [`peer`]: who is calling ([`peer::Peer`], from the connection) and who
 //!   may write ([`peer::WritePolicy`]).
@@ -25,6 +27,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod json;
 pub mod peer;
 pub mod server;
 pub mod service;

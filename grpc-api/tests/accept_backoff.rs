@@ -8,9 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::{info, key};
-use mapsync_core::{LogLimits, Store};
+use common::key;
 use mapsync_grpc::pb;
 use mapsync_grpc::pb::map_sync_client::MapSyncClient;
 use mapsync_grpc::server::{ConnectionLimits, Listener, ServeOptions, serve_with};
@@ -79,13 +77,7 @@ async fn out_of_descriptors_the_accept_loop_waits_logs_rate_limited_and_recovers
         .with_ansi(false)
         .init();
 
-    let (store, mut store_writer) = Store::new(LogLimits::default());
-    store_writer.add_map(
-        info("flows"),
-        vec![(key(1), Bytes::from_static(b"v1"), 1)],
-        0,
-    );
-    store_writer.set_ready();
+    let (store, _writer) = common::ready_store();
     let listener = Listener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.endpoint();
     // connections wait in the backlog until the server runs

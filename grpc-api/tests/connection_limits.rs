@@ -5,25 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::{info, key};
-use mapsync_core::{LogLimits, Publisher, Store};
+use common::{key, ready_store, serve_with_options};
 use mapsync_grpc::ServeError;
 use mapsync_grpc::pb;
-use mapsync_grpc::pb::map_sync_client::MapSyncClient;
-use mapsync_grpc::server::{ConnectionLimits, Listener, ServeOptions, serve_with};
-use tokio::sync::{mpsc, oneshot};
-
-fn ready_store() -> (Store, Publisher) {
-    let (store, mut writer) = Store::new(LogLimits::default());
-    writer.add_map(
-        info("flows"),
-        vec![(key(1), Bytes::from_static(b"v1"), 1)],
-        0,
-    );
-    writer.set_ready();
-    (store, writer)
-}
+use mapsync_grpc::server::{ConnectionLimits, Listener, ServeOptions};
+use tokio::sync::mpsc;
 
 fn get(map: &str) -> pb::GetRequest {
     pb::GetRequest {
@@ -35,8 +21,6 @@ fn get(map: &str) -> pb::GetRequest {
 
 #[tokio::test]
 async fn a_connection_carries_at_most_max_concurrent_streams() {
-    let listener = Listener::bind("127.0.0.1:0").await.expect("bind");
-    let endpoint = format!("http://{}", listener.endpoint());
     let options = ServeOptions {
         connections: ConnectionLimits {
             max_concurrent_streams: 2,
@@ -44,17 +28,9 @@ async fn a_connection_carries_at_most_max_concurrent_streams() {
         },
         ..ServeOptions::default()
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (store, _writer) = ready_store();
-    let server = tokio::spawn(serve_with(listener, store, options, async {
-        let _ = stopped.await;
-    }));
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client = MapSyncClient::new(channel);
+    let (store, writer) = ready_store();
+    let mut running = serve_with_options(store, writer, options).await;
+    let client = &mut running.client;
     // two Watch streams stay open on the one connection
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -78,8 +54,7 @@ async fn a_connection_carries_at_most_max_concurrent_streams() {
         .expect("get");
     assert_eq!(&reply.into_inner().value[..], b"v1");
     drop(held);
-    let _ = stop.send(());
-    server.await.expect("task").expect("clean shutdown");
+    running.shutdown().await;
 }
 
 #[tokio::test]
@@ -116,8 +91,6 @@ async fn a_socket_file_is_removed_only_while_it_is_still_this_servers() {
 
 #[tokio::test]
 async fn a_client_whose_idle_connection_was_closed_reconnects_on_its_next_call() {
-    let listener = Listener::bind("127.0.0.1:0").await.expect("bind");
-    let endpoint = format!("http://{}", listener.endpoint());
     let options = ServeOptions {
         connections: ConnectionLimits {
             idle_timeout: Some(Duration::from_millis(300)),
@@ -126,23 +99,13 @@ async fn a_client_whose_idle_connection_was_closed_reconnects_on_its_next_call()
         },
         ..ServeOptions::default()
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (store, _writer) = ready_store();
-    let server = tokio::spawn(serve_with(listener, store, options, async {
-        let _ = stopped.await;
-    }));
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client = MapSyncClient::new(channel);
+    let (store, writer) = ready_store();
+    let mut running = serve_with_options(store, writer, options).await;
     for round in 0..3 {
-        let reply = client.get(get("flows")).await;
+        let reply = running.client.get(get("flows")).await;
         assert!(reply.is_ok(), "call {round}: {reply:?}");
         // the server closes the idle connection meanwhile
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
-    let _ = stop.send(());
-    server.await.expect("task").expect("clean shutdown");
+    running.shutdown().await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{key, start, start_with};
+use common::{key, short_log, start, start_with};
 use mapsync_core::LogLimits;
 use mapsync_grpc::pb;
 use mapsync_grpc::service::Limits;
@@ -116,15 +116,7 @@ async fn get_and_list_at_a_past_revision() {
 
 #[tokio::test]
 async fn revisions_out_of_the_log_are_out_of_range_and_epochs_are_checked() {
-    let mut running = start(
-        LogLimits {
-            max_events: 2,
-            max_bytes: usize::MAX,
-        },
-        1,
-        true,
-    )
-    .await;
+    let mut running = start(short_log(2), 1, true).await;
     for i in 0..5 {
         running.put(i, b"x"); // 2..=6; the log keeps 5 and 6
     }

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{info, key, start};
-use mapsync_core::{Change, EventSource, LogLimits, Store};
+use common::{key, ready_store, short_log, start};
+use mapsync_core::{Change, EventSource, LogLimits};
 use mapsync_grpc::pb;
 use mapsync_grpc::pb::map_sync_client::MapSyncClient;
 use mapsync_grpc::server::{Listener, serve};
@@ -95,15 +95,7 @@ async fn list_maps_get_and_paged_list_read_one_revision() {
 
 #[tokio::test]
 async fn every_request_error_has_its_status_and_the_server_keeps_serving() {
-    let mut running = start(
-        LogLimits {
-            max_events: 2,
-            max_bytes: usize::MAX,
-        },
-        1,
-        true,
-    )
-    .await;
+    let mut running = start(short_log(2), 1, true).await;
     for i in 0..5 {
         running.writer.apply([Change::put(
             "flows",
@@ -223,13 +215,7 @@ async fn not_ready_is_unavailable_and_health_turns_serving_when_ready() {
 
 #[tokio::test]
 async fn unix_socket_listener_serves_and_removes_its_socket() {
-    let (store, mut writer) = Store::new(LogLimits::default());
-    writer.add_map(
-        info("flows"),
-        vec![(key(1), Bytes::from_static(b"v1"), 1)],
-        0,
-    );
-    writer.set_ready();
+    let (store, _writer) = ready_store();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("sub/mapsync.sock");
     let listener = Listener::bind(&format!("unix:{}", path.display()))

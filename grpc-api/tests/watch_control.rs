@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{events, key, revisions, start, start_with, watch_map};
+use common::{events, key, revisions, short_log, start, start_with, watch_map};
 use mapsync_core::LogLimits;
 use mapsync_grpc::pb::{self, watch_response::Kind};
 use mapsync_grpc::service::Limits;
@@ -128,15 +128,7 @@ async fn cancel_ends_one_watch_and_names_how_far_it_got() {
 
 #[tokio::test]
 async fn bad_creates_are_refused_with_precise_codes_and_the_stream_survives() {
-    let mut running = start(
-        LogLimits {
-            max_events: 2,
-            max_bytes: usize::MAX,
-        },
-        1,
-        true,
-    )
-    .await;
+    let mut running = start(short_log(2), 1, true).await;
     for i in 0..5 {
         running.put(100 + i, b"x");
     }

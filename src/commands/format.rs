@@ -9,8 +9,6 @@ use clap::{Args, ValueEnum};
 use mapsync_client::{Client, MapDescription};
 use serde_json::{Value, json};
 
-use super::output::hex;
-
 /// How keys and values are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -265,6 +263,24 @@ pub fn value_text(shown: &Shown) -> String {
     }
 }
 
+/// Lowercase hex without separators.
+pub fn hex(bytes: &[u8]) -> String {
+    hex::encode(bytes)
+}
+
+/// Parses a key given on the command line: hex digits, optionally with
+/// spaces, a `0x` prefix or `:` separators between bytes.
+pub fn parse_hex(arg: &str) -> anyhow::Result<Vec<u8>> {
+    let digits: String = arg
+        .trim()
+        .trim_start_matches("0x")
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
+    hex::decode(&digits)
+        .map_err(|error| anyhow::anyhow!("`{arg}` is not a hex byte string: {error}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +305,20 @@ mod tests {
         maps: Vec<MapDescription>,
     ) -> anyhow::Result<Renderer> {
         Renderer::checked(FormatArgs { format, per_cpu }, maps, &[])
+    }
+
+    #[test]
+    fn keys_parse_from_common_hex_spellings() {
+        for arg in ["0a000001", "0x0a000001", "0a 00 00 01", "0A:00:00:01"] {
+            assert_eq!(parse_hex(arg).expect(arg), vec![10, 0, 0, 1]);
+        }
+        assert!(
+            parse_hex("0g")
+                .unwrap_err()
+                .to_string()
+                .contains("not a hex byte string")
+        );
+        assert!(parse_hex("abc").is_err(), "odd number of digits");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
-use super::format::{self, Renderer};
+use super::format;
 use super::output::{self, ClientArgs};
 
 /// Arguments of `mapsync get`.
@@ -24,13 +24,10 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let (renderer, result) = args
         .client
         .within(async {
-            let mut client = args.client.connect(None).await?;
-            let renderer = Renderer::new(
-                &mut client,
-                args.client.show.clone(),
-                std::slice::from_ref(&args.map),
-            )
-            .await?;
+            let (mut client, renderer) = args
+                .client
+                .connect_rendering(None, std::slice::from_ref(&args.map))
+                .await?;
             let result = if renderer.decode() {
                 client.get_decoded(&args.map, &key).await?
             } else {

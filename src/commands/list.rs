@@ -2,7 +2,6 @@
 
 use clap::Args;
 
-use super::format::Renderer;
 use super::output::{self, ClientArgs};
 
 /// Arguments of `mapsync list`.
@@ -19,13 +18,10 @@ pub async fn run(args: ListArgs) -> anyhow::Result<()> {
     let (renderer, listing) = args
         .client
         .within(async {
-            let mut client = args.client.connect(None).await?;
-            let renderer = Renderer::new(
-                &mut client,
-                args.client.show.clone(),
-                std::slice::from_ref(&args.map),
-            )
-            .await?;
+            let (mut client, renderer) = args
+                .client
+                .connect_rendering(None, std::slice::from_ref(&args.map))
+                .await?;
             let listing = if renderer.decode() {
                 client.list_decoded(&args.map).await?
             } else {

@@ -11,7 +11,9 @@ use clap::Args;
 use mapsync_client::{Client, ConnectOptions, Event};
 use serde_json::{Value, json};
 
-use super::format::{self, FormatArgs, Shown};
+use super::format::{self, FormatArgs, Renderer, Shown};
+// where `get` and the write commands have always found them
+pub use super::format::{hex, parse_hex};
 
 /// Where to connect, shared by the client subcommands.
 #[derive(Args, Debug, Clone)]
@@ -55,6 +57,19 @@ impl ClientArgs {
         Ok(Client::connect_with(&self.endpoint, &options).await?)
     }
 
+    /// Connects as [`Self::connect`] does and learns the shapes of `maps`
+    /// (empty: every map) for `--format` and `--per-cpu`, checking the flags
+    /// fit them.
+    pub async fn connect_rendering(
+        &self,
+        keepalive: Option<Duration>,
+        maps: &[String],
+    ) -> anyhow::Result<(Client, Renderer)> {
+        let mut client = self.connect(keepalive).await?;
+        let renderer = Renderer::new(&mut client, self.show.clone(), maps).await?;
+        Ok((client, renderer))
+    }
+
     /// Runs `work` within `--timeout`; past it, the error says that the
     /// server did not answer in time.
     pub async fn within<T>(
@@ -73,24 +88,6 @@ impl ClientArgs {
             ),
         }
     }
-}
-
-/// Lowercase hex without separators.
-pub fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
-
-/// Parses a key given on the command line: hex digits, optionally with
-/// spaces, a `0x` prefix or `:` separators between bytes.
-pub fn parse_hex(arg: &str) -> anyhow::Result<Vec<u8>> {
-    let digits: String = arg
-        .trim()
-        .trim_start_matches("0x")
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != ':')
-        .collect();
-    hex::decode(&digits)
-        .map_err(|error| anyhow::anyhow!("`{arg}` is not a hex byte string: {error}"))
 }
 
 /// A rendered key and value as JSON object fields (`key`, and `value` or
@@ -173,20 +170,6 @@ mod tests {
             Value::String(hex(&event.key)),
             event.value.as_deref().map(hex_value),
         )
-    }
-
-    #[test]
-    fn keys_parse_from_common_hex_spellings() {
-        for arg in ["0a000001", "0x0a000001", "0a 00 00 01", "0A:00:00:01"] {
-            assert_eq!(parse_hex(arg).expect(arg), vec![10, 0, 0, 1]);
-        }
-        assert!(
-            parse_hex("0g")
-                .unwrap_err()
-                .to_string()
-                .contains("not a hex byte string")
-        );
-        assert!(parse_hex("abc").is_err(), "odd number of digits");
     }
 
     #[test]

@@ -6,7 +6,6 @@ use clap::Args;
 use futures::StreamExt;
 use mapsync_client::{WatchItem, WatchOptions};
 
-use super::format::Renderer;
 use super::output::{self, ClientArgs};
 
 /// Arguments of `mapsync watch`.
@@ -23,7 +22,7 @@ pub struct WatchArgs {
     pub from_revision: u64,
     /// The epoch --from-revision belongs to, in hex as `mapsync list` and
     /// `watch` print it. If the server has restarted since, the watch starts
-    /// with a resync: a marker line, then the complete current state.
+    /// over: a `start_over` marker line, then the complete current state.
     #[arg(long, value_parser = parse_epoch)]
     pub epoch: Option<u64>,
     /// Seconds of silence after which `watch` pings the server, to notice
@@ -49,8 +48,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let (renderer, mut changes) = args
         .client
         .within(async {
-            let mut client = args.client.connect(keepalive).await?;
-            let renderer = Renderer::new(&mut client, args.client.show.clone(), &args.maps).await?;
+            let (mut client, renderer) =
+                args.client.connect_rendering(keepalive, &args.maps).await?;
             let options = WatchOptions::maps(args.maps.clone())
                 .from_revision(args.from_revision, args.epoch.unwrap_or(0))
                 .decoded(renderer.decode());
@@ -96,13 +95,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             } => {
                 let marker = if json {
                     serde_json::json!({
-                        "op": "resync",
+                        "op": "start_over",
                         "revision": revision,
                         "reason": format!("{reason:?}"),
                     })
                     .to_string()
                 } else {
-                    format!("-- resync ({reason:?}): current state as of revision {revision} --")
+                    format!(
+                        "-- start over ({reason:?}): current state as of revision {revision} --"
+                    )
                 };
                 output::emit(&mut out, &marker)?;
                 print(&mut out, &entries)?;

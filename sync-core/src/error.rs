@@ -1,15 +1,17 @@
-//! The errors of the mirror: what a reader or a subscriber can be told.
+//! The errors the mirror raises: what a reader or a subscriber can be told.
+//! Request validation (epochs, sizes, limits) belongs to whoever serves the
+//! request (`mapsync_grpc::RequestError`, which converts from these); write
+//! requests are answered with `control::CommandError`.
 //!
 //! Kernel-side failures (opening maps, syscalls, loading programs, the pin
 //! directory) are `mapsync_kernel::KernelError`, which wraps these.
 
-use crate::event::{Epoch, Revision};
+use crate::event::Revision;
 
 /// What can go wrong reading or subscribing to the mirror, with the facts a
-/// caller needs to report it precisely. Non-exhaustive: the write contract
-/// will add request errors.
+/// caller needs to report it precisely. Exhaustive on purpose: a new variant
+/// must be given its meaning (and status code) by every server that maps it.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum SyncError {
     /// No map of that name is mirrored.
     #[error("unknown map `{name}`")]
@@ -32,14 +34,6 @@ pub enum SyncError {
         requested: Revision,
         /// The current revision.
         current: Revision,
-    },
-    /// A revision of another process lifetime was given.
-    #[error("epoch changed (asked {requested}, now {current}): resync from a snapshot")]
-    EpochChanged {
-        /// The epoch given.
-        requested: Epoch,
-        /// This instance's epoch.
-        current: Epoch,
     },
     /// The ingest task has stopped; the mirror no longer follows the kernel.
     #[error("mapsync's ingest task has stopped")]

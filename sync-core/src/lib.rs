@@ -18,7 +18,7 @@
 //! - [`event`]: change events, revisions, epochs.
 //! - [`ratelimit`]: logging at most one line per period for what outsiders can cause.
 //! - [`btf`]: typed keys and values (the `mapsync-btf` crate, re-exported).
-//! - [`error`]: [`SyncError`], what a reader or subscriber can be told.
+//! - [`error`]: [`SyncError`], what the mirror raises to a reader or subscriber.
 //!
 //! No gRPC or protobuf here: `mapsync-grpc` serves a [`Store`].
 #![forbid(unsafe_code)]

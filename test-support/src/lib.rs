@@ -12,7 +12,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, bail};
 
+mod batch;
+mod mirror;
 pub mod ring;
+
+pub use batch::Batch;
+pub use mirror::{mirror, wait_until};
 
 /// Checks the test can use the kernel's BPF facilities. Returns `false`
 /// (after printing why) when it cannot and `CI` is not set; panics when

@@ -2,9 +2,9 @@
 //!
 //! tonic refuses a request over the decoding limit with `OUT_OF_RANGE`
 //! before the handler runs, but `OUT_OF_RANGE` is what this API answers for
-//! a compacted or future revision, which clients read as "resync". This
-//! wrapper turns that one refusal into `RESOURCE_EXHAUSTED`, naming the
-//! limit. (Watch streams, whose requests arrive after the call has started,
+//! a compacted or future revision, which clients read as "start over from a
+//! snapshot". This wrapper turns that one refusal into `RESOURCE_EXHAUSTED`,
+//! naming the limit. (Watch streams, whose requests arrive after the call has started,
 //! do the same in `watch`.)
 
 use std::convert::Infallible;

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use mapsync_core::{MapView, Snapshot, SyncError};
+use mapsync_core::{MapView, Snapshot};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -95,13 +94,7 @@ pub async fn list(
                     let Some((key, entry)) = rest.peek() else {
                         break;
                     };
-                    let entry = pb::Entry {
-                        key: Bytes::copy_from_slice(key),
-                        value: entry.value.clone(),
-                        mod_revision: entry.mod_revision,
-                        key_json: decoder.key(&request.map, key),
-                        value_json: decoder.value(&request.map, &entry.value),
-                    };
+                    let entry = decoder.entry(&request.map, key, entry);
                     let size = entry.encoded_len() + 8;
                     if !entries.is_empty() && bytes + size > max_page_bytes {
                         break;
@@ -129,7 +122,7 @@ pub async fn list(
 /// The map as of `revision` (0: the snapshot's), with the revision read.
 fn view_at(snapshot: &Snapshot, map: &str, revision: u64) -> Result<(MapView, u64), RequestError> {
     if revision == 0 {
-        let view = snapshot.map(map).ok_or_else(|| SyncError::UnknownMap {
+        let view = snapshot.map(map).ok_or_else(|| RequestError::UnknownMap {
             name: map.to_owned(),
         })?;
         return Ok((view.clone(), snapshot.revision()));
@@ -138,11 +131,10 @@ fn view_at(snapshot: &Snapshot, map: &str, revision: u64) -> Result<(MapView, u6
     // the change log (a read at it and a watch from it both work)
     let oldest = snapshot.log().oldest();
     if snapshot.map(map).is_some() && revision < snapshot.oldest_readable() {
-        return Err(SyncError::Compacted {
+        return Err(RequestError::Compacted {
             requested: revision,
             oldest,
-        }
-        .into());
+        });
     }
     Ok((snapshot.map_at(map, revision)?, revision))
 }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use mapsync_core::{KeyRange, Store, SubscribeFilter, SyncError};
+use mapsync_core::Store;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tonic::{Code, Status, Streaming};
@@ -278,7 +278,7 @@ impl StreamState {
         if !self.store.is_ready() {
             return Err(RequestError::NotReady);
         }
-        let key_range = key_selection(create)?;
+        let filter = convert::subscribe_filter(create)?;
         if create.start_revision > 0 && create.epoch == 0 {
             return Err(RequestError::ResumeWithoutEpoch {
                 start_revision: create.start_revision,
@@ -287,19 +287,11 @@ impl StreamState {
         RequestError::check_epoch(create.epoch, self.store.epoch())?;
         let current = self.store.revision();
         if create.start_revision > current.saturating_add(1) {
-            return Err(SyncError::FutureRevision {
+            return Err(RequestError::FutureRevision {
                 requested: create.start_revision,
                 current,
-            }
-            .into());
+            });
         }
-        let filter = SubscribeFilter {
-            maps: create.maps.clone(),
-            key_prefix: (!create.key_prefix.is_empty()).then(|| create.key_prefix.clone()),
-            key_range,
-            no_put: create.no_put,
-            no_delete: create.no_delete,
-        };
         Ok(self.store.subscribe(create.start_revision, filter)?)
     }
 
@@ -310,12 +302,7 @@ impl StreamState {
         let _ = handle.cancel.send(());
         match handle.task.await {
             Ok(Ended::Canceled { complete }) => {
-                let canceled = pb::WatchCanceled {
-                    reason: pb::CancelReason::ClientRequested as i32,
-                    message: "canceled by the client".into(),
-                    revision: complete,
-                    ..Default::default()
-                };
+                let canceled = convert::canceled_by_client(complete);
                 self.send(id, Kind::Canceled(canceled)).await
             }
             // it had already ended on its own and said so
@@ -340,31 +327,4 @@ impl StreamState {
             _ => self.refuse(id, RequestError::UnknownWatch { id }).await,
         }
     }
-}
-
-/// The key range of a create request, checked.
-fn key_selection(create: &pb::WatchCreateRequest) -> Result<Option<KeyRange>, RequestError> {
-    let has_key = !create.key.is_empty();
-    let has_end = !create.range_end.is_empty();
-    if !create.key_prefix.is_empty() && (has_key || has_end) {
-        return Err(RequestError::BadKeySelection {
-            reason: "key_prefix excludes key and range_end",
-        });
-    }
-    if has_end && create.range_end <= create.key {
-        return Err(RequestError::BadKeySelection {
-            reason: "range_end must be greater than key",
-        });
-    }
-    Ok(match (has_key, has_end) {
-        (false, false) => None,
-        (true, false) => Some(KeyRange {
-            start: create.key.clone(),
-            end: None,
-        }),
-        (_, true) => Some(KeyRange {
-            start: create.key.clone(),
-            end: Some(create.range_end.clone()),
-        }),
-    })
 }

@@ -63,15 +63,21 @@ pub async fn start_with(log: LogLimits, entries: u32, ready: bool, limits: Limit
 
 /// Serves an existing store (e.g. again after a shutdown).
 pub async fn serve_store(store: Store, writer: Publisher, limits: Limits) -> Running {
+    let options = ServeOptions {
+        limits,
+        stats: Arc::new(WatchStats::default()),
+        ..ServeOptions::default()
+    };
+    serve_with_options(store, writer, options).await
+}
+
+/// Serves `store` with `options` (connection limits, ...) on
+/// `127.0.0.1:0`, with a client connected.
+pub async fn serve_with_options(store: Store, writer: Publisher, options: ServeOptions) -> Running {
     let listener = Listener::bind("127.0.0.1:0").await.expect("bind");
     let endpoint = format!("http://{}", listener.endpoint());
     let (stop, stopped) = oneshot::channel::<()>();
-    let stats = Arc::new(WatchStats::default());
-    let options = ServeOptions {
-        limits,
-        stats: stats.clone(),
-        ..ServeOptions::default()
-    };
+    let stats = options.stats.clone();
     let server = tokio::spawn(serve_with(listener, store.clone(), options, async {
         let _ = stopped.await;
     }));
@@ -89,6 +95,27 @@ pub async fn serve_store(store: Store, writer: Publisher, limits: Limits) -> Run
         endpoint,
         stop: Some(stop),
         server,
+    }
+}
+
+/// A ready store with one map `flows` holding `key(1)` = "v1".
+pub fn ready_store() -> (Store, Publisher) {
+    let (store, mut writer) = Store::new(LogLimits::default());
+    writer.add_map(
+        info("flows"),
+        vec![(key(1), Bytes::from_static(b"v1"), 1)],
+        0,
+    );
+    writer.set_ready();
+    (store, writer)
+}
+
+/// A change log that keeps only the last `max_events` changes (bytes
+/// unbounded): old revisions are compacted after a few writes.
+pub fn short_log(max_events: usize) -> LogLimits {
+    LogLimits {
+        max_events,
+        max_bytes: usize::MAX,
     }
 }
 

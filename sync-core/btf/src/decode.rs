@@ -224,7 +224,7 @@ fn hex_of(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdata;
+    use crate::testdata::{self, fields, ints};
 
     fn flow_key(addr: u32, port: u16, proto: u16) -> Vec<u8> {
         [
@@ -237,13 +237,17 @@ mod tests {
 
     #[test]
     fn a_flow_key_and_value_decode_like_bpftool() {
+        use TypedValue::{Int, String as Str};
         let btf = testdata::object_btf();
         let key = btf.find("typed_flow_key").expect("key type");
         assert_eq!(
             btf.decode(key, &flow_key(0x0100_007f, 443, 6))
-                .expect("decode")
-                .to_json(),
-            r#"{"addr":16777343,"port":443,"proto":6}"#
+                .expect("decode"),
+            fields(&[
+                ("addr", Int(16777343)),
+                ("port", Int(443)),
+                ("proto", Int(6))
+            ])
         );
         let value = btf.find("typed_flow_value").expect("value type");
         let mut bytes = vec![0u8; 32];
@@ -251,23 +255,29 @@ mod tests {
         bytes[8..12].copy_from_slice(b"web\0");
         bytes[24..28].copy_from_slice(&1u32.to_ne_bytes());
         assert_eq!(
-            btf.decode(value, &bytes).expect("decode").to_json(),
-            r#"{"packets":42,"name":"web","verdict":"TYPED_DROP"}"#
+            btf.decode(value, &bytes).expect("decode"),
+            fields(&[
+                ("packets", Int(42)),
+                ("name", Str("web".into())),
+                ("verdict", Str("TYPED_DROP".into()))
+            ])
         );
         bytes[24..28].copy_from_slice(&9u32.to_ne_bytes());
         bytes[8..24].copy_from_slice(&[0xff; 16]);
         assert_eq!(
-            btf.decode(value, &bytes).expect("decode").to_json(),
-            format!(
-                r#"{{"packets":42,"name":[{}],"verdict":9}}"#,
-                vec!["-1"; 16].join(",")
-            ),
+            btf.decode(value, &bytes).expect("decode"),
+            fields(&[
+                ("packets", Int(42)),
+                ("name", ints(&[-1; 16])),
+                ("verdict", Int(9))
+            ]),
             "no NUL: the chars as numbers; an unknown enum value as its number"
         );
     }
 
     #[test]
     fn bitfields_unions_anonymous_members_qualifiers_and_nested_arrays_decode() {
+        use TypedValue::{Array, Bool, Int, String as Str};
         let btf = testdata::object_btf();
         let shape = btf.find("typed_shape").expect("shape type");
         let mut b = vec![0u8; 56];
@@ -286,12 +296,24 @@ mod tests {
             b[36 + 4 * i..40 + 4 * i].copy_from_slice(&n.to_ne_bytes());
         }
         assert_eq!(
-            btf.decode(shape, &b).expect("decode").to_json(),
-            concat!(
-                r#"{"delta":-5,"flags":5,"level":22,"up":true,"ports":[80,8080],"#,
-                r#""label":[97,98,99,100],"raw":{"word":67305985,"bytes":[1,2,3,4]},"#,
-                r#""lo":1,"hi":2,"offset":-7,"sign":"TYPED_NEGATIVE","grid":[[1,2],[3,4]]}"#
-            )
+            btf.decode(shape, &b).expect("decode"),
+            fields(&[
+                ("delta", Int(-5)),
+                ("flags", Int(5)),
+                ("level", Int(22)),
+                ("up", Bool(true)),
+                ("ports", ints(&[80, 8080])),
+                ("label", ints(&[97, 98, 99, 100])),
+                (
+                    "raw",
+                    fields(&[("word", Int(67305985)), ("bytes", ints(&[1, 2, 3, 4]))])
+                ),
+                ("lo", Int(1)),
+                ("hi", Int(2)),
+                ("offset", Int(-7)),
+                ("sign", Str("TYPED_NEGATIVE".into())),
+                ("grid", Array(vec![ints(&[1, 2]), ints(&[3, 4])])),
+            ])
         );
     }
 

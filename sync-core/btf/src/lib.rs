@@ -1,6 +1,7 @@
 //! Typed keys and values: a map's BTF key and value types, and decoding raw
-//! bytes into structured [`TypedValue`]s (JSON like `bpftool map dump`'s
-//! pretty output).
+//! bytes into structured [`TypedValue`]s (the shape of `bpftool map dump`'s
+//! pretty output, as data: rendering them as JSON text is the edge's job,
+//! `mapsync_grpc::json`).
 //!
 //! A pure crate: bytes in, types and values out. No kernel calls, no aya, no
 //! `unsafe`; the kernel crate fetches BTF blobs by id and hands them here,
@@ -9,7 +10,7 @@
 //! # Layout
 //! - [`parse`]: the BTF blob -> a table of types ([`Btf`], kinds in `types`).
 //! - `decode`: bytes + type -> [`TypedValue`] ([`Btf::decode`]).
-//! - [`value`]: [`TypedValue`] and its JSON text.
+//! - [`value`]: [`TypedValue`], the decoded form.
 //! - `elf`: the BTF of a BPF object file ([`Btf::from_elf`]).
 //! - [`MapTypes`]: one map's key and value types, as `mapsync_core::MapInfo`
 //!   holds them.
@@ -20,8 +21,12 @@
 //!
 //! ```
 //! # fn example(types: &mapsync_btf::MapTypes, key: &[u8]) {
-//! if let Ok(key) = types.decode_key(key) {
-//!     println!("{}", key.to_json()); // {"addr":16777343,"port":443,"proto":6}
+//! use mapsync_btf::TypedValue;
+//! // struct flow_key { __u32 addr; __u16 port; __u16 proto; }
+//! if let Ok(TypedValue::Struct(members)) = types.decode_key(key) {
+//!     for (name, value) in &members {
+//!         println!("{name} = {value:?}"); // addr = Int(16777343), ...
+//!     }
 //! }
 //! # }
 //! ```
@@ -168,8 +173,17 @@ mod tests {
             bytes.extend((cpu + 10).to_ne_bytes());
         }
         assert_eq!(
-            types.decode_per_cpu(&bytes, 8).expect("decode").to_json(),
-            r#"[{"cpu":0,"value":{"first":0,"second":10}},{"cpu":1,"value":{"first":1,"second":11}}]"#
+            types.decode_per_cpu(&bytes, 8).expect("decode"),
+            TypedValue::PerCpu(vec![
+                testdata::fields(&[
+                    ("first", TypedValue::Int(0)),
+                    ("second", TypedValue::Int(10))
+                ]),
+                testdata::fields(&[
+                    ("first", TypedValue::Int(1)),
+                    ("second", TypedValue::Int(11))
+                ]),
+            ])
         );
         assert!(!types.value_is_integer());
         assert_eq!(types.value_type_name(), "struct typed_pair");

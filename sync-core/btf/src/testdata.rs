@@ -2,6 +2,7 @@
 //! clang wrote it (the same types the kernel holds once it is loaded).
 
 use super::parse::Btf;
+use super::value::TypedValue;
 
 /// The raw `.BTF` bytes of `typed.bpf.o`.
 pub(crate) fn object_btf_bytes() -> Vec<u8> {
@@ -14,4 +15,19 @@ pub(crate) fn object_btf_bytes() -> Vec<u8> {
 /// The parsed BTF of `typed.bpf.o`.
 pub(crate) fn object_btf() -> Btf {
     Btf::from_elf(mapsync_ebpf::TYPED_OBJECT).expect("typed.bpf.o has BTF")
+}
+
+/// A struct value from its members, for expected values.
+pub(crate) fn fields(members: &[(&str, TypedValue)]) -> TypedValue {
+    TypedValue::Struct(
+        members
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect(),
+    )
+}
+
+/// An array of integers, for expected values.
+pub(crate) fn ints(items: &[i128]) -> TypedValue {
+    TypedValue::Array(items.iter().copied().map(TypedValue::Int).collect())
 }

@@ -1,23 +1,11 @@
 //! Lost records on a real kernel: a ring too small for the write rate.
 
-use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use mapsync_core::Store;
 use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
 use mapsync_kernel::{open, sys};
-use mapsync_test_support::{self as support, PinDir};
-
-fn mirror(store: &Store, map: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let snapshot = store.snapshot();
-    snapshot
-        .map(map)
-        .expect("mirrored")
-        .iter()
-        .map(|(k, e)| (k.to_vec(), e.value.to_vec()))
-        .collect()
-}
+use mapsync_test_support::{self as support, PinDir, mirror};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_ring_is_detected_and_repaired_by_resync() {

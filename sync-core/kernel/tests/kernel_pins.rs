@@ -2,7 +2,6 @@
 //! per pin directory (the lock), a pin directory off bpffs, one map under two
 //! names, and a pin replaced or removed under a running sync.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -10,13 +9,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mapsync_core::{
-    ChangeEvent, EventSource, Op, Store, SubscribeFilter, Subscription, WatchBatch,
-};
+use mapsync_core::{ChangeEvent, EventSource, Op, SubscribeFilter, Subscription, WatchBatch};
 use mapsync_kernel::pin_dir::LockHolder;
 use mapsync_kernel::{KernelError, MapSpec, MapSync, SyncConfig};
 use mapsync_kernel::{open, sys};
-use mapsync_test_support::{self as support, PinDir};
+use mapsync_test_support::{self as support, PinDir, mirror, wait_until};
 
 /// The reconcile tick (and so the pin check) of the pin tests.
 const TICK: Duration = Duration::from_millis(500);
@@ -27,24 +24,6 @@ fn config(pins: &PinDir, maps: Vec<MapSpec>) -> SyncConfig {
         pin_dir: pins.join("capture"),
         reconcile_interval: Some(TICK),
         ..SyncConfig::default()
-    }
-}
-
-fn mirror(store: &Store, map: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    store
-        .snapshot()
-        .map(map)
-        .expect("map mirrored")
-        .iter()
-        .map(|(k, e)| (k.to_vec(), e.value.to_vec()))
-        .collect()
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

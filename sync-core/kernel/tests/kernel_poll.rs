@@ -1,7 +1,6 @@
 //! What no hook sees, on a real kernel: LRU evictions (reconcile), values
 //! changed in place through lookup pointers (poll), per-CPU values.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::time::Duration;
@@ -10,27 +9,10 @@ use futures::StreamExt;
 use mapsync_core::{EventSource, Store, SubscribeFilter, WatchBatch};
 use mapsync_kernel::{DemoWriter, open, sys};
 use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
-use mapsync_test_support::{self as support, PinDir};
+use mapsync_test_support::{self as support, PinDir, mirror, wait_until};
 
-fn mirror(store: &Store, map: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let snapshot = store.snapshot();
-    snapshot
-        .map(map)
-        .expect("mirrored")
-        .iter()
-        .map(|(k, e)| (k.to_vec(), e.value.to_vec()))
-        .collect()
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..300 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+/// How long a test waits for the mirror to show what it expects.
+const WAIT: Duration = Duration::from_secs(6);
 
 #[tokio::test]
 async fn lru_evictions_are_repaired_by_the_reconcile() {
@@ -55,7 +37,7 @@ async fn lru_evictions_are_repaired_by_the_reconcile() {
     }
     let kernel = support::dump(&lru);
     assert!(kernel.len() < 500, "the kernel evicted entries");
-    eventually("mirror equals the LRU map", || {
+    wait_until("mirror equals the LRU map", WAIT, || {
         mirror(&store, "recent") == kernel
     })
     .await;
@@ -144,7 +126,10 @@ async fn values_changed_in_place_are_followed_by_the_poll_source_and_per_cpu_slo
             .expect("entry");
         u64::from_ne_bytes(value[..8].try_into().expect("8 bytes"))
     };
-    eventually("the poll saw the in-place count", || packets(&store) == 42).await;
+    wait_until("the poll saw the in-place count", WAIT, || {
+        packets(&store) == 42
+    })
+    .await;
     match tokio::time::timeout(Duration::from_secs(2), sub.next())
         .await
         .expect("an event")
@@ -174,7 +159,7 @@ async fn values_changed_in_place_are_followed_by_the_poll_source_and_per_cpu_slo
             .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
             .collect()
     };
-    eventually("per-CPU values", || {
+    wait_until("per-CPU values", WAIT, || {
         slots(&store).get(..2) == Some(&[3, 5][..])
     })
     .await;

@@ -13,32 +13,20 @@
 //! - a pin in the ring's place that is not a ring buffer is refused at start
 //!   with an error that names it.
 
-use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mapsync_core::Store;
 use mapsync_ebpf::abi::RecordHeader;
 use mapsync_kernel::ring::BUSY_STALL;
 use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
 use mapsync_kernel::{OpenMap, open, sys};
 use mapsync_test_support::ring::RingPages;
-use mapsync_test_support::{self as support, PinDir};
+use mapsync_test_support::{self as support, PinDir, mirror};
 
 /// Generous: a 2-core machine shared with compilers.
 const DEADLINE: Duration = Duration::from_secs(60);
 const MIB4: u32 = 4 << 20;
-
-fn mirror(store: &Store, map: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    store
-        .snapshot()
-        .map(map)
-        .expect("mirrored")
-        .iter()
-        .map(|(k, e)| (k.to_vec(), e.value.to_vec()))
-        .collect()
-}
 
 async fn start(pins: &PinDir, map: &Path, ring_bytes: u32) -> MapSync {
     MapSync::start(SyncConfig {

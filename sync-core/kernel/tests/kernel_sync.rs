@@ -6,30 +6,13 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mapsync_core::{EventSource, Op, Store, SubscribeFilter, WatchBatch};
+use mapsync_core::{EventSource, Op, SubscribeFilter, WatchBatch};
 use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
 use mapsync_kernel::{open, sys};
-use mapsync_test_support::{self as support, PinDir};
+use mapsync_test_support::{self as support, PinDir, mirror, wait_until};
 
-fn mirror(store: &Store, map: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let snapshot = store.snapshot();
-    snapshot
-        .map(map)
-        .expect("map mirrored")
-        .iter()
-        .map(|(k, e)| (k.to_vec(), e.value.to_vec()))
-        .collect()
-}
-
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+/// How long a test waits for the mirror to show what it expects.
+const WAIT: Duration = Duration::from_secs(5);
 
 fn config(pins: &PinDir, maps: Vec<MapSpec>) -> SyncConfig {
     SyncConfig {
@@ -143,7 +126,7 @@ async fn batch_updates_and_deletes_through_the_syscall_are_captured() {
     let (done, result) = sys::delete_batch(map.fd.as_fd(), &keys[..100 * 4], 100);
     result.expect("delete batch");
     assert_eq!(done, 100);
-    wait_until("batch applied", || store.revision() >= 400).await;
+    wait_until("batch applied", WAIT, || store.revision() >= 400).await;
     assert_eq!(store.revision(), 400, "one revision per processed element");
     assert_eq!(mirror(&store, "batched"), support::dump(&hash));
     assert_eq!(mirror(&store, "batched").len(), 200);
@@ -226,7 +209,10 @@ async fn a_watch_from_zero_started_while_a_writer_runs_converges_without_gap_or_
     let rounds = writer.join().expect("writer");
     assert!(rounds > 1, "the writer ran during the sync");
     let kernel = support::dump(&hash);
-    wait_until("mirror converged", || mirror(&store, "busy") == kernel).await;
+    wait_until("mirror converged", WAIT, || {
+        mirror(&store, "busy") == kernel
+    })
+    .await;
     target_tx.send_replace(store.revision());
     let watched = tokio::time::timeout(Duration::from_secs(10), collector)
         .await
@@ -303,7 +289,10 @@ async fn maps_of_maps_mirror_inner_map_ids() {
         (vec![2, 0, 0, 0], id_of(&inner_b).to_ne_bytes().to_vec()),
     ]
     .into();
-    wait_until("inner ids mirrored", || mirror(&store, "outer") == expected).await;
+    wait_until("inner ids mirrored", WAIT, || {
+        mirror(&store, "outer") == expected
+    })
+    .await;
     assert_eq!(
         support::dump(&outer),
         expected,
