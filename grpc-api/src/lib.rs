@@ -6,6 +6,8 @@
 //!   code generated from `proto/mapsync/v1/mapsync.proto`).
 //! - [`convert`]: the one place where sync-core types become protobuf types.
 //! - [`error`]: request errors and their gRPC status codes, in one place.
+//! - [`peer`]: who is calling ([`peer::Peer`], from the connection) and who
+//!   may write ([`peer::WritePolicy`]).
 //! - [`service`]: the service implementation.
 //! - [`server`]: listeners (TCP or Unix socket) and [`server::serve`], with
 //!   `grpc.health.v1` and server reflection (v1 and v1alpha), over HTTP/2
@@ -23,6 +25,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod peer;
 pub mod server;
 pub mod service;
 

@@ -20,6 +20,7 @@ use tonic::service::Routes;
 
 use super::limits::{CLOSE_GRACE, ConnectionLimits};
 use super::registry::Slot;
+use crate::peer::Peer;
 
 /// The HTTP/2 settings every connection is served with.
 pub(crate) fn http2_builder(
@@ -44,6 +45,7 @@ pub(crate) async fn serve_connection<IO>(
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
     slot: Slot,
+    peer: Peer,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -54,6 +56,7 @@ pub(crate) async fn serve_connection<IO>(
     let service = CountingRoutes {
         routes,
         streams: state.streams.clone(),
+        peer: Arc::new(peer),
     };
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
@@ -243,12 +246,14 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for HandshakeWatch<IO> {
     }
 }
 
-/// The gRPC routes, counting the connection's open streams: a stream is
-/// open from its request until its response body is dropped.
+/// The gRPC routes, counting the connection's open streams (a stream is
+/// open from its request until its response body is dropped) and attaching
+/// the connection's [`Peer`] to every request.
 #[derive(Clone)]
 struct CountingRoutes {
     routes: Routes,
     streams: Arc<watch::Sender<usize>>,
+    peer: Arc<Peer>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for CountingRoutes {
@@ -256,7 +261,8 @@ impl hyper::service::Service<Request<Incoming>> for CountingRoutes {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(Peer::clone(&self.peer));
         let guard = OpenStream::new(self.streams.clone());
         let mut routes = self.routes.clone();
         Box::pin(async move {

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::error::ServeError;
+use crate::peer::Peer;
 
 /// How long probing an existing Unix socket for a live server may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -101,18 +102,21 @@ impl Listener {
         }
     }
 
-    /// Accepts one connection, with a name of the peer for logs.
-    pub(crate) async fn accept(&self) -> std::io::Result<(Accepted, String)> {
+    /// Accepts one connection, with the identity of its peer (a Unix peer
+    /// whose credentials cannot be read is an error: `Ok` only with an
+    /// identity).
+    pub(crate) async fn accept(&self) -> std::io::Result<(Accepted, Peer)> {
         match self {
             Listener::Tcp(listener) => {
-                let (stream, peer) = listener.accept().await?;
+                let (stream, addr) = listener.accept().await?;
                 // Nagle off: small watch messages must not wait for delayed ACKs
                 let _ = stream.set_nodelay(true);
-                Ok((Accepted::Tcp(stream), peer.to_string()))
+                Ok((Accepted::Tcp(stream), Peer::Tcp { addr }))
             }
             Listener::Unix(listener, _) => {
                 let (stream, _) = listener.accept().await?;
-                Ok((Accepted::Unix(stream), "unix".to_owned()))
+                let peer = Peer::of_unix(&stream)?;
+                Ok((Accepted::Unix(stream), peer))
             }
         }
     }

@@ -12,13 +12,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use mapsync_core::Store;
 use mapsync_core::ratelimit::LogLimiter;
+use mapsync_core::{CommandHandle, Store};
 use tonic_health::ServingStatus;
 use tracing::Instrument;
 
 use crate::error::ServeError;
 use crate::pb;
+use crate::peer::WritePolicy;
 use crate::service::{Limits, MapSyncService, WatchStats};
 
 mod connection;
@@ -39,6 +40,9 @@ pub struct ServeOptions {
     pub connections: ConnectionLimits,
     /// Live counts of streams, watches and queued messages.
     pub stats: Arc<WatchStats>,
+    /// Where writes go and who may send them; `None` (the default): the
+    /// server accepts no writes (`UNIMPLEMENTED`).
+    pub writes: Option<(CommandHandle, WritePolicy)>,
 }
 
 /// Serves the MapSync API for `store` on `listener` until `shutdown`
@@ -89,10 +93,15 @@ pub async fn serve_with(
     let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            MapSyncService::with_limits(store, stopping, options.limits, options.stats)
-                .into_server(),
-        )
+        .add_service({
+            let service =
+                MapSyncService::with_limits(store, stopping, options.limits, options.stats);
+            match options.writes {
+                Some((commands, policy)) => service.with_writes(commands, policy),
+                None => service,
+            }
+            .into_server()
+        })
         .prepare();
     let shutdown = async {
         shutdown.await;
@@ -180,6 +189,7 @@ async fn accept_loop(
                 limits,
                 closing_rx.clone(),
                 slot,
+                peer,
             )
             .instrument(span),
         );

@@ -11,7 +11,8 @@
 //!   prepared for clients, per stream and server-wide; `trim`: returning
 //!   freed memory after streams close.
 //! - [`write`]: `Put`, `Delete`, `Txn` and `Apply`, through the kernel
-//!   task's command channel.
+//!   task's command channel, for permitted callers only;
+//!   [`write_status`]: why a write was refused, as a status.
 //! - `oversize`: the status of a request too large to decode; `refusals`:
 //!   how many refused requests a Watch stream may cause.
 
@@ -36,6 +37,7 @@ mod trim;
 pub mod watch;
 mod watcher;
 pub mod write;
+pub mod write_status;
 
 pub use outbound::{WatchStats, WatchStream};
 pub use oversize::MapSyncRouter;
@@ -122,6 +124,9 @@ pub struct MapSyncService {
     limits: Limits,
     stats: Arc<WatchStats>,
     budget: Arc<ServerBudget>,
+    /// Where writes go and who may send them; `None`: writes are
+    /// `UNIMPLEMENTED`.
+    writes: Option<Arc<write::Writes>>,
 }
 
 impl MapSyncService {
@@ -146,7 +151,21 @@ impl MapSyncService {
             limits,
             stats,
             budget,
+            writes: None,
         }
+    }
+
+    /// The same service accepting writes: `Put`, `Delete`, `Txn` and `Apply`
+    /// from callers `policy` allows become commands on `commands`. Without
+    /// this, every write is `UNIMPLEMENTED` ("this server does not accept
+    /// writes"): a read-only server, whatever the caller.
+    pub fn with_writes(
+        mut self,
+        commands: mapsync_core::CommandHandle,
+        policy: crate::peer::WritePolicy,
+    ) -> Self {
+        self.writes = Some(write::Writes::new(commands, policy));
+        self
     }
 
     /// The tonic server of this service, with the request size limit (a

@@ -23,6 +23,7 @@ pub struct WatchStats {
     watches: AtomicUsize,
     queued: AtomicUsize,
     bytes: AtomicUsize,
+    refused_writes: std::sync::atomic::AtomicU64,
 }
 
 impl WatchStats {
@@ -47,6 +48,15 @@ impl WatchStats {
     /// (`Limits::server_budget_bytes`) bounds.
     pub fn queued_bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Write requests refused with `PERMISSION_DENIED` since the start.
+    pub fn refused_writes(&self) -> u64 {
+        self.refused_writes.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_refused_write(&self) {
+        self.refused_writes.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn bytes_counter(&self) -> &AtomicUsize {

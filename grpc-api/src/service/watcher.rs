@@ -179,44 +179,196 @@ impl Watcher {
         };
         let live = self.subscription.position() != 0;
         let mut complete = if live { before } else { 0 };
-        for kind in self.messages(batch) {
-            let last = match &kind {
-                Kind::Events(batch) if live => batch.events.last().map(|e| e.revision),
-                _ => None,
-            };
-            self.send(kind, complete).await?;
-            complete = last.unwrap_or(complete);
-        }
-        Ok(())
-    }
-
-    /// A batch as messages of at most `max_message_bytes` (a single larger
-    /// event travels alone).
-    fn messages(&self, batch: WatchBatch) -> Vec<Kind> {
         let events = match batch {
             WatchBatch::InitialStateDone { revision } => {
-                return vec![Kind::InitialStateDone(pb::InitialStateDone { revision })];
+                let done = Kind::InitialStateDone(pb::InitialStateDone { revision });
+                return self.send(done, complete).await;
             }
             WatchBatch::Events(events) => events,
         };
-        let mut messages = Vec::new();
-        let mut current = Vec::new();
-        let mut bytes = 0;
-        for event in events.iter() {
-            let event = self.decoder.event(event, self.prev_value);
-            let size = event.encoded_len() + 8;
-            if !current.is_empty() && bytes + size > self.max_message_bytes {
-                messages.push(Kind::Events(pb::EventBatch {
-                    events: std::mem::take(&mut current),
-                }));
-                bytes = 0;
+        let events: Vec<pb::Event> = events
+            .iter()
+            .map(|event| self.decoder.event(event, self.prev_value))
+            .collect();
+        let messages = if live {
+            live_messages(events, self.max_message_bytes)
+        } else {
+            initial_messages(events, self.max_message_bytes)
+        };
+        for (batch, done_through) in messages {
+            self.send(Kind::Events(batch), complete).await?;
+            if live {
+                complete = done_through;
             }
+        }
+        Ok(())
+    }
+}
+
+/// The encoded size an event adds to a message (with its framing).
+fn event_size(event: &pb::Event) -> usize {
+    event.encoded_len() + 8
+}
+
+/// Initial-state events as messages of at most `max_bytes` (a single larger
+/// event travels alone): they are one state, not revisions, so any boundary
+/// will do. The revision is 0 (nothing is complete before the end).
+fn initial_messages(events: Vec<pb::Event>, max_bytes: usize) -> Vec<(pb::EventBatch, Revision)> {
+    let mut messages = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for event in events {
+        let size = event_size(&event);
+        if !current.is_empty() && bytes + size > max_bytes {
+            messages.push((batch(std::mem::take(&mut current), false), 0));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(event);
+    }
+    if !current.is_empty() {
+        messages.push((batch(current, false), 0));
+    }
+    messages
+}
+
+/// Live events (whole revisions, in order) as messages of at most
+/// `max_bytes`, each with the revision the watch is complete up to once it
+/// is sent. A message boundary falls only between revisions, except inside
+/// a revision that alone exceeds the cap: that one is split across
+/// consecutive messages of its own, each but the last marked
+/// `revision_continues` (and complete only up to the revision before).
+fn live_messages(events: Vec<pb::Event>, max_bytes: usize) -> Vec<(pb::EventBatch, Revision)> {
+    let mut messages = Vec::new();
+    let mut current: Vec<pb::Event> = Vec::new();
+    let mut bytes = 0;
+    let mut events = events.into_iter().peekable();
+    while let Some(first) = events.next() {
+        let revision = first.revision;
+        let mut group = vec![first];
+        while let Some(event) = events.next_if(|e| e.revision == revision) {
+            group.push(event);
+        }
+        let size: usize = group.iter().map(event_size).sum();
+        if !current.is_empty() && bytes + size > max_bytes {
+            let through = current.last().map_or(0, |e| e.revision);
+            messages.push((batch(std::mem::take(&mut current), false), through));
+            bytes = 0;
+        }
+        if size <= max_bytes || group.len() == 1 {
             bytes += size;
-            current.push(event);
+            current.extend(group);
+            continue;
         }
-        if !current.is_empty() {
-            messages.push(Kind::Events(pb::EventBatch { events: current }));
+        // one revision larger than a message: split it, marked
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        for event in group {
+            let size = event_size(&event);
+            if !chunk.is_empty() && chunk_bytes + size > max_bytes {
+                let chunk = std::mem::take(&mut chunk);
+                messages.push((batch(chunk, true), revision - 1));
+                chunk_bytes = 0;
+            }
+            chunk_bytes += size;
+            chunk.push(event);
         }
+        messages.push((batch(chunk, false), revision));
+    }
+    if !current.is_empty() {
+        let through = current.last().map_or(0, |e| e.revision);
+        messages.push((batch(current, false), through));
+    }
+    messages
+}
+
+fn batch(events: Vec<pb::Event>, revision_continues: bool) -> pb::EventBatch {
+    pb::EventBatch {
+        events,
+        revision_continues,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(revision: Revision, key: u8) -> pb::Event {
+        pb::Event {
+            revision,
+            map: "m".into(),
+            op: pb::Op::Put as i32,
+            key: vec![key; 4].into(),
+            value: vec![0; 40].into(),
+            ..Default::default()
+        }
+    }
+
+    /// (revisions, continues, complete) per message.
+    fn shape(messages: &[(pb::EventBatch, Revision)]) -> Vec<(Vec<Revision>, bool, Revision)> {
         messages
+            .iter()
+            .map(|(batch, through)| {
+                let revisions = batch.events.iter().map(|e| e.revision).collect();
+                (revisions, batch.revision_continues, *through)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn live_messages_never_cut_a_revision_that_fits() {
+        let size = event_size(&event(1, 0));
+        // room for three events per message
+        let cap = 3 * size;
+        let events = vec![
+            event(1, 0),
+            event(2, 1),
+            event(2, 2),
+            event(3, 3),
+            event(3, 4),
+            event(3, 5),
+            event(4, 6),
+        ];
+        let messages = live_messages(events, cap);
+        assert_eq!(
+            shape(&messages),
+            vec![
+                (vec![1, 2, 2], false, 2),
+                (vec![3, 3, 3], false, 3),
+                (vec![4], false, 4),
+            ]
+        );
+        for (batch, _) in &messages {
+            assert!(batch.encoded_len() <= cap + 8 * batch.events.len());
+        }
+    }
+
+    #[test]
+    fn a_revision_larger_than_a_message_is_split_and_marked() {
+        let size = event_size(&event(1, 0));
+        let cap = 2 * size;
+        let mut events = vec![event(1, 0)];
+        events.extend((0..5).map(|k| event(2, k)));
+        events.push(event(3, 9));
+        let messages = live_messages(events, cap);
+        assert_eq!(
+            shape(&messages),
+            vec![
+                (vec![1], false, 1),
+                (vec![2, 2], true, 1),
+                (vec![2, 2], true, 1),
+                (vec![2], false, 2),
+                (vec![3], false, 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn initial_state_splits_anywhere_unmarked() {
+        let size = event_size(&event(1, 0));
+        let events = (0..5).map(|k| event(7, k)).collect();
+        let messages = initial_messages(events, 2 * size);
+        assert_eq!(messages.len(), 3);
+        assert!(messages.iter().all(|(b, _)| !b.revision_continues));
     }
 }

@@ -259,10 +259,12 @@ class Event(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., map: _Optional[str] = ..., op: _Optional[_Union[Op, str]] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., source: _Optional[_Union[Source, str]] = ..., prev_value: _Optional[bytes] = ..., has_prev: _Optional[bool] = ..., key_json: _Optional[str] = ..., value_json: _Optional[str] = ...) -> None: ...
 
 class EventBatch(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "revision_continues")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_CONTINUES_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[Event]
-    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+    revision_continues: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., revision_continues: _Optional[bool] = ...) -> None: ...
 
 class WatchCreated(_message.Message):
     __slots__ = ("revision",)
