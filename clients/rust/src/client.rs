@@ -245,6 +245,7 @@ impl Client {
             next: options.start_revision,
             epoch: options.epoch,
             initial_delivered: false,
+            partial: 0,
             options,
             items,
         };

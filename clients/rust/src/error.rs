@@ -220,7 +220,9 @@ impl ClientError {
             Code::NotFound => ClientError::NotFound { message, failed_op },
             Code::PermissionDenied => ClientError::PermissionDenied { message },
             Code::InvalidArgument => ClientError::InvalidArgument { message, failed_op },
-            Code::ResourceExhausted if !message.contains("request larger") => {
+            Code::ResourceExhausted
+                if !message.contains("request larger") && !message.contains("too large") =>
+            {
                 ClientError::MapFull { message, failed_op }
             }
             Code::FailedPrecondition => {
