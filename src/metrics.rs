@@ -175,6 +175,12 @@ impl Collector for SyncCollector {
             "Encoded bytes of watch messages prepared for clients and not yet sent (the memory budget's count).",
             self.watch.queued_bytes() as i64,
         )?;
+        counter(
+            e,
+            "mapsync_refused_writes",
+            "Write requests refused with PERMISSION_DENIED (the caller may not write).",
+            self.watch.refused_writes(),
+        )?;
         let entries: usize = snapshot.maps().map(|(_, map)| map.len()).sum();
         gauge(
             e,

@@ -47,7 +47,9 @@ macro_rules! embed_object {
 /// The syscall-trace object: programs `mapsync_sys_enter_bpf` and
 /// `mapsync_sys_exit_bpf` (tracepoints `syscalls/sys_enter_bpf` and
 /// `syscalls/sys_exit_bpf`), the private maps `mapsync_watched`,
-/// `mapsync_calls`, `mapsync_scratch`, and the shared maps of `mapsync.h`.
+/// `mapsync_calls`, `mapsync_scratch`, `mapsync_quiet` (the thread whose
+/// calls are not traced: mapsync's own writer), and the shared maps of
+/// `mapsync.h`.
 pub static TRACE_OBJECT: &[u8] = embed_object!("trace.bpf.o");
 
 /// The demo object: XDP programs `demo_count` (count packets per IPv4 source

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use mapsync_core::LogLimits;
+use mapsync_grpc::peer::WritePolicy;
 use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
 use mapsync_grpc::service::WatchStats;
 use mapsync_kernel::{DEFAULT_PIN_DIR, MapSpec, MapSync, SyncConfig};
@@ -56,7 +57,38 @@ pub struct ServeArgs {
     pub connections: super::connection_args::ConnectionArgs,
     #[command(flatten)]
     pub watch_limits: super::watch_limit_args::WatchLimitArgs,
+    #[command(flatten)]
+    pub write_policy: WritePolicyArgs,
 }
+
+// ---- who may write (Put, Delete, Txn, Apply) --------------------------------
+
+/// Who may call the write RPCs, besides root.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "Who may write")]
+pub struct WritePolicyArgs {
+    /// A user id whose processes may write over the Unix socket (uid 0
+    /// always may; over TCP nobody may). Repeat for several.
+    #[arg(long = "write-uid", value_name = "UID")]
+    pub write_uids: Vec<u32>,
+    /// A group id whose members may write over the Unix socket: the peer's
+    /// gid, or one of its process's supplementary groups when it connected.
+    /// Repeat for several.
+    #[arg(long = "write-gid", value_name = "GID")]
+    pub write_gids: Vec<u32>,
+}
+
+impl WritePolicyArgs {
+    /// The policy these arguments describe.
+    pub fn policy(&self) -> WritePolicy {
+        WritePolicy {
+            uids: self.write_uids.iter().copied().collect(),
+            gids: self.write_gids.iter().copied().collect(),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------
 
 impl ServeArgs {
     /// The sync configuration these arguments describe.
@@ -179,11 +211,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let policy = args.write_policy.policy();
+    if args.listen.starts_with("unix:") {
+        tracing::info!(write_uids = ?policy.uids, write_gids = ?policy.gids, "writes: accepted over the Unix socket from uid 0 and these users and groups");
+    } else {
+        tracing::info!(
+            "writes: none accepted (over TCP nobody may write; serve on unix:PATH to accept them)"
+        );
+    }
     tracing::info!(listen = %args.listen, max_connections = connection_limits.max_connections, epoch = %sync.store().epoch(), revision = sync.store().revision(), "serving");
     let options = ServeOptions {
         stats: watch_stats,
         connections: connection_limits,
         limits: args.watch_limits.limits(),
+        writes: Some((sync.commands(), policy)),
     };
     let mut server = tokio::spawn(serve_with(
         listener,
@@ -304,6 +345,28 @@ mod tests {
         );
         let error = args(&[]).sync_config().unwrap_err();
         assert!(error.to_string().contains("nothing to mirror"));
+    }
+
+    #[test]
+    fn write_uids_and_gids_repeat_into_the_policy() {
+        let policy = args(&[
+            "--map",
+            "/x/a",
+            "--write-uid",
+            "1000",
+            "--write-uid",
+            "1001",
+            "--write-gid",
+            "50",
+        ])
+        .write_policy
+        .policy();
+        assert_eq!(policy.uids, [1000, 1001].into());
+        assert_eq!(policy.gids, [50].into());
+        assert_eq!(
+            args(&["--map", "/x/a"]).write_policy.policy(),
+            WritePolicy::default()
+        );
     }
 
     #[test]

@@ -57,6 +57,20 @@ impl MapKind {
         matches!(self, Self::ArrayOfMaps | Self::HashOfMaps)
     }
 
+    /// Whether keys are indexes `0..max_entries` (array kinds): a write
+    /// past the end is refused with E2BIG.
+    pub fn is_array_like(self) -> bool {
+        matches!(self, Self::Array | Self::PercpuArray | Self::ArrayOfMaps)
+    }
+
+    /// Whether every index always holds a value (plain and per-CPU arrays):
+    /// an entry cannot be deleted and a `NOEXIST` put is always refused
+    /// (EEXIST). An array of maps has empty slots: it is array-like without
+    /// this.
+    pub fn holds_every_index(self) -> bool {
+        matches!(self, Self::Array | Self::PercpuArray)
+    }
+
     /// Whether this version of mapsync can mirror the kind.
     pub fn is_supported(self) -> bool {
         !matches!(self, Self::Other(_))
@@ -192,6 +206,28 @@ impl MapInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn array_kinds_are_array_like_and_hash_kinds_are_not() {
+        for kind in [MapKind::Array, MapKind::PercpuArray, MapKind::ArrayOfMaps] {
+            assert!(kind.is_array_like(), "{kind}");
+        }
+        assert!(MapKind::Array.holds_every_index() && MapKind::PercpuArray.holds_every_index());
+        assert!(
+            !MapKind::ArrayOfMaps.holds_every_index(),
+            "its slots can be empty"
+        );
+        for kind in [
+            MapKind::Hash,
+            MapKind::PercpuHash,
+            MapKind::LruHash,
+            MapKind::LruPercpuHash,
+            MapKind::HashOfMaps,
+            MapKind::Other(27),
+        ] {
+            assert!(!kind.is_array_like() && !kind.holds_every_index(), "{kind}");
+        }
+    }
 
     #[test]
     fn new_describes_a_map_fed_directly_with_a_kernel_sized_name() {

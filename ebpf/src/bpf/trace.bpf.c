@@ -7,6 +7,8 @@
  * sys_exit_bpf drops failed calls and turns successful ones into change
  * records in the shared ring `mapsync_events`, copying keys and values from
  * the caller's memory. Batch commands produce one record per processed element.
+ * Calls made by the one thread named in `mapsync_quiet` (mapsync's own writer)
+ * are not traced.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -90,6 +92,41 @@ struct {
 	__type(key, __u32);
 	__type(value, struct mapsync_scratch);
 } mapsync_scratch SEC(".maps");
+
+/* The one thread whose bpf() calls the trace ignores: mapsync's own ingest
+ * thread, which publishes its writes itself (as source Api, one revision per
+ * request) and must not hear them again, nor a Txn's undone intermediate
+ * states. The thread is named by its id in its own pid namespace, checked
+ * with bpf_get_ns_current_pid_tgid() against that namespace's nsfs device and
+ * inode. tid 0: nobody. Written by user space; private to each loaded trace
+ * object (not pinned: a new instance starts with its own). */
+struct mapsync_quiet {
+	__u64 ns_dev;
+	__u64 ns_ino;
+	__u32 tid;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mapsync_quiet);
+} mapsync_quiet SEC(".maps");
+
+/* Whether the current thread is the quieted one. */
+static __always_inline int is_quiet_thread(void)
+{
+	__u32 zero = 0;
+	struct mapsync_quiet *quiet = bpf_map_lookup_elem(&mapsync_quiet, &zero);
+	struct bpf_pidns_info ns = {};
+
+	if (!quiet || !quiet->tid)
+		return 0;
+	if (bpf_get_ns_current_pid_tgid(quiet->ns_dev, quiet->ns_ino, &ns, sizeof(ns)))
+		return 0;
+	return ns.pid == quiet->tid;
+}
 
 static __always_inline int is_map_write(__u32 cmd)
 {
@@ -204,6 +241,8 @@ int mapsync_sys_enter_bpf(struct mapsync_enter_args *args)
 	}
 	call.map_id = map_id_of_fd(fd);
 	if (!call.map_id || !bpf_map_lookup_elem(&mapsync_watched, &call.map_id))
+		return 0;
+	if (is_quiet_thread())
 		return 0;
 	bpf_map_update_elem(&mapsync_calls, &tid, &call, BPF_ANY);
 	return 0;

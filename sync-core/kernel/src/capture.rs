@@ -1,10 +1,14 @@
 //! mapsync's capture programs: loading the syscall-trace object, attaching
 //! it, choosing which maps it watches, and reading the shared ring buffer.
+//!
+//! The trace also ignores one thread, named with
+//! [`Capture::quiet_current_thread`]: mapsync's own writer (the ingest
+//! thread), whose writes the write path publishes itself.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::TracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use mapsync_ebpf::abi::{self, WatchEntry};
@@ -13,12 +17,23 @@ use super::ring::{self, RingConsumer};
 use crate::error::KernelError;
 use mapsync_core::map_info::MapInfo;
 
+/// Name of the trace object's private map naming the thread it ignores
+/// (`struct mapsync_quiet` in `trace.bpf.c`; not pinned).
+pub const QUIET_MAP: &str = "mapsync_quiet";
+
+/// `struct mapsync_quiet`: the pid namespace's nsfs device and inode, the
+/// thread id in that namespace, padding.
+type QuietEntry = [u8; 24];
+
 /// The loaded and attached syscall-trace object and the shared maps.
 pub struct Capture {
     /// Keeps programs, links and private maps alive.
     _ebpf: Ebpf,
     watched: BpfHashMap<MapData, u32, [u8; 8]>,
     drops: PerCpuArray<MapData, u64>,
+    quiet: Array<MapData, QuietEntry>,
+    /// The thread id written into `quiet`, once written.
+    quiet_tid: Option<i32>,
 }
 
 impl std::fmt::Debug for Capture {
@@ -104,6 +119,12 @@ impl Capture {
                     source,
                 }
             })?;
+        let quiet = Array::try_from(take_map(&mut ebpf, QUIET_MAP)?).map_err(|source| {
+            KernelError::Map {
+                map: QUIET_MAP.into(),
+                source,
+            }
+        })?;
         // our own consumer maps the ring through a duplicate of the fd the
         // programs were loaded with; the map stays in the object
         let ring_fd = match ebpf.map(abi::EVENTS_MAP) {
@@ -130,6 +151,8 @@ impl Capture {
                 _ebpf: ebpf,
                 watched,
                 drops,
+                quiet,
+                quiet_tid: None,
             },
             ring,
         ))
@@ -161,6 +184,38 @@ impl Capture {
     /// Stops tracing writes to the map.
     pub fn unwatch(&mut self, map_id: u32) {
         let _ = self.watched.remove(&map_id);
+    }
+
+    /// Makes the trace ignore every `bpf()` call of the calling thread from
+    /// now on (and stop ignoring the thread named before, if another): the
+    /// writer's own writes are published by the write path, never by the
+    /// trace. Only one thread is quiet at a time; calling again from the same
+    /// thread costs no syscall. The thread is named by its id in its own pid
+    /// namespace, so this holds inside a container too.
+    pub fn quiet_current_thread(&mut self) -> Result<(), KernelError> {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        if self.quiet_tid == Some(tid) {
+            return Ok(());
+        }
+        let ns = std::fs::metadata("/proc/self/ns/pid").map_err(|source| KernelError::Host {
+            what: "reading the pid namespace of /proc/self/ns/pid",
+            source,
+        })?;
+        let mut entry = [0u8; 24];
+        entry[0..8].copy_from_slice(&ns.dev().to_ne_bytes());
+        entry[8..16].copy_from_slice(&ns.ino().to_ne_bytes());
+        entry[16..20].copy_from_slice(&(tid as u32).to_ne_bytes());
+        self.quiet
+            .set(0, entry, 0)
+            .map_err(|source| KernelError::Map {
+                map: QUIET_MAP.into(),
+                source,
+            })?;
+        self.quiet_tid = Some(tid);
+        tracing::debug!(tid, "the syscall trace ignores this thread's writes");
+        Ok(())
     }
 
     /// Records lost so far because the ring was full, summed over CPUs.

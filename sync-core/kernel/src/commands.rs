@@ -3,9 +3,10 @@
 //! loop, by the task that owns the map fds, and answered with the revision
 //! at which its result is visible.
 //!
-//! Served today: [`Command::Resync`]. The write contract's commands (put,
-//! delete, transactions, atomic apply) are served here next, with the same
-//! fds and the same reply.
+//! Served: [`Command::Resync`] here; [`Command::Put`], [`Command::Delete`]
+//! and [`Command::Txn`] on plain maps in `write.rs`. [`Command::Apply`]
+//! (switchable maps) answers [`CommandError::Unsupported`] until it is
+//! served.
 
 use mapsync_core::control::{Command, CommandError, Outcome, Request};
 
@@ -21,6 +22,9 @@ impl Ingest {
         tracing::debug!(?command, "command");
         let outcome = match command {
             Command::Resync { map } => self.requested_resync(map.as_deref()),
+            Command::Put(put) => self.put(put),
+            Command::Delete(delete) => self.delete(delete),
+            Command::Txn(txn) => self.txn(txn),
             other => Ok(Err(CommandError::Unsupported {
                 command: format!("{other:?}"),
             })),

@@ -18,7 +18,9 @@
 //! - `ingest` (private): the kernel task, which owns the capture object,
 //!   the map fds and the ring.
 //! - `commands` (private): the kernel task's end of the command channel
-//!   (`mapsync_core::control`): requested resyncs today, writes next.
+//!   (`mapsync_core::control`): a thin dispatcher.
+//! - `write` (private): Put, Delete and Txn on plain maps (validation,
+//!   catch-up, compares, ops with undo, one revision per request).
 //! - [`sync`]: [`MapSync`], which starts that task and is its handle.
 //! - [`stats`]: ingest counters.
 //! - `demo` (feature `demo`): the demo writer program, driven by
@@ -45,6 +47,7 @@ mod route;
 pub mod stats;
 pub mod sync;
 pub mod sys;
+mod write;
 
 pub use capture::Capture;
 #[cfg(feature = "demo")]
