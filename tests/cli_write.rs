@@ -345,7 +345,8 @@ fn apply_switches_a_whole_set_and_refuses_bad_files_whole() {
             )
         })
         .collect();
-    let file = pins.join("set.jsonl");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("set.jsonl");
     std::fs::write(&file, &set).expect("write the set");
     let output = server.cli(&["apply", "rules", file.to_str().expect("utf-8"), "--json"]);
     let applied = success(&output);
