@@ -422,3 +422,80 @@ fn apply_switches_a_whole_set_and_refuses_bad_files_whole() {
     );
     assert_eq!(listed(&server), before);
 }
+
+#[test]
+fn typed_apply_encodes_every_line_through_the_inner_map_s_btf() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("cli-apply-typed");
+    support::load_typed_maps(&pins);
+    let inner = pin(&pins, "typed_flows");
+    let outer = pins.join("outer");
+    let (inner_s, outer_s) = (
+        inner.to_str().expect("utf-8"),
+        outer.to_str().expect("utf-8"),
+    );
+    support::bpftool(&[
+        "map",
+        "create",
+        outer_s,
+        "type",
+        "array_of_maps",
+        "key",
+        "4",
+        "value",
+        "4",
+        "entries",
+        "1",
+        "name",
+        "outer",
+        "inner_map",
+        "pinned",
+        inner_s,
+    ])
+    .expect("bpftool create outer");
+    support::bpftool(&[
+        "map", "update", "pinned", outer_s, "key", "0", "0", "0", "0", "value", "pinned", inner_s,
+    ])
+    .expect("bpftool set slot 0");
+    let switch = format!("flows={outer_s}");
+    let server = Server::start_with(&pins, &[], &["--switch", &switch]);
+
+    let line = |addr: u32, port: u32, name: &str| {
+        format!(
+            "{{\"key\":{{\"addr\":{addr},\"port\":{port},\"proto\":6}},\"value\":{{\"packets\":{addr},\"name\":\"{name}\",\"verdict\":\"TYPED_DROP\"}}}}\n"
+        )
+    };
+    let set = line(1, 80, "web") + &line(2, 443, "tls");
+    let applied = success(&apply_stdin(
+        &server,
+        &["flows", "-", "--format", "json", "--json"],
+        &set,
+    ));
+    assert_eq!(applied["entries"].as_u64(), Some(2));
+    let listed = json_lines(
+        &server
+            .cli(&["list", "flows", "--format", "json", "--json"])
+            .stdout,
+    );
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .any(|e| e["key"]["port"] == 443 && e["value"]["name"] == "tls")
+    );
+
+    let before = json_lines(&server.cli(&["list", "flows", "--json"]).stdout);
+    let bad = line(3, 22, "ssh") + &line(4, 70_000, "big");
+    let error = refusal(&apply_stdin(
+        &server,
+        &["flows", "-", "--format", "json"],
+        &bad,
+    ));
+    assert_eq!(error, "line 2: key.port: 70000 is out of range for u16");
+    assert_eq!(
+        json_lines(&server.cli(&["list", "flows", "--json"]).stdout),
+        before
+    );
+}

@@ -334,7 +334,9 @@ fn kernel_types(map: &MapDescription, details: &MapDetails) -> anyhow::Result<Ty
         let inner_fd = sys::map_fd_by_id(u32::from_ne_bytes(inner))
             .with_context(|| cannot("the active inner map"))?;
         info = sys::map_info(inner_fd.as_fd()).with_context(|| cannot("inner map info"))?;
-    } else if info.name != details.kernel_name {
+    } else if !details.switchable && info.name != details.kernel_name {
+        // (a switchable map's id is its active inner map's, which changes
+        // with every switch; its shape is checked below)
         bail!(
             "map id {} on this host is `{}`, not map `{name}` (`{}`) the server mirrors: is the \
              server on another host? `--format json` needs the CLI on the server's host",
