@@ -17,8 +17,10 @@ fn id(btf: &Btf, name: &str) -> u32 {
 
 /// decode -> JSON -> encode.
 fn round_trip(btf: &Btf, ty: u32, bytes: &[u8]) -> Vec<u8> {
-    let json: Value =
-        serde_json::from_str(&btf.decode(ty, bytes).expect("decodes").to_json()).expect("JSON");
+    let json: Value = serde_json::from_str(&mapsync_grpc::json::to_json(
+        &btf.decode(ty, bytes).expect("decodes"),
+    ))
+    .expect("JSON");
     encode(btf, ty, &json, "value").unwrap_or_else(|e| panic!("{json} does not encode: {e}"))
 }
 
@@ -84,8 +86,10 @@ fn every_shape_encodes_as_it_is_shown() {
         "grid": [[1, 2], [3, 4]]
     });
     let bytes = encode(&btf, shape, &input, "value").expect("encodes");
-    let shown: Value =
-        serde_json::from_str(&btf.decode(shape, &bytes).expect("decodes").to_json()).expect("JSON");
+    let shown: Value = serde_json::from_str(&mapsync_grpc::json::to_json(
+        &btf.decode(shape, &bytes).expect("decodes"),
+    ))
+    .expect("JSON");
     assert_eq!(shown, input);
     assert_eq!(round_trip(&btf, shape, &bytes), bytes);
     // members not given are zero; enums by number; a union by one member
@@ -96,9 +100,10 @@ fn every_shape_encodes_as_it_is_shown() {
         "v",
     )
     .expect("encodes");
-    let shown: Value =
-        serde_json::from_str(&btf.decode(shape, &sparse).expect("decodes").to_json())
-            .expect("JSON");
+    let shown: Value = serde_json::from_str(&mapsync_grpc::json::to_json(
+        &btf.decode(shape, &sparse).expect("decodes"),
+    ))
+    .expect("JSON");
     assert_eq!(shown["sign"], "TYPED_ZERO");
     assert_eq!(shown["raw"]["word"], 9);
     assert_eq!(shown["delta"], 0);
