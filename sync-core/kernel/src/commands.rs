@@ -21,6 +21,7 @@ impl Ingest {
         tracing::debug!(?command, "command");
         let outcome = match command {
             Command::Resync { map } => self.requested_resync(map.as_deref()),
+            Command::Apply(apply) => self.apply(apply),
             other => Ok(Err(CommandError::Unsupported {
                 command: format!("{other:?}"),
             })),

@@ -19,8 +19,14 @@
 //!   the map fds and the ring.
 //! - `commands` (private): the kernel task's end of the command channel
 //!   (`mapsync_core::control`): requested resyncs today, writes next.
+//! - [`switch`]: switchable maps (an outer map-of-maps, the active and
+//!   shadow inner maps, the version store): creating and adopting them.
+//! - `apply` (private): the atomic apply on a switchable map, served by the
+//!   kernel task (fill the shadow, switch slot 0, publish the difference).
 //! - [`sync`]: [`MapSync`], which starts that task and is its handle.
 //! - [`stats`]: ingest counters.
+//! - `switchtest` (feature `demo`): the switch checker program (atomicity
+//!   of switchable maps), driven by `BPF_PROG_TEST_RUN`; tests and benches.
 //! - `demo` (feature `demo`): the demo writer program, driven by
 //!   `BPF_PROG_TEST_RUN`; for the CLI's `demo` command and tests only.
 //!
@@ -28,6 +34,7 @@
 //! ring's shared memory); the mirror and BTF crates forbid it.
 #![deny(missing_docs)]
 
+mod apply;
 pub mod capture;
 mod commands;
 #[cfg(feature = "demo")]
@@ -43,6 +50,9 @@ pub mod record;
 pub mod ring;
 mod route;
 pub mod stats;
+pub mod switch;
+#[cfg(feature = "demo")]
+pub mod switchtest;
 pub mod sync;
 pub mod sys;
 
@@ -54,4 +64,5 @@ pub use open::{MapSource, MapSpec, OpenMap};
 pub use record::Record;
 pub use ring::RingConsumer;
 pub use stats::{StatsSnapshot, SyncStats};
+pub use switch::{SwitchError, SwitchShape};
 pub use sync::{DEFAULT_PIN_DIR, DEFAULT_RECONCILE_INTERVAL, MapSync, SHUTDOWN_WAIT, SyncConfig};
