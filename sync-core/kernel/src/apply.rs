@@ -114,6 +114,7 @@ impl Ingest {
                 live: set.version,
             }));
         }
+        let t0 = Instant::now(); // phases, for the debug line
         let info = map.info.clone();
         let new_set = match new_set(&info, map.fd.as_fd(), apply.mode, apply.entries) {
             Ok(Ok(new_set)) => new_set,
@@ -139,6 +140,7 @@ impl Ingest {
                 ));
             }
         }
+        let t1 = t0.elapsed();
         if let Err(refused) = fill(set.shadow.as_fd(), &info, &new_set) {
             return Ok(Err(refused.into_error(&info)));
         }
@@ -178,12 +180,16 @@ impl Ingest {
         mirrored.info = active.clone();
         self.maps.insert(shadow_id, mirrored);
         self.capture.unwatch(map_id);
+        let t2 = t0.elapsed();
         let entries = new_set.len() as u64;
         let (revision, changed) = self
             .writer
             .apply_switch(active, new_set, observed_ns, version);
         tracing::debug!(
             map = %info.name, version, entries, changed, switch_us = switch_ns / 1000,
+            build_us = t1.as_micros() as u64,
+            fill_and_switch_us = (t2 - t1).as_micros() as u64,
+            publish_us = (t0.elapsed() - t2).as_micros() as u64,
             active_id = shadow_id, "applied"
         );
         Ok(Ok(Outcome {

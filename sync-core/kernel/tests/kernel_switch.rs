@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mapsync_core::control::{Apply, ApplyMode};
-use mapsync_core::{MapInfo, MapKind, Store};
+use futures::StreamExt;
+use mapsync_core::control::{Apply, ApplyMode, CommandError, Refusal};
+use mapsync_core::{EventSource, MapInfo, MapKind, Op, Store, SubscribeFilter, WatchBatch};
 use mapsync_kernel::switch::{self, SwitchShape};
 use mapsync_kernel::switchtest::{CheckedSet, SwitchChecker};
 use mapsync_kernel::{MapSpec, MapSync, SyncConfig, dump, sys};
@@ -229,4 +230,454 @@ async fn a_running_program_never_sees_a_mix_while_applies_switch_but_does_on_a_b
         counts.mixed > 0,
         "the checker never saw a half-applied batch update: {counts:?}"
     );
+}
+
+fn small_shape(max_entries: u32) -> SwitchShape {
+    SwitchShape {
+        kind: MapKind::Hash,
+        key_size: 4,
+        value_size: 16,
+        max_entries,
+    }
+}
+
+fn key(k: u32) -> Bytes {
+    Bytes::copy_from_slice(&k.to_ne_bytes())
+}
+
+fn put(k: u32, tag: u64) -> (Bytes, Option<Bytes>) {
+    (key(k), Some(Bytes::from(value(tag, u64::from(k)))))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_applies_with_one_expected_version_exactly_one_wins() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("switch-race");
+    let outer = pins.join("set");
+    switch::create(&outer, small_shape(64)).expect("create");
+    let sync = start(&pins, vec![MapSpec::switch(None, &outer)]).await;
+    let live = sync.store().load().map("set").expect("set").version();
+    assert_eq!(live, switch::FIRST_VERSION);
+    let racers: Vec<_> = (0..8u64)
+        .map(|racer| {
+            let handle = sync.commands();
+            tokio::spawn(async move {
+                let entries = (0..16).map(|k| put(k, 100 + racer)).collect();
+                (
+                    racer,
+                    handle
+                        .apply(apply("set", ApplyMode::Replace, entries, Some(live)))
+                        .await,
+                )
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        let (racer, result) = racer.await.expect("racer");
+        match result {
+            Ok(outcome) => winners.push((racer, outcome)),
+            Err(CommandError::VersionMismatch {
+                map,
+                expected,
+                live: now,
+            }) => {
+                assert_eq!((map.as_str(), expected, now), ("set", live, live + 1));
+            }
+            Err(other) => panic!("racer {racer}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one apply wins: {winners:?}");
+    let (winner, outcome) = &winners[0];
+    assert_eq!(outcome.applied.expect("applied").version, live + 1);
+    let (set, _, version) = kernel_set(&outer);
+    assert_eq!(version, Some(live + 1));
+    assert_eq!(set.len(), 16);
+    assert!(
+        set.values().all(|v| tag_of(v) == 100 + winner),
+        "the winner's set is live"
+    );
+    assert_eq!(mirror(sync.store(), "set"), set);
+    sync.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_is_one_revision_of_exactly_the_difference_and_writes_into_the_active_map_are_captured()
+ {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("switch-mirror");
+    let outer = pins.join("set");
+    switch::create(&outer, small_shape(8)).expect("create");
+    let plain = pins.join("plain");
+    support::create_map(&plain, "hash", 4, 8, 4, "plain");
+    let sync = start(
+        &pins,
+        vec![
+            MapSpec::switch(Some("set"), &outer),
+            MapSpec::pin(Some("plain"), &plain),
+        ],
+    )
+    .await;
+    let store = sync.store().clone();
+    let handle = sync.commands();
+    let info = store.load().map("set").expect("set").info().clone();
+    assert!(info.switchable && store.load().map("set").expect("set").is_empty());
+
+    let first = handle
+        .apply(apply(
+            "set",
+            ApplyMode::Replace,
+            (0..4).map(|k| put(k, 1)).collect(),
+            Some(1),
+        ))
+        .await
+        .expect("first apply");
+    let mut sub = store
+        .subscribe(store.revision() + 1, SubscribeFilter::maps(["set"]))
+        .expect("subscribe");
+    // keys 0 and 1 unchanged, 2 changed, 3 gone, 4 new
+    let entries = vec![put(0, 1), put(1, 1), put(2, 7), put(4, 7)];
+    let outcome = handle
+        .apply(apply("set", ApplyMode::Replace, entries, Some(2)))
+        .await
+        .expect("second apply");
+    let applied = outcome.applied.expect("applied");
+    assert_eq!(
+        (applied.version, applied.entries, applied.changed),
+        (3, 4, 3)
+    );
+    assert_eq!(outcome.revision, first.revision + 1, "one revision");
+    let view = store.load().map("set").expect("set").clone();
+    assert_eq!(view.version(), 3);
+    let (set, active_id, version) = kernel_set(&outer);
+    assert_eq!(
+        (view.info().id, version),
+        (active_id, Some(3)),
+        "the active inner map's id"
+    );
+    assert_eq!(mirror(&store, "set"), set);
+    match tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("a batch")
+    {
+        Some(Ok(WatchBatch::Events(events))) => {
+            let mut seen: Vec<_> = events
+                .iter()
+                .map(|e| {
+                    assert_eq!((e.revision, e.source), (outcome.revision, EventSource::Api));
+                    (u32::from_ne_bytes(e.key[..4].try_into().expect("4")), e.op)
+                })
+                .collect();
+            seen.sort_by_key(|(k, _)| *k);
+            assert_eq!(seen, vec![(2, Op::Put), (3, Op::Delete), (4, Op::Put)]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // someone writes into the active inner map by id: captured as a trace event
+    let id = active_id.to_string();
+    let mut args = vec![
+        "map", "update", "id", &id, "key", "hex", "05", "00", "00", "00", "value", "hex",
+    ];
+    let byte = "2a".to_string();
+    let bytes = vec![byte; 16];
+    args.extend(bytes.iter().map(String::as_str));
+    support::bpftool(&args).expect("bpftool update");
+    match tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("a batch")
+    {
+        Some(Ok(WatchBatch::Events(events))) => {
+            assert_eq!(events.len(), 1);
+            assert_eq!(
+                (events[0].source, &events[0].key[..]),
+                (EventSource::Trace, &[5u8, 0, 0, 0][..])
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // merge: the live set (with bpftool's key) plus puts, minus deletes
+    let outcome = handle
+        .apply(apply(
+            "set",
+            ApplyMode::Merge,
+            vec![put(6, 9), (key(0), None), (key(4), None)],
+            Some(3),
+        ))
+        .await
+        .expect("merge");
+    assert_eq!(outcome.applied.expect("applied").changed, 3);
+    let (set, _, version) = kernel_set(&outer);
+    assert_eq!(version, Some(4));
+    let keys: Vec<u32> = set
+        .keys()
+        .map(|k| u32::from_ne_bytes(k[..4].try_into().expect("4")))
+        .collect();
+    assert_eq!(keys.len(), 4);
+    for k in [1, 2, 5, 6] {
+        assert!(keys.contains(&k), "key {k} in {keys:?}");
+    }
+    assert_eq!(mirror(&store, "set"), set);
+
+    // refusals change nothing
+    let before = (store.revision(), kernel_set(&outer));
+    let refused = [
+        (
+            apply("set", ApplyMode::Replace, vec![put(1, 1)], Some(3)),
+            "stale version",
+        ),
+        (
+            apply("set", ApplyMode::Replace, vec![(key(1), None)], None),
+            "delete in replace mode",
+        ),
+        (
+            apply(
+                "set",
+                ApplyMode::Replace,
+                vec![(Bytes::from_static(b"ab"), Some(Bytes::from(value(1, 1))))],
+                None,
+            ),
+            "key size",
+        ),
+        (
+            apply(
+                "set",
+                ApplyMode::Replace,
+                vec![(key(1), Some(Bytes::from_static(b"short")))],
+                None,
+            ),
+            "value size",
+        ),
+        (
+            apply("set", ApplyMode::Replace, vec![put(1, 1), put(1, 2)], None),
+            "duplicate key",
+        ),
+        (
+            apply(
+                "set",
+                ApplyMode::Replace,
+                (0..9).map(|k| put(k, 1)).collect(),
+                None,
+            ),
+            "more than max entries",
+        ),
+        (
+            apply("plain", ApplyMode::Replace, vec![], None),
+            "not switchable",
+        ),
+        (
+            apply("nope", ApplyMode::Replace, vec![], None),
+            "unknown map",
+        ),
+    ];
+    for (request, why) in refused {
+        let error = handle.apply(request).await.expect_err(why);
+        match (why, &error) {
+            (
+                "stale version",
+                CommandError::VersionMismatch {
+                    live: 4,
+                    expected: 3,
+                    ..
+                },
+            )
+            | ("not switchable", CommandError::NotSwitchable { .. })
+            | ("unknown map", CommandError::UnknownMap { .. })
+            | (
+                "more than max entries",
+                CommandError::Refused {
+                    refusal: Refusal::MapFull,
+                    errno: libc::E2BIG,
+                    ..
+                },
+            ) => {}
+            (_, CommandError::InvalidArgument { reason }) if !why.contains("version") => {
+                eprintln!("{why}: {reason}");
+            }
+            _ => panic!("{why}: unexpected {error:?}"),
+        }
+    }
+    assert_eq!(
+        (store.revision(), kernel_set(&outer)),
+        before,
+        "nothing changed"
+    );
+    sync.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outer_map_made_with_bpftool_is_adopted() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("switch-adopt");
+    let inner = pins.join("inner");
+    let outer = pins.join("outer");
+    support::create_map(&inner, "hash", 4, 16, 32, "inner");
+    let (inner_s, outer_s) = (
+        inner.to_str().expect("utf-8"),
+        outer.to_str().expect("utf-8"),
+    );
+    support::bpftool(&[
+        "map",
+        "create",
+        outer_s,
+        "type",
+        "array_of_maps",
+        "key",
+        "4",
+        "value",
+        "4",
+        "entries",
+        "1",
+        "name",
+        "outer",
+        "inner_map",
+        "pinned",
+        inner_s,
+    ])
+    .expect("bpftool create outer");
+    support::bpftool(&[
+        "map", "update", "pinned", outer_s, "key", "0", "0", "0", "0", "value", "pinned", inner_s,
+    ])
+    .expect("bpftool set slot 0");
+    for k in 0..3u32 {
+        support::update(&inner, &k.to_ne_bytes(), &value(0, u64::from(k))).expect("bpftool update");
+    }
+    let sync = start(&pins, vec![MapSpec::switch(Some("adopted"), &outer)]).await;
+    let store = sync.store().clone();
+    let (set, inner_id, version) = kernel_set(&outer);
+    assert_eq!(
+        version,
+        Some(switch::FIRST_VERSION),
+        "the version store was created"
+    );
+    let view = store.load().map("adopted").expect("adopted").clone();
+    assert_eq!(
+        (view.info().id, view.version(), view.len()),
+        (inner_id, 1, 3)
+    );
+    assert_eq!(mirror(&store, "adopted"), set);
+    let outcome = sync
+        .commands()
+        .apply(apply(
+            "adopted",
+            ApplyMode::Merge,
+            vec![put(7, 1), (key(0), None)],
+            Some(1),
+        ))
+        .await
+        .expect("apply");
+    assert_eq!(outcome.applied.expect("applied").version, 2);
+    let (set, new_id, _) = kernel_set(&outer);
+    assert_ne!(new_id, inner_id, "slot 0 points at the shadow now");
+    assert_eq!(set.len(), 3);
+    assert_eq!(mirror(&store, "adopted"), set);
+    sync.shutdown().await.expect("shutdown");
+}
+
+/// The child of the restart test: applies sets of [`RESTART_KEYS`] entries
+/// tagged with the version they make live, forever (until killed).
+const RESTART_CHILD: &str = "MAPSYNC_SWITCH_TEST_CHILD";
+const RESTART_KEYS: u32 = 2000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_applies_leaves_one_complete_set_that_a_restart_mirrors() {
+    if let Some(dir) = std::env::var_os(RESTART_CHILD) {
+        let dir = std::path::PathBuf::from(dir);
+        let sync = MapSync::start(SyncConfig {
+            maps: vec![MapSpec::switch(Some("set"), dir.join("set"))],
+            pin_dir: dir.join("capture"),
+            reconcile_interval: None,
+            ..SyncConfig::default()
+        })
+        .await
+        .expect("child start");
+        let handle = sync.commands();
+        loop {
+            let live = sync.store().load().map("set").expect("set").version();
+            handle
+                .apply(apply(
+                    "set",
+                    ApplyMode::Replace,
+                    tagged(live + 1, RESTART_KEYS),
+                    Some(live),
+                ))
+                .await
+                .expect("child apply");
+        }
+    }
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("switch-kill");
+    let outer = pins.join("set");
+    switch::create(&outer, small_shape(RESTART_KEYS)).expect("create");
+    let mut last_version = switch::FIRST_VERSION;
+    for round in 0..3u64 {
+        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "a_kill_9_during_applies_leaves_one_complete_set_that_a_restart_mirrors",
+                "--nocapture",
+            ])
+            .env(RESTART_CHILD, pins.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the child");
+        // let it make a few switches, then kill it at some moment of one
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while kernel_set(&outer).2.unwrap_or(0) < last_version + 2 + round {
+            assert!(Instant::now() < deadline, "the child made no progress");
+            assert!(
+                child.try_wait().expect("child").is_none(),
+                "the child exited"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(7 * round + 3)).await;
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+        let (set, _, version) = kernel_set(&outer);
+        let version = version.expect("the active inner map has a version");
+        assert_eq!(
+            set.len(),
+            RESTART_KEYS as usize,
+            "round {round}: a complete set"
+        );
+        assert!(
+            set.values().all(|v| tag_of(v) == version),
+            "round {round}: every entry carries the live version {version}"
+        );
+        last_version = version;
+    }
+    let sync = start(&pins, vec![MapSpec::switch(Some("set"), &outer)]).await;
+    let (set, id, version) = kernel_set(&outer);
+    let view = sync.store().load().map("set").expect("set").clone();
+    assert_eq!(
+        (view.version(), view.info().id),
+        (version.expect("version"), id)
+    );
+    assert_eq!(
+        mirror(sync.store(), "set"),
+        set,
+        "the restarted mirror equals the kernel"
+    );
+    let outcome = sync
+        .commands()
+        .apply(apply(
+            "set",
+            ApplyMode::Replace,
+            tagged(last_version + 1, RESTART_KEYS),
+            Some(last_version),
+        ))
+        .await
+        .expect("apply after the restart");
+    assert_eq!(outcome.applied.expect("applied").version, last_version + 1);
+    sync.shutdown().await.expect("shutdown");
 }
