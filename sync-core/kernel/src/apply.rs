@@ -155,7 +155,15 @@ impl Ingest {
         active.id = shadow_id;
         // watched before it goes live: a write into it by anyone once it is
         // active is captured; the shadow was not watched while filled
-        self.capture.watch(&active)?;
+        if let Err(error) = self.capture.watch(&active) {
+            // the watch table is full: refuse this apply, keep following
+            tracing::warn!(map = %info.name, %error, "cannot watch the shadow: apply refused");
+            return Ok(Err(Refused {
+                what: "watching the shadow in the syscall trace",
+                errno: libc::E2BIG,
+            }
+            .into_error(&info)));
+        }
         let observed_ns = sys::monotonic_ns();
         let started = Instant::now();
         let switched = self

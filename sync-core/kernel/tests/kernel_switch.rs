@@ -681,3 +681,92 @@ async fn a_kill_9_during_applies_leaves_one_complete_set_that_a_restart_mirrors(
     assert_eq!(outcome.applied.expect("applied").version, last_version + 1);
     sync.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_array_set_holds_every_index_and_refuses_indices_past_its_end() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("switch-array");
+    let outer = pins.join("slots");
+    let shape = SwitchShape {
+        kind: MapKind::Array,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 4,
+    };
+    switch::create(&outer, shape).expect("create an array set");
+    // created again with the same shape: kept; with another: refused
+    switch::create(&outer, shape).expect("same shape: kept");
+    let error = switch::create(
+        &outer,
+        SwitchShape {
+            max_entries: 5,
+            ..shape
+        },
+    )
+    .expect_err("other shape");
+    assert!(error.to_string().contains("array:4:8:4"), "{error}");
+    let sync = start(&pins, vec![MapSpec::switch(None, &outer)]).await;
+    let store = sync.store().clone();
+    assert_eq!(
+        store.load().map("slots").expect("slots").len(),
+        4,
+        "an array holds every index"
+    );
+    let handle = sync.commands();
+    let nine = Bytes::copy_from_slice(&9u64.to_ne_bytes());
+    handle
+        .apply(apply(
+            "slots",
+            ApplyMode::Replace,
+            vec![(key(1), Some(nine.clone()))],
+            Some(1),
+        ))
+        .await
+        .expect("replace");
+    let zero = vec![0u8; 8];
+    let expected: BTreeMap<Vec<u8>, Vec<u8>> = (0..4u32)
+        .map(|k| {
+            (
+                k.to_ne_bytes().to_vec(),
+                if k == 1 { nine.to_vec() } else { zero.clone() },
+            )
+        })
+        .collect();
+    assert_eq!(
+        mirror(&store, "slots"),
+        expected,
+        "indices not given are zero"
+    );
+    let error = handle
+        .apply(apply(
+            "slots",
+            ApplyMode::Replace,
+            vec![(key(4), Some(nine.clone()))],
+            None,
+        ))
+        .await
+        .expect_err("index 4 of 4");
+    assert!(
+        matches!(
+            error,
+            CommandError::Refused {
+                refusal: Refusal::IndexOutOfRange,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let error = handle
+        .apply(apply("slots", ApplyMode::Merge, vec![(key(1), None)], None))
+        .await
+        .expect_err("array entries cannot be deleted");
+    assert!(
+        matches!(error, CommandError::InvalidArgument { .. }),
+        "{error:?}"
+    );
+    assert_eq!(mirror(&store, "slots"), expected, "refusals change nothing");
+    assert_eq!(store.load().map("slots").expect("slots").version(), 2);
+    sync.shutdown().await.expect("shutdown");
+}
