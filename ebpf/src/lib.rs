@@ -8,6 +8,8 @@
 //! - `src/bpf/demo.bpf.c`: the demo writer (`DEMO_OBJECT`, feature `demo`).
 //! - `src/bpf/typed.bpf.c`: maps whose keys and values carry BTF, for typed
 //!   output and its tests (`TYPED_OBJECT`, feature `demo`).
+//! - `src/bpf/blocklist.bpf.c`: the demo's XDP blocklist in a switchable
+//!   map (`BLOCKLIST_OBJECT`, feature `demo`).
 //! - `src/bpf/switchtest.bpf.c`: the atomicity checker of the switchable-map
 //!   tests and benches (`SWITCHTEST_OBJECT`, feature `demo`).
 //!
@@ -108,6 +110,27 @@ pub const SWITCHTEST_CHECK_SET: &str = "switchtest_check_set";
 /// Name of the checker program over the plain map.
 #[cfg(feature = "demo")]
 pub const SWITCHTEST_CHECK_PLAIN: &str = "switchtest_check_plain";
+
+/// The demo blocklist object: the XDP program `demo_block` drops packets
+/// whose IPv4 source is a key of the active inner map of the switchable map
+/// `demo_blocklist` (pinned by name; `__u32` source in network order ->
+/// `__u32`), and counts packets in the hash `demo_verdicts` keyed by
+/// `struct { __u64 version; __u32 saddr; __u32 verdict; }` (the version
+/// read through `mapsync_version()` for the set the verdict came from).
+#[cfg(feature = "demo")]
+pub static BLOCKLIST_OBJECT: &[u8] = embed_object!("blocklist.bpf.o");
+/// Name of the demo blocklist's outer map.
+#[cfg(feature = "demo")]
+pub const BLOCKLIST_MAP: &str = "demo_blocklist";
+/// Capacity of the demo blocklist's inner maps.
+#[cfg(feature = "demo")]
+pub const BLOCKLIST_MAX: u32 = 1024;
+/// Name of the demo blocklist's program.
+#[cfg(feature = "demo")]
+pub const BLOCKLIST_PROGRAM: &str = "demo_block";
+/// Name of the demo blocklist's verdict counters.
+#[cfg(feature = "demo")]
+pub const BLOCKLIST_VERDICTS_MAP: &str = "demo_verdicts";
 
 /// Tracepoint category of the trace programs.
 pub const TRACE_CATEGORY: &str = "syscalls";

@@ -25,6 +25,8 @@
 //!   kernel task (fill the shadow, switch slot 0, publish the difference).
 //! - [`sync`]: [`MapSync`], which starts that task and is its handle.
 //! - [`stats`]: ingest counters.
+//! - `blocklist` (feature `demo`): the demo's XDP blocklist in a
+//!   switchable map, counting verdicts per version.
 //! - `switchtest` (feature `demo`): the switch checker program (atomicity
 //!   of switchable maps), driven by `BPF_PROG_TEST_RUN`; tests and benches.
 //! - `demo` (feature `demo`): the demo writer program, driven by
@@ -35,6 +37,8 @@
 #![deny(missing_docs)]
 
 mod apply;
+#[cfg(feature = "demo")]
+pub mod blocklist;
 pub mod capture;
 mod commands;
 #[cfg(feature = "demo")]
@@ -56,6 +60,8 @@ pub mod switchtest;
 pub mod sync;
 pub mod sys;
 
+#[cfg(feature = "demo")]
+pub use blocklist::DemoBlocklist;
 pub use capture::Capture;
 #[cfg(feature = "demo")]
 pub use demo::DemoWriter;

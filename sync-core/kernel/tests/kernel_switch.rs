@@ -770,3 +770,104 @@ async fn an_array_set_holds_every_index_and_refuses_indices_past_its_end() {
     assert_eq!(store.load().map("slots").expect("slots").version(), 2);
     sync.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_xdp_verdict_matches_the_blocklist_of_the_version_it_was_counted_under() {
+    use mapsync_kernel::DemoBlocklist;
+    use mapsync_kernel::blocklist::{XDP_DROP, XDP_PASS, blocklist_key};
+    use std::net::Ipv4Addr;
+    if !support::require_kernel() {
+        return;
+    }
+    const SOURCES: [Ipv4Addr; 4] = [
+        Ipv4Addr::new(192, 0, 2, 1),
+        Ipv4Addr::new(192, 0, 2, 2),
+        Ipv4Addr::new(198, 51, 100, 7),
+        Ipv4Addr::new(203, 0, 113, 9),
+    ];
+    let pins = PinDir::new("switch-blocklist");
+    let mut blocklist = DemoBlocklist::load(pins.path()).expect("load the blocklist");
+    let outer = blocklist.outer_pin().to_owned();
+    let sync = start(&pins, vec![MapSpec::switch(Some("blocklist"), &outer)]).await;
+    let handle = sync.commands();
+    let stop = Arc::new(AtomicBool::new(false));
+    let injector = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                blocklist
+                    .inject(SOURCES[sent % SOURCES.len()])
+                    .expect("inject");
+                sent += 1;
+            }
+            blocklist
+        }
+    });
+    // version v blocks the sources whose bit is set in v
+    let blocked = |version: u64| -> Vec<Ipv4Addr> {
+        SOURCES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| version & (1 << bit) != 0)
+            .map(|(_, source)| *source)
+            .collect()
+    };
+    for version in 1..31u64 {
+        let entries = blocked(version + 1)
+            .into_iter()
+            .map(|source| {
+                (
+                    Bytes::copy_from_slice(&blocklist_key(source)),
+                    Some(Bytes::copy_from_slice(&1u32.to_ne_bytes())),
+                )
+            })
+            .collect();
+        handle
+            .apply(apply(
+                "blocklist",
+                ApplyMode::Replace,
+                entries,
+                Some(version),
+            ))
+            .await
+            .expect("apply a blocklist");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let verdicts = injector
+        .join()
+        .expect("injector")
+        .verdicts()
+        .expect("verdicts");
+    let mut versions = std::collections::BTreeSet::new();
+    let (mut drops, mut passes) = (0, 0);
+    for ((version, source, verdict), count) in &verdicts {
+        // version 1 is the empty set mapsync created
+        let expected = if *version > 1 && blocked(*version).contains(source) {
+            XDP_DROP
+        } else {
+            XDP_PASS
+        };
+        assert_eq!(
+            *verdict, expected,
+            "version {version}, {source}: {count} packets"
+        );
+        versions.insert(*version);
+        if *verdict == XDP_DROP {
+            drops += count;
+        } else {
+            passes += count;
+        }
+    }
+    eprintln!(
+        "{} versions seen, {drops} dropped, {passes} passed",
+        versions.len()
+    );
+    assert!(
+        versions.len() >= 5,
+        "packets flowed across switches: {versions:?}"
+    );
+    assert!(drops > 0 && passes > 0);
+    sync.shutdown().await.expect("shutdown");
+}
