@@ -65,9 +65,7 @@ impl DemoBlocklist {
             .btf(Some(&btf))
             .default_map_pin_directory(pin_dir)
             .load(mapsync_ebpf::BLOCKLIST_OBJECT)?;
-        program(&mut ebpf)?
-            .load()
-            .map_err(|source| program_error(source))?;
+        program(&mut ebpf)?.load().map_err(program_error)?;
         Ok(Self { ebpf, outer_pin })
     }
 
