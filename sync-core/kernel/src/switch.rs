@@ -27,12 +27,20 @@
 //! with `bpftool map create ... type array_of_maps inner_map ...`),
 //! creating the version store when it is missing.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::KernelError;
 use crate::{OpenMap, open, sys};
 use mapsync_core::map_info::MapKind;
+
+mod error;
+mod versions;
+
+pub use error::SwitchError;
+use versions::{
+    create_version_store, open_version_store, read_version, version_ids, write_version,
+};
 
 /// The outer map's slot that holds the active inner map.
 pub const ACTIVE_SLOT: u32 = 0;
@@ -45,75 +53,6 @@ pub const FIRST_VERSION: u64 = 1;
 
 const ARRAY_OF_MAPS: u32 = 12;
 const HASH: u32 = 1;
-
-/// Why a switchable map could not be created or adopted.
-#[derive(Debug, thiserror::Error)]
-pub enum SwitchError {
-    /// The outer pin names a map that is not an `ARRAY_OF_MAPS`.
-    #[error("{path}: a switchable map's outer map must be an array_of_maps, not a {kind} map")]
-    NotOuter {
-        /// The outer pin.
-        path: PathBuf,
-        /// What it is.
-        kind: MapKind,
-    },
-    /// Slot 0 of the outer map holds no inner map.
-    #[error("{path}: slot 0 of the outer map holds no inner map")]
-    EmptySlot {
-        /// The outer pin.
-        path: PathBuf,
-    },
-    /// The inner map's kind cannot be switched (LRU maps evict while being
-    /// filled; map-of-maps cannot nest).
-    #[error(
-        "{what}: a {kind} inner map cannot be switched (supported: hash, array, percpu_hash, percpu_array)"
-    )]
-    InnerKind {
-        /// The outer pin, or the kind asked for.
-        what: String,
-        /// The kind.
-        kind: MapKind,
-    },
-    /// The shape asked for is impossible.
-    #[error("switchable map {path}: {reason}")]
-    BadShape {
-        /// The outer pin.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The set exists with another shape than the one asked for.
-    #[error(
-        "{path} already exists as a switchable {found} map; asked for {asked}: remove {path} and {path}{VERSION_SUFFIX} to recreate it"
-    )]
-    ShapeDiffers {
-        /// The outer pin.
-        path: PathBuf,
-        /// The shape found.
-        found: String,
-        /// The shape asked for.
-        asked: String,
-    },
-    /// The version store's pin names a map of the wrong shape.
-    #[error(
-        "{path}: the version store must be a hash map with 4-byte keys and 8-byte values; remove it and mapsync recreates it"
-    )]
-    BadVersionStore {
-        /// Its pin.
-        path: PathBuf,
-    },
-    /// A `bpf()` call on the set failed.
-    #[error("switchable map {path}: {what}: {source}")]
-    Kernel {
-        /// The outer pin.
-        path: PathBuf,
-        /// What was being done.
-        what: &'static str,
-        /// The kernel's answer.
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// The shape of a switchable map's inner maps, for [`create`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,69 +366,6 @@ fn create_shadow(raw: &sys::RawMapInfo, flags: u32) -> std::io::Result<OwnedFd> 
         }
     }
     sys::map_create(&spec)
-}
-
-fn create_version_store() -> std::io::Result<OwnedFd> {
-    sys::map_create(&sys::MapCreate {
-        map_type: HASH,
-        key_size: 4,
-        value_size: 8,
-        max_entries: VERSION_STORE_ENTRIES,
-        map_flags: 0,
-        inner_map_fd: None,
-        name: "mapsync_version".into(),
-        btf: None,
-    })
-}
-
-/// Opens the version store beside `outer_pin`, creating and pinning it if
-/// missing.
-fn open_version_store(outer_pin: &Path) -> Result<OwnedFd, SwitchError> {
-    let path = version_pin(outer_pin);
-    let kernel = |what: &'static str| {
-        move |source| SwitchError::Kernel {
-            path: outer_pin.to_owned(),
-            what,
-            source,
-        }
-    };
-    if !path.exists() {
-        let versions = create_version_store().map_err(kernel("creating the version store"))?;
-        sys::obj_pin(versions.as_fd(), &path).map_err(kernel("pinning the version store"))?;
-        return Ok(versions);
-    }
-    let versions = sys::obj_get(&path).map_err(kernel("opening the version store"))?;
-    let raw = sys::map_info(versions.as_fd())
-        .map_err(|_| SwitchError::BadVersionStore { path: path.clone() })?;
-    if raw.map_type != HASH || raw.key_size != 4 || raw.value_size != 8 {
-        return Err(SwitchError::BadVersionStore { path });
-    }
-    Ok(versions)
-}
-
-fn version_ids(versions: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
-    let mut ids = Vec::new();
-    let mut key = [0u8; 4];
-    let mut next = [0u8; 4];
-    let mut first = true;
-    while ids.len() <= VERSION_STORE_ENTRIES as usize * 64
-        && sys::next_key(versions, (!first).then_some(&key[..]), &mut next)?
-    {
-        first = false;
-        key = next;
-        ids.push(u32::from_ne_bytes(key));
-    }
-    Ok(ids)
-}
-
-fn read_version(versions: BorrowedFd<'_>, inner_id: u32) -> std::io::Result<Option<u64>> {
-    let mut value = [0u8; 8];
-    Ok(sys::lookup(versions, &inner_id.to_ne_bytes(), &mut value)?
-        .then(|| u64::from_ne_bytes(value)))
-}
-
-fn write_version(versions: BorrowedFd<'_>, inner_id: u32, version: u64) -> std::io::Result<()> {
-    sys::update(versions, &inner_id.to_ne_bytes(), &version.to_ne_bytes(), 0)
 }
 
 impl SwitchSet {
