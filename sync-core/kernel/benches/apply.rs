@@ -8,7 +8,8 @@
 //! update, the kernel's RCU wait included), per-key `BPF_MAP_UPDATE_ELEM`
 //! of the set, and one `BPF_MAP_UPDATE_BATCH` of it. Every round changes
 //! every value. Without `--bench` (e.g. `cargo test --benches`) it runs a
-//! smoke pass of 1,000 entries and two rounds.
+//! smoke pass of 1,000 entries and two rounds. `MAPSYNC_LOG=mapsync_kernel=debug`
+//! logs each apply's phases (build the set, fill and switch, publish).
 #![allow(
     clippy::print_stdout,
     reason = "a benchmark's job is to print its figures"
@@ -48,6 +49,14 @@ fn main() {
     if !support::require_kernel() {
         return;
     }
+    // MAPSYNC_LOG=mapsync_kernel=debug shows each apply's phases
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAPSYNC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
