@@ -268,6 +268,19 @@ fn new_set(
             });
         }
     }
+    if mode == ApplyMode::Replace && !array {
+        // keys checked distinct and every value present: the entries are the set
+        if entries.len() > info.max_entries as usize {
+            return Err(Refused {
+                what: "apply: more entries than the map holds",
+                errno: libc::E2BIG,
+            });
+        }
+        return Ok(Ok(entries
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| (key, value)))
+            .collect()));
+    }
     let mut set: HashMap<Bytes, Bytes> = match (mode, array) {
         (ApplyMode::Merge, _) => {
             let dump = dump::dump(active, info).map_err(|error| Refused {
@@ -328,7 +341,10 @@ fn fill(shadow: BorrowedFd<'_>, info: &MapInfo, set: &[(Bytes, Bytes)]) -> Resul
             .filter(|key| !wanted.contains(&key[..]))
             .collect();
         for chunk in stale.chunks(FILL_BATCH) {
-            let keys: Vec<u8> = chunk.iter().flat_map(|key| key.iter().copied()).collect();
+            let mut keys = Vec::with_capacity(chunk.len() * info.key_size as usize);
+            for key in chunk {
+                keys.extend_from_slice(key);
+            }
             let (_, result) = sys::delete_batch(shadow, &keys, chunk.len() as u32);
             if let Err(error) = result {
                 // older kernels without batch deletes: one by one
@@ -350,14 +366,12 @@ fn fill(shadow: BorrowedFd<'_>, info: &MapInfo, set: &[(Bytes, Bytes)]) -> Resul
         .filter(|(key, value)| held.get(key) != Some(value))
         .collect();
     for chunk in changed.chunks(FILL_BATCH) {
-        let keys: Vec<u8> = chunk
-            .iter()
-            .flat_map(|(key, _)| key.iter().copied())
-            .collect();
-        let values: Vec<u8> = chunk
-            .iter()
-            .flat_map(|(_, value)| value.iter().copied())
-            .collect();
+        let mut keys = Vec::with_capacity(chunk.len() * info.key_size as usize);
+        let mut values = Vec::with_capacity(chunk.len() * info.value_bytes as usize);
+        for (key, value) in chunk {
+            keys.extend_from_slice(key);
+            values.extend_from_slice(value);
+        }
         let (_, result) = sys::update_batch(shadow, &keys, &values, chunk.len() as u32);
         if let Err(error) = result {
             return Err(Refused::from_io("filling the shadow", &error));
