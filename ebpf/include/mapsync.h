@@ -270,6 +270,11 @@ static __always_inline void mapsync__emit(void *map, __u8 op, const void *key, _
  *   BPF_F_INNER_MAP (mapsync creates array sets with it; set
  *   `__uint(map_flags, BPF_F_INNER_MAP)` in an array template).
  * - Check the pointer mapsync_active() returns for NULL before use.
+ * - mapsync_version() reads the inner map's id through CO-RE (struct
+ *   bpf_map): verified in XDP and tc programs on Linux 6.18.
+ * - Walking many keys in one run needs bpf_loop() (pass the inner map
+ *   pointer in the loop's context): a plain loop of 10,000 lookups is
+ *   refused by the verifier.
  * - Only non-sleepable programs are covered: the kernel waits for them (not
  *   for sleepable ones) before the switch returns and mapsync reuses the
  *   old inner map as the next shadow.

@@ -107,6 +107,10 @@ pub const SWITCHTEST_STATS_MAP: &str = "switchtest_stats";
 /// Name of the checker program over the switchable map.
 #[cfg(feature = "demo")]
 pub const SWITCHTEST_CHECK_SET: &str = "switchtest_check_set";
+/// Name of the checker program over the switchable map, as a tc
+/// (sched_cls) program.
+#[cfg(feature = "demo")]
+pub const SWITCHTEST_CHECK_SET_TC: &str = "switchtest_check_set_tc";
 /// Name of the checker program over the plain map.
 #[cfg(feature = "demo")]
 pub const SWITCHTEST_CHECK_PLAIN: &str = "switchtest_check_plain";

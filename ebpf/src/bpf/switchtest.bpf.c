@@ -7,6 +7,7 @@
  * - `switchtest_check_set` reads the switchable map `switchtest_set` (slot 0
  *   looked up once, as mapsync.h asks) and also checks that the version read
  *   through mapsync_version() equals the tag;
+ * - `switchtest_check_set_tc`: the same check from a tc (sched_cls) program;
  * - `switchtest_check_plain` reads the plain hash `switchtest_plain`.
  *
  * Results, in the array `switchtest_stats` (index: what):
@@ -125,6 +126,22 @@ int switchtest_check_set(struct xdp_md *ctx)
 	if (mapsync_version(&switchtest_set_version, set) != tag)
 		switchtest_count(2);
 	return XDP_PASS;
+}
+
+/* The same check from a tc (sched_cls) program: the CO-RE read of the inner
+ * map's id that mapsync_version() makes is accepted there too. */
+SEC("classifier") /* aya 0.14 names tc programs so */
+int switchtest_check_set_tc(struct __sk_buff *skb)
+{
+	void *set = mapsync_active(&switchtest_set);
+	__u64 tag;
+
+	if (!set)
+		return 2; /* TC_ACT_SHOT */
+	tag = switchtest_walk(set);
+	if (mapsync_version(&switchtest_set_version, set) != tag)
+		switchtest_count(2);
+	return 0; /* TC_ACT_OK */
 }
 
 SEC("xdp")

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use aya::maps::{Array, MapData};
-use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
+use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::error::KernelError;
@@ -32,6 +32,8 @@ pub enum CheckedSet {
     Switchable,
     /// The plain hash `switchtest_plain`.
     Plain,
+    /// The switchable map, from the tc (sched_cls) variant of the check.
+    SwitchableFromTc,
 }
 
 /// The loaded checker. `switchtest_set` and its version store are reused
@@ -68,22 +70,34 @@ impl SwitchChecker {
                 .load()
                 .map_err(|source| program_error(name, source))?;
         }
+        tc_program(&mut ebpf)?
+            .load()
+            .map_err(|source| program_error(mapsync_ebpf::SWITCHTEST_CHECK_SET_TC, source))?;
         Ok(Self { ebpf })
     }
 
     /// Runs the check over `set`, `repeat` times in one test run.
     pub fn run(&mut self, set: CheckedSet, repeat: u32) -> Result<(), KernelError> {
+        let packet = [0u8; 64];
+        let options = TestRunOptions {
+            data_in: Some(&packet),
+            repeat,
+            ..TestRunOptions::default()
+        };
         let name = match set {
             CheckedSet::Switchable => mapsync_ebpf::SWITCHTEST_CHECK_SET,
             CheckedSet::Plain => mapsync_ebpf::SWITCHTEST_CHECK_PLAIN,
+            CheckedSet::SwitchableFromTc => {
+                return tc_program(&mut self.ebpf)?
+                    .test_run(options)
+                    .map(drop)
+                    .map_err(|source| {
+                        program_error(mapsync_ebpf::SWITCHTEST_CHECK_SET_TC, source)
+                    });
+            }
         };
-        let packet = [0u8; 64];
         program(&mut self.ebpf, name)?
-            .test_run(TestRunOptions {
-                data_in: Some(&packet),
-                repeat,
-                ..TestRunOptions::default()
-            })
+            .test_run(options)
             .map(drop)
             .map_err(|source| program_error(name, source))
     }
@@ -143,6 +157,17 @@ fn program_error(name: &str, source: ProgramError) -> KernelError {
         program: name.into(),
         source,
     }
+}
+
+fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, KernelError> {
+    let name = mapsync_ebpf::SWITCHTEST_CHECK_SET_TC;
+    ebpf.program_mut(name)
+        .ok_or_else(|| KernelError::MissingInObject {
+            what: "program",
+            name: name.into(),
+        })?
+        .try_into()
+        .map_err(|source| program_error(name, source))
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, KernelError> {

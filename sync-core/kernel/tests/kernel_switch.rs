@@ -99,6 +99,19 @@ async fn a_running_program_never_sees_a_mix_while_applies_switch_but_does_on_a_b
         "a run read another set's version: {counts:?}"
     );
     assert_eq!(counts.missing, 0, "a run missed keys: {counts:?}");
+    // the same check from a tc program: the version read works there too
+    let mut checker = checker;
+    let before = checker.counts().expect("counts");
+    checker
+        .run(CheckedSet::SwitchableFromTc, 3)
+        .expect("tc checker run");
+    let after = checker.counts().expect("counts");
+    assert_eq!(after.runs, before.runs + 3, "the tc check ran");
+    assert_eq!(
+        (after.mixed, after.version_mismatch, after.missing),
+        (0, 0, 0),
+        "tc: {after:?}"
+    );
     let (set, _, version) = kernel_set(&outer);
     assert_eq!(version, Some(102));
     assert!(set.values().all(|value| tag_of(value) == 102));
