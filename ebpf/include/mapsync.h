@@ -223,4 +223,105 @@ static __always_inline void mapsync__emit(void *map, __u8 op, const void *key, _
 
 #endif /* __MAPSYNC_NO_MAPS */
 
+/*
+ * ---- Switchable maps: a set that changes all at once ----
+ *
+ * A switchable map is an outer BPF_MAP_TYPE_ARRAY_OF_MAPS whose slot 0 points
+ * at the *active* inner map. mapsync (`serve --switch NAME=PIN`, or
+ * `--switch-create NAME=PIN:KIND:KEY:VALUE:MAX` to create the set) fills a
+ * shadow inner map and points slot 0 at it in one update: a program sees the
+ * old set or the new set, never a mix, as long as it looks the inner map up
+ * ONCE per run and reads every key through that one pointer.
+ *
+ * The version of the set lives in a hash map pinned beside the outer map at
+ * PIN + "_version": key = inner map id (__u32), value = version (__u64).
+ * mapsync writes the shadow's entry before it switches, so the version read
+ * for the inner map a program got from slot 0 is the version of exactly the
+ * set it sees through that pointer.
+ *
+ *     struct my_inner {                       // the inner map template
+ *             __uint(type, BPF_MAP_TYPE_HASH);
+ *             __uint(max_entries, 1024);      // arrays: see the rules below
+ *             __type(key, __u32);
+ *             __type(value, struct my_rule);
+ *     };
+ *     struct {
+ *             __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+ *             __uint(max_entries, 1);
+ *             __type(key, __u32);
+ *             __uint(pinning, LIBBPF_PIN_BY_NAME);  // reuse mapsync's pin
+ *             __array(values, struct my_inner);     // last member
+ *     } rules SEC(".maps");                   // pinned at <pin root>/rules
+ *     MAPSYNC_VERSION_MAP(rules);             // <pin root>/rules_version
+ *
+ *     void *set = mapsync_active(&rules);
+ *     if (!set)
+ *             return XDP_PASS;
+ *     __u64 version = mapsync_version(&rules_version, set);
+ *     struct my_rule *rule = bpf_map_lookup_elem(set, &key);
+ *
+ * Verifier-facing rules:
+ * - The outer map's definition needs an inner map template (`__array(values,
+ *   ...)`): the verifier checks every lookup in the inner map against it.
+ *   When the pinned outer map already exists (mapsync made it), the loader
+ *   reuses it and the verifier uses the real map's template.
+ * - Inner maps must match the template in type, key size, value size and
+ *   flags; hash maps may differ in max_entries, arrays only if created with
+ *   BPF_F_INNER_MAP (mapsync creates array sets with it; set
+ *   `__uint(map_flags, BPF_F_INNER_MAP)` in an array template).
+ * - Check the pointer mapsync_active() returns for NULL before use.
+ * - mapsync_version() reads the inner map's id through CO-RE (struct
+ *   bpf_map): verified in XDP and tc programs on Linux 6.18.
+ * - Walking many keys in one run needs bpf_loop() (pass the inner map
+ *   pointer in the loop's context): a plain loop of 10,000 lookups is
+ *   refused by the verifier.
+ * - Only non-sleepable programs are covered: the kernel waits for them (not
+ *   for sleepable ones) before the switch returns and mapsync reuses the
+ *   old inner map as the next shadow.
+ */
+
+#ifndef LIBBPF_PIN_BY_NAME
+#define LIBBPF_PIN_BY_NAME 1
+#endif
+
+/* Slot of the outer map that holds the active inner map. */
+#define MAPSYNC_ACTIVE_SLOT 0
+/* Capacity of a version store mapsync creates. */
+#define MAPSYNC_VERSION_ENTRIES 16
+
+/* CO-RE view of the kernel's struct bpf_map for an inner map pointer. */
+struct bpf_map___mapsync_inner {
+	__u32 id;
+} __attribute__((preserve_access_index));
+
+/* Declares the version store of the switchable map `outer` as the map
+ * `outer##_version`, pinned by name beside it. */
+#define MAPSYNC_VERSION_MAP(outer)                                                               \
+	struct {                                                                                 \
+		__uint(type, BPF_MAP_TYPE_HASH);                                                 \
+		__uint(max_entries, MAPSYNC_VERSION_ENTRIES);                                   \
+		__type(key, __u32);                                                              \
+		__type(value, __u64);                                                            \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                             \
+	} outer##_version SEC(".maps")
+
+/* The active inner map of the switchable map `outer` (NULL if slot 0 is
+ * empty). Look it up once per run and use that pointer for every read. */
+static __always_inline void *mapsync_active(void *outer)
+{
+	__u32 slot = MAPSYNC_ACTIVE_SLOT;
+
+	return bpf_map_lookup_elem(outer, &slot);
+}
+
+/* The version of the set `inner` (a pointer mapsync_active() returned),
+ * read from the version store `versions`; 0 if it has none. */
+static __always_inline __u64 mapsync_version(void *versions, void *inner)
+{
+	__u32 id = ((struct bpf_map___mapsync_inner *)inner)->id;
+	__u64 *version = bpf_map_lookup_elem(versions, &id);
+
+	return version ? *version : 0;
+}
+
 #endif /* __MAPSYNC_H */

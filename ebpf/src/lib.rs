@@ -8,6 +8,10 @@
 //! - `src/bpf/demo.bpf.c`: the demo writer (`DEMO_OBJECT`, feature `demo`).
 //! - `src/bpf/typed.bpf.c`: maps whose keys and values carry BTF, for typed
 //!   output and its tests (`TYPED_OBJECT`, feature `demo`).
+//! - `src/bpf/blocklist.bpf.c`: the demo's XDP blocklist in a switchable
+//!   map (`BLOCKLIST_OBJECT`, feature `demo`).
+//! - `src/bpf/switchtest.bpf.c`: the atomicity checker of the switchable-map
+//!   tests and benches (`SWITCHTEST_OBJECT`, feature `demo`).
 //!
 //! The demo and typed objects are for the CLI's `demo` command and tests:
 //! without the `demo` feature they are neither built nor embedded (only the trace object
@@ -78,6 +82,61 @@ pub const TYPED_MAPS: [&str; 4] = [
     "typed_cpu_counts",
     "typed_cpu_pairs",
 ];
+
+/// The switch checker object: XDP programs `switchtest_check_set` (walk
+/// keys `0..SWITCHTEST_KEYS` of the active inner map of the switchable map
+/// `switchtest_set`, pinned by name, and check every entry carries the same
+/// tag and the version `mapsync_version()` reads equals it) and
+/// `switchtest_check_plain` (the same walk over the plain hash
+/// `switchtest_plain`); counts in the array `switchtest_stats`. Entries are
+/// `__u32` keys and 16-byte values (`__u64 tag; __u64 payload;`).
+#[cfg(feature = "demo")]
+pub static SWITCHTEST_OBJECT: &[u8] = embed_object!("switchtest.bpf.o");
+/// Keys the switch checker walks (`SWITCHTEST_KEYS`).
+#[cfg(feature = "demo")]
+pub const SWITCHTEST_KEYS: u32 = 10_000;
+/// Name of the switch checker's outer map (its version store is this name
+/// followed by `_version`).
+#[cfg(feature = "demo")]
+pub const SWITCHTEST_SET_MAP: &str = "switchtest_set";
+/// Name of the switch checker's plain map.
+#[cfg(feature = "demo")]
+pub const SWITCHTEST_PLAIN_MAP: &str = "switchtest_plain";
+/// Name of the switch checker's counters: index 0 runs, 1 runs that saw a
+/// mix of tags, 2 runs whose version was not the tag, 3 runs missing a key.
+#[cfg(feature = "demo")]
+pub const SWITCHTEST_STATS_MAP: &str = "switchtest_stats";
+/// Name of the checker program over the switchable map.
+#[cfg(feature = "demo")]
+pub const SWITCHTEST_CHECK_SET: &str = "switchtest_check_set";
+/// Name of the checker program over the switchable map, as a tc
+/// (sched_cls) program.
+#[cfg(feature = "demo")]
+pub const SWITCHTEST_CHECK_SET_TC: &str = "switchtest_check_set_tc";
+/// Name of the checker program over the plain map.
+#[cfg(feature = "demo")]
+pub const SWITCHTEST_CHECK_PLAIN: &str = "switchtest_check_plain";
+
+/// The demo blocklist object: the XDP program `demo_block` drops packets
+/// whose IPv4 source is a key of the active inner map of the switchable map
+/// `demo_blocklist` (pinned by name; `__u32` source in network order ->
+/// `__u32`), and counts packets in the hash `demo_verdicts` keyed by
+/// `struct { __u64 version; __u32 saddr; __u32 verdict; }` (the version
+/// read through `mapsync_version()` for the set the verdict came from).
+#[cfg(feature = "demo")]
+pub static BLOCKLIST_OBJECT: &[u8] = embed_object!("blocklist.bpf.o");
+/// Name of the demo blocklist's outer map.
+#[cfg(feature = "demo")]
+pub const BLOCKLIST_MAP: &str = "demo_blocklist";
+/// Capacity of the demo blocklist's inner maps.
+#[cfg(feature = "demo")]
+pub const BLOCKLIST_MAX: u32 = 1024;
+/// Name of the demo blocklist's program.
+#[cfg(feature = "demo")]
+pub const BLOCKLIST_PROGRAM: &str = "demo_block";
+/// Name of the demo blocklist's verdict counters.
+#[cfg(feature = "demo")]
+pub const BLOCKLIST_VERDICTS_MAP: &str = "demo_verdicts";
 
 /// Tracepoint category of the trace programs.
 pub const TRACE_CATEGORY: &str = "syscalls";

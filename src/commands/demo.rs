@@ -11,7 +11,7 @@ use clap::Args;
 use futures::StreamExt;
 use mapsync_core::{ChangeEvent, Op, SubscribeFilter, WatchBatch};
 use mapsync_grpc::server::{Listener, serve};
-use mapsync_kernel::DemoWriter;
+use mapsync_kernel::{DemoBlocklist, DemoWriter};
 use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
 
 /// Arguments of `mapsync demo`.
@@ -55,8 +55,13 @@ async fn run_in(args: &DemoArgs, pin_dir: &std::path::Path) -> anyhow::Result<()
     })?;
     let mut demo =
         DemoWriter::load(pin_dir).context("cannot load the demo BPF program (are you root?)")?;
+    let mut blocklist = DemoBlocklist::load(pin_dir)
+        .context("cannot load the demo blocklist program (are you root?)")?;
     let sync = MapSync::start(SyncConfig {
-        maps: vec![MapSpec::id(Some(MAP), demo.map_id())],
+        maps: vec![
+            MapSpec::id(Some(MAP), demo.map_id()),
+            MapSpec::switch(Some(BLOCKLIST), blocklist.outer_pin()),
+        ],
         pin_dir: pin_dir.to_owned(),
         ..SyncConfig::default()
     })
@@ -82,6 +87,10 @@ async fn run_in(args: &DemoArgs, pin_dir: &std::path::Path) -> anyhow::Result<()
            mapsync watch --endpoint {listen} {MAP}\n  \
            mapsync list --endpoint {listen} {MAP} --json\n  \
            bpftool map dump id {id}\n\n\
+         The same packets also go through `demo_block`, an XDP program that drops sources listed\n\
+         in the switchable map `{BLOCKLIST}`; every {APPLY_EVERY_SECS} s mapsync applies a new blocklist\n\
+         in one atomic switch, and the program counts its verdicts per blocklist version it saw.\n\
+         (`mapsync list --endpoint {listen} {BLOCKLIST}` shows the live set.)\n\n\
          revision  op      source  address          packets  bytes",
         id = demo.map_id(),
         rate = args.rate,
@@ -97,6 +106,7 @@ async fn run_in(args: &DemoArgs, pin_dir: &std::path::Path) -> anyhow::Result<()
     let period = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
     let mut ticker = tokio::time::interval(period);
     let mut sent = 0u64;
+    let mut switches = BlocklistSwitches::new(sync.commands(), args.rate);
     let ctrl_c = crate::shutdown_signal();
     tokio::pin!(ctrl_c);
     loop {
@@ -112,6 +122,10 @@ async fn run_in(args: &DemoArgs, pin_dir: &std::path::Path) -> anyhow::Result<()
                     demo.forget(source).context("running demo_forget")?;
                 } else {
                     demo.count(source, 64 + (sent as usize % 5) * 100, 1).context("running demo_count")?;
+                }
+                blocklist.inject(source).context("running demo_block")?;
+                if let Some(line) = switches.tick().await? {
+                    writeln!(out, "{line}")?;
                 }
                 sent += 1;
             }
@@ -136,6 +150,7 @@ async fn run_in(args: &DemoArgs, pin_dir: &std::path::Path) -> anyhow::Result<()
         sync.stats().records,
         sync.stats().drops,
     )?;
+    switches.report(&blocklist, &mut out)?;
     let _ = stop_server.send(());
     server
         .await
@@ -143,6 +158,127 @@ async fn run_in(args: &DemoArgs, pin_dir: &std::path::Path) -> anyhow::Result<()
         .context("gRPC server")?;
     sync.shutdown().await.context("ingest task")?;
     Ok(())
+}
+
+// ---- the switch part of the demo (issue 11, item 8) ----
+
+/// Name of the demo's switchable blocklist.
+const BLOCKLIST: &str = "demo_blocklist";
+/// Seconds between two blocklist applies.
+const APPLY_EVERY_SECS: u32 = 3;
+
+/// The blocklists the demo applies, and the set of every version made live
+/// (version 1: the empty set the blocklist starts with).
+struct BlocklistSwitches {
+    commands: mapsync_core::CommandHandle,
+    every_ticks: u64,
+    ticks: u64,
+    sets: std::collections::BTreeMap<u64, Vec<Ipv4Addr>>,
+}
+
+impl BlocklistSwitches {
+    fn new(commands: mapsync_core::CommandHandle, rate: u32) -> Self {
+        Self {
+            commands,
+            every_ticks: u64::from(rate.max(1) * APPLY_EVERY_SECS),
+            ticks: 0,
+            sets: [(1, Vec::new())].into(),
+        }
+    }
+
+    /// Applies the next blocklist when it is due; returns the line to show.
+    async fn tick(&mut self) -> anyhow::Result<Option<String>> {
+        self.ticks += 1;
+        if !self.ticks.is_multiple_of(self.every_ticks) {
+            return Ok(None);
+        }
+        let live = *self.sets.keys().next_back().expect("version 1");
+        // version v blocks the sources whose bit is set in v
+        let set: Vec<Ipv4Addr> = SOURCES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| (live + 1) & (1 << bit) != 0)
+            .map(|(_, source)| *source)
+            .collect();
+        let entries = set
+            .iter()
+            .map(|source| {
+                (
+                    bytes::Bytes::copy_from_slice(&source.octets()),
+                    Some(bytes::Bytes::copy_from_slice(&1u32.to_ne_bytes())),
+                )
+            })
+            .collect();
+        let outcome = self
+            .commands
+            .apply(mapsync_core::control::Apply {
+                map: BLOCKLIST.into(),
+                mode: mapsync_core::control::ApplyMode::Replace,
+                entries,
+                expect_version: Some(live),
+            })
+            .await
+            .context("applying a blocklist")?;
+        let applied = outcome.applied.context("the apply reported no switch")?;
+        self.sets.insert(applied.version, set.clone());
+        Ok(Some(format!(
+            "{:>8}  apply   api     blocklist version {} = {} ({} keys changed, switch {} us)",
+            outcome.revision,
+            applied.version,
+            show(&set),
+            applied.changed,
+            applied.switch_ns / 1000
+        )))
+    }
+
+    /// Prints, per version, the packets `demo_block` counted and whether
+    /// every verdict matched that version's set; an error if one did not.
+    fn report(&self, blocklist: &DemoBlocklist, out: &mut impl Write) -> anyhow::Result<()> {
+        use mapsync_kernel::blocklist::XDP_DROP;
+        let verdicts = blocklist.verdicts().context("reading demo_verdicts")?;
+        writeln!(
+            out,
+            "\nverdicts of demo_block per blocklist version it saw:"
+        )?;
+        let mut wrong = 0u64;
+        for (version, set) in &self.sets {
+            let (mut packets, mut dropped, mut mismatched) = (0, 0, 0);
+            for ((_, source, verdict), count) in verdicts.range(
+                (*version, Ipv4Addr::UNSPECIFIED, 0)..=(*version, Ipv4Addr::BROADCAST, u32::MAX),
+            ) {
+                packets += count;
+                if *verdict == XDP_DROP {
+                    dropped += count;
+                }
+                if (*verdict == XDP_DROP) != set.contains(source) {
+                    mismatched += count;
+                }
+            }
+            wrong += mismatched;
+            writeln!(
+                out,
+                "  version {version:>3} blocks {:<40} {packets:>5} packets, {dropped:>5} dropped: {}",
+                show(set),
+                if mismatched == 0 {
+                    "every verdict matches this version's set".to_owned()
+                } else {
+                    format!("{mismatched} verdicts DO NOT match")
+                }
+            )?;
+        }
+        if wrong > 0 {
+            anyhow::bail!("{wrong} verdicts did not match the blocklist of their version");
+        }
+        Ok(())
+    }
+}
+
+fn show(set: &[Ipv4Addr]) -> String {
+    if set.is_empty() {
+        return "{}".into();
+    }
+    let names: Vec<String> = set.iter().map(ToString::to_string).collect();
+    format!("{{{}}}", names.join(", "))
 }
 
 /// One readable line for a change to the demo map.

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use mapsync_core::LogLimits;
+use mapsync_core::MapKind;
 use mapsync_grpc::peer::WritePolicy;
 use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
 use mapsync_grpc::service::WatchStats;
-use mapsync_kernel::{DEFAULT_PIN_DIR, MapSpec, MapSync, SyncConfig};
+use mapsync_kernel::{DEFAULT_PIN_DIR, MapSpec, MapSync, SwitchShape, SyncConfig};
 
 /// Default address of the sidecar's gRPC API.
 pub const DEFAULT_LISTEN: &str = "unix:/run/mapsync/mapsync.sock";
@@ -53,6 +54,23 @@ pub struct ServeArgs {
     /// Most bytes of keys and values kept in the change log.
     #[arg(long, default_value_t = LogLimits::default().max_bytes)]
     pub log_bytes: usize,
+    // ---- switchable maps (--switch, --switch-create): ARCHITECTURE.md,
+    // "Switchable maps and Apply" ----
+    /// A switchable map to mirror and write with Apply, as
+    /// [NAME=]OUTER_PIN: an array_of_maps whose slot 0 holds the active inner
+    /// map (hash, array, percpu_hash or percpu_array). mapsync creates the
+    /// shadow inner map, and the version store at OUTER_PIN_version if
+    /// missing. Repeat for several maps.
+    #[arg(long = "switch", value_name = "[NAME=]OUTER_PIN")]
+    pub switches: Vec<String>,
+    /// Create a switchable map if PIN does not exist yet (the outer map at
+    /// PIN, its version store at PIN_version), then mirror it as --switch
+    /// does: NAME=PIN:KIND:KEY:VALUE:MAX, KIND one of hash, array,
+    /// percpu_hash, percpu_array, sizes in bytes. An existing set of another
+    /// shape is an error.
+    #[arg(long = "switch-create", value_name = "[NAME=]PIN:KIND:KEY:VALUE:MAX")]
+    pub switch_creates: Vec<String>,
+    // ---- end of switchable maps ----
     #[command(flatten)]
     pub connections: super::connection_args::ConnectionArgs,
     #[command(flatten)]
@@ -105,9 +123,17 @@ impl ServeArgs {
                 .with_context(|| format!("--map-id {arg}: `{id}` is not a map id"))?;
             maps.push(MapSpec::id(name, id));
         }
+        for arg in &self.switches {
+            let (name, path) = split_name(arg);
+            maps.push(MapSpec::switch(name, path));
+        }
+        for arg in &self.switch_creates {
+            let (name, path, _) = parse_switch_create(arg)?;
+            maps.push(MapSpec::switch(name, path));
+        }
         if maps.is_empty() {
             anyhow::bail!(
-                "nothing to mirror: give at least one --map [NAME=]PIN_PATH or --map-id [NAME=]ID"
+                "nothing to mirror: give at least one --map [NAME=]PIN_PATH, --map-id [NAME=]ID or --switch [NAME=]OUTER_PIN"
             );
         }
         for arg in &self.polls {
@@ -141,6 +167,46 @@ impl ServeArgs {
             },
         })
     }
+}
+
+/// The switchable maps `--switch-create` asks for: pin and shape.
+fn switch_sets(args: &ServeArgs) -> anyhow::Result<Vec<(PathBuf, SwitchShape)>> {
+    args.switch_creates
+        .iter()
+        .map(|arg| parse_switch_create(arg).map(|(_, pin, shape)| (pin.into(), shape)))
+        .collect()
+}
+
+/// Parses `[NAME=]PIN:KIND:KEY:VALUE:MAX` (PIN may hold colons: the last
+/// four fields are split from the right).
+fn parse_switch_create(arg: &str) -> anyhow::Result<(Option<&str>, &str, SwitchShape)> {
+    let (name, rest) = split_name(arg);
+    let fields: Vec<&str> = rest.rsplitn(5, ':').collect();
+    let [max, value, key, kind, pin] = fields[..] else {
+        anyhow::bail!("--switch-create {arg}: expected [NAME=]PIN:KIND:KEY:VALUE:MAX");
+    };
+    let kind = match kind {
+        "hash" => MapKind::Hash,
+        "array" => MapKind::Array,
+        "percpu_hash" => MapKind::PercpuHash,
+        "percpu_array" => MapKind::PercpuArray,
+        other => anyhow::bail!(
+            "--switch-create {arg}: kind `{other}` is not one of hash, array, percpu_hash, percpu_array"
+        ),
+    };
+    let number =
+        |what: &str, field: &str| -> anyhow::Result<u32> {
+            field.parse().ok().filter(|n| *n > 0).with_context(|| {
+                format!("--switch-create {arg}: {what} `{field}` is not a number > 0")
+            })
+        };
+    let shape = SwitchShape {
+        kind,
+        key_size: number("key size", key)?,
+        value_size: number("value size", value)?,
+        max_entries: number("max entries", max)?,
+    };
+    Ok((name, pin, shape))
 }
 
 /// Splits `NAME=VALUE` (NAME without a slash) from a plain `VALUE`.
@@ -188,6 +254,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    for (pin, shape) in switch_sets(&args)? {
+        mapsync_kernel::switch::create(&pin, shape)
+            .with_context(|| format!("--switch-create {}", pin.display()))?;
+    }
     let mut sync = MapSync::start(config)
         .await
         .context("cannot start mirroring")?;
@@ -367,6 +437,48 @@ mod tests {
             args(&["--map", "/x/a"]).write_policy.policy(),
             WritePolicy::default()
         );
+    }
+
+    #[test]
+    fn switchable_maps_are_adopted_or_created_with_a_parsed_shape() {
+        let config = args(&[
+            "--switch",
+            "rules=/sys/fs/bpf/rules",
+            "--switch-create",
+            "blocks=/sys/fs/bpf/a:b/blocks:array:4:8:1024",
+        ])
+        .sync_config()
+        .expect("valid");
+        assert_eq!(
+            config.maps[0].source,
+            mapsync_kernel::MapSource::Switch("/sys/fs/bpf/rules".into())
+        );
+        assert_eq!(config.maps[1].name, "blocks");
+        assert_eq!(
+            config.maps[1].source,
+            mapsync_kernel::MapSource::Switch("/sys/fs/bpf/a:b/blocks".into())
+        );
+        let (_, pin, shape) =
+            parse_switch_create("/sys/fs/bpf/x:percpu_hash:8:16:10").expect("valid");
+        assert_eq!(pin, "/sys/fs/bpf/x");
+        assert_eq!(
+            shape,
+            SwitchShape {
+                kind: MapKind::PercpuHash,
+                key_size: 8,
+                value_size: 16,
+                max_entries: 10
+            }
+        );
+        for (bad, says) in [
+            ("x=/p:hash:4:8", "expected [NAME=]PIN:KIND:KEY:VALUE:MAX"),
+            ("x=/p:lru_hash:4:8:16", "kind `lru_hash`"),
+            ("x=/p:hash:4:zero:16", "value size `zero`"),
+            ("x=/p:hash:4:8:0", "max entries `0`"),
+        ] {
+            let error = parse_switch_create(bad).unwrap_err();
+            assert!(format!("{error:#}").contains(says), "{bad}: {error:#}");
+        }
     }
 
     #[test]

@@ -308,6 +308,74 @@ impl Publisher {
         revision
     }
 
+    /// Publishes the atomic switch of a switchable map (`info.name`) to the
+    /// new set `set` as **one** revision: the events are exactly the
+    /// difference between the mirror's view of the old set and `set` (puts
+    /// of new or changed keys, deletes of keys `set` lacks), all with source
+    /// [`EventSource::Api`] and observed at `observed_ns` (just before the
+    /// switch). In the same publish the map's description becomes `info`
+    /// (its `id` is the now active inner map's) and its
+    /// [`MapView::version`] becomes `version`. An empty difference takes no
+    /// revision but still publishes the description and the version.
+    /// Returns the published revision and the number of events. An unknown
+    /// map changes nothing.
+    pub fn apply_switch(
+        &mut self,
+        info: MapInfo,
+        set: impl IntoIterator<Item = (Bytes, Bytes)>,
+        observed_ns: u64,
+        version: u64,
+    ) -> (Revision, u64) {
+        let current = self.store.snapshot();
+        let mut next = (*current).clone();
+        drop(current);
+        let name: Arc<str> = info.name.as_str().into();
+        let Some(view) = next.maps.get(&name) else {
+            return (next.revision, 0);
+        };
+        let mut changes = Vec::new();
+        let mut present = HashSet::new();
+        for (key, value) in set {
+            if view.get(&key) != Some(&value) {
+                changes.push(Change {
+                    map: name.clone(),
+                    key: key.clone(),
+                    value: Some(value),
+                    source: EventSource::Api,
+                    observed_ns,
+                });
+            }
+            present.insert(key);
+        }
+        for (key, _) in view.iter() {
+            if !present.contains(key) {
+                changes.push(Change::delete(
+                    &name,
+                    Bytes::copy_from_slice(key),
+                    EventSource::Api,
+                    observed_ns,
+                ));
+            }
+        }
+        let revision = next.revision + 1;
+        let events: Vec<_> = changes
+            .into_iter()
+            .filter_map(|change| apply_one(&mut next, change, revision))
+            .collect();
+        let changed = events.len() as u64;
+        if !events.is_empty() {
+            next.revision = revision;
+            next.log.push_revision(events);
+        }
+        if let Some(view) = next.maps.get_mut(&name) {
+            view.info = Arc::new(info);
+            view.version = version;
+        }
+        let revision = next.revision;
+        self.store.publish(next);
+        (revision, changed)
+    }
+
     /// Applies a fresh full dump of `map` as a diff against the mirror, with
     /// the per-key rule: a dumped value replaces the mirror's unless the
     /// mirror's is newer; a key the dump lacks is deleted unless the mirror
@@ -542,6 +610,68 @@ mod tests {
         writer.apply([Change::put("m", &b"k"[..], &b"v"[..], EventSource::Emit, 1)]);
         assert!(before.map("m").expect("map").is_empty());
         assert_eq!(store.snapshot().map("m").expect("map").len(), 1);
+    }
+
+    #[test]
+    fn a_switch_is_one_revision_with_exactly_the_difference_and_the_new_version() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        let old = info("s").switchable();
+        writer.add_map(
+            old.clone(),
+            vec![
+                (Bytes::from_static(b"a"), Bytes::from_static(b"1"), 1),
+                (Bytes::from_static(b"b"), Bytes::from_static(b"2"), 1),
+                (Bytes::from_static(b"c"), Bytes::from_static(b"3"), 1),
+            ],
+            0,
+        );
+        // only the version and the description: no revision
+        let (revision, changed) = writer.apply_switch(old.clone(), store_set(&store), 2, 1);
+        assert_eq!((revision, changed), (3, 0));
+        assert_eq!(store.load().map("s").expect("s").version(), 1);
+        let new = old.clone().with_id(99);
+        let (revision, changed) = writer.apply_switch(
+            new,
+            [
+                (Bytes::from_static(b"a"), Bytes::from_static(b"1")),
+                (Bytes::from_static(b"b"), Bytes::from_static(b"9")),
+                (Bytes::from_static(b"d"), Bytes::from_static(b"4")),
+            ],
+            5,
+            2,
+        );
+        assert_eq!((revision, changed), (4, 3), "b changed, d new, c gone");
+        let snapshot = store.snapshot();
+        let view = snapshot.map("s").expect("s");
+        assert_eq!((view.version(), view.info().id), (2, 99));
+        assert_eq!(view.len(), 3);
+        assert_eq!(view.entry(b"a").expect("a").mod_revision, 1, "unchanged");
+        let events = snapshot.log().read_from(4, 100).expect("in the log");
+        assert!(
+            events
+                .iter()
+                .all(|e| e.revision == 4 && e.source == EventSource::Api)
+        );
+        let mut ops: Vec<_> = events.iter().map(|e| (e.key.clone(), e.op)).collect();
+        ops.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            ops,
+            vec![
+                (Bytes::from_static(b"b"), Op::Put),
+                (Bytes::from_static(b"c"), Op::Delete),
+                (Bytes::from_static(b"d"), Op::Put),
+            ]
+        );
+    }
+
+    fn store_set(store: &Store) -> Vec<(Bytes, Bytes)> {
+        store
+            .load()
+            .map("s")
+            .expect("s")
+            .iter()
+            .map(|(k, e)| (Bytes::copy_from_slice(k), e.value.clone()))
+            .collect()
     }
 
     #[test]

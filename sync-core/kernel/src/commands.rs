@@ -19,12 +19,20 @@ impl Ingest {
     /// during the task's own work.
     pub(crate) fn serve(&mut self, request: Request) -> Result<(), KernelError> {
         let Request { command, reply } = request;
-        tracing::debug!(?command, "command");
+        match &command {
+            // bounded: an apply may carry a whole set
+            Command::Apply(apply) => tracing::debug!(
+                map = %apply.map, mode = ?apply.mode, entries = apply.entries.len(),
+                expect_version = ?apply.expect_version, "command: apply"
+            ),
+            other => tracing::debug!(command = ?other, "command"),
+        }
         let outcome = match command {
             Command::Resync { map } => self.requested_resync(map.as_deref()),
             Command::Put(put) => self.put(put),
             Command::Delete(delete) => self.delete(delete),
             Command::Txn(txn) => self.txn(txn),
+            Command::Apply(apply) => self.apply(apply),
             other => Ok(Err(CommandError::Unsupported {
                 command: format!("{other:?}"),
             })),

@@ -175,7 +175,7 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, KernelErro
 }
 
 /// An Ethernet + IPv4 frame from `source`, `len` bytes long (at least 34).
-fn ipv4_packet(source: Ipv4Addr, len: usize) -> Vec<u8> {
+pub(crate) fn ipv4_packet(source: Ipv4Addr, len: usize) -> Vec<u8> {
     let mut packet = vec![0u8; len.max(34)];
     packet[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     packet[14] = 0x45; // version 4, header length 5 words

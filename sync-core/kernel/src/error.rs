@@ -177,6 +177,9 @@ pub enum KernelError {
         /// How long shutdown waited.
         waited: std::time::Duration,
     },
+    /// A switchable map could not be created or adopted.
+    #[error(transparent)]
+    Switch(#[from] crate::switch::SwitchError),
     /// An error of the mirror (for example an unknown map name).
     #[error(transparent)]
     Mirror(#[from] SyncError),

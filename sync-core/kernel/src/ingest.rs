@@ -17,6 +17,7 @@ use crate::pins::PinState;
 use crate::ring::{Next, RingConsumer, RingHealth};
 use crate::route::{Action, MappedMap, route};
 use crate::stats::SyncStats;
+use crate::switch::SwitchSet;
 use crate::{Capture, MapSource, OpenMap, Record, dump, open, sys};
 use mapsync_core::control::CommandReceiver;
 use mapsync_core::event::EventSource;
@@ -56,6 +57,9 @@ pub(crate) struct Mirrored {
     /// At most one "resync" line a second for this map (a flood that never
     /// ends resyncs it every tick).
     pub(crate) resync_log: LogLimiter,
+    /// A switchable map's outer map, shadow and version (`fd` and `info`
+    /// are then the active inner map's; see `switch.rs`).
+    pub(crate) switch: Option<SwitchSet>,
 }
 
 /// Why a map is re-read in full.
@@ -150,8 +154,33 @@ impl Ingest {
                 source,
                 pin: PinState::Current,
                 resync_log: LogLimiter::default(),
+                switch: None,
             },
         );
+    }
+
+    /// Makes the map added under `map_id` (its active inner map) the
+    /// switchable map `set` belongs to, and publishes its live version.
+    pub(crate) fn attach_switch(&mut self, map_id: u32, set: SwitchSet) {
+        if let Some(map) = self.maps.get_mut(&map_id) {
+            let version = set.version;
+            map.switch = Some(set);
+            let info = map.info.clone();
+            // the mirror's own content: no difference, only the version
+            let current: Vec<(Bytes, Bytes)> = self
+                .writer
+                .store()
+                .load()
+                .map(&info.name)
+                .map(|view| {
+                    view.iter()
+                        .map(|(key, entry)| (Bytes::copy_from_slice(key), entry.value.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.writer
+                .apply_switch(info, current, sys::monotonic_ns(), version);
+        }
     }
 
     /// Reads up to one batch of records from the ring: at most

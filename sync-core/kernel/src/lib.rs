@@ -21,8 +21,16 @@
 //!   (`mapsync_core::control`): a thin dispatcher.
 //! - `write` (private): Put, Delete and Txn on plain maps (validation,
 //!   catch-up, compares, ops with undo, one revision per request).
+//! - [`switch`]: switchable maps (an outer map-of-maps, the active and
+//!   shadow inner maps, the version store): creating and adopting them.
+//! - `apply` (private): the atomic apply on a switchable map, served by the
+//!   kernel task (fill the shadow, switch slot 0, publish the difference).
 //! - [`sync`]: [`MapSync`], which starts that task and is its handle.
 //! - [`stats`]: ingest counters.
+//! - `blocklist` (feature `demo`): the demo's XDP blocklist in a
+//!   switchable map, counting verdicts per version.
+//! - `switchtest` (feature `demo`): the switch checker program (atomicity
+//!   of switchable maps), driven by `BPF_PROG_TEST_RUN`; tests and benches.
 //! - `demo` (feature `demo`): the demo writer program, driven by
 //!   `BPF_PROG_TEST_RUN`; for the CLI's `demo` command and tests only.
 //!
@@ -30,6 +38,9 @@
 //! ring's shared memory); the mirror and BTF crates forbid it.
 #![deny(missing_docs)]
 
+mod apply;
+#[cfg(feature = "demo")]
+pub mod blocklist;
 pub mod capture;
 mod commands;
 #[cfg(feature = "demo")]
@@ -45,10 +56,15 @@ pub mod record;
 pub mod ring;
 mod route;
 pub mod stats;
+pub mod switch;
+#[cfg(feature = "demo")]
+pub mod switchtest;
 pub mod sync;
 pub mod sys;
 mod write;
 
+#[cfg(feature = "demo")]
+pub use blocklist::DemoBlocklist;
 pub use capture::Capture;
 #[cfg(feature = "demo")]
 pub use demo::DemoWriter;
@@ -57,4 +73,5 @@ pub use open::{MapSource, MapSpec, OpenMap};
 pub use record::Record;
 pub use ring::RingConsumer;
 pub use stats::{StatsSnapshot, SyncStats};
+pub use switch::{SwitchError, SwitchShape};
 pub use sync::{DEFAULT_PIN_DIR, DEFAULT_RECONCILE_INTERVAL, MapSync, SHUTDOWN_WAIT, SyncConfig};

@@ -18,6 +18,10 @@ pub enum MapSource {
     Pin(PathBuf),
     /// A map by kernel id.
     Id(u32),
+    /// A switchable map: the pin of its outer `ARRAY_OF_MAPS`, whose slot 0
+    /// holds the active inner map (see `switch.rs`). Mirrored as one
+    /// logical map, the active set; written with an atomic apply.
+    Switch(PathBuf),
 }
 
 /// A map to mirror: the name to serve it under and where it is.
@@ -57,6 +61,19 @@ impl MapSpec {
         }
     }
 
+    /// A switchable map whose outer map is pinned at `outer_pin`; the name
+    /// defaults to the pin's file name.
+    pub fn switch(name: Option<&str>, outer_pin: impl Into<PathBuf>) -> Self {
+        let spec = Self::pin(name, outer_pin);
+        Self {
+            source: MapSource::Switch(match spec.source {
+                MapSource::Pin(path) => path,
+                other => unreachable!("pin() gives a pin, not {other:?}"),
+            }),
+            ..spec
+        }
+    }
+
     /// The same map, polled every `interval`.
     pub fn polled(mut self, interval: std::time::Duration) -> Self {
         self.poll_interval = Some(interval);
@@ -91,6 +108,9 @@ pub fn open(spec: &MapSpec) -> Result<OpenMap, KernelError> {
         MapSource::Pin(path) => open_pin(path)?,
         MapSource::Id(id) => {
             sys::map_fd_by_id(*id).map_err(|source| KernelError::OpenId { id: *id, source })?
+        }
+        MapSource::Switch(outer_pin) => {
+            return crate::switch::open_active(&spec.name, outer_pin);
         }
     };
     describe(&spec.name, fd)

@@ -54,7 +54,8 @@ impl Ingest {
             .iter()
             .filter_map(|(id, map)| match &map.source {
                 MapSource::Pin(path) => Some((*id, path.clone())),
-                MapSource::Id(_) => None,
+                // a switchable map follows its outer map object (switch.rs)
+                MapSource::Id(_) | MapSource::Switch(_) => None,
             })
             .collect();
         for (map_id, path) in pinned {

@@ -117,8 +117,17 @@ impl MapSync {
         // one of them frozen at its initial dump
         let mut ids: HashMap<u32, String> = HashMap::new();
         let mut opened = Vec::with_capacity(config.maps.len());
+        // switchable maps' outer map, shadow and version, by active inner id
+        let mut switches = HashMap::new();
         for spec in &config.maps {
-            let map = open::open(spec)?;
+            let map = match &spec.source {
+                crate::MapSource::Switch(outer_pin) => {
+                    let (map, set) = crate::switch::adopt(&spec.name, outer_pin)?;
+                    switches.insert(map.info.id, set);
+                    map
+                }
+                _ => open::open(spec)?,
+            };
             if !names.insert(map.info.name.clone()) {
                 return Err(KernelError::DuplicateMap {
                     name: map.info.name,
@@ -158,7 +167,11 @@ impl MapSync {
         let mut windows = HashMap::new();
         for (map, poll_interval, source, dump) in dumped {
             windows.insert(map.info.id, (dump.started_ns, dump.ended_ns));
+            let map_id = map.info.id;
             ingest.add_map(map, poll_interval, source, dump);
+            if let Some(set) = switches.remove(&map_id) {
+                ingest.attach_switch(map_id, set);
+            }
         }
         // apply what was captured while dumping, then re-read every key
         // written during its map's dump: the order of a record and the

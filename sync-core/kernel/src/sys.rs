@@ -287,3 +287,98 @@ pub fn delete_batch(fd: BorrowedFd<'_>, keys: &[u8], count: u32) -> (u32, io::Re
     let result = bpf(BPF_MAP_DELETE_BATCH, &mut attr).map(drop);
     (attr.get_u32(32), result)
 }
+
+// ---- switchable maps (`switch.rs`): creating maps, pinning, outer slots ----
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_OBJ_PIN: libc::c_long = 6;
+
+/// `BPF_F_INNER_MAP`: an array created with it may stand in an outer map's
+/// slot whatever its `max_entries` (the template's flag must match).
+pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+
+/// What `BPF_MAP_CREATE` is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapCreate {
+    /// `enum bpf_map_type`.
+    pub map_type: u32,
+    /// Key size.
+    pub key_size: u32,
+    /// Value size (map-of-maps: 4, the inner map's fd).
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// `map_flags`.
+    pub map_flags: u32,
+    /// The inner map template of a map-of-maps (an fd), else `None`.
+    pub inner_map_fd: Option<RawFd>,
+    /// Kernel name (at most 15 bytes are kept).
+    pub name: String,
+    /// BTF object and key / value type ids, for maps that carry types.
+    pub btf: Option<(RawFd, u32, u32)>,
+}
+
+/// `BPF_MAP_CREATE`.
+pub fn map_create(spec: &MapCreate) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.put_u32(0, spec.map_type);
+    attr.put_u32(4, spec.key_size);
+    attr.put_u32(8, spec.value_size);
+    attr.put_u32(12, spec.max_entries);
+    attr.put_u32(16, spec.map_flags);
+    attr.put_u32(20, spec.inner_map_fd.map_or(0, |fd| fd as u32));
+    // map_name[16] at 28, NUL-terminated: letters, digits, '_' and '.' only
+    let name: Vec<u8> = spec
+        .name
+        .bytes()
+        .filter(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.')
+        .take(15)
+        .collect();
+    attr.0[28..28 + name.len()].copy_from_slice(&name);
+    if let Some((btf_fd, key_type, value_type)) = spec.btf {
+        attr.put_u32(48, btf_fd as u32);
+        attr.put_u32(52, key_type);
+        attr.put_u32(56, value_type);
+    }
+    bpf(BPF_MAP_CREATE, &mut attr).map(owned)
+}
+
+/// `BPF_OBJ_PIN`: pins the object behind `fd` at `path` (on bpffs).
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let mut attr = Attr::new();
+    attr.put_u64(0, path.as_ptr() as u64);
+    attr.put_u32(8, fd.as_raw_fd() as u32);
+    bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+/// The `map_flags` of the map behind `fd` (`struct bpf_map_info` at 20).
+pub fn map_flags(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut info = [0u8; 128];
+    let mut attr = Attr::new();
+    attr.put_u32(0, fd.as_raw_fd() as u32);
+    attr.put_u32(4, info.len() as u32);
+    attr.put_u64(8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(u32::from_ne_bytes(
+        info[20..24].try_into().expect("4 bytes"),
+    ))
+}
+
+/// The id of the inner map in slot `slot` of an `ARRAY_OF_MAPS` (user space
+/// writes an outer slot with an inner map's fd and reads back its id);
+/// `None` for an empty slot.
+pub fn outer_slot(outer: BorrowedFd<'_>, slot: u32) -> io::Result<Option<u32>> {
+    let mut id = [0u8; 4];
+    Ok(lookup(outer, &slot.to_ne_bytes(), &mut id)?.then(|| u32::from_ne_bytes(id)))
+}
+
+/// Points slot `slot` of an outer map at the map `inner`: one
+/// `BPF_MAP_UPDATE_ELEM`, which returns once no non-sleepable program still
+/// runs with the map the slot held before (the kernel's RCU wait).
+pub fn set_outer_slot(outer: BorrowedFd<'_>, slot: u32, inner: BorrowedFd<'_>) -> io::Result<()> {
+    let fd = inner.as_raw_fd() as u32;
+    update(outer, &slot.to_ne_bytes(), &fd.to_ne_bytes(), 0)
+}
