@@ -6,6 +6,7 @@ pub mod format;
 pub mod get;
 pub mod list;
 pub mod output;
+pub mod security_args;
 pub mod serve;
 pub mod watch;
 pub mod watch_limit_args;

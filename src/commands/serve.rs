@@ -59,6 +59,8 @@ pub struct ServeArgs {
     pub watch_limits: super::watch_limit_args::WatchLimitArgs,
     #[command(flatten)]
     pub write_policy: WritePolicyArgs,
+    #[command(flatten)]
+    pub security: super::security_args::SecurityArgs,
 }
 
 // ---- who may write (Put, Delete, Txn, Apply) --------------------------------
@@ -179,7 +181,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.sync_config()?;
     // checked now; fitted to the descriptors left once the maps are open
     args.connections.limits(None)?;
-    let listener = Listener::bind(&args.listen).await?;
+    args.security.check_listen(&args.listen)?;
+    let listener = Listener::bind_with(&args.listen, args.security.socket_options()?).await?;
     let metrics_listener = match &args.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)

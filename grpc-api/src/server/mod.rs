@@ -28,7 +28,7 @@ pub mod listener;
 mod registry;
 
 pub use limits::ConnectionLimits;
-pub use listener::{Listener, SocketFile};
+pub use listener::{Listener, SocketFile, SocketOptions};
 
 /// How the server runs: the service's limits, the transport's, and where it
 /// counts watches.
