@@ -2,11 +2,14 @@
 //! where the server may listen without TLS.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 use mapsync_grpc::server::SocketOptions;
 use mapsync_grpc::server::listener::DEFAULT_SOCKET_MODE;
+use mapsync_grpc::tls::TlsFiles;
+use tracing::Instrument;
 
 /// Who may connect, and over what.
 #[derive(Args, Debug, Clone)]
@@ -24,6 +27,17 @@ pub struct SecurityArgs {
     /// reaches the port can read every mirrored map.
     #[arg(long)]
     pub insecure_listen: bool,
+    /// PEM certificate chain of the server: TLS on the TCP listen address
+    /// (with --tls-key). Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that clients must present a certificate from
+    /// (mTLS; the certificate's subject CN is the client's name).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for SecurityArgs {
@@ -32,6 +46,9 @@ impl Default for SecurityArgs {
             socket_mode: DEFAULT_SOCKET_MODE,
             socket_group: None,
             insecure_listen: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -50,10 +67,27 @@ impl SecurityArgs {
         })
     }
 
-    /// Refuses a TCP `listen` address that is not loopback, unless
-    /// `--insecure-listen` (TLS is not available yet).
+    /// The TLS files given, if any.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// Refuses TLS flags on a Unix socket, and a TCP `listen` address that
+    /// is not loopback without TLS, unless `--insecure-listen`.
     pub fn check_listen(&self, listen: &str) -> anyhow::Result<()> {
-        if listen.starts_with("unix:") || self.insecure_listen {
+        if listen.starts_with("unix:") {
+            if self.tls_cert.is_some() {
+                anyhow::bail!(
+                    "--tls-cert applies to a TCP --listen address, not to {listen} (the Unix socket is guarded by its mode and group)"
+                );
+            }
+            return Ok(());
+        }
+        if self.insecure_listen || self.tls_cert.is_some() {
             return Ok(());
         }
         let loopback = match listen.parse::<SocketAddr>() {
@@ -66,7 +100,7 @@ impl SecurityArgs {
             return Ok(());
         }
         anyhow::bail!(
-            "refusing to listen on {listen} without TLS: any host that reaches it could read every map (give --insecure-listen to do it anyway)"
+            "refusing to listen on {listen} without TLS: any host that reaches it could read every map (give --tls-cert and --tls-key, or --insecure-listen to do it anyway)"
         )
     }
 }
@@ -114,6 +148,28 @@ fn resolve_group(group: &str) -> anyhow::Result<u32> {
     Ok(entry.gr_gid)
 }
 
+/// Reloads `tls` on every SIGHUP until the process ends; a reload that
+/// fails keeps the served certificate and says why in one line.
+pub fn reload_on_sighup(tls: std::sync::Arc<mapsync_grpc::tls::ServerTls>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(
+        async move {
+            while hangups.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
+                    Err(error) => tracing::warn!(
+                        error = %anyhow::Error::new(error).chain().map(ToString::to_string).collect::<Vec<_>>().join(": "),
+                        "SIGHUP: kept the current TLS certificate"
+                    ),
+                }
+            }
+        }
+        .instrument(tracing::info_span!("tls_reload")),
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +208,13 @@ mod tests {
             ..SecurityArgs::default()
         };
         assert!(insecure.check_listen("0.0.0.0:50051").is_ok());
+        let tls = SecurityArgs {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..SecurityArgs::default()
+        };
+        assert!(tls.check_listen("0.0.0.0:50051").is_ok());
+        let error = tls.check_listen("unix:/x").unwrap_err();
+        assert!(error.to_string().contains("TCP"), "{error}");
     }
 }
