@@ -1,5 +1,5 @@
 //! `mapsync`: the sidecar daemon (`serve`), the demo (`demo`), and a CLI for
-//! humans (`list`, `get`, `watch`).
+//! humans (`list`, `get`, `watch`) and writes (`put`, `delete`, `apply`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -29,6 +29,13 @@ enum Command {
     Get(commands::get::GetArgs),
     /// Print changes to maps as they happen.
     Watch(commands::watch::WatchArgs),
+    /// Write one key; prints the revision at which it is visible.
+    Put(commands::put::PutArgs),
+    /// Remove one key; prints the revision at which it is visible.
+    Delete(commands::delete::DeleteArgs),
+    /// Replace (or merge into) a switchable map's whole set in one atomic
+    /// switch; prints the version and revision.
+    Apply(commands::apply::ApplyArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +73,9 @@ fn main() -> ExitCode {
             Command::List(args) => commands::list::run(args).await,
             Command::Get(args) => commands::get::run(args).await,
             Command::Watch(args) => commands::watch::run(args).await,
+            Command::Put(args) => commands::put::run(args).await,
+            Command::Delete(args) => commands::delete::run(args).await,
+            Command::Apply(args) => commands::apply::run(args).await,
         }
     });
     match result {

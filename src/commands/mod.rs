@@ -1,12 +1,17 @@
 //! One module per `mapsync` subcommand.
 
+pub mod apply;
 pub mod connection_args;
+pub mod delete;
 pub mod demo;
 pub mod format;
 pub mod get;
 pub mod list;
 pub mod output;
+pub mod put;
 pub mod security_args;
 pub mod serve;
+pub mod typed_input;
 pub mod watch;
 pub mod watch_limit_args;
+pub mod write_input;

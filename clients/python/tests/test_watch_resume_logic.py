@@ -281,3 +281,35 @@ def test_closing_the_client_ends_its_watches(scripted):
     client.close()
     with pytest.raises(StopIteration):
         watch.get(timeout=10)
+
+
+def test_the_events_of_one_revision_all_arrive_and_a_split_revision_resumes_exactly(scripted):
+    """One write request is one revision of many events; a revision larger
+    than a message is split (revision_continues) and a break inside it
+    resumes from it, skipping exactly what was handed over."""
+
+    def split(epoch: int, *evs: pb.Event) -> pb.WatchResponse:
+        return pb.WatchResponse(
+            epoch=epoch, watch_id=1, events=pb.EventBatch(events=list(evs), revision_continues=True)
+        )
+
+    def first(create, context):
+        yield created(E1, 0)
+        yield done(E1, 0)
+        yield events(E1, put(1, 1, 1, pb.SOURCE_API), put(1, 2, 2, pb.SOURCE_API), put(1, 3, 3, pb.SOURCE_API))
+        yield split(E1, put(2, 4, 4, pb.SOURCE_API), put(2, 5, 5, pb.SOURCE_API))
+        then_break(context)
+
+    def second(create, context):
+        assert (create.start_revision, create.epoch) == (2, E1)
+        yield created(E1, 2)
+        yield split(E1, put(2, 4, 4, pb.SOURCE_API), put(2, 5, 5, pb.SOURCE_API), put(2, 6, 6, pb.SOURCE_API))
+        yield events(E1, put(2, 7, 7, pb.SOURCE_API), put(3, 8, 8))
+
+    server, client = scripted([first, second])
+    with client.watch(["flows"], backoff_initial=0.01) as watch:
+        items = take(watch, 1 + 8)
+        assert watch.revision == 3
+    got = [(i.revision, i.key[0]) for i in items[1:]]
+    assert got == [(1, 1), (1, 2), (1, 3), (2, 4), (2, 5), (2, 6), (2, 7), (3, 8)]
+    assert len(server.creates) == 2

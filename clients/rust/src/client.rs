@@ -16,7 +16,7 @@ use crate::watch::{self, ITEM_BUFFER, OpenError, Resumer};
 /// A connection to one mapsync server. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: MapSyncClient<Channel>,
+    pub(crate) inner: MapSyncClient<Channel>,
 }
 
 /// How [`Client::connect_with`] connects.
@@ -122,6 +122,7 @@ impl Client {
         Ok(Maps {
             epoch: header.epoch,
             revision: header.revision,
+            details: reply.maps.iter().map(Into::into).collect(),
             maps: reply.maps.into_iter().map(Into::into).collect(),
         })
     }
@@ -244,6 +245,7 @@ impl Client {
             next: options.start_revision,
             epoch: options.epoch,
             initial_delivered: false,
+            partial: 0,
             options,
             items,
         };

@@ -50,7 +50,106 @@ pub enum ClientError {
         /// The server's explanation.
         message: String,
     },
+    /// A write named a map the server does not mirror (`NOT_FOUND`).
+    #[error("{message} (not found)")]
+    UnknownMap {
+        /// The server's explanation (it names the map).
+        message: String,
+    },
+    /// The key is present: a put with [`PutMode::NoExist`](crate::PutMode)
+    /// (on array maps, always) (`ALREADY_EXISTS`).
+    #[error("{message} (already exists)")]
+    AlreadyExists {
+        /// The server's explanation.
+        message: String,
+        /// In a Txn: the index of the refused op in the branch that ran.
+        failed_op: Option<u32>,
+    },
+    /// The key is absent: a put with [`PutMode::Exist`](crate::PutMode) or a
+    /// delete (`NOT_FOUND`).
+    #[error("{message} (not found)")]
+    NotFound {
+        /// The server's explanation.
+        message: String,
+        /// In a Txn: the index of the refused op in the branch that ran.
+        failed_op: Option<u32>,
+    },
+    /// A compare-and-swap expectation did not hold; nothing was written
+    /// (`FAILED_PRECONDITION`).
+    #[error("{message} (failed precondition)")]
+    ModRevisionMismatch {
+        /// The key's mod revision now (0: absent), from the server's
+        /// `mapsync-current-mod-revision` metadata (or its message).
+        current: u64,
+        /// The server's explanation.
+        message: String,
+    },
+    /// An Apply's expected version is not the live one; nothing was switched
+    /// (`FAILED_PRECONDITION`).
+    #[error("{message} (failed precondition)")]
+    VersionMismatch {
+        /// The version live now, from the server's `mapsync-live-version`
+        /// metadata (or its message).
+        live: u64,
+        /// The server's explanation.
+        message: String,
+    },
+    /// Apply on a map that is not switchable (`FAILED_PRECONDITION`).
+    #[error("{message} (failed precondition)")]
+    NotSwitchable {
+        /// The server's explanation.
+        message: String,
+    },
+    /// The revision or epoch of the request belongs to another server
+    /// lifetime (`FAILED_PRECONDITION`).
+    #[error("{message} (failed precondition)")]
+    EpochChanged {
+        /// The server's explanation.
+        message: String,
+    },
+    /// The caller may not write (`PERMISSION_DENIED`): over the Unix socket
+    /// only root and the uids/gids `serve --write-uid/--write-gid` allows;
+    /// over TCP nobody.
+    #[error("{message} (permission denied)")]
+    PermissionDenied {
+        /// The server's explanation.
+        message: String,
+    },
+    /// The map is full, or an Apply has more entries than it holds
+    /// (`RESOURCE_EXHAUSTED`).
+    #[error("{message} (resource exhausted)")]
+    MapFull {
+        /// The server's explanation.
+        message: String,
+        /// In a Txn: the index of the refused op in the branch that ran.
+        failed_op: Option<u32>,
+    },
+    /// The request does not fit the map: key or value size, an array index
+    /// past the end, a delete in replace mode, too many ops
+    /// (`INVALID_ARGUMENT`).
+    #[error("{message} (invalid argument)")]
+    InvalidArgument {
+        /// The server's explanation.
+        message: String,
+        /// In a Txn: the index of the refused op in the branch that ran.
+        failed_op: Option<u32>,
+    },
+    /// One Apply entry is too large for a request message on its own.
+    #[error("an Apply entry of {bytes} bytes does not fit in one request of at most {max} bytes")]
+    EntryTooLarge {
+        /// The entry's encoded size.
+        bytes: usize,
+        /// The request cap.
+        max: usize,
+    },
 }
+
+/// Metadata key: the key's mod revision now, on a compare-and-swap mismatch.
+pub const CURRENT_MOD_REVISION_KEY: &str = "mapsync-current-mod-revision";
+/// Metadata key: the live version, on an Apply version mismatch.
+pub const LIVE_VERSION_KEY: &str = "mapsync-live-version";
+/// Metadata key: the index of the refused op of a Txn.
+pub const FAILED_OP_KEY: &str = "mapsync-failed-op";
 
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
@@ -80,9 +179,93 @@ impl ClientError {
             ClientError::WatchRefused { code, .. } | ClientError::Transport { code, .. } => {
                 Some(*code)
             }
+            ClientError::UnknownMap { .. } | ClientError::NotFound { .. } => Some(Code::NotFound),
+            ClientError::AlreadyExists { .. } => Some(Code::AlreadyExists),
+            ClientError::ModRevisionMismatch { .. }
+            | ClientError::VersionMismatch { .. }
+            | ClientError::NotSwitchable { .. }
+            | ClientError::EpochChanged { .. } => Some(Code::FailedPrecondition),
+            ClientError::PermissionDenied { .. } => Some(Code::PermissionDenied),
+            ClientError::MapFull { .. } => Some(Code::ResourceExhausted),
+            ClientError::InvalidArgument { .. } => Some(Code::InvalidArgument),
             _ => None,
         }
     }
+}
+
+impl ClientError {
+    /// The typed error of a failed write call: the status code and the
+    /// metadata the server sets (`mapsync-current-mod-revision`,
+    /// `mapsync-live-version`, `mapsync-failed-op`) pick the variant; a
+    /// status with none of them that only says it in its message is read
+    /// from the message. Anything else stays [`ClientError::Status`].
+    pub fn from_write_status(status: tonic::Status) -> Self {
+        let metadata = |key: &str| -> Option<u64> {
+            status
+                .metadata()
+                .get(key)?
+                .to_str()
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let failed_op = metadata(FAILED_OP_KEY).and_then(|op| u32::try_from(op).ok());
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::AlreadyExists => ClientError::AlreadyExists { message, failed_op },
+            Code::NotFound if failed_op.is_none() && message.contains("unknown map") => {
+                ClientError::UnknownMap { message }
+            }
+            Code::NotFound => ClientError::NotFound { message, failed_op },
+            Code::PermissionDenied => ClientError::PermissionDenied { message },
+            Code::InvalidArgument => ClientError::InvalidArgument { message, failed_op },
+            Code::ResourceExhausted
+                if !message.contains("request larger") && !message.contains("too large") =>
+            {
+                ClientError::MapFull { message, failed_op }
+            }
+            Code::FailedPrecondition => {
+                let current = metadata(CURRENT_MOD_REVISION_KEY)
+                    .or_else(|| number_after(&message, "mod revision is "));
+                let live = metadata(LIVE_VERSION_KEY)
+                    .or_else(|| number_after(&message, "live version is "));
+                if let Some(current) = current {
+                    ClientError::ModRevisionMismatch { current, message }
+                } else if let Some(live) = live {
+                    ClientError::VersionMismatch { live, message }
+                } else if message.contains("not switchable") {
+                    ClientError::NotSwitchable { message }
+                } else if message.contains("epoch") {
+                    ClientError::EpochChanged { message }
+                } else {
+                    ClientError::Status(status)
+                }
+            }
+            _ => ClientError::from(status),
+        }
+    }
+
+    /// In a Txn refused by the kernel: the index of the op (in the branch
+    /// that ran) that was refused; the ops before it were undone.
+    pub fn failed_op(&self) -> Option<u32> {
+        match self {
+            ClientError::AlreadyExists { failed_op, .. }
+            | ClientError::NotFound { failed_op, .. }
+            | ClientError::MapFull { failed_op, .. }
+            | ClientError::InvalidArgument { failed_op, .. } => *failed_op,
+            _ => None,
+        }
+    }
+}
+
+/// The decimal number right after `marker` in `text`.
+fn number_after(text: &str, marker: &str) -> Option<u64> {
+    let rest = &text[text.find(marker)? + marker.len()..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..digits].parse().ok()
 }
 
 fn code_name(code: Code) -> &'static str {

@@ -40,16 +40,74 @@
 //! println!("{:?} at revision {}", value.value, value.revision);
 //! # Ok(()) }
 //! ```
+//!
+//! Writes, and reading your own write: every write answers with the
+//! revision at which it is visible; a read with `min_revision` set to it
+//! waits (bounded by its timeout) until the server has reached it, so it
+//! sees the write (or something newer). Refusals are typed errors to match
+//! on:
+//!
+//! ```no_run
+//! # async fn example(mut client: mapsync_client::Client) -> Result<(), mapsync_client::ClientError> {
+//! use std::time::Duration;
+//! use mapsync_client::{ClientError, PutMode, PutOptions, ReadOptions};
+//!
+//! let key = 1u32.to_ne_bytes();
+//! let written = client.put("config", &key, &42u64.to_ne_bytes()).await?;
+//! let options = ReadOptions {
+//!     min_revision: written.revision,
+//!     epoch: written.epoch,
+//!     timeout: Some(Duration::from_secs(2)),
+//!     ..Default::default()
+//! };
+//! let read = client.get_with("config", &key, &options).await?;
+//! assert_eq!(read.value.as_deref(), Some(&42u64.to_ne_bytes()[..]));
+//!
+//! // only create; and compare-and-swap against the mod revision just read
+//! match client.put_with("config", &key, &[0; 8], &PutOptions::new().mode(PutMode::NoExist)).await {
+//!     Err(ClientError::AlreadyExists { .. }) => println!("already there"),
+//!     other => println!("{other:?}"),
+//! }
+//! let cas = PutOptions::new().expect_mod_revision(read.mod_revision, written.epoch);
+//! match client.put_with("config", &key, &7u64.to_ne_bytes(), &cas).await {
+//!     Ok(done) => println!("written at {}", done.revision),
+//!     Err(ClientError::ModRevisionMismatch { current, .. }) => println!("lost the race: now {current}"),
+//!     Err(other) => return Err(other),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! An atomic switch of a switchable map's whole set (entries are streamed in
+//! chunks under the 64 KiB request cap):
+//!
+//! ```no_run
+//! # async fn example(mut client: mapsync_client::Client) -> Result<(), mapsync_client::ClientError> {
+//! use mapsync_client::{ApplyEntry, ApplyOptions, ClientError};
+//!
+//! let set = (0..10_000u32).map(|i| ApplyEntry::put(i.to_ne_bytes().to_vec(), vec![1u8; 8]));
+//! match client.apply("blocklist", set, &ApplyOptions::new().expect_version(6)).await {
+//!     Ok(applied) => println!("version {} live at revision {}", applied.version, applied.revision),
+//!     Err(ClientError::VersionMismatch { live, .. }) => println!("someone else switched: {live} is live"),
+//!     Err(other) => return Err(other),
+//! }
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
 mod client;
 mod error;
 mod types;
 pub mod watch;
+pub mod write;
+mod write_types;
 
 pub use client::{Client, ConnectOptions};
-pub use error::ClientError;
+pub use error::{CURRENT_MOD_REVISION_KEY, ClientError, FAILED_OP_KEY, LIVE_VERSION_KEY};
 pub use types::{
-    Event, GetResult, Listing, MapDescription, Maps, Op, ReadOptions, ResyncReason, WatchItem,
-    WatchOptions,
+    Event, GetResult, Listing, MapDescription, MapDetails, Maps, Op, ReadOptions, ResyncReason,
+    WatchItem, WatchOptions,
+};
+pub use write_types::{
+    Applied, ApplyEntry, ApplyMode, ApplyOptions, Compare, CompareResult, CompareTarget,
+    DeleteOptions, Previous, PutMode, PutOptions, Txn, TxnOp, TxnResult, Written,
 };

@@ -36,6 +36,22 @@ impl MapDescription {
     }
 }
 
+/// What a map description says beyond [`MapDescription`]: the kernel's
+/// name for the map and whether it is switchable. (Kept apart so that code
+/// building a `MapDescription` by hand keeps compiling.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapDetails {
+    /// Name to use in requests (as [`MapDescription::name`]).
+    pub name: String,
+    /// Name the kernel knows the map by.
+    pub kernel_name: String,
+    /// Whether the map is switchable (written atomically with
+    /// [`Client::apply`](crate::Client::apply)).
+    pub switchable: bool,
+    /// The live version of a switchable map (0 for others).
+    pub version: u64,
+}
+
 /// Every mirrored map, at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Maps {
@@ -45,6 +61,16 @@ pub struct Maps {
     pub revision: u64,
     /// The maps.
     pub maps: Vec<MapDescription>,
+    /// Per map, in the same order: its kernel name and switch state.
+    pub details: Vec<MapDetails>,
+}
+
+impl Maps {
+    /// The description and details of map `name`.
+    pub fn get(&self, name: &str) -> Option<(&MapDescription, &MapDetails)> {
+        let index = self.maps.iter().position(|m| m.name == name)?;
+        Some((&self.maps[index], self.details.get(index)?))
+    }
 }
 
 /// One key's value.
@@ -109,7 +135,8 @@ pub struct Event {
     pub key: Bytes,
     /// New value; `None` on delete.
     pub value: Option<Bytes>,
-    /// Who saw it: "initial", "emit", "trace", "resync" or "poll".
+    /// Who saw it: "initial", "emit", "trace", "resync", "poll" or "api" (a
+    /// write through the API).
     pub source: &'static str,
     /// The key decoded with the map's BTF, as JSON text, when the watch
     /// asked for it ([`WatchOptions::decoded`]) and the map has BTF.
@@ -236,6 +263,17 @@ impl WatchOptions {
         self.start_revision = revision;
         self.epoch = epoch;
         self
+    }
+}
+
+impl From<&pb::MapDescription> for MapDetails {
+    fn from(map: &pb::MapDescription) -> Self {
+        Self {
+            name: map.name.clone(),
+            kernel_name: map.kernel_name.clone(),
+            switchable: map.switchable,
+            version: map.version,
+        }
     }
 }
 

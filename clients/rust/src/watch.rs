@@ -121,6 +121,10 @@ pub(crate) struct Resumer {
     pub(crate) next: u64,
     /// Initial-state events delivered since the last InitialStateDone.
     pub(crate) initial_delivered: bool,
+    /// Events of revision `next` already delivered: a revision too large
+    /// for one message arrives in several (`revision_continues`), and a
+    /// resume from it skips what was delivered.
+    pub(crate) partial: usize,
     pub(crate) items: mpsc::Sender<Result<WatchItem, ClientError>>,
 }
 
@@ -259,6 +263,8 @@ impl Resumer {
 
     /// Delivers what one stream carries until it breaks.
     async fn follow(&mut self, mut stream: Opened) -> Broke {
+        // events of revision `next` seen on this stream
+        let mut seen = 0;
         loop {
             let Ok(message) = self.receive(&mut stream).await else {
                 return Broke::Stop;
@@ -282,22 +288,35 @@ impl Resumer {
                 self.epoch = message.epoch;
             }
             let item = match message.kind {
-                Some(Kind::Events(batch)) => match events(batch) {
-                    Ok(events) => {
-                        if self.next == 0 {
+                Some(Kind::Events(batch)) => {
+                    let continues = batch.revision_continues;
+                    match events(batch) {
+                        Ok(events) if self.next == 0 => {
                             self.initial_delivered = true;
-                        } else if let Some(last) = events.last() {
-                            self.next = last.revision + 1;
+                            WatchItem::Events(events)
                         }
-                        WatchItem::Events(events)
+                        Ok(events) => {
+                            let kept = track(
+                                &mut self.next,
+                                &mut self.partial,
+                                &mut seen,
+                                events,
+                                continues,
+                            );
+                            if kept.is_empty() {
+                                continue;
+                            }
+                            WatchItem::Events(kept)
+                        }
+                        Err(error) => {
+                            let _ = self.deliver(Err(error)).await;
+                            return Broke::Stop;
+                        }
                     }
-                    Err(error) => {
-                        let _ = self.deliver(Err(error)).await;
-                        return Broke::Stop;
-                    }
-                },
+                }
                 Some(Kind::InitialStateDone(done)) => {
                     self.next = done.revision + 1;
+                    self.partial = 0;
                     self.initial_delivered = false;
                     WatchItem::InitialStateDone {
                         epoch: message.epoch,
@@ -305,8 +324,9 @@ impl Resumer {
                     }
                 }
                 Some(Kind::Progress(progress)) => {
-                    if self.next != 0 {
-                        self.next = self.next.max(progress.revision + 1);
+                    if self.next != 0 && progress.revision >= self.next {
+                        self.next = progress.revision + 1;
+                        self.partial = 0;
                     }
                     WatchItem::Progress {
                         revision: progress.revision,
@@ -350,6 +370,7 @@ impl Resumer {
                 Some(Kind::InitialStateDone(done)) => {
                     self.epoch = message.epoch;
                     self.next = done.revision + 1;
+                    self.partial = 0;
                     self.initial_delivered = false;
                     self.deliver(Ok(WatchItem::Resync {
                         reason,
@@ -364,5 +385,94 @@ impl Resumer {
                 Some(Kind::Progress(_) | Kind::Created(_)) | None => {}
             }
         }
+    }
+}
+
+/// Follows the position of a live watch through one batch: `next` is the
+/// revision a resume asks for, `partial` how many of its events were
+/// delivered (a revision split across messages, `continues`), `seen` how
+/// many of them this stream has carried. Returns the events not delivered
+/// before.
+fn track(
+    next: &mut u64,
+    partial: &mut usize,
+    seen: &mut usize,
+    events: Vec<Event>,
+    continues: bool,
+) -> Vec<Event> {
+    let Some(last) = events.last().map(|e| e.revision) else {
+        return events;
+    };
+    let mut kept = Vec::with_capacity(events.len());
+    for event in events {
+        if event.revision == *next {
+            *seen += 1;
+            if *seen <= *partial {
+                continue;
+            }
+        }
+        kept.push(event);
+    }
+    if !continues {
+        *next = last + 1;
+        *partial = 0;
+        *seen = 0;
+    } else if last == *next {
+        *partial = (*partial).max(*seen);
+    } else {
+        *next = last;
+        *seen = kept.iter().filter(|e| e.revision == last).count();
+        *partial = *seen;
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Op;
+
+    fn event(revision: u64, key: u8) -> Event {
+        Event {
+            revision,
+            map: "m".into(),
+            op: Op::Put,
+            key: vec![key].into(),
+            value: Some(vec![key].into()),
+            source: "api",
+            key_json: None,
+            value_json: None,
+            prev_value: None,
+        }
+    }
+
+    #[test]
+    fn a_revision_split_across_messages_resumes_without_loss_or_duplicate() {
+        let (mut next, mut partial, mut seen) = (5, 0, 0);
+        // revision 5 whole, then revision 6 split: 3 events, then the stream breaks
+        let kept = track(
+            &mut next,
+            &mut partial,
+            &mut seen,
+            vec![event(5, 0), event(6, 1), event(6, 2)],
+            true,
+        );
+        assert_eq!(kept.len(), 3);
+        assert_eq!(
+            (next, partial),
+            (6, 2),
+            "resume from 6, two of its events delivered"
+        );
+        let kept = track(&mut next, &mut partial, &mut seen, vec![event(6, 3)], true);
+        assert_eq!(kept, vec![event(6, 3)]);
+        assert_eq!((next, partial), (6, 3));
+        // a new stream from revision 6 carries the whole revision again
+        let mut seen = 0;
+        let again = vec![event(6, 1), event(6, 2)];
+        assert!(track(&mut next, &mut partial, &mut seen, again, true).is_empty());
+        let rest = vec![event(6, 3), event(6, 4), event(7, 5)];
+        let kept = track(&mut next, &mut partial, &mut seen, rest, false);
+        assert_eq!(kept, vec![event(6, 4), event(7, 5)]);
+        assert_eq!((next, partial), (8, 0));
     }
 }

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import grpc
 
 from ._proto import mapsync_pb2 as pb
 from ._proto import mapsync_pb2_grpc as pb_grpc
-from .errors import from_rpc_error
+from .errors import from_rpc_error, from_write_error
 from .types import Entry, GetResult, Maps, map_info_from_pb
 from .watch import Watch
+from .write import (
+    Applied,
+    Compare,
+    TxnDelete,
+    TxnPut,
+    TxnResult,
+    WriteResult,
+    apply_messages,
+    previous_from_pb,
+    put_mode,
+)
 
 __all__ = ["Client", "Listing"]
 
@@ -285,4 +296,154 @@ class Client:
             backoff_max=backoff_max,
             max_retries=max_retries,
             buffer=buffer,
+        )
+
+    def put(
+        self,
+        map: str,
+        key: bytes,
+        value: bytes,
+        *,
+        mode: str = "any",
+        expect_mod_revision: Optional[int] = None,
+        epoch: int = 0,
+        prev_value: bool = False,
+        timeout: Optional[float] = None,
+    ) -> WriteResult:
+        """Writes one key; the result's ``revision`` is where the write is
+        visible (``get(..., min_revision=result.revision)`` reads it).
+
+        Args:
+            map: the map's name.
+            key, value: bytes in memory order (per-CPU maps: one 8-byte
+                aligned slot per possible CPU).
+            mode: ``"any"`` (create or replace), ``"no_exist"`` (only create),
+                ``"exist"`` (only replace).
+            expect_mod_revision: compare-and-swap: write only if the key's mod
+                revision is this (0: only if absent).
+            epoch: the epoch ``expect_mod_revision`` belongs to (0: any).
+            prev_value: also return the key's state before the write.
+
+        Raises:
+            AlreadyExists, NotFound, ModRevisionMismatch (``.current``),
+            MapFull, InvalidArgument, PermissionDenied, UnknownMap,
+            EpochChanged, Unavailable.
+        """
+        request = pb.PutRequest(
+            map=map, key=bytes(key), value=bytes(value), mode=put_mode(mode), epoch=epoch, prev_value=prev_value
+        )
+        if expect_mod_revision is not None:
+            request.expect_mod_revision = expect_mod_revision
+        try:
+            reply = self._stub.Put(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise from_write_error(error, map=map) from None
+        return WriteResult(
+            revision=reply.header.revision,
+            epoch=reply.header.epoch,
+            prev=previous_from_pb(reply.prev) if prev_value else None,
+        )
+
+    def delete(
+        self,
+        map: str,
+        key: bytes,
+        *,
+        expect_mod_revision: Optional[int] = None,
+        epoch: int = 0,
+        prev_value: bool = False,
+        timeout: Optional[float] = None,
+    ) -> WriteResult:
+        """Removes one key (absent: :class:`NotFound`); arguments as for
+        :meth:`put`."""
+        request = pb.DeleteRequest(map=map, key=bytes(key), epoch=epoch, prev_value=prev_value)
+        if expect_mod_revision is not None:
+            request.expect_mod_revision = expect_mod_revision
+        try:
+            reply = self._stub.Delete(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise from_write_error(error, map=map) from None
+        return WriteResult(
+            revision=reply.header.revision,
+            epoch=reply.header.epoch,
+            prev=previous_from_pb(reply.prev) if prev_value else None,
+        )
+
+    def txn(
+        self,
+        compares: Sequence[Compare] = (),
+        success: Sequence[Union[TxnPut, TxnDelete]] = (),
+        failure: Sequence[Union[TxnPut, TxnDelete]] = (),
+        *,
+        epoch: int = 0,
+        prev_value: bool = False,
+        timeout: Optional[float] = None,
+    ) -> TxnResult:
+        """A transaction, like etcd's: if every compare holds the ``success``
+        ops run in order, otherwise the ``failure`` ops. A failed compare is
+        no error (``succeeded`` is False). If the kernel refuses an op, the
+        ops before it are undone and the error's ``failed_op`` names it.
+
+        Example::
+
+            result = client.txn(
+                [Compare.mod_revision("cfg", key, "==", seen)],
+                [TxnPut("cfg", key, new_value)],
+            )
+        """
+        request = pb.TxnRequest(
+            compare=[c.to_pb() for c in compares],
+            success=[op.to_pb() for op in success],
+            failure=[op.to_pb() for op in failure],
+            epoch=epoch,
+            prev_value=prev_value,
+        )
+        try:
+            reply = self._stub.Txn(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise from_write_error(error) from None
+        return TxnResult(
+            succeeded=reply.succeeded,
+            revision=reply.header.revision,
+            epoch=reply.header.epoch,
+            prev=[previous_from_pb(p) for p in reply.prev],
+        )
+
+    def apply(
+        self,
+        map: str,
+        entries: Iterable[Tuple[bytes, Optional[bytes]]],
+        *,
+        merge: bool = False,
+        expect_version: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Applied:
+        """Replaces a switchable map's whole set (or, with ``merge``, puts and
+        deletes on top of it) in one atomic switch: BPF programs see the old
+        set or the new one, never a mix.
+
+        Args:
+            map: the switchable map's name.
+            entries: ``(key, value)`` pairs; a value of None deletes the key
+                (merge only). Streamed in messages under the 64 KiB request
+                cap; every entry is checked to fit before anything is sent.
+            expect_version: switch only if this is the live version.
+
+        Raises:
+            VersionMismatch (``.live``), NotSwitchable, MapFull (more entries
+            than the map holds), InvalidArgument, PermissionDenied,
+            UnknownMap, EntryTooLarge.
+        """
+        messages = apply_messages(map, entries, merge=merge, expect_version=expect_version)
+        try:
+            reply = self._stub.Apply(iter(messages), timeout=timeout)
+        except grpc.RpcError as error:
+            raise from_write_error(error, map=map) from None
+        return Applied(
+            version=reply.version,
+            revision=reply.header.revision,
+            epoch=reply.header.epoch,
+            entries=reply.entries,
+            changed=reply.changed,
+            switch_ns=reply.switch_ns,
         )

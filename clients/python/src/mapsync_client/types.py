@@ -46,6 +46,8 @@ class Source(enum.Enum):
     """A re-read of the kernel that found the mirror behind."""
     POLL = pb.SOURCE_POLL
     """The map's periodic poll (in-place updates, LRU evictions)."""
+    API = pb.SOURCE_API
+    """A write through the API (put, delete, txn, apply)."""
 
     @classmethod
     def of(cls, value: int) -> "Source":
@@ -75,6 +77,13 @@ class MapInfo:
     entries: int
     """Entries in the mirror now."""
     kernel_name: str
+    has_btf: bool = False
+    """Whether keys and values carry BTF (decodable)."""
+    switchable: bool = False
+    """Whether the map is switchable (written atomically with
+    :meth:`Client.apply`)."""
+    version: int = 0
+    """The live version of a switchable map (0 for others)."""
 
 
 @dataclass(frozen=True)
@@ -201,5 +210,8 @@ def map_info_from_pb(m: "pb.MapDescription") -> MapInfo:
         max_entries=m.max_entries,
         entries=m.entries,
         kernel_name=m.kernel_name,
+        has_btf=m.has_btf,
+        switchable=m.switchable,
+        version=m.version,
     )
 

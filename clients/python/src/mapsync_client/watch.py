@@ -16,14 +16,14 @@ import logging
 import queue
 import random
 import threading
-from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import grpc
 
 from ._proto import mapsync_pb2 as pb
 from ._proto import mapsync_pb2_grpc as pb_grpc
 from .errors import Compacted, MapsyncError, Unavailable, WatchCanceled, from_rpc_error, from_status
-from .types import Entry, InitialStateDone, Progress, Resync, WatchItem, event_from_pb
+from .types import Entry, Event, InitialStateDone, Progress, Resync, WatchItem, event_from_pb
 
 __all__ = ["Watch"]
 
@@ -113,6 +113,12 @@ class Watch(Iterator[WatchItem]):
         self._phase = _LIVE if create.start_revision > 0 else _INITIAL
         self._handed_initial = False
         self._received = False
+        # a revision too large for one message arrives in several
+        # (revision_continues): how many of its events were handed over, and
+        # how many this stream has carried (a resume from it skips those)
+        self._partial_revision = 0
+        self._partial_handed = 0
+        self._partial_seen = 0
         self._snapshot: List[Entry] = []
         self._snapshot_reason = ""
         self._snapshot_oldest = 0
@@ -282,6 +288,7 @@ class Watch(Iterator[WatchItem]):
         requests: "queue.Queue[Optional[pb.WatchRequest]]" = queue.Queue()
         requests.put(pb.WatchRequest(create=self._create_request()))
         self._received = False
+        self._partial_seen = 0
         try:
             call = self._stub.Watch(iter(requests.get, None))
         except ValueError:  # grpc: "Cannot invoke RPC: Channel closed!"
@@ -332,31 +339,56 @@ class Watch(Iterator[WatchItem]):
             with self._lock:
                 self._watch_id = response.watch_id
         elif kind == "events":
-            self._on_events(response.events.events)
+            self._on_events(response.events.events, response.events.revision_continues)
         elif kind == "initial_state_done":
             self._on_initial_state_done(response.initial_state_done.revision)
         elif kind == "progress":
             if self._phase == _LIVE:
+                if response.progress.revision >= self._partial_revision:
+                    self._partial_revision = self._partial_handed = 0
                 self._last = max(self._last, response.progress.revision)
                 self._hand(Progress(self._last))
         elif kind == "canceled":
             self._on_canceled(response.canceled)
 
-    def _on_events(self, events: "Iterable[pb.Event]") -> None:
+    def _on_events(self, events: "Sequence[pb.Event]", continues: bool = False) -> None:
+        if self._phase == _LIVE:
+            self._on_live_events([event_from_pb(e) for e in events], continues)
+            return
         for e in events:
             event = event_from_pb(e)
-            if self._phase == _LIVE:
-                if event.revision <= self._last:
-                    continue  # already handed over before a reconnect
-                self._last = event.revision
-                self._hand(event)
-            elif self._phase == _INITIAL:
+            if self._phase == _INITIAL:
                 self._handed_initial = True
                 self._hand(event, moves_revision=False)
             else:
                 self._snapshot.append(
                     Entry(map=event.map, key=event.key, value=event.value or b"", mod_revision=event.revision)
                 )
+
+    def _on_live_events(self, events: List[Event], continues: bool) -> None:
+        """Hands over live events; a revision counts as delivered (the resume
+        point moves past it) once all its events are: the events of one
+        revision (one write request) share it, and only a revision marked
+        ``continues`` goes on in the next message."""
+        for i, event in enumerate(events):
+            if event.revision <= self._last:
+                continue  # already handed over before a reconnect
+            if event.revision == self._partial_revision:
+                self._partial_seen += 1
+                if self._partial_seen <= self._partial_handed:
+                    continue  # part of a split revision handed over before
+                self._partial_handed = self._partial_seen
+            elif continues and event.revision == events[-1].revision:
+                # the revision that goes on in the next message
+                self._partial_revision = event.revision
+                self._partial_handed = self._partial_seen = 1
+            later = events[i + 1].revision if i + 1 < len(events) else None
+            complete = (later is not None and later > event.revision) or (later is None and not continues)
+            if complete:
+                self._last = event.revision
+                if event.revision == self._partial_revision:
+                    self._partial_revision = self._partial_handed = self._partial_seen = 0
+            self._put((event, self._stream_epoch, self._last))
 
     def _on_initial_state_done(self, revision: int) -> None:
         phase = self._phase
