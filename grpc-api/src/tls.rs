@@ -240,4 +240,70 @@ mod tests {
         assert_eq!(subject_common_name(&leaf.der()[..40]), None, "truncated");
         assert_eq!(subject_common_name(b""), None);
     }
+
+    #[tokio::test]
+    async fn a_tls_peer_carries_the_subject_of_its_verified_client_certificate() {
+        let issue = |issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, cn: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params =
+                rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            (params.signed_by(&key, issuer).expect("signed"), key)
+        };
+        let new_ca = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let cert = params.self_signed(&key).expect("ca");
+            (cert, rcgen::Issuer::new(params, key))
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let (server_ca, server_issuer) = new_ca("server-ca");
+        let (client_ca, client_issuer) = new_ca("client-ca");
+        let (server_cert, server_key) = issue(&server_issuer, "server");
+        let (client_cert, client_key) = issue(&client_issuer, "svc-reader");
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let tls = ServerTls::load(TlsFiles {
+            cert: write("s.pem", server_cert.pem()),
+            key: write("s.key", server_key.serialize_pem()),
+            client_ca: Some(write("ca.pem", client_ca.pem())),
+        })
+        .expect("load");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(server_ca.der().clone()).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![client_cert.der().clone()],
+            PrivateKeyDer::try_from(client_key.serialize_der()).expect("key"),
+        )
+        .expect("client auth");
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let (server, client) =
+            tokio::join!(tls.acceptor().accept(near), connector.connect(name, far));
+        let (server, _client) = (server.expect("server side"), client.expect("client side"));
+        let addr = "127.0.0.1:9".parse().expect("addr");
+        assert_eq!(
+            crate::peer::Peer::of_tls(addr, &server),
+            crate::peer::Peer::Tls {
+                addr,
+                subject: Some("svc-reader".into())
+            }
+        );
+    }
 }
