@@ -90,6 +90,10 @@ impl SecurityArgs {
         if self.insecure_listen || self.tls_cert.is_some() {
             return Ok(());
         }
+        if !listen.contains(':') {
+            // not HOST:PORT at all: binding it says so
+            return Ok(());
+        }
         let loopback = match listen.parse::<SocketAddr>() {
             Ok(addr) => addr.ip().is_loopback(),
             Err(_) => listen
@@ -203,6 +207,14 @@ mod tests {
         let error = args.check_listen("0.0.0.0:50051").unwrap_err();
         assert!(error.to_string().contains("--insecure-listen"), "{error}");
         assert!(args.check_listen("10.1.2.3:1").is_err());
+        assert!(
+            args.check_listen("myhost:1").is_err(),
+            "a name may be anything"
+        );
+        assert!(
+            args.check_listen("nonsense").is_ok(),
+            "left to the bind's own error"
+        );
         let insecure = SecurityArgs {
             insecure_listen: true,
             ..SecurityArgs::default()
