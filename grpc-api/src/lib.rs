@@ -31,6 +31,7 @@ pub mod json;
 pub mod peer;
 pub mod server;
 pub mod service;
+pub mod tls;
 
 pub use error::{RequestError, ServeError};
 

@@ -35,12 +35,33 @@ pub enum Peer {
         /// Its address.
         addr: SocketAddr,
     },
+    /// A TCP peer over TLS.
+    Tls {
+        /// Its address.
+        addr: SocketAddr,
+        /// The subject common name of its client certificate (mTLS: the
+        /// certificate was verified against `--tls-client-ca`), `None`
+        /// without a client certificate or without a CN in it.
+        subject: Option<String>,
+    },
 }
 
 impl Peer {
     /// The peer attached to `request` by the server, if any.
     pub fn of<T>(request: &tonic::Request<T>) -> Option<&Peer> {
         request.extensions().get::<Peer>()
+    }
+
+    /// The identity of a TLS connection from `addr`: the subject of its
+    /// verified client certificate, if it sent one.
+    pub fn of_tls<IO>(addr: SocketAddr, stream: &tokio_rustls::server::TlsStream<IO>) -> Peer {
+        let subject = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|cert| crate::tls::subject_common_name(cert));
+        Peer::Tls { addr, subject }
     }
 
     /// The identity of an accepted Unix-socket connection.
@@ -71,6 +92,10 @@ impl std::fmt::Display for Peer {
                 }
             }
             Peer::Tcp { addr } => write!(f, "tcp {addr}"),
+            Peer::Tls { addr, subject } => match subject {
+                Some(subject) => write!(f, "tls {addr} cn {subject}"),
+                None => write!(f, "tls {addr}"),
+            },
         }
     }
 }
@@ -129,7 +154,7 @@ impl WritePolicy {
     pub fn check(&self, peer: Option<&Peer>) -> Result<(), WriteDenied> {
         match peer {
             None => Err(WriteDenied::Unknown),
-            Some(Peer::Tcp { .. }) => Err(WriteDenied::Tcp),
+            Some(Peer::Tcp { .. } | Peer::Tls { .. }) => Err(WriteDenied::Tcp),
             Some(Peer::Unix {
                 uid, gid, groups, ..
             }) => {

@@ -121,6 +121,34 @@ pub fn connection_fd_room() -> Option<usize> {
     Some(usize::try_from(room).unwrap_or(usize::MAX))
 }
 
+/// TLS flags of the client subcommands, for a TCP `--endpoint`.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "TLS")]
+pub struct ClientTlsArgs {
+    /// PEM CA certificates the server's certificate must chain to: speak TLS
+    /// to the TCP endpoint (its host name is checked against the
+    /// certificate).
+    #[arg(long, value_name = "FILE", env = "MAPSYNC_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate for mTLS (with --tls-key and --tls-ca).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// The client's TLS options, if `--tls-ca` is given.
+    pub fn options(&self) -> anyhow::Result<Option<mapsync_client::TlsOptions>> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let client = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        Ok(Some(mapsync_client::TlsOptions::from_files(ca, client)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

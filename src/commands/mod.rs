@@ -9,6 +9,7 @@ pub mod get;
 pub mod list;
 pub mod output;
 pub mod put;
+pub mod security_args;
 pub mod serve;
 pub mod typed_input;
 pub mod watch;

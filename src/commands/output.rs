@@ -31,6 +31,8 @@ pub struct ClientArgs {
     pub timeout: f64,
     #[command(flatten)]
     pub show: FormatArgs,
+    #[command(flatten)]
+    pub tls: super::connection_args::ClientTlsArgs,
 }
 
 fn parse_timeout(arg: &str) -> Result<f64, String> {
@@ -53,6 +55,7 @@ impl ClientArgs {
             connect_timeout: self.deadline(),
             keepalive_interval: keepalive,
             keepalive_timeout: keepalive.unwrap_or(Duration::from_secs(10)),
+            tls: self.tls.options()?,
         };
         Ok(Client::connect_with(&self.endpoint, &options).await?)
     }

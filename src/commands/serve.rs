@@ -77,6 +77,8 @@ pub struct ServeArgs {
     pub watch_limits: super::watch_limit_args::WatchLimitArgs,
     #[command(flatten)]
     pub write_policy: WritePolicyArgs,
+    #[command(flatten)]
+    pub security: super::security_args::SecurityArgs,
 }
 
 // ---- who may write (Put, Delete, Txn, Apply) --------------------------------
@@ -245,7 +247,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.sync_config()?;
     // checked now; fitted to the descriptors left once the maps are open
     args.connections.limits(None)?;
-    let listener = Listener::bind(&args.listen).await?;
+    args.security.check_listen(&args.listen)?;
+    let tls = match args.security.tls_files() {
+        Some(files) => Some(mapsync_grpc::tls::ServerTls::load(files).context("cannot load TLS")?),
+        None => None,
+    };
+    let listener = Listener::bind_with(&args.listen, args.security.socket_options()?).await?;
     let metrics_listener = match &args.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -295,7 +302,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         connections: connection_limits,
         limits: args.watch_limits.limits(),
         writes: Some((sync.commands(), policy)),
+        tls: tls.clone(),
     };
+    if let Some(tls) = tls {
+        tracing::info!(
+            mutual = tls.mutual(),
+            "TLS on; SIGHUP reloads the certificate"
+        );
+        super::security_args::reload_on_sighup(tls)?;
+    }
     let mut server = tokio::spawn(serve_with(
         listener,
         sync.store().clone(),

@@ -67,6 +67,8 @@ impl WriteArgs {
                 format: Format::Hex,
                 per_cpu: PerCpu::Each,
             },
+            // writes go over the Unix socket: no TLS
+            tls: Default::default(),
         }
     }
 

@@ -20,7 +20,7 @@ pub struct Client {
 }
 
 /// How [`Client::connect_with`] connects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ConnectOptions {
     /// Longest wait for the connection (TCP or Unix socket) to be set up;
     /// `None`: the operating system's. Default 10 s.
@@ -32,6 +32,9 @@ pub struct ConnectOptions {
     pub keepalive_interval: Option<Duration>,
     /// A ping not answered within this closes the connection. Default 10 s.
     pub keepalive_timeout: Duration,
+    /// TLS for a TCP endpoint (ignored for `unix:`); `None` (the default):
+    /// plain HTTP/2.
+    pub tls: Option<crate::tls::TlsOptions>,
 }
 
 impl Default for ConnectOptions {
@@ -40,6 +43,7 @@ impl Default for ConnectOptions {
             connect_timeout: Some(Duration::from_secs(10)),
             keepalive_interval: Some(Duration::from_secs(10)),
             keepalive_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -101,10 +105,28 @@ impl Client {
                     .await
                     .map_err(connect_error)?
             }
-            Target::Http(uri) => configure(Endpoint::from(uri))
-                .connect()
-                .await
-                .map_err(connect_error)?,
+            Target::Http(uri) => match &options.tls {
+                None => configure(Endpoint::from(uri))
+                    .connect()
+                    .await
+                    .map_err(connect_error)?,
+                Some(tls) => {
+                    let tls = tls.clone();
+                    let host = uri.host().unwrap_or_default().to_owned();
+                    let port = uri.port_u16().unwrap_or_default();
+                    configure(Endpoint::from(uri))
+                        .connect_with_connector(tower::service_fn(move |_| {
+                            let (tls, host) = (tls.clone(), host.clone());
+                            async move {
+                                Ok::<_, std::io::Error>(TokioIo::new(
+                                    tls.connect(&host, port).await?,
+                                ))
+                            }
+                        }))
+                        .await
+                        .map_err(connect_error)?
+                }
+            },
         };
         Ok(Self {
             inner: crate::watch::with_message_limits(MapSyncClient::new(channel)),

@@ -23,6 +23,13 @@ pub enum ClientError {
         /// Why, as the transport says it (innermost cause).
         reason: String,
     },
+    /// The TLS files could not be used (unreadable, not PEM, a key that does
+    /// not match its certificate).
+    #[error("TLS setup: {reason}")]
+    Tls {
+        /// What is wrong, with the file's path.
+        reason: String,
+    },
     /// The server refused or failed the request. (Not a `source`: the
     /// message already says all the status says, and a CLI printing the
     /// error chain would say it twice.)

@@ -96,6 +96,7 @@
 
 mod client;
 mod error;
+mod tls;
 mod types;
 pub mod watch;
 pub mod write;
@@ -103,6 +104,7 @@ mod write_types;
 
 pub use client::{Client, ConnectOptions};
 pub use error::{CURRENT_MOD_REVISION_KEY, ClientError, FAILED_OP_KEY, LIVE_VERSION_KEY};
+pub use tls::TlsOptions;
 pub use types::{
     Event, GetResult, Listing, MapDescription, MapDetails, Maps, Op, ReadOptions, ResyncReason,
     WatchItem, WatchOptions,

@@ -52,12 +52,52 @@ impl Drop for SocketFile {
     }
 }
 
+/// Who may connect to a Unix socket the server creates: the socket file's
+/// mode and group, and the group of the directory if the server creates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Permission bits of the socket file (connecting needs write
+    /// permission). Set exactly, whatever the process umask.
+    pub mode: u32,
+    /// Group given to the socket file (and to the directory, when the
+    /// server creates it); `None` keeps the process's group.
+    pub group: Option<u32>,
+}
+
+/// Default mode of the socket file: owner and group may connect.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+
+/// Mode of the socket's directory when the server creates it: others may
+/// not even reach the socket.
+pub const SOCKET_DIR_MODE: u32 = 0o750;
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            mode: DEFAULT_SOCKET_MODE,
+            group: None,
+        }
+    }
+}
+
 impl Listener {
-    /// Binds `HOST:PORT` or `unix:PATH`. For a Unix socket, the parent
-    /// directory is created, and a socket file left by a server that is gone
-    /// is replaced; if a server still answers on it, this is
-    /// [`ServeError::SocketInUse`] and the file is left alone.
+    /// Binds `HOST:PORT` or `unix:PATH`, a Unix socket with the default
+    /// [`SocketOptions`] (mode 0660). See [`Listener::bind_with`].
     pub async fn bind(addr: &str) -> Result<Self, ServeError> {
+        Self::bind_with(addr, SocketOptions::default()).await
+    }
+
+    /// Binds `HOST:PORT` or `unix:PATH`. For a Unix socket, the parent
+    /// directory is created (mode 0750, with the group of `socket`) if it is
+    /// missing, and a socket file left by a server that is gone is replaced;
+    /// if a server still answers on it, this is [`ServeError::SocketInUse`]
+    /// and the file is left alone.
+    ///
+    /// The socket is bound in a fresh private (0700) directory beside
+    /// `PATH`, given its mode and group there, then renamed into place: at
+    /// no moment can anyone connect to it whom `socket` does not let, and
+    /// the process umask plays no part.
+    pub async fn bind_with(addr: &str, socket: SocketOptions) -> Result<Self, ServeError> {
         let bind_error = |source| ServeError::Bind {
             addr: addr.to_owned(),
             source,
@@ -69,11 +109,13 @@ impl Listener {
                 });
             }
             let path = PathBuf::from(path);
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(bind_error)?;
-            }
+            let parent = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(parent) => parent.to_owned(),
+                None => PathBuf::from("."),
+            };
+            create_socket_dir(&parent, socket.group).map_err(bind_error)?;
             remove_stale_socket(addr, &path).await?;
-            let listener = UnixListener::bind(&path).map_err(bind_error)?;
+            let listener = bind_private(&parent, &path, socket).map_err(bind_error)?;
             let meta = std::fs::symlink_metadata(&path).map_err(bind_error)?;
             let file = SocketFile {
                 path,
@@ -118,6 +160,83 @@ impl Listener {
                 let peer = Peer::of_unix(&stream)?;
                 Ok((Accepted::Unix(stream), peer))
             }
+        }
+    }
+}
+
+/// Creates `dir` (and its missing parents) if it does not exist: the
+/// directories created get mode 0750 exactly and, with `group`, that group.
+/// An existing directory is left as it is.
+fn create_socket_dir(dir: &Path, group: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(candidate) = at.filter(|p| !p.as_os_str().is_empty()) {
+        if std::fs::symlink_metadata(candidate).is_ok() {
+            break;
+        }
+        missing.push(candidate.to_owned());
+        at = candidate.parent();
+    }
+    for created in missing.iter().rev() {
+        match std::fs::DirBuilder::new()
+            .mode(SOCKET_DIR_MODE)
+            .create(created)
+        {
+            Ok(()) => {}
+            // created meanwhile by someone else: theirs, left alone
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+        // the umask may have taken bits off: set them exactly
+        std::fs::set_permissions(created, std::fs::Permissions::from_mode(SOCKET_DIR_MODE))?;
+        if group.is_some() {
+            std::os::unix::fs::chown(created, None, group)?;
+        }
+    }
+    Ok(())
+}
+
+/// Binds a Unix socket at `path` (in `parent`) without a moment where it is
+/// more open than `socket` says: bound in a new 0700 directory in `parent`,
+/// given its mode and group, then renamed to `path`.
+fn bind_private(
+    parent: &Path,
+    path: &Path,
+    socket: SocketOptions,
+) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let private = private_dir(parent)?;
+    let staged = private.join("s");
+    let result = (|| {
+        let listener = UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(socket.mode))?;
+        if socket.group.is_some() {
+            std::os::unix::fs::chown(&staged, None, socket.group)?;
+        }
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    result
+}
+
+/// Creates a fresh directory in `parent` that only this user can enter.
+fn private_dir(parent: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut attempt = 0u32;
+    loop {
+        let candidate = parent.join(format!(".mapsync-bind-{}-{attempt}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&candidate) {
+            Ok(()) => {
+                std::fs::set_permissions(&candidate, std::fs::Permissions::from_mode(0o700))?;
+                return Ok(candidate);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && attempt < 64 => {
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
         }
     }
 }

@@ -19,8 +19,9 @@ use tracing::Instrument;
 
 use crate::error::ServeError;
 use crate::pb;
-use crate::peer::WritePolicy;
+use crate::peer::{Peer, WritePolicy};
 use crate::service::{Limits, MapSyncService, WatchStats};
+use crate::tls::ServerTls;
 
 mod connection;
 pub mod limits;
@@ -28,7 +29,7 @@ pub mod listener;
 mod registry;
 
 pub use limits::ConnectionLimits;
-pub use listener::{Listener, SocketFile};
+pub use listener::{Listener, SocketFile, SocketOptions};
 
 /// How the server runs: the service's limits, the transport's, and where it
 /// counts watches.
@@ -43,6 +44,9 @@ pub struct ServeOptions {
     /// Where writes go and who may send them; `None` (the default): the
     /// server accepts no writes (`UNIMPLEMENTED`).
     pub writes: Option<(CommandHandle, WritePolicy)>,
+    /// TLS for a TCP listener (ignored on a Unix socket); `None`: plain
+    /// HTTP/2.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// Serves the MapSync API for `store` on `listener` until `shutdown`
@@ -90,6 +94,7 @@ pub async fn serve_with(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let tls = options.tls.clone();
     let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -115,7 +120,7 @@ pub async fn serve_with(
             .await;
         tracing::info!("health: not serving; draining");
     };
-    accept_loop(listener, routes, options.connections, shutdown).await;
+    accept_loop(listener, routes, options.connections, tls, shutdown).await;
     Ok(())
 }
 
@@ -129,6 +134,7 @@ async fn accept_loop(
     listener: Listener,
     routes: tonic::service::Routes,
     limits: ConnectionLimits,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let builder = Arc::new(connection::http2_builder(&limits));
@@ -181,18 +187,36 @@ async fn accept_loop(
             tracing::warn!(%peer, max_connections = limits.max_connections, suppressed, "at the maximum of connections (--max-connections): closed the oldest one without a call or stream to make room");
         }
         let span = tracing::debug_span!("connection", %peer);
-        tokio::spawn(
-            connection::serve_connection(
-                io,
-                routes.clone(),
-                builder.clone(),
-                limits,
-                closing_rx.clone(),
-                slot,
-                peer,
-            )
-            .instrument(span),
-        );
+        let (routes, builder, closing) = (routes.clone(), builder.clone(), closing_rx.clone());
+        let task = match (io, &tls) {
+            (listener::Accepted::Tcp(tcp), Some(tls)) => {
+                let acceptor = tls.acceptor();
+                let Peer::Tcp { addr } = peer else {
+                    unreachable!("a TCP stream has a TCP peer")
+                };
+                Box::pin(async move {
+                    // within the handshake timeout too: a silent client holds no slot for long
+                    let handshake =
+                        tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            let peer = Peer::of_tls(addr, &stream);
+                            tracing::debug!(%peer, "TLS handshake done");
+                            connection::serve_connection(
+                                stream, routes, builder, limits, closing, slot, peer,
+                            )
+                            .await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+            }
+            (io, _) => Box::pin(connection::serve_connection(
+                io, routes, builder, limits, closing, slot, peer,
+            )),
+        };
+        tokio::spawn(task.instrument(span));
     }
     // stop accepting first: a client connecting now is refused, not left hanging
     drop(listener);

@@ -41,6 +41,12 @@ def _target(endpoint: str) -> str:
     return endpoint
 
 
+def _read(path: str) -> bytes:
+    """The bytes of a TLS file (an unreadable one is an OSError naming it)."""
+    with open(path, "rb") as file:
+        return file.read()
+
+
 class Listing(Iterable[Entry]):
     """The entries of one map at one revision, fetched page by page as you
     iterate. :attr:`revision` and :attr:`epoch` are known once the first page
@@ -97,6 +103,10 @@ class Client:
         endpoint: ``HOST:PORT`` or ``unix:PATH`` (``http://HOST:PORT`` works too).
         reconnect_backoff_max: the most seconds the channel waits between
             attempts to reach a server that went away.
+        tls_ca: path of PEM CA certificates: speak TLS to a ``HOST:PORT``
+            endpoint whose certificate chains to them (and names its host).
+        tls_cert, tls_key: paths of a PEM client certificate and its key, for
+            mTLS (with ``tls_ca``).
 
     Every call raises a :class:`~mapsync_client.MapsyncError` subclass on
     failure. The client is thread-safe; close it (or use it as a context
@@ -113,7 +123,15 @@ class Client:
                     print(item)
     """
 
-    def __init__(self, endpoint: str, *, reconnect_backoff_max: float = 2.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        reconnect_backoff_max: float = 2.0,
+        tls_ca: Optional[str] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+    ) -> None:
         self.endpoint = endpoint
         backoff_ms = max(100, int(reconnect_backoff_max * 1000))
         target = _target(endpoint)
@@ -127,7 +145,21 @@ class Client:
             # gRPC core would send the socket path as :authority, which
             # HTTP/2 servers (hyper, under tonic) refuse with PROTOCOL_ERROR
             options.append(("grpc.default_authority", "localhost"))
-        self._channel = grpc.insecure_channel(target, options=options)
+        if tls_ca is None and (tls_cert is not None or tls_key is not None):
+            raise ValueError("tls_cert and tls_key need tls_ca")
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("give tls_cert and tls_key together")
+        if tls_ca is not None:
+            if target.startswith("unix:"):
+                raise ValueError(f"TLS applies to HOST:PORT endpoints, not {endpoint!r}")
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(tls_ca),
+                private_key=_read(tls_key) if tls_key is not None else None,
+                certificate_chain=_read(tls_cert) if tls_cert is not None else None,
+            )
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
         self._stub = pb_grpc.MapSyncStub(self._channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:

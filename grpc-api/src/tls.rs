@@ -1,0 +1,309 @@
+//! TLS on TCP: the server's certificate and key (and, for mTLS, the CA that
+//! client certificates must chain to), read from PEM files, swapped in
+//! whole on [`ServerTls::reload`] (new handshakes use the new certificate;
+//! open connections keep theirs), and the subject of a client certificate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Where the server's TLS material is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to; `Some`
+    /// turns on mTLS (a client without a valid certificate is refused).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why the TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM item of the kind expected.
+    #[error("{}: {what}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is missing or wrong.
+        what: String,
+    },
+    /// rustls refused the material (a key that does not match, a bad CA).
+    #[error("invalid TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The server's TLS configuration, replaceable while serving.
+#[derive(Debug)]
+pub struct ServerTls {
+    files: TlsFiles,
+    current: ArcSwap<ServerConfig>,
+}
+
+impl ServerTls {
+    /// Loads `files`.
+    pub fn load(files: TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
+        let config = build(&files)?;
+        Ok(Arc::new(ServerTls {
+            files,
+            current: ArcSwap::from_pointee(config),
+        }))
+    }
+
+    /// Reads the files again and, if they are valid, serves the new
+    /// material to every handshake from now on; on an error the current one
+    /// stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = build(&self.files)?;
+        self.current.store(Arc::new(config));
+        Ok(())
+    }
+
+    /// Whether client certificates are required.
+    pub fn mutual(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
+    /// An acceptor with the current configuration.
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current.load_full())
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The certificates of a PEM file (at least one).
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| TlsError::Pem {
+            path: path.to_owned(),
+            what: error.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: "no CERTIFICATE in it".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|error| TlsError::Pem {
+        path: path.to_owned(),
+        what: format!("no private key: {error}"),
+    })
+}
+
+fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = read_certificates(&files.cert)?;
+    let key = read_key(&files.key)?;
+    let config = |error: rustls::Error| TlsError::Config(error.to_string());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(config)?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certificates(path)? {
+                roots.add(cert).map_err(config)?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|error| TlsError::Config(error.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(config)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The subject common name (CN) of a DER X.509 certificate, if it has one
+/// (the first, as a UTF-8, printable, IA5 or T61 string).
+pub fn subject_common_name(certificate: &[u8]) -> Option<String> {
+    let (_, cert, _) = der_item(certificate)?;
+    let (_, tbs, _) = der_item(cert)?;
+    let mut rest = tbs;
+    let (tag, _, after) = der_item(rest)?;
+    if tag == 0xa0 {
+        rest = after; // explicit version
+    }
+    // serial, signature algorithm, issuer, validity: then the subject
+    for _ in 0..4 {
+        rest = der_item(rest)?.2;
+    }
+    let (tag, mut names, _) = der_item(rest)?;
+    if tag != 0x30 {
+        return None;
+    }
+    while !names.is_empty() {
+        let (_, set, after) = der_item(names)?;
+        names = after;
+        let mut attributes = set;
+        while !attributes.is_empty() {
+            let (_, attribute, after) = der_item(attributes)?;
+            attributes = after;
+            let (tag, oid, value) = der_item(attribute)?;
+            if tag == 0x06 && oid == [0x55, 0x04, 0x03] {
+                let (tag, text, _) = der_item(value)?;
+                if matches!(tag, 0x0c | 0x13 | 0x14 | 0x16) {
+                    return std::str::from_utf8(text).ok().map(str::to_owned);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// One DER item: its tag, its contents and what follows it.
+fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let len = rest[..count]
+            .iter()
+            .fold(0usize, |len, byte| (len << 8) | usize::from(*byte));
+        (len, &rest[count..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_name_is_read_from_the_subject_not_the_issuer() {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::new()).expect("params");
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "the-ca");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("ca");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut leaf = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
+        leaf.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "org");
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "reader-svc");
+        let leaf = leaf.signed_by(&key, &issuer).expect("leaf");
+        assert_eq!(
+            subject_common_name(leaf.der()).as_deref(),
+            Some("reader-svc")
+        );
+        assert_eq!(
+            subject_common_name(ca_cert.der()).as_deref(),
+            Some("the-ca")
+        );
+        let mut none = rcgen::CertificateParams::new(vec!["x".into()]).expect("params");
+        none.distinguished_name = rcgen::DistinguishedName::new();
+        let none = none.self_signed(&key).expect("no cn");
+        assert_eq!(subject_common_name(none.der()), None);
+        assert_eq!(subject_common_name(&leaf.der()[..40]), None, "truncated");
+        assert_eq!(subject_common_name(b""), None);
+    }
+
+    #[tokio::test]
+    async fn a_tls_peer_carries_the_subject_of_its_verified_client_certificate() {
+        let issue = |issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, cn: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params =
+                rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            (params.signed_by(&key, issuer).expect("signed"), key)
+        };
+        let new_ca = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let cert = params.self_signed(&key).expect("ca");
+            (cert, rcgen::Issuer::new(params, key))
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let (server_ca, server_issuer) = new_ca("server-ca");
+        let (client_ca, client_issuer) = new_ca("client-ca");
+        let (server_cert, server_key) = issue(&server_issuer, "server");
+        let (client_cert, client_key) = issue(&client_issuer, "svc-reader");
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let tls = ServerTls::load(TlsFiles {
+            cert: write("s.pem", server_cert.pem()),
+            key: write("s.key", server_key.serialize_pem()),
+            client_ca: Some(write("ca.pem", client_ca.pem())),
+        })
+        .expect("load");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(server_ca.der().clone()).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![client_cert.der().clone()],
+            PrivateKeyDer::try_from(client_key.serialize_der()).expect("key"),
+        )
+        .expect("client auth");
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let (server, client) =
+            tokio::join!(tls.acceptor().accept(near), connector.connect(name, far));
+        let (server, _client) = (server.expect("server side"), client.expect("client side"));
+        let addr = "127.0.0.1:9".parse().expect("addr");
+        assert_eq!(
+            crate::peer::Peer::of_tls(addr, &server),
+            crate::peer::Peer::Tls {
+                addr,
+                subject: Some("svc-reader".into())
+            }
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! `mapsync serve`'s security flags: who may connect to the Unix socket, and
+//! where the server may listen without TLS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use mapsync_grpc::server::SocketOptions;
+use mapsync_grpc::server::listener::DEFAULT_SOCKET_MODE;
+use mapsync_grpc::tls::TlsFiles;
+use tracing::Instrument;
+
+/// Who may connect, and over what.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Security")]
+pub struct SecurityArgs {
+    /// Permission bits of the Unix socket, in octal (connecting needs write
+    /// permission): set exactly, whatever the umask.
+    #[arg(long, value_name = "OCTAL", default_value = "0660", value_parser = parse_mode)]
+    pub socket_mode: u32,
+    /// Group of the Unix socket (a name or a gid), and of its directory when
+    /// mapsync creates it (mode 0750): its members may connect.
+    #[arg(long, value_name = "NAME|GID")]
+    pub socket_group: Option<String>,
+    /// Listen on a TCP address that is not loopback without TLS: anyone who
+    /// reaches the port can read every mirrored map.
+    #[arg(long)]
+    pub insecure_listen: bool,
+    /// PEM certificate chain of the server: TLS on the TCP listen address
+    /// (with --tls-key). Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that clients must present a certificate from
+    /// (mTLS; the certificate's subject CN is the client's name).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl Default for SecurityArgs {
+    fn default() -> Self {
+        SecurityArgs {
+            socket_mode: DEFAULT_SOCKET_MODE,
+            socket_group: None,
+            insecure_listen: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+        }
+    }
+}
+
+impl SecurityArgs {
+    /// The options of the Unix socket (the group looked up by name if it is
+    /// not a number).
+    pub fn socket_options(&self) -> anyhow::Result<SocketOptions> {
+        let group = match &self.socket_group {
+            None => None,
+            Some(group) => Some(resolve_group(group)?),
+        };
+        Ok(SocketOptions {
+            mode: self.socket_mode,
+            group,
+        })
+    }
+
+    /// The TLS files given, if any.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// Refuses TLS flags on a Unix socket, and a TCP `listen` address that
+    /// is not loopback without TLS, unless `--insecure-listen`.
+    pub fn check_listen(&self, listen: &str) -> anyhow::Result<()> {
+        if listen.starts_with("unix:") {
+            if self.tls_cert.is_some() {
+                anyhow::bail!(
+                    "--tls-cert applies to a TCP --listen address, not to {listen} (the Unix socket is guarded by its mode and group)"
+                );
+            }
+            return Ok(());
+        }
+        if self.insecure_listen || self.tls_cert.is_some() {
+            return Ok(());
+        }
+        if !listen.contains(':') {
+            // not HOST:PORT at all: binding it says so
+            return Ok(());
+        }
+        let loopback = match listen.parse::<SocketAddr>() {
+            Ok(addr) => addr.ip().is_loopback(),
+            Err(_) => listen
+                .rsplit_once(':')
+                .is_some_and(|(host, _)| host == "localhost"),
+        };
+        if loopback {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "refusing to listen on {listen} without TLS: any host that reaches it could read every map (give --tls-cert and --tls-key, or --insecure-listen to do it anyway)"
+        )
+    }
+}
+
+/// Parses an octal mode of at most 0777.
+fn parse_mode(arg: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(arg.strip_prefix("0o").unwrap_or(arg), 8)
+        .map_err(|_| format!("`{arg}` is not an octal mode such as 0660"))?;
+    if mode > 0o777 {
+        return Err(format!("`{arg}` has bits beyond 0777"));
+    }
+    Ok(mode)
+}
+
+/// The gid of `group`: a number as it is, a name looked up in the group
+/// database.
+fn resolve_group(group: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)
+        .ok()
+        .with_context(|| format!("--socket-group `{group}`: not a group name"))?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: all-zero bytes are a valid `struct group` (null pointers)
+    let mut entry: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives `entry`'s use
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc))
+            .with_context(|| format!("--socket-group `{group}`: cannot read the group database"));
+    }
+    if found.is_null() {
+        anyhow::bail!("--socket-group `{group}`: no such group");
+    }
+    Ok(entry.gr_gid)
+}
+
+/// Reloads `tls` on every SIGHUP until the process ends; a reload that
+/// fails keeps the served certificate and says why in one line.
+pub fn reload_on_sighup(tls: std::sync::Arc<mapsync_grpc::tls::ServerTls>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(
+        async move {
+            while hangups.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
+                    Err(error) => tracing::warn!(
+                        error = %anyhow::Error::new(error).chain().map(ToString::to_string).collect::<Vec<_>>().join(": "),
+                        "SIGHUP: kept the current TLS certificate"
+                    ),
+                }
+            }
+        }
+        .instrument(tracing::info_span!("tls_reload")),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_octal_up_to_0777() {
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert_eq!(parse_mode("0o666"), Ok(0o666));
+        assert!(parse_mode("0689").unwrap_err().contains("octal"));
+        assert!(parse_mode("01777").unwrap_err().contains("0777"));
+    }
+
+    #[test]
+    fn groups_are_gids_or_names() {
+        assert_eq!(resolve_group("1234").expect("gid"), 1234);
+        assert_eq!(resolve_group("root").expect("root exists"), 0);
+        let error = resolve_group("no-such-group-mapsync").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--socket-group `no-such-group-mapsync`: no such group"
+        );
+    }
+
+    #[test]
+    fn only_loopback_tcp_may_go_without_tls() {
+        let args = SecurityArgs::default();
+        for ok in ["unix:/x", "127.0.0.1:1", "[::1]:1", "localhost:80"] {
+            assert!(args.check_listen(ok).is_ok(), "{ok}");
+        }
+        let error = args.check_listen("0.0.0.0:50051").unwrap_err();
+        assert!(error.to_string().contains("--insecure-listen"), "{error}");
+        assert!(args.check_listen("10.1.2.3:1").is_err());
+        assert!(
+            args.check_listen("myhost:1").is_err(),
+            "a name may be anything"
+        );
+        assert!(
+            args.check_listen("nonsense").is_ok(),
+            "left to the bind's own error"
+        );
+        let insecure = SecurityArgs {
+            insecure_listen: true,
+            ..SecurityArgs::default()
+        };
+        assert!(insecure.check_listen("0.0.0.0:50051").is_ok());
+        let tls = SecurityArgs {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..SecurityArgs::default()
+        };
+        assert!(tls.check_listen("0.0.0.0:50051").is_ok());
+        let error = tls.check_listen("unix:/x").unwrap_err();
+        assert!(error.to_string().contains("TCP"), "{error}");
+    }
+}
