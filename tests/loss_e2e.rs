@@ -17,7 +17,7 @@
 //!   `mapsync watch` that was running reconnects and, its revisions being of
 //!   the old epoch, prints a start-over marker and the complete new state; a
 //!   resume with the old epoch's revision is never answered with a diff: the
-//!   Rust client delivers `Resync { EpochChanged }` with the kernel's state,
+//!   Rust client delivers `StartOver { EpochChanged }` with the kernel's state,
 //!   and so does the CLI; a revision without its epoch is refused.
 
 mod common;
@@ -618,8 +618,8 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_start_ove
     assert_ne!(new_epoch, old_epoch, "a new process has a new epoch");
     // a resume with the old epoch's revision: never a diff, a fresh snapshot
     match first {
-        mapsync_client::WatchItem::Resync {
-            reason: mapsync_client::ResyncReason::EpochChanged,
+        mapsync_client::WatchItem::StartOver {
+            reason: mapsync_client::StartOverReason::EpochChanged,
             epoch,
             revision,
             entries,
@@ -636,7 +636,7 @@ fn after_kill_9_and_restart_the_mirror_holds_the_kernel_and_old_epochs_start_ove
                 .collect();
             assert_eq!(state, mirror);
         }
-        other => panic!("an old epoch's revision must give a resync, got {other:?}"),
+        other => panic!("an old epoch's revision must give a start-over, got {other:?}"),
     }
 
     // the same through the CLI

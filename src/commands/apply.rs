@@ -54,7 +54,7 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<()> {
         .within(async {
             let mut client = client_args.connect(None).await?;
             let target = Target::new(&mut client, &args.map, args.write.format).await?;
-            if !target.details.switchable {
+            if !target.map.switchable {
                 bail!(
                     "map `{}` is not switchable, so it cannot be applied atomically (serve it \
                      with --switch; plain maps take put and delete)",
@@ -190,28 +190,23 @@ fn parse_line(target: &Target, line: &str, mode: ApplyMode) -> anyhow::Result<Ap
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mapsync_client::{MapDescription, MapDetails};
+    use mapsync_client::MapDescription;
 
     fn target(kind: &str, value_size: u32, value_bytes: u32) -> Target {
-        Target::hex(
-            MapDescription {
-                name: "rules".into(),
-                id: 1,
-                kind: kind.into(),
-                key_size: 4,
-                value_size,
-                value_bytes,
-                max_entries: 3,
-                entries: 0,
-                has_btf: false,
-            },
-            MapDetails {
-                name: "rules".into(),
-                kernel_name: "rules".into(),
-                switchable: true,
-                version: 1,
-            },
-        )
+        Target::hex(MapDescription {
+            name: "rules".into(),
+            id: 1,
+            kind: kind.into(),
+            key_size: 4,
+            value_size,
+            value_bytes,
+            max_entries: 3,
+            entries: 0,
+            has_btf: false,
+            kernel_name: "rules".into(),
+            switchable: true,
+            version: 1,
+        })
     }
 
     fn refusal(text: &str, mode: ApplyMode) -> String {

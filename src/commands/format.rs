@@ -296,6 +296,9 @@ mod tests {
             max_entries: 8,
             entries: 0,
             has_btf,
+            kernel_name: name.into(),
+            switchable: false,
+            version: 0,
         }
     }
 

@@ -478,3 +478,7 @@ fn write_wide(bytes: &mut [u8], n: u128) {
 #[cfg(test)]
 #[path = "typed_input_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "typed_input_fuzz.rs"]
+mod fuzz;

@@ -87,7 +87,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             WatchItem::InitialStateDone { .. } | WatchItem::Progress { .. } => {}
             // the watch could not resume (history compacted, or the server
             // restarted): the complete state replaces what was printed
-            WatchItem::Resync {
+            WatchItem::StartOver {
                 reason,
                 revision,
                 entries,

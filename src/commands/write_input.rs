@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use mapsync_client::{Client, MapDescription, MapDetails};
+use mapsync_client::{Client, MapDescription};
 use mapsync_core::btf::Btf;
 use mapsync_kernel::sys;
 use serde_json::Value;
@@ -101,8 +101,6 @@ struct Types {
 pub struct Target {
     /// The server's description.
     pub map: MapDescription,
-    /// Kernel name and switch state.
-    pub details: MapDetails,
     format: Format,
     types: Option<Types>,
 }
@@ -112,17 +110,16 @@ impl Target {
     /// ones) and, for `--format json`, loads its BTF.
     pub async fn new(client: &mut Client, name: &str, format: Format) -> anyhow::Result<Self> {
         let maps = client.list_maps().await?;
-        let Some((map, details)) = maps.get(name) else {
+        let Some(map) = maps.get(name) else {
             let names: Vec<&str> = maps.maps.iter().map(|m| m.name.as_str()).collect();
             bail!("unknown map `{name}` (mirrored: {})", names.join(", "));
         };
         let types = match format {
             Format::Hex => None,
-            Format::Json => Some(kernel_types(map, details)?),
+            Format::Json => Some(kernel_types(map)?),
         };
         Ok(Self {
             map: map.clone(),
-            details: details.clone(),
             format,
             types,
         })
@@ -130,10 +127,9 @@ impl Target {
 
     /// A target for hex input with a known shape (no server asked).
     #[cfg(test)]
-    pub fn hex(map: MapDescription, details: MapDetails) -> Self {
+    pub fn hex(map: MapDescription) -> Self {
         Self {
             map,
-            details,
             format: Format::Hex,
             types: None,
         }
@@ -306,7 +302,7 @@ fn json_arg(arg: &str, what: &str) -> anyhow::Result<Value> {
 
 /// The map's BTF types, read from the local kernel by the map's id and
 /// checked to be the map the server describes.
-fn kernel_types(map: &MapDescription, details: &MapDetails) -> anyhow::Result<Types> {
+fn kernel_types(map: &MapDescription) -> anyhow::Result<Types> {
     let name = &map.name;
     if !map.has_btf {
         bail!(
@@ -336,7 +332,7 @@ fn kernel_types(map: &MapDescription, details: &MapDetails) -> anyhow::Result<Ty
         let inner_fd = sys::map_fd_by_id(u32::from_ne_bytes(inner))
             .with_context(|| cannot("the active inner map"))?;
         info = sys::map_info(inner_fd.as_fd()).with_context(|| cannot("inner map info"))?;
-    } else if !details.switchable && info.name != details.kernel_name {
+    } else if !map.switchable && info.name != map.kernel_name {
         // (a switchable map's id is its active inner map's, which changes
         // with every switch; its shape is checked below)
         bail!(
@@ -344,7 +340,7 @@ fn kernel_types(map: &MapDescription, details: &MapDetails) -> anyhow::Result<Ty
              server on another host? `--format json` needs the CLI on the server's host",
             map.id,
             info.name,
-            details.kernel_name
+            map.kernel_name
         );
     }
     if (info.key_size, info.value_size) != (map.key_size, map.value_size) {

@@ -23,8 +23,8 @@ from mapsync_client import (
     Op,
     OutOfRange,
     Progress,
-    Resync,
     Source,
+    StartOver,
     Unavailable,
     UnknownMap,
     Watch,
@@ -153,7 +153,7 @@ def test_watch_resumes_across_a_disconnect_within_one_epoch_without_loss_or_dupl
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "graceful"])
-def test_watch_across_a_server_restart_delivers_a_resync_with_the_kernel_state_then_live_events(flows, serve, stop):
+def test_watch_across_a_server_restart_delivers_a_start_over_with_the_kernel_state_then_live_events(flows, serve, stop):
     seed(flows, 3)
     server = serve([flows])
     with Client(server.endpoint, reconnect_backoff_max=0.2) as client:
@@ -168,16 +168,16 @@ def test_watch_across_a_server_restart_delivers_a_resync_with_the_kernel_state_t
             flows.delete(key(1))
             server.start()
 
-            resync = watch.get(timeout=TIMEOUT)
-            assert isinstance(resync, Resync), resync
-            assert resync.reason == "EPOCH_CHANGED"
-            assert resync.epoch != old_epoch and resync.epoch == client.list_maps().epoch
-            assert {e.key: e.value for e in resync.entries} == flows.dump()
-            assert (watch.epoch, watch.revision) == (resync.epoch, resync.revision)
+            start_over = watch.get(timeout=TIMEOUT)
+            assert isinstance(start_over, StartOver), start_over
+            assert start_over.reason == "EPOCH_CHANGED"
+            assert start_over.epoch != old_epoch and start_over.epoch == client.list_maps().epoch
+            assert {e.key: e.value for e in start_over.entries} == flows.dump()
+            assert (watch.epoch, watch.revision) == (start_over.epoch, start_over.revision)
 
             flows.update(key(11), value(11))
             event = live_events(watch, 1)[0]
-            assert (event.revision, event.key, event.op) == (resync.revision + 1, key(11), Op.PUT)
+            assert (event.revision, event.key, event.op) == (start_over.revision + 1, key(11), Op.PUT)
             assert_nothing_more(watch)
 
 
@@ -205,23 +205,23 @@ def test_a_new_client_resumes_from_a_saved_epoch_and_revision_without_loss_or_du
             assert_nothing_more(watch)
 
 
-def test_a_resume_with_another_epoch_gets_a_resync_and_reads_with_it_fail_typed(flows, serve):
+def test_a_resume_with_another_epoch_gets_a_start_over_and_reads_with_it_fail_typed(flows, serve):
     seed(flows, 2)
     server = serve([flows])
     with Client(server.endpoint) as client:
         epoch = client.list_maps().epoch
         stale = epoch ^ 0x2  # the server's epochs are odd; this is another one
         with client.watch(["flows"], start_revision=5, epoch=stale) as watch:
-            resync = watch.get(timeout=TIMEOUT)
-            assert isinstance(resync, Resync) and resync.reason == "EPOCH_CHANGED"
-            assert resync.epoch == epoch
-            assert {e.key: e.value for e in resync.entries} == flows.dump()
+            start_over = watch.get(timeout=TIMEOUT)
+            assert isinstance(start_over, StartOver) and start_over.reason == "EPOCH_CHANGED"
+            assert start_over.epoch == epoch
+            assert {e.key: e.value for e in start_over.entries} == flows.dump()
         with pytest.raises(EpochChanged) as error:
             client.get("flows", key(1), min_revision=1, epoch=stale)
         assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_a_compacted_resume_gets_a_resync_and_compacted_reads_name_the_oldest_revision(flows, serve):
+def test_a_compacted_resume_gets_a_start_over_and_compacted_reads_name_the_oldest_revision(flows, serve):
     server = serve([flows], ["--log-events", "4"])
     for i in range(1, 11):
         flows.update(key(1), value(i))
@@ -236,16 +236,16 @@ def test_a_compacted_resume_gets_a_resync_and_compacted_reads_name_the_oldest_re
         assert client.get("flows", key(1), revision=oldest_read).value == value(oldest_read)
 
         with client.watch(["flows"], start_revision=1, epoch=current.epoch) as watch:
-            resync = watch.get(timeout=TIMEOUT)
-            assert isinstance(resync, Resync) and resync.reason == "COMPACTED"
-            assert resync.revision == current.revision
-            assert 1 < resync.oldest <= current.revision
-            assert [(e.key, e.value) for e in resync.entries] == [(key(1), value(10))]
+            start_over = watch.get(timeout=TIMEOUT)
+            assert isinstance(start_over, StartOver) and start_over.reason == "COMPACTED"
+            assert start_over.revision == current.revision
+            assert 1 < start_over.oldest <= current.revision
+            assert [(e.key, e.value) for e in start_over.entries] == [(key(1), value(10))]
 
             # the oldest revision a watch may start from is there, whole
-            with client.watch(["flows"], start_revision=resync.oldest, epoch=current.epoch) as from_oldest:
-                events = live_events(from_oldest, current.revision + 1 - resync.oldest)
-                assert [e.revision for e in events] == list(range(resync.oldest, current.revision + 1))
+            with client.watch(["flows"], start_revision=start_over.oldest, epoch=current.epoch) as from_oldest:
+                events = live_events(from_oldest, current.revision + 1 - start_over.oldest)
+                assert [e.revision for e in events] == list(range(start_over.oldest, current.revision + 1))
                 assert_nothing_more(from_oldest)
 
             flows.update(key(2), value(2))

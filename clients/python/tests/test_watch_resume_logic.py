@@ -21,8 +21,8 @@ from mapsync_client import (
     InitialStateDone,
     Op,
     Progress,
-    Resync,
     Source,
+    StartOver,
     Unavailable,
     UnknownMap,
 )
@@ -143,7 +143,7 @@ def test_a_break_mid_stream_resumes_after_the_last_delivered_revision_without_lo
     assert (server.creates[1].start_revision, server.creates[1].epoch) == (4, E1)
 
 
-def test_an_epoch_change_on_resume_delivers_one_resync_with_the_new_state_then_live_changes(scripted):
+def test_an_epoch_change_on_resume_delivers_one_start_over_with_the_new_state_then_live_changes(scripted):
     def first(create, context):
         yield created(E1, 0)
         yield done(E1, 0)
@@ -167,14 +167,14 @@ def test_an_epoch_change_on_resume_delivers_one_resync_with_the_new_state_then_l
         assert (watch.epoch, watch.revision) == (E2, 3)
     assert items[0] == InitialStateDone(0)
     assert items[1].revision == 1
-    resync = items[2]
-    assert isinstance(resync, Resync)
-    assert (resync.revision, resync.epoch, resync.reason) == (2, E2, "EPOCH_CHANGED")
-    assert [(e.key[0], e.value[0]) for e in resync.entries] == [(7, 7), (8, 8)]
+    start_over = items[2]
+    assert isinstance(start_over, StartOver)
+    assert (start_over.revision, start_over.epoch, start_over.reason) == (2, E2, "EPOCH_CHANGED")
+    assert [(e.key[0], e.value[0]) for e in start_over.entries] == [(7, 7), (8, 8)]
     assert isinstance(items[3], Event) and items[3].revision == 3
 
 
-def test_a_compacted_start_revision_delivers_a_resync_naming_the_oldest_revision(scripted):
+def test_a_compacted_start_revision_delivers_a_start_over_naming_the_oldest_revision(scripted):
     def first(create, context):
         assert (create.start_revision, create.epoch) == (2, E1)
         yield canceled(E1, pb.CANCEL_REASON_COMPACTED, oldest_revision=10, message="compacted")
@@ -187,12 +187,12 @@ def test_a_compacted_start_revision_delivers_a_resync_naming_the_oldest_revision
 
     _, client = scripted([first, second])
     with client.watch(["flows"], start_revision=2, epoch=E1) as watch:
-        resync = watch.get(timeout=10)
-    assert isinstance(resync, Resync)
-    assert (resync.reason, resync.oldest, resync.revision, len(resync.entries)) == ("COMPACTED", 10, 12, 1)
+        start_over = watch.get(timeout=10)
+    assert isinstance(start_over, StartOver)
+    assert (start_over.reason, start_over.oldest, start_over.revision, len(start_over.entries)) == ("COMPACTED", 10, 12, 1)
 
 
-def test_a_break_during_the_initial_state_ends_in_a_resync_not_in_duplicates(scripted):
+def test_a_break_during_the_initial_state_ends_in_a_start_over_not_in_duplicates(scripted):
     def first(create, context):
         yield created(E1, 2)
         yield events(E1, put(1, 1, 1, pb.SOURCE_INITIAL))
@@ -208,7 +208,7 @@ def test_a_break_during_the_initial_state_ends_in_a_resync_not_in_duplicates(scr
     with client.watch(["flows"], backoff_initial=0.01) as watch:
         items = take(watch, 2)
     assert isinstance(items[0], Event) and items[0].source is Source.INITIAL
-    assert isinstance(items[1], Resync) and items[1].reason == "INTERRUPTED"
+    assert isinstance(items[1], StartOver) and items[1].reason == "INTERRUPTED"
     assert len(items[1].entries) == 2
 
 

@@ -10,7 +10,9 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
 use crate::error::ClientError;
-use crate::types::{GetResult, Listing, Maps, ReadOptions, ResyncReason, WatchItem, WatchOptions};
+use crate::types::{
+    GetResult, Listing, Maps, ReadOptions, StartOverReason, WatchItem, WatchOptions,
+};
 use crate::watch::{self, ITEM_BUFFER, OpenError, Resumer};
 
 /// A connection to one mapsync server. Cheap to clone.
@@ -144,7 +146,6 @@ impl Client {
         Ok(Maps {
             epoch: header.epoch,
             revision: header.revision,
-            details: reply.maps.iter().map(Into::into).collect(),
             maps: reply.maps.into_iter().map(Into::into).collect(),
         })
     }
@@ -252,11 +253,11 @@ impl Client {
     /// then survives disconnects and server restarts: it reconnects with
     /// backoff and resumes after the last revision it delivered, and where
     /// that is impossible (history compacted, new epoch) it delivers the
-    /// complete current state as one [`WatchItem::Resync`]. It ends only with
+    /// complete current state as one [`WatchItem::StartOver`]. It ends only with
     /// an error no retry can fix, or when dropped.
     ///
     /// A `start_revision` that is already compacted, or of another epoch,
-    /// starts with a [`WatchItem::Resync`].
+    /// starts with a [`WatchItem::StartOver`].
     pub async fn watch(
         &mut self,
         options: WatchOptions,
@@ -271,7 +272,7 @@ impl Client {
             options,
             items,
         };
-        let mut resync = None;
+        let mut start_over = None;
         let opened = match watch::open(
             &mut resumer.client,
             &resumer.options,
@@ -284,15 +285,15 @@ impl Client {
             Err(OpenError::Fatal(error) | OpenError::Retry(error)) => return Err(error),
             Err(OpenError::Canceled(canceled)) => {
                 match pb::CancelReason::try_from(canceled.reason) {
-                    // resumable: the task resyncs
+                    // resumable: the task starts over
                     Ok(pb::CancelReason::Compacted) => {
-                        resync = Some(ResyncReason::Compacted {
+                        start_over = Some(StartOverReason::Compacted {
                             oldest: canceled.oldest_revision,
                         });
                         None
                     }
                     Ok(pb::CancelReason::EpochChanged) => {
-                        resync = Some(ResyncReason::EpochChanged);
+                        start_over = Some(StartOverReason::EpochChanged);
                         None
                     }
                     _ => {
@@ -304,7 +305,7 @@ impl Client {
                 }
             }
         };
-        tokio::spawn(resumer.run(opened, resync).in_current_span());
+        tokio::spawn(resumer.run(opened, start_over).in_current_span());
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 }

@@ -20,8 +20,8 @@
 //!         WatchItem::InitialStateDone { epoch, revision } => println!("live from {} of epoch {epoch:016x}", revision + 1),
 //!         WatchItem::Progress { revision } => println!("complete up to {revision}"),
 //!         // reconnects resume silently; what cannot be resumed is said, with the full state
-//!         WatchItem::Resync { reason, revision, entries, .. } => {
-//!             println!("resync ({reason:?}): {} entries as of {revision}", entries.len());
+//!         WatchItem::StartOver { reason, revision, entries, .. } => {
+//!             println!("start over ({reason:?}): {} entries as of {revision}", entries.len());
 //!         }
 //!     }
 //! }
@@ -106,8 +106,8 @@ pub use client::{Client, ConnectOptions};
 pub use error::{CURRENT_MOD_REVISION_KEY, ClientError, FAILED_OP_KEY, LIVE_VERSION_KEY};
 pub use tls::TlsOptions;
 pub use types::{
-    Event, GetResult, Listing, MapDescription, MapDetails, Maps, Op, ReadOptions, ResyncReason,
-    WatchItem, WatchOptions,
+    Event, GetResult, Listing, MapDescription, Maps, Op, ReadOptions, StartOverReason, WatchItem,
+    WatchOptions,
 };
 pub use write_types::{
     Applied, ApplyEntry, ApplyMode, ApplyOptions, Compare, CompareResult, CompareTarget,

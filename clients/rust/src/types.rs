@@ -27,6 +27,13 @@ pub struct MapDescription {
     pub entries: u64,
     /// Whether keys and values can be decoded with the map's BTF.
     pub has_btf: bool,
+    /// Name the kernel knows the map by (a switchable map: its outer map's).
+    pub kernel_name: String,
+    /// Whether the map is switchable (written atomically with
+    /// [`Client::apply`](crate::Client::apply)).
+    pub switchable: bool,
+    /// The live version of a switchable map (0 for others).
+    pub version: u64,
 }
 
 impl MapDescription {
@@ -34,22 +41,6 @@ impl MapDescription {
     pub fn is_per_cpu(&self) -> bool {
         self.kind.contains("percpu")
     }
-}
-
-/// What a map description says beyond [`MapDescription`]: the kernel's
-/// name for the map and whether it is switchable. (Kept apart so that code
-/// building a `MapDescription` by hand keeps compiling.)
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MapDetails {
-    /// Name to use in requests (as [`MapDescription::name`]).
-    pub name: String,
-    /// Name the kernel knows the map by.
-    pub kernel_name: String,
-    /// Whether the map is switchable (written atomically with
-    /// [`Client::apply`](crate::Client::apply)).
-    pub switchable: bool,
-    /// The live version of a switchable map (0 for others).
-    pub version: u64,
 }
 
 /// Every mirrored map, at one revision.
@@ -61,15 +52,12 @@ pub struct Maps {
     pub revision: u64,
     /// The maps.
     pub maps: Vec<MapDescription>,
-    /// Per map, in the same order: its kernel name and switch state.
-    pub details: Vec<MapDetails>,
 }
 
 impl Maps {
-    /// The description and details of map `name`.
-    pub fn get(&self, name: &str) -> Option<(&MapDescription, &MapDetails)> {
-        let index = self.maps.iter().position(|m| m.name == name)?;
-        Some((&self.maps[index], self.details.get(index)?))
+    /// The description of map `name`.
+    pub fn get(&self, name: &str) -> Option<&MapDescription> {
+        self.maps.iter().find(|m| m.name == name)
     }
 }
 
@@ -169,9 +157,9 @@ pub enum WatchItem {
     /// restarted, or the initial state was interrupted): `entries` is the
     /// complete selected state as of `revision` of `epoch`, to replace
     /// whatever the consumer holds; live changes follow from `revision + 1`.
-    Resync {
+    StartOver {
         /// Why.
-        reason: ResyncReason,
+        reason: StartOverReason,
         /// The epoch the state belongs to.
         epoch: u64,
         /// The revision the state was read at.
@@ -181,9 +169,9 @@ pub enum WatchItem {
     },
 }
 
-/// Why a watch delivered a [`WatchItem::Resync`].
+/// Why a watch delivered a [`WatchItem::StartOver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResyncReason {
+pub enum StartOverReason {
     /// The changes after the last delivered revision are no longer in the
     /// server's change log (it kept from `oldest`).
     Compacted {
@@ -266,17 +254,6 @@ impl WatchOptions {
     }
 }
 
-impl From<&pb::MapDescription> for MapDetails {
-    fn from(map: &pb::MapDescription) -> Self {
-        Self {
-            name: map.name.clone(),
-            kernel_name: map.kernel_name.clone(),
-            switchable: map.switchable,
-            version: map.version,
-        }
-    }
-}
-
 impl From<pb::MapDescription> for MapDescription {
     fn from(map: pb::MapDescription) -> Self {
         Self {
@@ -289,6 +266,9 @@ impl From<pb::MapDescription> for MapDescription {
             max_entries: map.max_entries,
             entries: map.entries,
             has_btf: map.has_btf,
+            kernel_name: map.kernel_name,
+            switchable: map.switchable,
+            version: map.version,
         }
     }
 }

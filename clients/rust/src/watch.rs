@@ -1,7 +1,7 @@
 //! The resuming watch: one bidirectional `Watch` stream carrying one watch,
 //! reopened with backoff when it breaks, from the revision after the last one
 //! delivered. What cannot be resumed (history compacted, server restarted)
-//! is delivered as an explicit [`WatchItem::Resync`], never skipped.
+//! is delivered as an explicit [`WatchItem::StartOver`], never skipped.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 use crate::error::ClientError;
-use crate::types::{Event, ResyncReason, WatchItem, WatchOptions, events};
+use crate::types::{Event, StartOverReason, WatchItem, WatchOptions, events};
 
 /// Items buffered between the watch task and the consumer.
 pub const ITEM_BUFFER: usize = 16;
@@ -33,7 +33,7 @@ pub(crate) struct Opened {
 pub(crate) enum OpenError {
     /// Transient (transport, shutdown): retry after a delay.
     Retry(ClientError),
-    /// The server canceled the create: resync, or give up.
+    /// The server canceled the create: start over, or give up.
     Canceled(pb::WatchCanceled),
     /// Final.
     Fatal(ClientError),
@@ -133,7 +133,7 @@ enum Broke {
     /// Reopen after a delay.
     Retry,
     /// Start again from a snapshot.
-    Resync(ResyncReason),
+    StartOver(StartOverReason),
     /// Stop (error delivered, or the consumer is gone).
     Stop,
 }
@@ -143,20 +143,20 @@ impl Resumer {
     pub(crate) async fn run(
         mut self,
         mut opened: Option<Opened>,
-        mut resync: Option<ResyncReason>,
+        mut start_over: Option<StartOverReason>,
     ) {
         let mut backoff = MIN_BACKOFF;
         loop {
-            if let Some(reason) = resync.take() {
-                match self.resync(reason).await {
+            if let Some(reason) = start_over.take() {
+                match self.start_over(reason).await {
                     Ok(stream) => opened = Some(stream),
                     Err(Broke::Stop) => return,
-                    Err(Broke::Resync(reason)) => {
-                        resync = Some(reason);
+                    Err(Broke::StartOver(reason)) => {
+                        start_over = Some(reason);
                         continue;
                     }
                     Err(Broke::Retry) => {
-                        resync = Some(reason);
+                        start_over = Some(reason);
                         if self.pause(backoff).await.is_err() {
                             return;
                         }
@@ -169,7 +169,7 @@ impl Resumer {
                 Some(stream) => stream,
                 None => {
                     if self.next == 0 && self.initial_delivered {
-                        resync = Some(ResyncReason::InitialStateInterrupted);
+                        start_over = Some(StartOverReason::InitialStateInterrupted);
                         continue;
                     }
                     match open(&mut self.client, &self.options, self.next, self.epoch).await {
@@ -182,8 +182,8 @@ impl Resumer {
                                 backoff = (backoff * 2).min(MAX_BACKOFF);
                                 continue;
                             }
-                            Broke::Resync(reason) => {
-                                resync = Some(reason);
+                            Broke::StartOver(reason) => {
+                                start_over = Some(reason);
                                 continue;
                             }
                             Broke::Stop => return,
@@ -198,7 +198,7 @@ impl Resumer {
                         return;
                     }
                 }
-                Broke::Resync(reason) => resync = Some(reason),
+                Broke::StartOver(reason) => start_over = Some(reason),
                 Broke::Stop => return,
             }
         }
@@ -245,10 +245,10 @@ impl Resumer {
     /// What a `Canceled` from the server means for this watch.
     async fn canceled(&self, canceled: pb::WatchCanceled) -> Broke {
         match pb::CancelReason::try_from(canceled.reason) {
-            Ok(pb::CancelReason::Compacted) => Broke::Resync(ResyncReason::Compacted {
+            Ok(pb::CancelReason::Compacted) => Broke::StartOver(StartOverReason::Compacted {
                 oldest: canceled.oldest_revision,
             }),
-            Ok(pb::CancelReason::EpochChanged) => Broke::Resync(ResyncReason::EpochChanged),
+            Ok(pb::CancelReason::EpochChanged) => Broke::StartOver(StartOverReason::EpochChanged),
             Ok(pb::CancelReason::SlowConsumer) => Broke::Retry,
             _ => {
                 let error = ClientError::WatchRefused {
@@ -342,8 +342,8 @@ impl Resumer {
     }
 
     /// Reads the complete selected state from revision 0 and delivers it as
-    /// one [`WatchItem::Resync`]; returns the stream, now live.
-    async fn resync(&mut self, reason: ResyncReason) -> Result<Opened, Broke> {
+    /// one [`WatchItem::StartOver`]; returns the stream, now live.
+    async fn start_over(&mut self, reason: StartOverReason) -> Result<Opened, Broke> {
         let mut stream = match open(&mut self.client, &self.options, 0, 0).await {
             Ok(stream) => stream,
             Err(error) => return Err(self.open_failed(error).await),
@@ -372,7 +372,7 @@ impl Resumer {
                     self.next = done.revision + 1;
                     self.partial = 0;
                     self.initial_delivered = false;
-                    self.deliver(Ok(WatchItem::Resync {
+                    self.deliver(Ok(WatchItem::StartOver {
                         reason,
                         epoch: message.epoch,
                         revision: done.revision,

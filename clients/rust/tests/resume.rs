@@ -1,6 +1,6 @@
 //! The resuming watch against an in-process server on a Unix socket: resume
 //! across a server restart and across a client restart with no loss and no
-//! duplicate; an explicit Resync when history is compacted or the epoch
+//! duplicate; an explicit StartOver when history is compacted or the epoch
 //! changes.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use mapsync_client::{Client, ClientError, ResyncReason, WatchItem, WatchOptions};
+use mapsync_client::{Client, ClientError, StartOverReason, WatchItem, WatchOptions};
 use mapsync_core::{Change, EventSource, LogLimits, MapInfo, MapKind, Publisher, Store};
 use mapsync_grpc::server::{Listener, serve};
 use tokio::sync::oneshot;
@@ -202,7 +202,7 @@ async fn a_restarted_client_resumes_from_the_last_revision_it_saw() {
     server.stop().await;
 }
 
-/// The state a Resync carries, as key -> value.
+/// The state a StartOver carries, as key -> value.
 fn state(entries: &[mapsync_client::Event]) -> BTreeMap<Bytes, Bytes> {
     entries
         .iter()
@@ -219,7 +219,7 @@ fn store_state(store: &Store) -> BTreeMap<Bytes, Bytes> {
 }
 
 #[tokio::test]
-async fn compaction_during_a_disconnect_is_delivered_as_a_resync() {
+async fn compaction_during_a_disconnect_is_delivered_as_a_start_over() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (path, endpoint) = socket(&dir);
     let (store, mut writer) = store(
@@ -248,24 +248,24 @@ async fn compaction_during_a_disconnect_is_delivered_as_a_resync() {
     }
     let server = serve_on(&path, store.clone()).await;
     match next(&mut watch).await {
-        WatchItem::Resync {
+        WatchItem::StartOver {
             reason,
             revision,
             entries,
             epoch,
         } => {
-            assert_eq!(reason, ResyncReason::Compacted { oldest: 86 });
+            assert_eq!(reason, StartOverReason::Compacted { oldest: 86 });
             assert_eq!(revision, 105);
             assert_eq!(epoch, store.epoch().0);
             assert_eq!(state(&entries), store_state(&store), "the complete state");
         }
-        other => panic!("expected a Resync, got {other:?}"),
+        other => panic!("expected a StartOver, got {other:?}"),
     }
     put(&mut writer, 200);
     expect_contiguous(&mut watch, 106, 106).await;
     server.stop().await;
 
-    // a start revision already compacted starts with a Resync too
+    // a start revision already compacted starts with a StartOver too
     let server = serve_on(&path, store.clone()).await;
     let mut client = Client::connect(&endpoint).await.expect("connect");
     let mut watch = Box::pin(
@@ -276,8 +276,8 @@ async fn compaction_during_a_disconnect_is_delivered_as_a_resync() {
     );
     assert!(matches!(
         next(&mut watch).await,
-        WatchItem::Resync {
-            reason: ResyncReason::Compacted { .. },
+        WatchItem::StartOver {
+            reason: StartOverReason::Compacted { .. },
             revision: 106,
             ..
         }
@@ -286,7 +286,7 @@ async fn compaction_during_a_disconnect_is_delivered_as_a_resync() {
 }
 
 #[tokio::test]
-async fn a_new_epoch_is_delivered_as_a_resync() {
+async fn a_new_epoch_is_delivered_as_a_start_over() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (path, endpoint) = socket(&dir);
     let (old, mut writer) = store(LogLimits::default(), 2);
@@ -305,18 +305,18 @@ async fn a_new_epoch_is_delivered_as_a_resync() {
     let (new, _new_writer) = store(LogLimits::default(), 7);
     let server = serve_on(&path, new.clone()).await;
     match next(&mut watch).await {
-        WatchItem::Resync {
+        WatchItem::StartOver {
             reason,
             epoch,
             revision,
             entries,
         } => {
-            assert_eq!(reason, ResyncReason::EpochChanged);
+            assert_eq!(reason, StartOverReason::EpochChanged);
             assert_eq!(epoch, new.epoch().0);
             assert_eq!(revision, 7);
             assert_eq!(entries.len(), 7);
         }
-        other => panic!("expected a Resync, got {other:?}"),
+        other => panic!("expected a StartOver, got {other:?}"),
     }
     server.stop().await;
 }

@@ -193,7 +193,7 @@ async fn txn_compares_and_apply_versions() {
     assert!(held.succeeded);
 
     let maps = client.list_maps().await.expect("maps");
-    let (_, rules) = maps.get("rules").expect("rules");
+    let rules = maps.get("rules").expect("rules");
     assert!(rules.switchable);
     let set: Vec<ApplyEntry> = (0..5u32)
         .map(|i| ApplyEntry::put(key(i), b"s1".to_vec()))

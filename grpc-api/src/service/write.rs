@@ -36,6 +36,8 @@ use crate::pb;
 use crate::peer::{Peer, WritePolicy};
 
 mod apply;
+#[cfg(test)]
+mod fuzz;
 mod txn;
 
 /// The write side of a service: where commands go and who may send them.

@@ -5,17 +5,50 @@ use super::error::BtfError;
 use super::parse::{Btf, IntType, MAX_DEPTH, Member, TypeKind};
 use super::value::TypedValue;
 
+/// Most values one decode of `size` bytes builds: one per bit, plus room
+/// for zero-size members. Real types stay far below it; BTF whose members
+/// overlap (a struct of itself at offset 0, arrays of zero-size elements)
+/// would otherwise build exponentially many values from a few bytes.
+pub(crate) fn values_allowed(size: usize) -> usize {
+    size.saturating_mul(8).saturating_add(4096)
+}
+
+/// Values a decode may still build.
+struct Budget {
+    left: usize,
+    limit: usize,
+}
+
+impl Budget {
+    fn take(&mut self, id: u32) -> Result<(), BtfError> {
+        self.left = self.left.checked_sub(1).ok_or(BtfError::TooLarge {
+            id,
+            limit: self.limit,
+        })?;
+        Ok(())
+    }
+}
+
 impl Btf {
     /// Decodes `data` as type `id`. `data` may be longer than the type
     /// (trailing bytes are ignored), not shorter.
     pub fn decode(&self, id: u32, data: &[u8]) -> Result<TypedValue, BtfError> {
-        self.decode_at(id, data, 0)
+        let limit = values_allowed(self.size_of(id)? as usize);
+        let mut budget = Budget { left: limit, limit };
+        self.decode_at(id, data, 0, &mut budget)
     }
 
-    fn decode_at(&self, id: u32, data: &[u8], depth: usize) -> Result<TypedValue, BtfError> {
+    fn decode_at(
+        &self,
+        id: u32,
+        data: &[u8],
+        depth: usize,
+        budget: &mut Budget,
+    ) -> Result<TypedValue, BtfError> {
         if depth > MAX_DEPTH {
             return Err(BtfError::TooDeep { id });
         }
+        budget.take(id)?;
         let need = self.size_of(id)? as usize;
         if data.len() < need {
             return Err(BtfError::ShortData {
@@ -27,6 +60,12 @@ impl Btf {
         let (id, ty) = self.resolve(id)?;
         Ok(match &ty.kind {
             TypeKind::Int(int) => int_value(int, data),
+            TypeKind::Enum { size, .. } if *size as usize > 16 => {
+                return Err(BtfError::Malformed {
+                    id,
+                    what: "an enum wider than 16 bytes",
+                });
+            }
             TypeKind::Ptr => TypedValue::Int(i128::from(unsigned(&data[..8]))),
             TypeKind::Enum {
                 size,
@@ -34,7 +73,9 @@ impl Btf {
                 values,
             } => {
                 let raw = &data[..*size as usize];
-                let value = if *signed {
+                let value = if raw.is_empty() {
+                    0
+                } else if *signed {
                     signed_value(raw)
                 } else {
                     i128::from(unsigned(raw))
@@ -55,19 +96,20 @@ impl Btf {
                 _ => TypedValue::BigInt(hex_of(&data[..*size as usize])),
             },
             TypeKind::Array { elem, len } => {
-                if let Some(text) = self.char_array_string(*elem, &data[..*len as usize]) {
+                if let Some(text) = self.char_array_string(*elem, data, *len) {
                     return Ok(TypedValue::String(text));
                 }
                 let step = self.size_of(*elem)? as usize;
-                let mut items = Vec::with_capacity(*len as usize);
+                // (elements of zero bytes take no data: the budget bounds them)
+                let mut items = Vec::with_capacity((*len as usize).min(budget.left));
                 for i in 0..*len as usize {
-                    items.push(self.decode_at(*elem, &data[i * step..], depth + 1)?);
+                    items.push(self.decode_at(*elem, &data[i * step..], depth + 1, budget)?);
                 }
                 TypedValue::Array(items)
             }
             TypeKind::Aggregate { members, .. } => {
                 let mut out = Vec::with_capacity(members.len());
-                self.decode_members(members, data, depth, &mut out)?;
+                self.decode_members(members, data, depth, budget, &mut out)?;
                 TypedValue::Struct(out)
             }
             TypeKind::Void => return Err(BtfError::Unsized { id, kind: "void" }),
@@ -81,6 +123,7 @@ impl Btf {
         members: &[Member],
         data: &[u8],
         depth: usize,
+        budget: &mut Budget,
         out: &mut Vec<(String, TypedValue)>,
     ) -> Result<(), BtfError> {
         for member in members {
@@ -91,9 +134,10 @@ impl Btf {
                 have: data.len(),
             })?;
             let value = if member.bitfield_bits > 0 {
+                budget.take(member.type_id)?;
                 bitfield(self, member, data)?
             } else {
-                self.decode_at(member.type_id, rest, depth + 1)?
+                self.decode_at(member.type_id, rest, depth + 1, budget)?
             };
             match value {
                 // an anonymous struct or union: its members belong to us
@@ -105,8 +149,8 @@ impl Btf {
     }
 
     /// bpftool's rule: an array of 1-byte chars that holds printable
-    /// characters up to a NUL is a string.
-    fn char_array_string(&self, elem: u32, data: &[u8]) -> Option<String> {
+    /// characters up to a NUL is a string. `len` is the array's length.
+    fn char_array_string(&self, elem: u32, data: &[u8], len: u32) -> Option<String> {
         let (_, ty) = self.resolve(elem).ok()?;
         let TypeKind::Int(int) = &ty.kind else {
             return None;
@@ -114,6 +158,7 @@ impl Btf {
         if int.size != 1 || !(int.char || ty.name == "char") {
             return None;
         }
+        let data = data.get(..len as usize)?;
         let end = data.iter().position(|b| *b == 0)?;
         let text = &data[..end];
         text.iter()
@@ -123,6 +168,13 @@ impl Btf {
 }
 
 fn bitfield(btf: &Btf, member: &Member, data: &[u8]) -> Result<TypedValue, BtfError> {
+    // the kernel's limit too: a bitfield is at most a 128-bit integer
+    if member.bitfield_bits > 120 {
+        return Err(BtfError::Malformed {
+            id: member.type_id,
+            what: "a bitfield wider than 120 bits",
+        });
+    }
     let start = (member.bit_offset / 8) as usize;
     let shift = member.bit_offset % 8;
     let span = (shift + member.bitfield_bits).div_ceil(8) as usize;
@@ -160,14 +212,16 @@ fn int_value(int: &IntType, data: &[u8]) -> TypedValue {
     if int.size > 8 {
         return TypedValue::BigInt(hex_of(raw));
     }
-    let value = unsigned(raw) >> int.bit_offset;
+    // (BTF's limits are bit_offset + bits <= 8 * size; a blob past them
+    // reads as zero bits rather than shifting out of range)
+    let value = unsigned(raw).checked_shr(int.bit_offset).unwrap_or(0);
     let bits = if int.bits == 0 {
         int.size * 8
     } else {
         int.bits
     };
     let value = value & low_bits(bits) as u64;
-    if int.signed && bits < 64 && value >> (bits - 1) & 1 == 1 {
+    if int.signed && (1..64).contains(&bits) && value >> (bits - 1) & 1 == 1 {
         TypedValue::Int(i128::from(value) - (1i128 << bits))
     } else if int.signed && bits == 64 {
         TypedValue::Int(i128::from(value as i64))

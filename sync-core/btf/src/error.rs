@@ -55,6 +55,25 @@ pub enum BtfError {
         /// The type where decoding gave up.
         id: u32,
     },
+    /// Decoding would build more values than the bytes can hold (members
+    /// that overlap without end, arrays of zero-size elements).
+    #[error(
+        "BTF type {id} decodes to more than {limit} values: its members overlap or take no space"
+    )]
+    TooLarge {
+        /// The type where decoding gave up.
+        id: u32,
+        /// The values allowed for the bytes decoded.
+        limit: usize,
+    },
+    /// A type no compiler writes and the kernel would refuse.
+    #[error("BTF type {id} is malformed: {what}")]
+    Malformed {
+        /// Type id.
+        id: u32,
+        /// What is wrong with it.
+        what: &'static str,
+    },
     /// A type with no size (void, function, forward declaration) where data is.
     #[error("BTF type {id} ({kind}) has no size and cannot hold data")]
     Unsized {

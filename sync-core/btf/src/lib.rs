@@ -37,6 +37,8 @@
 mod decode;
 mod elf;
 mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod parse;
 #[cfg(test)]
 mod testdata;

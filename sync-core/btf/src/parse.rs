@@ -158,9 +158,16 @@ impl Btf {
     /// The type as C spells it, for messages: `struct flow_key`, `__u32`,
     /// `char[16]`.
     pub fn type_name(&self, id: u32) -> String {
+        self.type_name_at(id, 0)
+    }
+
+    fn type_name_at(&self, id: u32, depth: usize) -> String {
         let Ok(ty) = self.get(id) else {
             return format!("<type {id}>");
         };
+        if depth > MAX_DEPTH {
+            return format!("<type {id}: nested too deeply>");
+        }
         let named = |prefix: &str| {
             if ty.name.is_empty() {
                 format!("{prefix}(anonymous)")
@@ -172,10 +179,12 @@ impl Btf {
             TypeKind::Aggregate { union: false, .. } => named("struct "),
             TypeKind::Aggregate { union: true, .. } => named("union "),
             TypeKind::Enum { .. } => named("enum "),
-            TypeKind::Array { elem, len } => format!("{}[{len}]", self.type_name(*elem)),
+            TypeKind::Array { elem, len } => {
+                format!("{}[{len}]", self.type_name_at(*elem, depth + 1))
+            }
             TypeKind::Ptr => "pointer".to_owned(),
             TypeKind::Void => "void".to_owned(),
-            TypeKind::Alias(next) if ty.name.is_empty() => self.type_name(*next),
+            TypeKind::Alias(next) if ty.name.is_empty() => self.type_name_at(*next, depth + 1),
             _ => named(""),
         }
     }

@@ -47,6 +47,8 @@ mod commands;
 pub mod demo;
 pub mod dump;
 pub mod error;
+#[cfg(test)]
+mod fuzz_record;
 pub mod gaps;
 mod ingest;
 pub mod open;

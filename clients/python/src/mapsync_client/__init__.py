@@ -11,18 +11,18 @@ typed API:
   and :meth:`~Client.apply` (results :class:`WriteResult`, :class:`TxnResult`,
   :class:`Applied`);
 - watch items: :class:`Event`, :class:`InitialStateDone`, :class:`Progress`,
-  :class:`Resync`;
+  :class:`StartOver`;
 - errors: :class:`MapsyncError` and its subclasses, one per status code.
 
 Example::
 
-    from mapsync_client import Client, Event, InitialStateDone, Resync
+    from mapsync_client import Client, Event, InitialStateDone, StartOver
 
     with Client("unix:/run/mapsync/mapsync.sock") as client:
         state = {}
         with client.watch(["flows"]) as watch:
             for item in watch:
-                if isinstance(item, Resync):  # the server restarted: start over
+                if isinstance(item, StartOver):  # the server restarted: start over
                     state = {(e.map, e.key): e.value for e in item.entries}
                 elif isinstance(item, Event):
                     if item.value is None:
@@ -65,8 +65,8 @@ from .types import (
     Maps,
     Op,
     Progress,
-    Resync,
     Source,
+    StartOver,
     WatchItem,
 )
 from .watch import Watch
@@ -86,8 +86,8 @@ __all__ = [
     "Maps",
     "Op",
     "Progress",
-    "Resync",
     "Source",
+    "StartOver",
     "WatchItem",
     "MapsyncError",
     "UnknownMap",

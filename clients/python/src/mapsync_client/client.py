@@ -114,7 +114,7 @@ class Client:
 
     Example::
 
-        from mapsync_client import Client, Event, Resync
+        from mapsync_client import Client, Event, StartOver
 
         with Client("unix:/run/mapsync/mapsync.sock") as client:
             print(client.get("flows", bytes([1, 0, 0, 0])).value)
@@ -279,7 +279,7 @@ class Client:
         buffer: int = 1024,
     ) -> Watch:
         """Watches maps: an iterator of :class:`Event`, :class:`InitialStateDone`,
-        :class:`Progress` and :class:`Resync` that resumes by itself.
+        :class:`Progress` and :class:`StartOver` that resumes by itself.
 
         With ``start_revision=0`` (the default) the matching entries come
         first as events with source INITIAL, then :class:`InitialStateDone`,
@@ -294,7 +294,7 @@ class Client:
         the last revision it delivered: no change is lost or repeated. When the
         server cannot resume it (it restarted, or the revision is compacted),
         the watch reads the current state and delivers it as one
-        :class:`Resync`; live changes follow.
+        :class:`StartOver`; live changes follow.
 
         Args:
             maps: map names (None or empty: every map).

@@ -18,7 +18,7 @@ __all__ = [
     "Event",
     "InitialStateDone",
     "Progress",
-    "Resync",
+    "StartOver",
     "WatchItem",
 ]
 
@@ -120,7 +120,7 @@ class GetResult:
 
 @dataclass(frozen=True)
 class Entry:
-    """One key and its value, in a listing or a :class:`Resync`."""
+    """One key and its value, in a listing or a :class:`StartOver`."""
 
     map: str
     key: bytes
@@ -162,7 +162,7 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class Resync:
+class StartOver:
     """The watch could not resume without a gap (the server restarted, or the
     change log no longer reaches back far enough): here is the complete
     matching state instead. Replace what you hold with ``entries``; live
@@ -180,7 +180,7 @@ class Resync:
     """With COMPACTED: the oldest revision the server still had."""
 
 
-WatchItem = Union[Event, InitialStateDone, Progress, Resync]
+WatchItem = Union[Event, InitialStateDone, Progress, StartOver]
 """What a watch yields."""
 
 

@@ -6,7 +6,7 @@ backoff and resumes from that revision + 1 in the same epoch, dropping
 anything at or below it, so nothing is lost or repeated. When the server
 cannot resume (it restarted: another epoch; or its change log no longer
 reaches back: compacted) the thread reads a fresh snapshot (a watch from
-revision 0) and hands it over as one :class:`~mapsync_client.Resync` item,
+revision 0) and hands it over as one :class:`~mapsync_client.StartOver` item,
 never silently.
 """
 
@@ -23,7 +23,7 @@ import grpc
 from ._proto import mapsync_pb2 as pb
 from ._proto import mapsync_pb2_grpc as pb_grpc
 from .errors import Compacted, MapsyncError, Unavailable, WatchCanceled, from_rpc_error, from_status
-from .types import Entry, Event, InitialStateDone, Progress, Resync, WatchItem, event_from_pb
+from .types import Entry, Event, InitialStateDone, Progress, StartOver, WatchItem, event_from_pb
 
 __all__ = ["Watch"]
 
@@ -74,7 +74,7 @@ class _Done(Exception):
 class Watch(Iterator[WatchItem]):
     """An iterator of watch items: :class:`~mapsync_client.Event`,
     :class:`~mapsync_client.InitialStateDone`, :class:`~mapsync_client.Progress`
-    and :class:`~mapsync_client.Resync`.
+    and :class:`~mapsync_client.StartOver`.
 
     Made by :meth:`mapsync_client.Client.watch`; see there for the options.
     Iterate it (``for item in watch``) or call :meth:`get` with a timeout;
@@ -271,7 +271,7 @@ class Watch(Iterator[WatchItem]):
         """The stream broke: decide where the next one starts."""
         if self._phase == _INITIAL and self._handed_initial:
             # part of the initial state is out: the rest cannot be told apart
-            # from a new one, so the next complete one comes as a Resync
+            # from a new one, so the next complete one comes as a StartOver
             self._enter_snapshot("INTERRUPTED", 0)
         elif self._phase == _SNAPSHOT:
             self._snapshot = []
@@ -397,7 +397,7 @@ class Watch(Iterator[WatchItem]):
         if phase == _SNAPSHOT:
             entries, self._snapshot = self._snapshot, []
             self._hand(
-                Resync(
+                StartOver(
                     entries=entries,
                     revision=revision,
                     epoch=self._stream_epoch,
