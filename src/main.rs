@@ -29,6 +29,10 @@ enum Command {
     Get(commands::get::GetArgs),
     /// Print changes to maps as they happen.
     Watch(commands::watch::WatchArgs),
+    /// Show how the sidecar is doing: its ingest, change log, watches and maps.
+    Status(commands::status::StatusArgs),
+    /// List the mirrored maps with their fill, sources and counters.
+    Maps(commands::maps::MapsArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,8 @@ fn main() -> ExitCode {
             Command::List(args) => commands::list::run(args).await,
             Command::Get(args) => commands::get::run(args).await,
             Command::Watch(args) => commands::watch::run(args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Maps(args) => commands::maps::run(args).await,
         }
     });
     match result {

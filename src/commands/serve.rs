@@ -225,6 +225,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         connections: connection_limits,
         limits: args.watch_limits.limits(),
         writes: Some((sync.commands(), policy)),
+        status: Some(sync.stats_handle()),
     };
     let mut server = tokio::spawn(serve_with(
         listener,

@@ -49,6 +49,8 @@ pub mod watch;
 
 pub use client::{Client, ConnectOptions};
 pub use error::ClientError;
+/// The `Status` reply's messages, as [`Client::status`] returns them.
+pub use mapsync_api::{InstanceStatus, MapStatus, SourceCount, StatusResponse};
 pub use types::{
     Event, GetResult, Listing, MapDescription, Maps, Op, ReadOptions, ResyncReason, WatchItem,
     WatchOptions,

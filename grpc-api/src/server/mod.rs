@@ -43,6 +43,9 @@ pub struct ServeOptions {
     /// Where writes go and who may send them; `None` (the default): the
     /// server accepts no writes (`UNIMPLEMENTED`).
     pub writes: Option<(CommandHandle, WritePolicy)>,
+    /// The capture side's counters for `Status` (`None`: `Status` says
+    /// what the snapshot and the watch counts say, `kernel` false).
+    pub status: Option<Arc<dyn mapsync_core::status::StatusSource>>,
 }
 
 /// Serves the MapSync API for `store` on `listener` until `shutdown`
@@ -96,6 +99,10 @@ pub async fn serve_with(
         .add_service({
             let service =
                 MapSyncService::with_limits(store, stopping, options.limits, options.stats);
+            let service = match options.status {
+                Some(source) => service.with_status(source),
+                None => service,
+            };
             match options.writes {
                 Some((commands, policy)) => service.with_writes(commands, policy),
                 None => service,

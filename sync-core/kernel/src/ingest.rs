@@ -110,6 +110,9 @@ impl Ingest {
         seq_counters: OwnedFd,
     ) -> Result<Self, KernelError> {
         let last_drops = capture.drops()?;
+        stats
+            .ring_bytes
+            .store(ring.size(), std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
             capture,
             ring,
@@ -139,6 +142,7 @@ impl Ingest {
         self.writer
             .add_map(map.info.clone(), dump.entries, dump.started_ns);
         let name: Arc<str> = map.info.name.as_str().into();
+        self.stats.add_map(&name, poll_interval);
         self.maps.insert(
             map.info.id,
             Mirrored {
@@ -249,6 +253,11 @@ impl Ingest {
     fn drain(&mut self, max_batches: usize) -> Result<bool, KernelError> {
         for _ in 0..max_batches {
             let (records, more) = self.read_ring();
+            let (consumer, producer) = self.ring.positions();
+            self.stats.ring_used_bytes.store(
+                producer.saturating_sub(consumer),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if !records.is_empty() {
                 self.handle(&records)?;
             }
@@ -278,9 +287,18 @@ impl Ingest {
                 Action::Foreign => {}
             }
         }
+        let before = self.writer.store().revision();
         self.writer.apply(changes);
+        self.stats
+            .count_published(&self.writer.store().load(), before);
+        let now_ns = sys::monotonic_ns();
+        self.stats.record_lags(
+            records
+                .iter()
+                .map(|record| now_ns.saturating_sub(record.header.ts_ns)),
+        );
         if let Some(newest) = records.last() {
-            let lag = sys::monotonic_ns().saturating_sub(newest.header.ts_ns);
+            let lag = now_ns.saturating_sub(newest.header.ts_ns);
             self.stats
                 .last_lag_ns
                 .store(lag, std::sync::atomic::Ordering::Relaxed);
@@ -340,7 +358,10 @@ impl Ingest {
                 observed_ns,
             });
         }
+        let before = self.writer.store().revision();
         self.writer.apply(changes);
+        self.stats
+            .count_published(&self.writer.store().load(), before);
         Ok(())
     }
 
@@ -369,6 +390,17 @@ impl Ingest {
         let before = self.writer.store().revision();
         let after = self.writer.apply_dump(&name, dump, repair.source());
         let repaired = after - before;
+        self.stats
+            .count_events(&name, repair.source(), repaired, after);
+        self.stats.count_resync(
+            &name,
+            matches!(repair, Repair::Resync(_)),
+            if matches!(repair, Repair::Reconcile) {
+                repaired
+            } else {
+                0
+            },
+        );
         let took = started.elapsed();
         match repair {
             Repair::Resync(why) => {

@@ -38,6 +38,7 @@ pub mod dump;
 pub mod error;
 pub mod gaps;
 mod ingest;
+mod lag_window;
 pub mod open;
 pub mod pin_dir;
 mod pins;

@@ -1,10 +1,18 @@
 //! Counters of the ingest task, shared with whoever reports them (metrics,
 //! `Status`). Updated with relaxed atomics: no lock on the hot path.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mapsync_core::status::{EVENT_SOURCES, IngestStatus, MapCounters, StatusSource};
+use mapsync_core::{EventSource, Revision, Snapshot};
+
+use crate::lag_window::LagWindow;
 
 /// What the ingest task has done so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SyncStats {
     pub(crate) records: AtomicU64,
     pub(crate) drops: AtomicU64,
@@ -18,6 +26,41 @@ pub struct SyncStats {
     pub(crate) ring_resets: AtomicU64,
     pub(crate) foreign_records: AtomicU64,
     pub(crate) last_lag_ns: AtomicU64,
+    /// Capture ring size and the bytes queued in it when last read.
+    pub(crate) ring_bytes: AtomicU64,
+    pub(crate) ring_used_bytes: AtomicU64,
+    /// Whether the periodic reconcile runs (a capture source of every map).
+    pub(crate) reconciling: AtomicBool,
+    started: Instant,
+    /// Per map, by name; updated by the ingest task once per publish.
+    maps: Mutex<BTreeMap<Arc<str>, MapCounters>>,
+    /// Ingest lag of the last minute's records.
+    lag: Mutex<LagWindow>,
+}
+
+impl Default for SyncStats {
+    fn default() -> Self {
+        Self {
+            records: AtomicU64::default(),
+            drops: AtomicU64::default(),
+            seq_gaps: AtomicU64::default(),
+            duplicates: AtomicU64::default(),
+            resyncs: AtomicU64::default(),
+            reconciles: AtomicU64::default(),
+            reconcile_repairs: AtomicU64::default(),
+            polled_changes: AtomicU64::default(),
+            bad_records: AtomicU64::default(),
+            ring_resets: AtomicU64::default(),
+            foreign_records: AtomicU64::default(),
+            last_lag_ns: AtomicU64::default(),
+            ring_bytes: AtomicU64::default(),
+            ring_used_bytes: AtomicU64::default(),
+            reconciling: AtomicBool::default(),
+            started: Instant::now(),
+            maps: Mutex::default(),
+            lag: Mutex::default(),
+        }
+    }
 }
 
 /// A copy of [`SyncStats`] at one moment.
@@ -72,5 +115,121 @@ impl SyncStats {
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Locks a mutex whose holder cannot leave it inconsistent (counters only).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SyncStats {
+    /// Starts counting for a map (its capture sources: `emit` and `trace`
+    /// always, `poll` when polled; `reconcile` is added in reports when the
+    /// reconcile runs).
+    pub(crate) fn add_map(&self, name: &Arc<str>, poll_interval: Option<Duration>) {
+        let mut sources = vec!["emit", "trace"];
+        if poll_interval.is_some() {
+            sources.push("poll");
+        }
+        lock(&self.maps).insert(
+            name.clone(),
+            MapCounters {
+                name: name.to_string(),
+                capture_sources: sources,
+                poll_interval,
+                ..MapCounters::default()
+            },
+        );
+    }
+
+    /// Counts the events published after revision `before`, as `snapshot`'s
+    /// change log holds them (called by the ingest task right after each
+    /// publish, so nothing was compacted in between unless one publish
+    /// exceeded the log's bounds: those events are then not counted).
+    pub(crate) fn count_published(&self, snapshot: &Snapshot, before: Revision) {
+        if snapshot.revision() <= before {
+            return;
+        }
+        let log = snapshot.log();
+        let Ok(events) = log.read_from(log.oldest().max(before + 1), usize::MAX) else {
+            return;
+        };
+        let mut maps = lock(&self.maps);
+        for event in events {
+            if let Some(map) = maps.get_mut(&event.map) {
+                count(map, event.source, 1, event.revision);
+            }
+        }
+    }
+
+    /// Counts `events` events of one map from `source`, the newest at `revision`.
+    pub(crate) fn count_events(
+        &self,
+        map: &str,
+        source: EventSource,
+        events: u64,
+        revision: Revision,
+    ) {
+        if events == 0 {
+            return;
+        }
+        if let Some(map) = lock(&self.maps).get_mut(map) {
+            count(map, source, events, revision);
+        }
+    }
+
+    /// Counts a resync of `map` (`repairs`: the differences a reconcile found, else 0).
+    pub(crate) fn count_resync(&self, map: &str, resync: bool, repairs: u64) {
+        if let Some(map) = lock(&self.maps).get_mut(map) {
+            map.resyncs += u64::from(resync);
+            map.reconcile_repairs += repairs;
+        }
+    }
+
+    /// Records the lags of records published now (ns each).
+    pub(crate) fn record_lags(&self, lags: impl IntoIterator<Item = u64>) {
+        let second = self.started.elapsed().as_secs();
+        let mut window = lock(&self.lag);
+        for lag in lags {
+            window.record(second, lag);
+        }
+    }
+}
+
+fn count(map: &mut MapCounters, source: EventSource, events: u64, revision: Revision) {
+    if let Some(index) = EVENT_SOURCES.iter().position(|known| *known == source) {
+        map.events[index] += events;
+    }
+    map.last_change_revision = map.last_change_revision.max(revision);
+}
+
+impl StatusSource for SyncStats {
+    fn ingest_status(&self) -> IngestStatus {
+        let counters = self.snapshot();
+        let reconciling = self.reconciling.load(Ordering::Relaxed);
+        let maps = lock(&self.maps)
+            .values()
+            .cloned()
+            .map(|mut map| {
+                if reconciling {
+                    map.capture_sources.push("reconcile");
+                }
+                map
+            })
+            .collect();
+        let uptime = self.started.elapsed();
+        IngestStatus {
+            uptime,
+            ring_bytes: self.ring_bytes.load(Ordering::Relaxed),
+            ring_used_bytes: self.ring_used_bytes.load(Ordering::Relaxed),
+            records_read: counters.records,
+            records_lost: counters.drops + counters.seq_gaps,
+            records_undecodable: counters.bad_records,
+            ingest_lag: lock(&self.lag).percentiles(uptime.as_secs()),
+            maps,
+        }
     }
 }
