@@ -35,6 +35,7 @@ fn status_counts_writes_by_source_and_maps_lists_them() {
         return;
     }
     let pins = PinDir::new("status-e2e");
+    let metrics_addr = format!("127.0.0.1:{}", common::free_port());
     let flows = pin(&pins, "flows");
     let limits = pin(&pins, "limits");
     support::create_map(&flows, "hash", 4, 8, 100, "flows");
@@ -43,7 +44,7 @@ fn status_counts_writes_by_source_and_maps_lists_them() {
     let server = Server::start_with(
         &pins,
         &[map_arg("flows", &flows), map_arg("limits", &limits)],
-        &["--poll", "limits=30"],
+        &["--poll", "limits=30", "--metrics-listen", &metrics_addr],
     );
     let before = status(&server);
     assert_eq!(map(&before, "flows")["entries"], 1);
@@ -104,6 +105,37 @@ fn status_counts_writes_by_source_and_maps_lists_them() {
     assert_eq!(instance["change_log"]["events"], 5);
     assert!(instance["uptime_seconds"].as_f64().expect("uptime") > 0.0);
     assert_eq!(instance["watches"], 0);
+
+    // the per-map metric families say what Status says
+    let scraped = common::scrape_metrics(&metrics_addr).expect("metrics");
+    let value = |name: &str| {
+        *scraped
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from {scraped:?}"))
+    };
+    assert_eq!(value(r#"mapsync_map_entries{map="flows"}"#), 4.0);
+    assert_eq!(value(r#"mapsync_map_pressure{map="limits"}"#), 1.0);
+    assert!((value(r#"mapsync_map_pressure{map="flows"}"#) - 0.04).abs() < 1e-9);
+    assert_eq!(
+        value(r#"mapsync_map_events_total{map="flows",source="trace"}"#),
+        5.0
+    );
+    assert_eq!(
+        value(r#"mapsync_map_events_total{map="flows",source="emit"}"#),
+        0.0
+    );
+    assert_eq!(value(r#"mapsync_map_resyncs_total{map="flows"}"#), 0.0);
+    assert_eq!(
+        value(r#"mapsync_map_reconcile_repairs_total{map="limits"}"#),
+        0.0
+    );
+    assert_eq!(
+        value(&format!(
+            r#"mapsync_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
 
     let table = server.cli_within(&["maps"], Duration::from_secs(30));
     assert!(table.status.success());
