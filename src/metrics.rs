@@ -183,6 +183,22 @@ impl Collector for SyncCollector {
             self.watch.refused_writes(),
         )?;
         per_map(e, &snapshot, &self.stats.ingest_status())?;
+        let propagation = self.stats.propagation();
+        let mut family = e.encode_descriptor(
+            "mapsync_propagation_seconds",
+            "Propagation of changes: path kernel_to_mirror is a kernel write's record timestamp to its publish in the mirror.",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        let labels = vec![("path".to_owned(), "kernel_to_mirror".to_owned())];
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<Vec<(String, String)>>(
+                propagation.sum_seconds,
+                propagation.count,
+                &propagation.buckets,
+                None,
+            )?;
         let info = prometheus_client::metrics::info::Info::new(vec![(
             "version".to_owned(),
             env!("CARGO_PKG_VERSION").to_owned(),

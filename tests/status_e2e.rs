@@ -129,6 +129,17 @@ fn status_counts_writes_by_source_and_maps_lists_them() {
         value(r#"mapsync_map_reconcile_repairs_total{map="limits"}"#),
         0.0
     );
+    // one propagation sample per record read
+    let records = value("mapsync_records_total");
+    assert!(records >= 5.0);
+    assert_eq!(
+        value(r#"mapsync_propagation_seconds_count{path="kernel_to_mirror"}"#),
+        records
+    );
+    assert_eq!(
+        value(r#"mapsync_propagation_seconds_bucket{le="+Inf",path="kernel_to_mirror"}"#),
+        records
+    );
     assert_eq!(
         value(&format!(
             r#"mapsync_build_info{{version="{}"}}"#,

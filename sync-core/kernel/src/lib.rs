@@ -57,5 +57,5 @@ pub use error::KernelError;
 pub use open::{MapSource, MapSpec, OpenMap};
 pub use record::Record;
 pub use ring::RingConsumer;
-pub use stats::{StatsSnapshot, SyncStats};
+pub use stats::{HistogramSnapshot, StatsSnapshot, SyncStats};
 pub use sync::{DEFAULT_PIN_DIR, DEFAULT_RECONCILE_INTERVAL, MapSync, SHUTDOWN_WAIT, SyncConfig};

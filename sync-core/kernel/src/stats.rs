@@ -36,6 +36,38 @@ pub struct SyncStats {
     maps: Mutex<BTreeMap<Arc<str>, MapCounters>>,
     /// Ingest lag of the last minute's records.
     lag: Mutex<LagWindow>,
+    /// Kernel write -> mirror publish of every record since the start.
+    propagation: Propagation,
+}
+
+/// Upper bounds of the propagation histogram: 1 us, doubling, 24 buckets
+/// (the last finite one is about 8.4 s), then +Inf.
+pub const PROPAGATION_BUCKETS: usize = 24;
+
+/// A cumulative histogram of propagation times, in nanoseconds.
+#[derive(Debug, Default)]
+struct Propagation {
+    /// Samples at or below bucket i's bound and above the previous one's;
+    /// the last slot holds the samples above every bound.
+    counts: [AtomicU64; PROPAGATION_BUCKETS + 1],
+    sum_ns: AtomicU64,
+}
+
+/// A copy of the propagation histogram, as Prometheus encodes one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Sum of the samples, in seconds.
+    pub sum_seconds: f64,
+    /// Number of samples.
+    pub count: u64,
+    /// (upper bound in seconds, samples above the previous bound and at or
+    /// below this one), not cumulative (the Prometheus encoder sums them);
+    /// the last bound is +Inf.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+fn propagation_bound_ns(index: usize) -> u64 {
+    1_000u64 << index
 }
 
 impl Default for SyncStats {
@@ -59,6 +91,7 @@ impl Default for SyncStats {
             started: Instant::now(),
             maps: Mutex::default(),
             lag: Mutex::default(),
+            propagation: Propagation::default(),
         }
     }
 }
@@ -195,6 +228,33 @@ impl SyncStats {
         let mut window = lock(&self.lag);
         for lag in lags {
             window.record(second, lag);
+            let index = (0..PROPAGATION_BUCKETS)
+                .find(|index| lag <= propagation_bound_ns(*index))
+                .unwrap_or(PROPAGATION_BUCKETS);
+            Self::add(&self.propagation.counts[index], 1);
+            Self::add(&self.propagation.sum_ns, lag);
+        }
+    }
+
+    /// The kernel write -> mirror publish histogram of every record read so
+    /// far (its count equals the records read).
+    pub fn propagation(&self) -> HistogramSnapshot {
+        let mut total = 0;
+        let mut buckets = Vec::with_capacity(PROPAGATION_BUCKETS + 1);
+        for (index, count) in self.propagation.counts.iter().enumerate() {
+            let count = count.load(Ordering::Relaxed);
+            total += count;
+            let bound = if index == PROPAGATION_BUCKETS {
+                f64::INFINITY
+            } else {
+                propagation_bound_ns(index) as f64 / 1e9
+            };
+            buckets.push((bound, count));
+        }
+        HistogramSnapshot {
+            sum_seconds: self.propagation.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            count: total,
+            buckets,
         }
     }
 }
@@ -231,5 +291,27 @@ impl StatusSource for SyncStats {
             ingest_lag: lock(&self.lag).percentiles(uptime.as_secs()),
             maps,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn propagation_buckets_double_from_one_microsecond() {
+        let stats = SyncStats::default();
+        stats.record_lags([500, 1_000, 1_001, 3_000_000, u64::MAX / 2]);
+        let histogram = stats.propagation();
+        assert_eq!(histogram.count, 5);
+        assert_eq!(histogram.buckets.len(), PROPAGATION_BUCKETS + 1);
+        assert_eq!(histogram.buckets[0], (1e-6, 2));
+        assert_eq!(histogram.buckets[1], (2e-6, 1));
+        // 3 ms: above 2.048 ms, at or below 4.096 ms (bucket 12)
+        assert_eq!(histogram.buckets[11].1, 0);
+        assert_eq!(histogram.buckets[12].1, 1);
+        assert_eq!(histogram.buckets[PROPAGATION_BUCKETS], (f64::INFINITY, 1));
+        let counted: u64 = histogram.buckets.iter().map(|(_, n)| n).sum();
+        assert_eq!(counted, 5);
     }
 }
