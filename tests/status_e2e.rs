@@ -148,6 +148,8 @@ fn status_counts_writes_by_source_and_maps_lists_them() {
         1.0
     );
 
+    dashboard_names_only_scraped_metrics(&scraped);
+
     let table = server.cli_within(&["maps"], Duration::from_secs(30));
     assert!(table.status.success());
     let text = String::from_utf8_lossy(&table.stdout);
@@ -167,4 +169,42 @@ fn status_counts_writes_by_source_and_maps_lists_them() {
         text.contains("records:      ") && text.contains("limits"),
         "{text}"
     );
+}
+
+/// Every metric a query of scripts/grafana/mapsync.json names is in a real
+/// scrape (name before any label set; histogram series by their suffixes).
+fn dashboard_names_only_scraped_metrics(scraped: &std::collections::BTreeMap<String, f64>) {
+    let board: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/grafana/mapsync.json"
+        ))
+        .expect("the dashboard"),
+    )
+    .expect("valid JSON");
+    let names: std::collections::BTreeSet<&str> = scraped
+        .keys()
+        .map(|key| key.split('{').next().unwrap_or(key))
+        .collect();
+    let mut checked = 0;
+    for panel in board["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(start) = rest.find("mapsync_") {
+                let tail = &rest[start..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                let metric = &tail[..end];
+                assert!(
+                    names.contains(metric),
+                    "the dashboard names {metric}, which the server does not export"
+                );
+                checked += 1;
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(checked >= 10, "{checked} metric references");
 }
