@@ -8,6 +8,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> crate dependency rules"
 bash scripts/check-deps.sh
+bash scripts/check-dashboard.sh
 echo "==> rust client without a BPF toolchain (no clang, llc, llvm-*, bpftool on PATH)"
 bash scripts/client-noclang.sh
 echo "==> cargo clippy"

@@ -36,6 +36,10 @@ enum Command {
     /// Replace (or merge into) a switchable map's whole set in one atomic
     /// switch; prints the version and revision.
     Apply(commands::apply::ApplyArgs),
+    /// Show how the sidecar is doing: its ingest, change log, watches and maps.
+    Status(commands::status::StatusArgs),
+    /// List the mirrored maps with their fill, sources and counters.
+    Maps(commands::maps::MapsArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +80,8 @@ fn main() -> ExitCode {
             Command::Put(args) => commands::put::run(args).await,
             Command::Delete(args) => commands::delete::run(args).await,
             Command::Apply(args) => commands::apply::run(args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Maps(args) => commands::maps::run(args).await,
         }
     });
     match result {

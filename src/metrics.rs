@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::routing::get;
 use mapsync_core::Store;
+use mapsync_core::status::{EVENT_SOURCES, IngestStatus, StatusSource};
 use mapsync_grpc::service::WatchStats;
 use mapsync_kernel::{MapSync, SyncStats};
 use prometheus_client::collector::Collector;
@@ -181,6 +182,33 @@ impl Collector for SyncCollector {
             "Write requests refused with PERMISSION_DENIED (the caller may not write).",
             self.watch.refused_writes(),
         )?;
+        per_map(e, &snapshot, &self.stats.ingest_status())?;
+        let propagation = self.stats.propagation();
+        let mut family = e.encode_descriptor(
+            "mapsync_propagation_seconds",
+            "Propagation of changes: path kernel_to_mirror is a kernel write's record timestamp to its publish in the mirror.",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        let labels = vec![("path".to_owned(), "kernel_to_mirror".to_owned())];
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<Vec<(String, String)>>(
+                propagation.sum_seconds,
+                propagation.count,
+                &propagation.buckets,
+                None,
+            )?;
+        let info = prometheus_client::metrics::info::Info::new(vec![(
+            "version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        )]);
+        info.encode(e.encode_descriptor(
+            "mapsync_build",
+            "The mapsync build running (value 1).",
+            None,
+            info.metric_type(),
+        )?)?;
         let entries: usize = snapshot.maps().map(|(_, map)| map.len()).sum();
         gauge(
             e,
@@ -190,6 +218,74 @@ impl Collector for SyncCollector {
         )?;
         Ok(())
     }
+}
+
+/// The per-map families, labelled by map name (and, for events, by source).
+fn per_map(
+    e: &mut DescriptorEncoder,
+    snapshot: &mapsync_core::Snapshot,
+    ingest: &IngestStatus,
+) -> Result<(), std::fmt::Error> {
+    let label = |name: &str| vec![("map".to_owned(), name.to_owned())];
+    let mut family = e.encode_descriptor(
+        "mapsync_map_entries",
+        "Entries in the map's mirror.",
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (name, view) in snapshot.maps() {
+        ConstGauge::new(view.len() as i64).encode(family.encode_family(&label(name))?)?;
+    }
+    let mut family = e.encode_descriptor(
+        "mapsync_map_pressure",
+        "Entries over max entries (0 to 1).",
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (name, view) in snapshot.maps() {
+        let max = view.info().max_entries;
+        let ratio = if max == 0 {
+            0.0
+        } else {
+            view.len() as f64 / f64::from(max)
+        };
+        ConstGauge::new(ratio).encode(family.encode_family(&label(name))?)?;
+    }
+    let mut family = e.encode_descriptor(
+        "mapsync_map_events",
+        "Events applied to the map's mirror, by the source that saw them.",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for map in &ingest.maps {
+        for source in EVENT_SOURCES {
+            let labels = vec![
+                ("map".to_owned(), map.name.clone()),
+                ("source".to_owned(), source.as_str().to_owned()),
+            ];
+            ConstCounter::new(map.events_from(source)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = e.encode_descriptor(
+        "mapsync_map_resyncs",
+        "Full re-reads of the map after lost or ambiguous records.",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for map in &ingest.maps {
+        ConstCounter::new(map.resyncs).encode(family.encode_family(&label(&map.name))?)?;
+    }
+    let mut family = e.encode_descriptor(
+        "mapsync_map_reconcile_repairs",
+        "Differences the periodic reconcile found in the map and repaired.",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for map in &ingest.maps {
+        ConstCounter::new(map.reconcile_repairs)
+            .encode(family.encode_family(&label(&map.name))?)?;
+    }
+    Ok(())
 }
 
 /// The metrics text for `registry`.

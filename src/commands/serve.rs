@@ -303,6 +303,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: args.watch_limits.limits(),
         writes: Some((sync.commands(), policy)),
         tls: tls.clone(),
+        status: Some(sync.stats_handle()),
     };
     if let Some(tls) = tls {
         tracing::info!(

@@ -34,6 +34,7 @@ pub mod event;
 pub mod map_info;
 pub mod ratelimit;
 pub mod snapshot;
+pub mod status;
 pub mod store;
 pub mod subscribe;
 

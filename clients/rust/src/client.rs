@@ -150,6 +150,11 @@ impl Client {
         })
     }
 
+    /// How the instance is doing (`Status`), as the server sends it.
+    pub async fn status(&mut self) -> Result<pb::StatusResponse, ClientError> {
+        Ok(self.inner.status(pb::StatusRequest {}).await?.into_inner())
+    }
+
     /// One key's value, now.
     pub async fn get(&mut self, map: &str, key: &[u8]) -> Result<GetResult, ClientError> {
         self.get_with(map, key, &ReadOptions::default()).await

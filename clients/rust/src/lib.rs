@@ -104,6 +104,8 @@ mod write_types;
 
 pub use client::{Client, ConnectOptions};
 pub use error::{CURRENT_MOD_REVISION_KEY, ClientError, FAILED_OP_KEY, LIVE_VERSION_KEY};
+/// The `Status` reply's messages, as [`Client::status`] returns them.
+pub use mapsync_api::{InstanceStatus, MapStatus, SourceCount, StatusResponse};
 pub use tls::TlsOptions;
 pub use types::{
     Event, GetResult, Listing, MapDescription, Maps, Op, ReadOptions, StartOverReason, WatchItem,

@@ -193,6 +193,13 @@ impl MapSync for Fake {
         }))
     }
 
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Err(Status::unimplemented("not part of this fake"))
+    }
+
     async fn apply(
         &self,
         request: Request<Streaming<pb::ApplyRequest>>,

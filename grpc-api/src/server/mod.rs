@@ -47,6 +47,9 @@ pub struct ServeOptions {
     /// TLS for a TCP listener (ignored on a Unix socket); `None`: plain
     /// HTTP/2.
     pub tls: Option<Arc<ServerTls>>,
+    /// The capture side's counters for `Status` (`None`: `Status` says
+    /// what the snapshot and the watch counts say, `kernel` false).
+    pub status: Option<Arc<dyn mapsync_core::status::StatusSource>>,
 }
 
 /// Serves the MapSync API for `store` on `listener` until `shutdown`
@@ -101,6 +104,10 @@ pub async fn serve_with(
         .add_service({
             let service =
                 MapSyncService::with_limits(store, stopping, options.limits, options.stats);
+            let service = match options.status {
+                Some(source) => service.with_status(source),
+                None => service,
+            };
             match options.writes {
                 Some((commands, policy)) => service.with_writes(commands, policy),
                 None => service,

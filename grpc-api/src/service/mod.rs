@@ -13,12 +13,15 @@
 //! - [`write`]: `Put`, `Delete`, `Txn` and `Apply`, through the kernel
 //!   task's command channel, for permitted callers only;
 //!   [`write_status`]: why a write was refused, as a status.
+//! - [`status`]: `Status`, the maps' shapes and counters and the ingest's
+//!   health, from a [`StatusSource`] the kernel side fills.
 //! - `oversize`: the status of a request too large to decode; `refusals`:
 //!   how many refused requests a Watch stream may cause.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use mapsync_core::status::StatusSource;
 use mapsync_core::{Snapshot, Store};
 use tokio::sync::watch as watch_channel;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,6 +36,7 @@ mod outbound;
 mod oversize;
 pub mod read;
 mod refusals;
+pub mod status;
 mod trim;
 pub mod watch;
 mod watcher;
@@ -127,6 +131,9 @@ pub struct MapSyncService {
     /// Where writes go and who may send them; `None`: writes are
     /// `UNIMPLEMENTED`.
     writes: Option<Arc<write::Writes>>,
+    /// The capture side's counters for `Status`; `None`: only what the
+    /// snapshot and the watch counts say.
+    status: Option<Arc<dyn StatusSource>>,
 }
 
 impl MapSyncService {
@@ -152,6 +159,7 @@ impl MapSyncService {
             stats,
             budget,
             writes: None,
+            status: None,
         }
     }
 
@@ -165,6 +173,12 @@ impl MapSyncService {
         policy: crate::peer::WritePolicy,
     ) -> Self {
         self.writes = Some(write::Writes::new(commands, policy));
+        self
+    }
+
+    /// The same service reporting `source`'s counters in `Status`.
+    pub fn with_status(mut self, source: Arc<dyn StatusSource>) -> Self {
+        self.status = Some(source);
         self
     }
 
@@ -253,5 +267,12 @@ impl pb::map_sync_server::MapSync for MapSyncService {
         request: Request<Streaming<pb::ApplyRequest>>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         write::apply(self, request).await.map(Response::new)
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(status::status(self)?))
     }
 }

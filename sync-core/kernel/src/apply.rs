@@ -190,9 +190,12 @@ impl Ingest {
         self.capture.unwatch(map_id);
         let t2 = t0.elapsed();
         let entries = new_set.len() as u64;
+        let before = self.writer.store().revision();
         let (revision, changed) = self
             .writer
             .apply_switch(active, new_set, observed_ns, version);
+        self.stats
+            .count_published(&self.writer.store().load(), before);
         tracing::debug!(
             map = %info.name, version, entries, changed, switch_us = switch_ns / 1000,
             build_us = t1.as_micros() as u64,

@@ -114,6 +114,9 @@ impl Ingest {
         seq_counters: OwnedFd,
     ) -> Result<Self, KernelError> {
         let last_drops = capture.drops()?;
+        stats
+            .ring_bytes
+            .store(ring.size(), std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
             capture,
             ring,
@@ -143,6 +146,7 @@ impl Ingest {
         self.writer
             .add_map(map.info.clone(), dump.entries, dump.started_ns);
         let name: Arc<str> = map.info.name.as_str().into();
+        self.stats.add_map(&name, poll_interval);
         self.maps.insert(
             map.info.id,
             Mirrored {
@@ -278,6 +282,11 @@ impl Ingest {
     fn drain(&mut self, max_batches: usize) -> Result<bool, KernelError> {
         for _ in 0..max_batches {
             let (records, more) = self.read_ring();
+            let (consumer, producer) = self.ring.positions();
+            self.stats.ring_used_bytes.store(
+                producer.saturating_sub(consumer),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if !records.is_empty() {
                 self.handle(&records)?;
             }
@@ -307,9 +316,18 @@ impl Ingest {
                 Action::Foreign => {}
             }
         }
+        let before = self.writer.store().revision();
         self.writer.apply(changes);
+        self.stats
+            .count_published(&self.writer.store().load(), before);
+        let now_ns = sys::monotonic_ns();
+        self.stats.record_lags(
+            records
+                .iter()
+                .map(|record| now_ns.saturating_sub(record.header.ts_ns)),
+        );
         if let Some(newest) = records.last() {
-            let lag = sys::monotonic_ns().saturating_sub(newest.header.ts_ns);
+            let lag = now_ns.saturating_sub(newest.header.ts_ns);
             self.stats
                 .last_lag_ns
                 .store(lag, std::sync::atomic::Ordering::Relaxed);
@@ -369,7 +387,10 @@ impl Ingest {
                 observed_ns,
             });
         }
+        let before = self.writer.store().revision();
         self.writer.apply(changes);
+        self.stats
+            .count_published(&self.writer.store().load(), before);
         Ok(())
     }
 
@@ -398,6 +419,17 @@ impl Ingest {
         let before = self.writer.store().revision();
         let after = self.writer.apply_dump(&name, dump, repair.source());
         let repaired = after - before;
+        self.stats
+            .count_events(&name, repair.source(), repaired, after);
+        self.stats.count_resync(
+            &name,
+            matches!(repair, Repair::Resync(_)),
+            if matches!(repair, Repair::Reconcile) {
+                repaired
+            } else {
+                0
+            },
+        );
         let took = started.elapsed();
         match repair {
             Repair::Resync(why) => {

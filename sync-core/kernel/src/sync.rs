@@ -151,6 +151,10 @@ impl MapSync {
         })?;
         let (store, writer) = Store::new(config.log_limits);
         let stats = Arc::new(SyncStats::default());
+        stats.reconciling.store(
+            config.reconcile_interval.is_some(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut ingest = Ingest::new(capture, ring, writer, stats.clone(), seq_counters)?;
         // capture first, then dump: a write made during the dump is either
         // in the dump or in the ring (DESIGN, "never stale", property 3)

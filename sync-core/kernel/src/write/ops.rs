@@ -126,7 +126,10 @@ impl Ingest {
             source: EventSource::Api,
             observed_ns,
         });
+        let before = self.writer.store().revision();
         let revision = self.writer.apply_as_one(changes);
+        self.stats
+            .count_published(&self.writer.store().load(), before);
         Ok(Outcome {
             revision,
             succeeded,

@@ -487,3 +487,85 @@ class ApplyResponse(_message.Message):
     changed: int
     switch_ns: int
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., version: _Optional[int] = ..., entries: _Optional[int] = ..., changed: _Optional[int] = ..., switch_ns: _Optional[int] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SourceCount(_message.Message):
+    __slots__ = ("source", "events")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    events: int
+    def __init__(self, source: _Optional[str] = ..., events: _Optional[int] = ...) -> None: ...
+
+class MapStatus(_message.Message):
+    __slots__ = ("map", "pressure", "capture_sources", "last_change_revision", "events", "resyncs", "reconcile_repairs", "poll_interval_seconds")
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    PRESSURE_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHANGE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    RESYNCS_FIELD_NUMBER: _ClassVar[int]
+    RECONCILE_REPAIRS_FIELD_NUMBER: _ClassVar[int]
+    POLL_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    map: MapDescription
+    pressure: float
+    capture_sources: _containers.RepeatedScalarFieldContainer[str]
+    last_change_revision: int
+    events: _containers.RepeatedCompositeFieldContainer[SourceCount]
+    resyncs: int
+    reconcile_repairs: int
+    poll_interval_seconds: float
+    def __init__(self, map: _Optional[_Union[MapDescription, _Mapping]] = ..., pressure: _Optional[float] = ..., capture_sources: _Optional[_Iterable[str]] = ..., last_change_revision: _Optional[int] = ..., events: _Optional[_Iterable[_Union[SourceCount, _Mapping]]] = ..., resyncs: _Optional[int] = ..., reconcile_repairs: _Optional[int] = ..., poll_interval_seconds: _Optional[float] = ...) -> None: ...
+
+class InstanceStatus(_message.Message):
+    __slots__ = ("epoch", "revision", "uptime_seconds", "ring_bytes", "ring_used_bytes", "records_read", "records_lost", "records_undecodable", "change_log_oldest", "change_log_newest", "change_log_events", "change_log_bytes", "watch_streams", "watches", "ingest_lag_p50_seconds", "ingest_lag_p99_seconds", "ingest_lag_samples", "kernel")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RING_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_READ_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_LOST_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_UNDECODABLE_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_LOG_OLDEST_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_LOG_NEWEST_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_LOG_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_LOG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WATCH_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    WATCHES_FIELD_NUMBER: _ClassVar[int]
+    INGEST_LAG_P50_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INGEST_LAG_P99_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INGEST_LAG_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    revision: int
+    uptime_seconds: float
+    ring_bytes: int
+    ring_used_bytes: int
+    records_read: int
+    records_lost: int
+    records_undecodable: int
+    change_log_oldest: int
+    change_log_newest: int
+    change_log_events: int
+    change_log_bytes: int
+    watch_streams: int
+    watches: int
+    ingest_lag_p50_seconds: float
+    ingest_lag_p99_seconds: float
+    ingest_lag_samples: int
+    kernel: bool
+    def __init__(self, epoch: _Optional[int] = ..., revision: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., ring_bytes: _Optional[int] = ..., ring_used_bytes: _Optional[int] = ..., records_read: _Optional[int] = ..., records_lost: _Optional[int] = ..., records_undecodable: _Optional[int] = ..., change_log_oldest: _Optional[int] = ..., change_log_newest: _Optional[int] = ..., change_log_events: _Optional[int] = ..., change_log_bytes: _Optional[int] = ..., watch_streams: _Optional[int] = ..., watches: _Optional[int] = ..., ingest_lag_p50_seconds: _Optional[float] = ..., ingest_lag_p99_seconds: _Optional[float] = ..., ingest_lag_samples: _Optional[int] = ..., kernel: _Optional[bool] = ...) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("header", "instance", "maps")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    instance: InstanceStatus
+    maps: _containers.RepeatedCompositeFieldContainer[MapStatus]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., instance: _Optional[_Union[InstanceStatus, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapStatus, _Mapping]]] = ...) -> None: ...

@@ -75,6 +75,11 @@ class MapSyncStub:
                 request_serializer=mapsync_dot_v1_dot_mapsync__pb2.ApplyRequest.SerializeToString,
                 response_deserializer=mapsync_dot_v1_dot_mapsync__pb2.ApplyResponse.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/mapsync.v1.MapSync/Status',
+                request_serializer=mapsync_dot_v1_dot_mapsync__pb2.StatusRequest.SerializeToString,
+                response_deserializer=mapsync_dot_v1_dot_mapsync__pb2.StatusResponse.FromString,
+                _registered_method=True)
 
 
 class MapSyncServicer:
@@ -187,6 +192,15 @@ class MapSyncServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """How the instance is doing: its maps (shape, fill, capture sources,
+        events by source, resyncs) and its ingest (ring fill, records read and
+        lost, change-log span, watches, ingest lag over the last minute).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MapSyncServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -229,6 +243,11 @@ def add_MapSyncServicer_to_server(servicer, server):
                     servicer.Apply,
                     request_deserializer=mapsync_dot_v1_dot_mapsync__pb2.ApplyRequest.FromString,
                     response_serializer=mapsync_dot_v1_dot_mapsync__pb2.ApplyResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=mapsync_dot_v1_dot_mapsync__pb2.StatusRequest.FromString,
+                    response_serializer=mapsync_dot_v1_dot_mapsync__pb2.StatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -448,6 +467,33 @@ class MapSync:
             '/mapsync.v1.MapSync/Apply',
             mapsync_dot_v1_dot_mapsync__pb2.ApplyRequest.SerializeToString,
             mapsync_dot_v1_dot_mapsync__pb2.ApplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mapsync.v1.MapSync/Status',
+            mapsync_dot_v1_dot_mapsync__pb2.StatusRequest.SerializeToString,
+            mapsync_dot_v1_dot_mapsync__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
