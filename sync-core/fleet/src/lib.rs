@@ -11,7 +11,9 @@
 //! kernel crate or aya (`scripts/check-deps.sh`).
 
 pub mod diff;
+pub mod follower;
 pub mod layout;
 
 pub use diff::{Desired, difference, into_txns};
+pub use follower::{FollowConfig, FollowError, FollowStats, Follower};
 pub use layout::{Layout, Undecodable};
