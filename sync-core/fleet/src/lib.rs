@@ -13,7 +13,9 @@
 pub mod diff;
 pub mod follower;
 pub mod layout;
+pub mod spec;
 
 pub use diff::{Desired, difference, into_txns};
 pub use follower::{FollowConfig, FollowError, FollowStats, Follower};
 pub use layout::{Layout, Undecodable};
+pub use spec::{SpecError, parse_follow};
