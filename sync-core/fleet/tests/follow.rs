@@ -214,3 +214,46 @@ async fn after_etcd_was_down_and_compacted_the_follower_relists_and_misses_no_de
     );
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_etcd_was_down_the_follower_resumes_its_watch_and_misses_no_deletion() {
+    if !support::require_kernel() || !require_etcd() {
+        return;
+    }
+    let mut etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let pins = PinDir::new("fleet-resume");
+    let pin = pins.join("flows");
+    support::create_map(&pin, "hash", 4, 8, 64, "flows");
+    for k in 1u32..=3 {
+        client
+            .put(key(k), (k as u64).to_le_bytes().to_vec(), None)
+            .await
+            .expect("put");
+    }
+    let sync = start(&pins, &pin).await;
+    let store = sync.store().clone();
+    let (task, stats) = follow(&etcd, &sync, |c| {
+        c.backoff_min = Duration::from_secs(8);
+        c.backoff_max = Duration::from_secs(8);
+    });
+    converged(&store, &pin, &entries(&[(1, 1), (2, 2), (3, 3)])).await;
+
+    etcd.stop();
+    wait_until("the follower noticed", WAIT, || stats.errors() >= 1).await;
+    etcd.resume().await;
+    let mut client = etcd.client().await;
+    let deleted = client.delete(key(2), None).await.expect("delete");
+    let revision = deleted.header().expect("header").revision();
+    converged(&store, &pin, &entries(&[(1, 1), (3, 3)])).await;
+    wait_until("the applied revision is etcd's", WAIT, || {
+        stats.applied_revision() == revision
+    })
+    .await;
+    assert_eq!(
+        stats.relists(),
+        1,
+        "resumed from the applied revision, no relist"
+    );
+    task.abort();
+}
