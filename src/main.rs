@@ -29,6 +29,8 @@ enum Command {
     Get(commands::get::GetArgs),
     /// Print changes to maps as they happen.
     Watch(commands::watch::WatchArgs),
+    /// Write map entries into etcd in the layout `serve --follow` applies.
+    Fleet(commands::fleet::FleetArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
             Command::List(args) => commands::list::run(args).await,
             Command::Get(args) => commands::get::run(args).await,
             Command::Watch(args) => commands::watch::run(args).await,
+            Command::Fleet(args) => commands::fleet::run(args).await,
         }
     });
     match result {

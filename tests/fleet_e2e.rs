@@ -51,11 +51,27 @@ async fn serve_follow_applies_the_prefix_and_its_live_changes_to_the_kernel_map(
     );
     let entry = |k: u32, v: u64| (k.to_le_bytes().to_vec(), v.to_le_bytes().to_vec());
     wait_dump(&flows, &BTreeMap::from([entry(1, 1)]));
-    client
-        .put(key(2), 2u64.to_le_bytes().to_vec(), None)
-        .await
-        .expect("put");
-    client.delete(key(1), None).await.expect("delete");
+    // the control side: `mapsync fleet put|delete` in the layout
+    let fleet = |args: &[&str]| {
+        let out = mapsync()
+            .args([
+                "fleet",
+                "--etcd",
+                &etcd.endpoint(),
+                "--prefix",
+                "fleet/flows",
+            ])
+            .args(args)
+            .output()
+            .expect("run mapsync fleet");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    fleet(&["put", "02000000", "0200000000000000"]);
+    fleet(&["delete", "01000000"]);
     wait_dump(&flows, &BTreeMap::from([entry(2, 2)]));
 }
 

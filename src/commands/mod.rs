@@ -2,6 +2,7 @@
 
 pub mod connection_args;
 pub mod demo;
+pub mod fleet;
 pub mod format;
 pub mod get;
 pub mod list;
