@@ -28,6 +28,8 @@ check mapsync-client aya mapsync-ebpf mapsync-core mapsync-grpc mapsync-kernel
 check mapsync-btf aya mapsync-ebpf mapsync-core mapsync-kernel serde_json
 check mapsync-core aya mapsync-ebpf mapsync-kernel serde_json
 check mapsync-grpc aya mapsync-ebpf mapsync-kernel
+# the fleet follower speaks the write contract only, never the kernel side
+check mapsync-fleet aya mapsync-ebpf mapsync-kernel
 # the client's tests build against a mirror and a server fed directly: no BPF
 check_edges normal,dev mapsync-client aya mapsync-ebpf mapsync-kernel
 [ "$fail" = 0 ] && echo "dependency rules hold"

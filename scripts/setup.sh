@@ -8,7 +8,9 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-packages=(clang llvm libbpf-dev bpftool)
+# etcd-server: the fleet tests run a real etcd; protobuf-compiler: etcd-client
+# compiles its protos at build time (mapsync-fleet)
+packages=(clang llvm libbpf-dev bpftool etcd-server protobuf-compiler)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -40,6 +40,8 @@ enum Command {
     Status(commands::status::StatusArgs),
     /// List the mirrored maps with their fill, sources and counters.
     Maps(commands::maps::MapsArgs),
+    /// Write map entries into etcd in the layout `serve --follow` applies.
+    Fleet(commands::fleet::FleetArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
             Command::Apply(args) => commands::apply::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Maps(args) => commands::maps::run(args).await,
+            Command::Fleet(args) => commands::fleet::run(args).await,
         }
     });
     match result {

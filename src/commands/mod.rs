@@ -4,6 +4,7 @@ pub mod apply;
 pub mod connection_args;
 pub mod delete;
 pub mod demo;
+pub mod fleet;
 pub mod format;
 pub mod get;
 pub mod list;

@@ -79,6 +79,70 @@ pub struct ServeArgs {
     pub write_policy: WritePolicyArgs,
     #[command(flatten)]
     pub security: super::security_args::SecurityArgs,
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+// ---- fleet: follow etcd prefixes into maps (mapsync-fleet) -----------------
+
+/// etcd prefixes followed into mirrored maps.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "Fleet")]
+pub struct FollowArgs {
+    /// Follow an etcd prefix into a map (layout `PREFIX/HEXKEY` -> raw
+    /// value; see ARCHITECTURE.md, "Fleet"); repeatable.
+    #[arg(
+        long = "follow",
+        value_name = "MAP=etcd://HOST:PORT[,HOST:PORT]/PREFIX"
+    )]
+    pub follows: Vec<String>,
+    /// Seconds between checks of each followed map against etcd (local
+    /// writes by others are reverted then).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub follow_reconcile: f64,
+}
+
+impl FollowArgs {
+    /// The followers' configs, checked.
+    pub fn configs(&self) -> anyhow::Result<Vec<mapsync_fleet::FollowConfig>> {
+        let every = std::time::Duration::try_from_secs_f64(self.follow_reconcile)
+            .ok()
+            .filter(|every| !every.is_zero())
+            .context("--follow-reconcile must be a number of seconds above 0")?;
+        self.follows
+            .iter()
+            .map(|spec| {
+                let mut config = mapsync_fleet::parse_follow(spec)?;
+                config.reconcile_every = every;
+                Ok(config)
+            })
+            .collect()
+    }
+
+    /// Starts one follower task per config, each in its own span; the maps
+    /// must be mirrored.
+    pub fn spawn(
+        configs: Vec<mapsync_fleet::FollowConfig>,
+        sync: &MapSync,
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        use tracing::Instrument;
+        let snapshot = sync.store().snapshot();
+        configs
+            .into_iter()
+            .map(|config| {
+                anyhow::ensure!(
+                    snapshot.map(&config.map).is_some(),
+                    "--follow: map `{}` is not mirrored (add it with --map)",
+                    config.map
+                );
+                let span = tracing::info_span!("follow", map = %config.map, prefix = %config.prefix);
+                tracing::info!(map = %config.map, endpoints = ?config.endpoints, prefix = %config.prefix, "following etcd");
+                let follower =
+                    mapsync_fleet::Follower::new(config, sync.store().clone(), sync.commands());
+                Ok(tokio::spawn(follower.run().instrument(span)))
+            })
+            .collect()
+    }
 }
 
 // ---- who may write (Put, Delete, Txn, Apply) --------------------------------
@@ -245,6 +309,7 @@ fn parse_ring_bytes(arg: &str) -> Result<u32, String> {
 /// with the arguments or the addresses fails before any map is opened.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.sync_config()?;
+    let follows = args.follow.configs()?;
     // checked now; fitted to the descriptors left once the maps are open
     args.connections.limits(None)?;
     args.security.check_listen(&args.listen)?;
@@ -288,6 +353,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let followers = FollowArgs::spawn(follows, &sync)?;
     let policy = args.write_policy.policy();
     if args.listen.starts_with("unix:") {
         tracing::info!(write_uids = ?policy.uids, write_gids = ?policy.gids, "writes: accepted over the Unix socket from uid 0 and these users and groups");
@@ -329,6 +395,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     tracing::info!("shutting down");
+    followers.iter().for_each(|follower| follower.abort());
     let _ = stop.send(true);
     server
         .await

@@ -1,0 +1,337 @@
+//! The follower: one etcd prefix into one mirrored map, through the write
+//! contract.
+//!
+//! It lists the prefix at a revision and applies the difference against the
+//! mirror, then watches from that revision + 1 and applies the changes of
+//! each etcd revision (one etcd txn) as one write request. On a lost
+//! connection it resumes from the last applied etcd revision; when etcd has
+//! compacted that history (or anything is in doubt) it lists again and
+//! applies the difference, deletions included. Every `reconcile_every` it
+//! lists the prefix *at the applied revision* and writes back whatever the
+//! map holds that etcd does not say: local writes by others are reverted
+//! and counted. A difference of more than [`MAX_TXN_OPS`] ops is several
+//! mapsync revisions.
+//!
+//! [`MAX_TXN_OPS`]: mapsync_core::control::MAX_TXN_OPS
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use mapsync_core::control::{CommandHandle, WriteOp};
+use mapsync_core::ratelimit::LogLimiter;
+use mapsync_core::{CommandError, Store};
+use rand::Rng;
+use tracing::{info, warn};
+
+use crate::diff::{Desired, difference, into_txns};
+use crate::layout::Layout;
+
+/// Most undecodable etcd keys remembered (each is logged once).
+pub const MAX_REPORTED_KEYS: usize = 4096;
+
+/// What to follow, and how.
+#[derive(Debug, Clone)]
+pub struct FollowConfig {
+    /// The mirrored map written.
+    pub map: String,
+    /// etcd endpoints, `HOST:PORT`.
+    pub endpoints: Vec<String>,
+    /// The etcd prefix (see [`Layout`]).
+    pub prefix: String,
+    /// How often the map is checked against etcd at the applied revision.
+    pub reconcile_every: Duration,
+    /// First wait after an error; doubled up to `backoff_max`, with jitter.
+    pub backoff_min: Duration,
+    /// Longest wait after errors.
+    pub backoff_max: Duration,
+}
+
+impl FollowConfig {
+    /// A config with a 30 s reconcile and a 100 ms .. 10 s backoff.
+    pub fn new(map: &str, endpoints: Vec<String>, prefix: &str) -> Self {
+        Self {
+            map: map.to_owned(),
+            endpoints,
+            prefix: prefix.to_owned(),
+            reconcile_every: Duration::from_secs(30),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters of one follower (read them any time).
+#[derive(Debug, Default)]
+pub struct FollowStats {
+    applied: AtomicI64,
+    relists: AtomicU64,
+    reverted: AtomicU64,
+    undecodable: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl FollowStats {
+    /// The etcd revision the map reflects (0 before the first list).
+    pub fn applied_revision(&self) -> i64 {
+        self.applied.load(Ordering::Acquire)
+    }
+    /// Full lists of the prefix (the first one included).
+    pub fn relists(&self) -> u64 {
+        self.relists.load(Ordering::Relaxed)
+    }
+    /// Keys written back because the map differed from etcd at the applied
+    /// revision (local writes by others).
+    pub fn reverted(&self) -> u64 {
+        self.reverted.load(Ordering::Relaxed)
+    }
+    /// Distinct etcd keys seen that do not decode for the map (skipped).
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable.load(Ordering::Relaxed)
+    }
+    /// Sessions ended by an error (each followed by a backoff).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a follower session ended.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FollowError {
+    /// etcd could not be reached or answered with an error.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// The write into the map failed (nothing of that request was written).
+    #[error("write into the map: {0}")]
+    Write(#[from] CommandError),
+    /// The map is not (yet) mirrored.
+    #[error("map `{0}` is not mirrored")]
+    UnknownMap(String),
+    /// etcd compacted the history past the applied revision.
+    #[error("etcd compacted its history to revision {0}")]
+    Compacted(i64),
+    /// etcd canceled the watch.
+    #[error("etcd canceled the watch: {0}")]
+    Canceled(String),
+    /// The watch stream ended.
+    #[error("the etcd watch stream ended")]
+    StreamEnded,
+}
+
+/// Follows one prefix into one map; [`Follower::run`] never returns.
+#[derive(Debug)]
+pub struct Follower {
+    config: FollowConfig,
+    store: Store,
+    commands: CommandHandle,
+    stats: Arc<FollowStats>,
+    reported: HashSet<Vec<u8>>,
+    relist_needed: bool,
+    warn_limit: LogLimiter,
+}
+
+impl Follower {
+    /// A follower writing through `commands` into the map `store` mirrors.
+    pub fn new(config: FollowConfig, store: Store, commands: CommandHandle) -> Self {
+        Self {
+            config,
+            store,
+            commands,
+            stats: Arc::default(),
+            reported: HashSet::new(),
+            relist_needed: true,
+            warn_limit: LogLimiter::default(),
+        }
+    }
+
+    /// The follower's counters.
+    pub fn stats(&self) -> Arc<FollowStats> {
+        self.stats.clone()
+    }
+
+    /// Follows until dropped (abort its task to stop it): sessions ended by
+    /// errors are retried after a bounded, jittered, doubling backoff.
+    pub async fn run(mut self) {
+        let mut backoff = self.config.backoff_min;
+        loop {
+            let before = self.stats.applied_revision();
+            let err = self.session().await;
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.warn_limit.check() {
+                warn!(map = %self.config.map, error = %err, suppressed, "fleet follower: retrying");
+            }
+            if self.stats.applied_revision() > before {
+                backoff = self.config.backoff_min;
+            }
+            let jitter = rand::rng().random_range(0.5..1.0);
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            backoff = (backoff * 2).min(self.config.backoff_max);
+        }
+    }
+
+    fn layout(&self) -> Result<Layout, FollowError> {
+        let snapshot = self.store.snapshot();
+        let view = snapshot
+            .map(&self.config.map)
+            .ok_or_else(|| FollowError::UnknownMap(self.config.map.clone()))?;
+        let info = view.info();
+        Ok(Layout::new(
+            &self.config.prefix,
+            info.key_size as usize,
+            info.value_bytes as usize,
+        ))
+    }
+
+    async fn session(&mut self) -> FollowError {
+        match self.follow().await {
+            Ok(never) => match never {},
+            Err(err) => err,
+        }
+    }
+
+    async fn follow(&mut self) -> Result<std::convert::Infallible, FollowError> {
+        let layout = self.layout()?;
+        let mut client = Client::connect(&self.config.endpoints, None).await?;
+        if self.relist_needed {
+            let (revision, _) = self.relist(&mut client, &layout, None).await?;
+            self.stats.relists.fetch_add(1, Ordering::Relaxed);
+            self.stats.applied.store(revision, Ordering::Release);
+            self.relist_needed = false;
+        }
+        let from = self.stats.applied_revision() + 1;
+        let mut stream = client
+            .watch(
+                layout.dir(),
+                Some(WatchOptions::new().with_prefix().with_start_revision(from)),
+            )
+            .await?;
+        let mut reconcile = tokio::time::interval(self.config.reconcile_every);
+        reconcile.tick().await;
+        loop {
+            tokio::select! {
+                _ = reconcile.tick() => {
+                    let at = self.stats.applied_revision();
+                    match self.relist(&mut client, &layout, Some(at)).await {
+                        Ok((_, reverted)) => {
+                            if reverted > 0 {
+                                info!(map = %self.config.map, reverted, "fleet: local writes reverted to etcd's state");
+                            }
+                            self.stats.reverted.fetch_add(reverted as u64, Ordering::Relaxed);
+                        }
+                        Err(err) => {
+                            self.relist_needed = true;
+                            return Err(err);
+                        }
+                    }
+                }
+                message = stream.message() => {
+                    let Some(response) = message? else {
+                        return Err(FollowError::StreamEnded);
+                    };
+                    if response.compact_revision() > 0 {
+                        self.relist_needed = true;
+                        return Err(FollowError::Compacted(response.compact_revision()));
+                    }
+                    if response.canceled() {
+                        self.relist_needed = true;
+                        return Err(FollowError::Canceled(response.cancel_reason().to_owned()));
+                    }
+                    self.apply_events(&layout, response.events()).await?;
+                }
+            }
+        }
+    }
+
+    /// Lists the prefix (at `at`, or the latest revision) and writes the
+    /// difference; returns the revision listed and the ops written.
+    async fn relist(
+        &mut self,
+        client: &mut Client,
+        layout: &Layout,
+        at: Option<i64>,
+    ) -> Result<(i64, usize), FollowError> {
+        let mut options = GetOptions::new().with_prefix();
+        if let Some(at) = at {
+            options = options.with_revision(at);
+        }
+        let listed = client.get(layout.dir(), Some(options)).await?;
+        let revision = listed.header().map_or(0, |h| h.revision());
+        let revision = at.unwrap_or(revision);
+        let mut desired = Desired::new();
+        for kv in listed.kvs() {
+            if let Some((key, value)) = self.decode(layout, kv.key(), kv.value()) {
+                desired.insert(key, Some(value));
+            }
+        }
+        let written = self.write(&desired, true).await?;
+        Ok((revision, written))
+    }
+
+    /// Applies watch events, one write request per etcd revision.
+    async fn apply_events(
+        &mut self,
+        layout: &Layout,
+        events: &[etcd_client::Event],
+    ) -> Result<(), FollowError> {
+        let mut by_revision: BTreeMap<i64, Desired> = BTreeMap::new();
+        for event in events {
+            let Some(kv) = event.kv() else { continue };
+            let want = match event.event_type() {
+                EventType::Put => self
+                    .decode(layout, kv.key(), kv.value())
+                    .map(|(k, v)| (k, Some(v))),
+                EventType::Delete => layout.decode_key(kv.key()).ok().map(|k| (k, None)),
+            };
+            let group = by_revision.entry(kv.mod_revision()).or_default();
+            match want {
+                Some((key, value)) => {
+                    group.insert(key, value);
+                }
+                // an undecodable put is as if the key were absent
+                None => {
+                    if let Ok(key) = layout.decode_key(kv.key()) {
+                        group.insert(key, None);
+                    }
+                }
+            }
+        }
+        for (revision, desired) in by_revision {
+            self.write(&desired, false).await?;
+            self.stats.applied.fetch_max(revision, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    async fn write(&self, desired: &Desired, full: bool) -> Result<usize, FollowError> {
+        let ops: Vec<WriteOp> = {
+            let snapshot = self.store.snapshot();
+            let view = snapshot
+                .map(&self.config.map)
+                .ok_or_else(|| FollowError::UnknownMap(self.config.map.clone()))?;
+            difference(&self.config.map, view, desired, full)
+        };
+        let written = ops.len();
+        for txn in into_txns(ops) {
+            self.commands.txn(txn).await?;
+        }
+        Ok(written)
+    }
+
+    fn decode(&mut self, layout: &Layout, key: &[u8], value: &[u8]) -> Option<(Bytes, Bytes)> {
+        match layout.decode(key, value) {
+            Ok(entry) => Some(entry),
+            Err(why) => {
+                if self.reported.len() < MAX_REPORTED_KEYS && self.reported.insert(key.to_vec()) {
+                    self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                    warn!(map = %self.config.map, key = %String::from_utf8_lossy(key), %why,
+                        "fleet: etcd key skipped");
+                }
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! mapsync's fleet side: the etcd key layout a fleet writes its maps in, and
+//! the difference between etcd's state of a map and the mirror's, as write
+//! requests of the write contract ([`mapsync_core::control`]).
+//!
+//! Layout: under a prefix `P`, the map's entry with key bytes `K` is the etcd
+//! key `P/HEX(K)` (lowercase hex, exactly the map's key size) whose value is
+//! the raw value bytes (exactly the map's value bytes). An etcd key under the
+//! prefix that does not decode is treated as absent and reported.
+//!
+//! This crate depends on the mirror's write contract only: never on the
+//! kernel crate or aya (`scripts/check-deps.sh`).
+
+pub mod diff;
+pub mod follower;
+pub mod layout;
+pub mod spec;
+
+pub use diff::{Desired, difference, into_txns};
+pub use follower::{FollowConfig, FollowError, FollowStats, Follower};
+pub use layout::{Layout, Undecodable};
+pub use spec::{SpecError, parse_follow};

@@ -1,0 +1,259 @@
+//! The follower against a real etcd, a real kernel map and a real MapSync:
+//! the initial list, live puts and deletes, undecodable keys skipped and
+//! counted, a local bpftool write reverted at the next reconcile, and
+//! convergence (deletions included) after etcd was down and compacted.
+
+mod etcd;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use etcd::{Etcd, require_etcd};
+use etcd_client::CompactionOptions;
+use mapsync_core::Store;
+use mapsync_fleet::{FollowConfig, FollowStats, Follower};
+use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
+use mapsync_test_support::{self as support, PinDir, mirror, wait_until};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn key(n: u32) -> String {
+    format!("fleet/flows/{}", support::hex(&n.to_le_bytes()))
+}
+
+fn entries(pairs: &[(u32, u64)]) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_le_bytes().to_vec(), v.to_le_bytes().to_vec()))
+        .collect()
+}
+
+async fn start(pins: &PinDir, pin: &Path) -> MapSync {
+    MapSync::start(SyncConfig {
+        maps: vec![MapSpec::pin(None, pin)],
+        pin_dir: pins.join("capture"),
+        reconcile_interval: None,
+        ..SyncConfig::default()
+    })
+    .await
+    .expect("start MapSync")
+}
+
+fn follow(
+    etcd: &Etcd,
+    sync: &MapSync,
+    config: impl FnOnce(&mut FollowConfig),
+) -> (tokio::task::JoinHandle<()>, std::sync::Arc<FollowStats>) {
+    let mut cfg = FollowConfig::new("flows", vec![etcd.endpoint()], "fleet/flows");
+    config(&mut cfg);
+    let follower = Follower::new(cfg, sync.store().clone(), sync.commands());
+    let stats = follower.stats();
+    (tokio::spawn(follower.run()), stats)
+}
+
+async fn converged(store: &Store, pin: &Path, want: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    converged_within(WAIT, store, pin, want).await
+}
+
+async fn converged_within(
+    wait: Duration,
+    store: &Store,
+    pin: &Path,
+    want: &BTreeMap<Vec<u8>, Vec<u8>>,
+) {
+    wait_until("the map equals etcd's prefix", wait, || {
+        &mirror(store, "flows") == want
+    })
+    .await;
+    assert_eq!(&support::dump(pin), want, "the kernel map itself");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_list_then_watch_skips_bad_keys_and_reverts_local_writes() {
+    if !support::require_kernel() || !require_etcd() {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let pins = PinDir::new("fleet-follow");
+    let pin = pins.join("flows");
+    support::create_map(&pin, "hash", 4, 8, 64, "flows");
+    // a key the map holds and etcd does not: the initial list deletes it
+    support::update(&pin, &9u32.to_le_bytes(), &9u64.to_le_bytes()).expect("seed");
+    for (k, v) in [(1u32, 1u64), (2, 2)] {
+        client
+            .put(key(k), v.to_le_bytes().to_vec(), None)
+            .await
+            .expect("put");
+    }
+    client
+        .put("fleet/flows/nothex", vec![0u8; 8], None)
+        .await
+        .expect("put bad");
+    client
+        .put(key(3), vec![0u8; 3], None)
+        .await
+        .expect("put short value");
+    let sync = start(&pins, &pin).await;
+    let store = sync.store().clone();
+    let (task, stats) = follow(&etcd, &sync, |c| c.reconcile_every = Duration::from_secs(1));
+
+    converged(&store, &pin, &entries(&[(1, 1), (2, 2)])).await;
+    assert_eq!(
+        stats.undecodable(),
+        2,
+        "bad hex and a short value, counted once each"
+    );
+
+    // live: one etcd txn of a put and a delete
+    client
+        .txn(etcd_client::Txn::new().and_then(vec![
+            etcd_client::TxnOp::put(key(4), 4u64.to_le_bytes().to_vec(), None),
+            etcd_client::TxnOp::delete(key(1), None),
+        ]))
+        .await
+        .expect("txn");
+    client
+        .put(key(2), 22u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    converged(&store, &pin, &entries(&[(2, 22), (4, 4)])).await;
+    let revision = client
+        .get("x", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    wait_until("the applied revision is etcd's", WAIT, || {
+        stats.applied_revision() == revision
+    })
+    .await;
+
+    // someone else writes the followed map: reverted at the next reconcile
+    support::update(&pin, &2u32.to_le_bytes(), &7u64.to_le_bytes()).expect("local write");
+    support::update(&pin, &5u32.to_le_bytes(), &5u64.to_le_bytes()).expect("local write");
+    wait_until("the local writes are reverted", WAIT, || {
+        stats.reverted() >= 2
+    })
+    .await;
+    converged(&store, &pin, &entries(&[(2, 22), (4, 4)])).await;
+    assert_eq!(
+        stats.undecodable(),
+        2,
+        "reconciles do not recount known bad keys"
+    );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_etcd_was_down_and_compacted_the_follower_relists_and_misses_no_deletion() {
+    if !support::require_kernel() || !require_etcd() {
+        return;
+    }
+    let mut etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let pins = PinDir::new("fleet-compact");
+    let pin = pins.join("flows");
+    support::create_map(&pin, "hash", 4, 8, 64, "flows");
+    for k in 1u32..=5 {
+        client
+            .put(key(k), (k as u64).to_le_bytes().to_vec(), None)
+            .await
+            .expect("put");
+    }
+    let sync = start(&pins, &pin).await;
+    let store = sync.store().clone();
+    // a long fixed backoff: etcd is back, written and compacted before the
+    // follower reconnects
+    let (task, stats) = follow(&etcd, &sync, |c| {
+        c.backoff_min = Duration::from_secs(16);
+        c.backoff_max = Duration::from_secs(16);
+    });
+    converged(
+        &store,
+        &pin,
+        &entries(&[(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]),
+    )
+    .await;
+    assert_eq!(stats.relists(), 1);
+
+    etcd.stop();
+    wait_until("the follower noticed", WAIT, || stats.errors() >= 1).await;
+    etcd.resume().await;
+    let mut client = etcd.client().await;
+    client.delete(key(2), None).await.expect("delete");
+    client.delete(key(4), None).await.expect("delete");
+    let put = client
+        .put(key(6), 6u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    let revision = put.header().expect("header").revision();
+    client
+        .compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await
+        .expect("compact");
+
+    // two backoffs: the reconnect, then the relist after the compacted watch
+    converged_within(
+        Duration::from_secs(60),
+        &store,
+        &pin,
+        &entries(&[(1, 1), (3, 3), (5, 5), (6, 6)]),
+    )
+    .await;
+    wait_until("the applied revision is etcd's", WAIT, || {
+        stats.applied_revision() == revision
+    })
+    .await;
+    assert_eq!(
+        stats.relists(),
+        2,
+        "the compacted watch was answered by a relist"
+    );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_etcd_was_down_the_follower_resumes_its_watch_and_misses_no_deletion() {
+    if !support::require_kernel() || !require_etcd() {
+        return;
+    }
+    let mut etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let pins = PinDir::new("fleet-resume");
+    let pin = pins.join("flows");
+    support::create_map(&pin, "hash", 4, 8, 64, "flows");
+    for k in 1u32..=3 {
+        client
+            .put(key(k), (k as u64).to_le_bytes().to_vec(), None)
+            .await
+            .expect("put");
+    }
+    let sync = start(&pins, &pin).await;
+    let store = sync.store().clone();
+    let (task, stats) = follow(&etcd, &sync, |c| {
+        c.backoff_min = Duration::from_secs(8);
+        c.backoff_max = Duration::from_secs(8);
+    });
+    converged(&store, &pin, &entries(&[(1, 1), (2, 2), (3, 3)])).await;
+
+    etcd.stop();
+    wait_until("the follower noticed", WAIT, || stats.errors() >= 1).await;
+    etcd.resume().await;
+    let mut client = etcd.client().await;
+    let deleted = client.delete(key(2), None).await.expect("delete");
+    let revision = deleted.header().expect("header").revision();
+    converged(&store, &pin, &entries(&[(1, 1), (3, 3)])).await;
+    wait_until("the applied revision is etcd's", WAIT, || {
+        stats.applied_revision() == revision
+    })
+    .await;
+    assert_eq!(
+        stats.relists(),
+        1,
+        "resumed from the applied revision, no relist"
+    );
+    task.abort();
+}

@@ -1,0 +1,96 @@
+//! `mapsync serve --follow MAP=etcd://HOST:PORT/PREFIX` end to end: a real
+//! etcd, a real kernel map, the real binary. The follower's convergence
+//! cases (compaction, reconnects, bad keys, reverted local writes) are in
+//! `sync-core/fleet/tests/follow.rs`.
+
+mod common;
+#[path = "../sync-core/fleet/tests/etcd/mod.rs"]
+mod etcd;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Server, map_arg, mapsync, pin};
+use mapsync_test_support::{self as support, PinDir};
+
+fn key(n: u32) -> String {
+    format!("fleet/flows/{}", support::hex(&n.to_le_bytes()))
+}
+
+fn wait_dump(pin: &std::path::Path, want: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while &support::dump(pin) != want {
+        assert!(
+            Instant::now() < deadline,
+            "the kernel map never matched etcd: {:?}",
+            support::dump(pin)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_follow_applies_the_prefix_and_its_live_changes_to_the_kernel_map() {
+    if !support::require_kernel() || !etcd::require_etcd() {
+        return;
+    }
+    let etcd = etcd::Etcd::start().await;
+    let mut client = etcd.client().await;
+    client
+        .put(key(1), 1u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    let pins = PinDir::new("fleet-serve");
+    let flows = pin(&pins, "flows");
+    support::create_map(&flows, "hash", 4, 8, 64, "flows");
+    let follow = format!("flows=etcd://{}/fleet/flows", etcd.endpoint());
+    let _server = Server::start_with(
+        &pins,
+        &[map_arg("flows", &flows)],
+        &["--follow", &follow, "--follow-reconcile", "1"],
+    );
+    let entry = |k: u32, v: u64| (k.to_le_bytes().to_vec(), v.to_le_bytes().to_vec());
+    wait_dump(&flows, &BTreeMap::from([entry(1, 1)]));
+    // the control side: `mapsync fleet put|delete` in the layout
+    let fleet = |args: &[&str]| {
+        let out = mapsync()
+            .args([
+                "fleet",
+                "--etcd",
+                &etcd.endpoint(),
+                "--prefix",
+                "fleet/flows",
+            ])
+            .args(args)
+            .output()
+            .expect("run mapsync fleet");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    fleet(&["put", "02000000", "0200000000000000"]);
+    fleet(&["delete", "01000000"]);
+    wait_dump(&flows, &BTreeMap::from([entry(2, 2)]));
+}
+
+#[test]
+fn a_bad_follow_spec_is_one_line_naming_it() {
+    let out = mapsync()
+        .args([
+            "serve",
+            "--map",
+            "/nonexistent",
+            "--follow",
+            "flows=http://h:1/p",
+        ])
+        .output()
+        .expect("run mapsync");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad follow spec `flows=http://h:1/p`: the URL must start with etcd://"),
+        "{stderr}"
+    );
+}
