@@ -61,14 +61,11 @@ impl Client {
             .await
             .map_err(ClientError::from_write_status)?
             .into_inner();
-        let header = reply.header.unwrap_or_default();
-        Ok(Written {
-            epoch: header.epoch,
-            revision: header.revision,
-            prev: options
-                .prev_value
-                .then(|| reply.prev.unwrap_or_default().into()),
-        })
+        Ok(Written::from_reply(
+            reply.header,
+            reply.prev,
+            options.prev_value,
+        ))
     }
 
     /// Removes one key (absent: [`ClientError::NotFound`]).
@@ -100,14 +97,11 @@ impl Client {
             .await
             .map_err(ClientError::from_write_status)?
             .into_inner();
-        let header = reply.header.unwrap_or_default();
-        Ok(Written {
-            epoch: header.epoch,
-            revision: header.revision,
-            prev: options
-                .prev_value
-                .then(|| reply.prev.unwrap_or_default().into()),
-        })
+        Ok(Written::from_reply(
+            reply.header,
+            reply.prev,
+            options.prev_value,
+        ))
     }
 
     /// Runs a transaction. A failed compare is no error

@@ -155,6 +155,22 @@ pub struct Written {
     pub prev: Option<Previous>,
 }
 
+impl Written {
+    /// A Put or Delete reply's parts; `prev` only when it was asked for.
+    pub(crate) fn from_reply(
+        header: Option<pb::ResponseHeader>,
+        prev: Option<pb::PrevValue>,
+        asked_prev: bool,
+    ) -> Self {
+        let header = header.unwrap_or_default();
+        Self {
+            epoch: header.epoch,
+            revision: header.revision,
+            prev: asked_prev.then(|| prev.unwrap_or_default().into()),
+        }
+    }
+}
+
 /// How a [`Compare`] relates the key's state to its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareResult {

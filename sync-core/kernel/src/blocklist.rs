@@ -11,7 +11,7 @@ use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use aya::{Btf, Ebpf, EbpfLoader};
 use mapsync_core::MapKind;
 
-use crate::demo::ipv4_packet;
+use crate::demo::{self, ipv4_packet};
 use crate::error::KernelError;
 use crate::switch::{self, SwitchShape};
 
@@ -124,19 +124,9 @@ pub fn blocklist_key(source: Ipv4Addr) -> [u8; 4] {
 }
 
 fn program_error(source: ProgramError) -> KernelError {
-    KernelError::Program {
-        program: mapsync_ebpf::BLOCKLIST_PROGRAM.into(),
-        source,
-    }
+    demo::program_error(mapsync_ebpf::BLOCKLIST_PROGRAM, source)
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, KernelError> {
-    let name = mapsync_ebpf::BLOCKLIST_PROGRAM;
-    ebpf.program_mut(name)
-        .ok_or_else(|| KernelError::MissingInObject {
-            what: "program",
-            name: name.into(),
-        })?
-        .try_into()
-        .map_err(program_error)
+    demo::typed_program(ebpf, mapsync_ebpf::BLOCKLIST_PROGRAM)
 }

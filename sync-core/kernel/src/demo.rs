@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use aya::programs::{
-    ProgramError, RawTracePoint, RawTracePointRunOptions, TestRun, TestRunOptions, Xdp,
+    Program, ProgramError, RawTracePoint, RawTracePointRunOptions, TestRun, TestRunOptions, Xdp,
 };
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -144,14 +144,20 @@ fn loaded_map_id(ebpf: &Ebpf, name: &str) -> Result<u32, KernelError> {
         .id())
 }
 
-fn program_error(name: &str, source: ProgramError) -> KernelError {
+/// A program's load or run error, naming the program.
+pub(crate) fn program_error(name: &str, source: ProgramError) -> KernelError {
     KernelError::Program {
         program: name.into(),
         source,
     }
 }
 
-fn raw_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut RawTracePoint, KernelError> {
+/// The program `name` of a loaded test or demo object, as its kind `T`
+/// (`Xdp`, `RawTracePoint`, `SchedClassifier`, ...).
+pub(crate) fn typed_program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, KernelError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
     ebpf.program_mut(name)
         .ok_or_else(|| KernelError::MissingInObject {
             what: "program",
@@ -161,17 +167,12 @@ fn raw_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut RawTracePoi
         .map_err(|source| program_error(name, source))
 }
 
+fn raw_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut RawTracePoint, KernelError> {
+    typed_program(ebpf, name)
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, KernelError> {
-    ebpf.program_mut(name)
-        .ok_or_else(|| KernelError::MissingInObject {
-            what: "program",
-            name: name.into(),
-        })?
-        .try_into()
-        .map_err(|source: ProgramError| KernelError::Program {
-            program: name.into(),
-            source,
-        })
+    typed_program(ebpf, name)
 }
 
 /// An Ethernet + IPv4 frame from `source`, `len` bytes long (at least 34).

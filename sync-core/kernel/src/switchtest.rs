@@ -7,9 +7,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use aya::maps::{Array, MapData};
-use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::{Btf, Ebpf, EbpfLoader};
 
+use crate::demo::{program_error, typed_program};
 use crate::error::KernelError;
 
 /// What the checker counted so far.
@@ -152,30 +153,10 @@ impl SwitchChecker {
     }
 }
 
-fn program_error(name: &str, source: ProgramError) -> KernelError {
-    KernelError::Program {
-        program: name.into(),
-        source,
-    }
-}
-
 fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, KernelError> {
-    let name = mapsync_ebpf::SWITCHTEST_CHECK_SET_TC;
-    ebpf.program_mut(name)
-        .ok_or_else(|| KernelError::MissingInObject {
-            what: "program",
-            name: name.into(),
-        })?
-        .try_into()
-        .map_err(|source| program_error(name, source))
+    typed_program(ebpf, mapsync_ebpf::SWITCHTEST_CHECK_SET_TC)
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, KernelError> {
-    ebpf.program_mut(name)
-        .ok_or_else(|| KernelError::MissingInObject {
-            what: "program",
-            name: name.into(),
-        })?
-        .try_into()
-        .map_err(|source| program_error(name, source))
+    typed_program(ebpf, name)
 }
