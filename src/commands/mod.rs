@@ -13,6 +13,7 @@ pub mod output;
 pub mod put;
 pub mod security_args;
 pub mod serve;
+pub mod serve_config;
 pub mod status;
 pub mod typed_input;
 pub mod watch;

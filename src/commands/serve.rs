@@ -17,6 +17,15 @@ pub const DEFAULT_LISTEN: &str = "unix:/run/mapsync/mapsync.sock";
 /// Arguments of `mapsync serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// Read the flags from a TOML file first (keys named after the flags,
+    /// `[[map]]` and `[[follow]]` tables); flags given here override it.
+    /// See ARCHITECTURE.md, "Config file".
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (file, environment, flags and
+    /// defaults) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Where to serve the gRPC API: HOST:PORT or unix:PATH.
     #[arg(long, default_value = DEFAULT_LISTEN, env = "MAPSYNC_LISTEN")]
     pub listen: String,
@@ -308,6 +317,9 @@ fn parse_ring_bytes(arg: &str) -> Result<u32, String> {
 /// Runs the sidecar until SIGINT or SIGTERM. Everything that can be wrong
 /// with the arguments or the addresses fails before any map is opened.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let Some(args) = super::serve_config::resolve(args)? else {
+        return Ok(()); // --print-config
+    };
     let config = args.sync_config()?;
     let follows = args.follow.configs()?;
     // checked now; fitted to the descriptors left once the maps are open
