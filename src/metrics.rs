@@ -11,7 +11,7 @@ use axum::routing::get;
 use mapsync_core::Store;
 use mapsync_core::status::{EVENT_SOURCES, IngestStatus, StatusSource};
 use mapsync_grpc::service::WatchStats;
-use mapsync_kernel::{MapSync, SyncStats};
+use mapsync_kernel::{HistogramSnapshot, MapSync, SyncStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -128,12 +128,13 @@ impl Collector for SyncCollector {
             "Times the ring's consumer position was impossible and was moved to the producer's (every map resynced).",
             stats.ring_resets,
         )?;
-        gauge(
-            e,
-            "mapsync_lag_nanoseconds",
+        let lag = ConstGauge::new(stats.last_lag_ns as f64 / 1e9);
+        lag.encode(e.encode_descriptor(
+            "mapsync_lag_seconds",
             "Kernel write to mirror publish, newest record.",
-            stats.last_lag_ns as i64,
-        )?;
+            None,
+            lag.metric_type(),
+        )?)?;
         gauge(
             e,
             "mapsync_subscribers",
@@ -183,22 +184,7 @@ impl Collector for SyncCollector {
             self.watch.refused_writes(),
         )?;
         per_map(e, &snapshot, &self.stats.ingest_status())?;
-        let propagation = self.stats.propagation();
-        let mut family = e.encode_descriptor(
-            "mapsync_propagation_seconds",
-            "Propagation of changes: path kernel_to_mirror is a kernel write's record timestamp to its publish in the mirror.",
-            None,
-            prometheus_client::metrics::MetricType::Histogram,
-        )?;
-        let labels = vec![("path".to_owned(), "kernel_to_mirror".to_owned())];
-        family
-            .encode_family(&labels)?
-            .encode_histogram::<Vec<(String, String)>>(
-                propagation.sum_seconds,
-                propagation.count,
-                &propagation.buckets,
-                None,
-            )?;
+        propagation(e, &self.stats.propagation(), &self.watch.send_propagation())?;
         let info = prometheus_client::metrics::info::Info::new(vec![(
             "version".to_owned(),
             env!("CARGO_PKG_VERSION").to_owned(),
@@ -220,7 +206,38 @@ impl Collector for SyncCollector {
     }
 }
 
-/// The per-map families, labelled by map name (and, for events, by source).
+/// `mapsync_propagation_seconds`: kernel write -> mirror publish (one
+/// sample per ring record) and mirror publish -> watch message queued (one
+/// sample per live event sent to a watch).
+fn propagation(
+    e: &mut DescriptorEncoder,
+    kernel_to_mirror: &HistogramSnapshot,
+    mirror_to_watch: &HistogramSnapshot,
+) -> Result<(), std::fmt::Error> {
+    let mut family = e.encode_descriptor(
+        "mapsync_propagation_seconds",
+        "Propagation of changes: path kernel_to_mirror is a kernel write's record timestamp to its publish in the mirror; path mirror_to_watch is a publish to its event queued on a watch stream.",
+        None,
+        prometheus_client::metrics::MetricType::Histogram,
+    )?;
+    for (path, histogram) in [
+        ("kernel_to_mirror", kernel_to_mirror),
+        ("mirror_to_watch", mirror_to_watch),
+    ] {
+        let labels = vec![("path".to_owned(), path.to_owned())];
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<Vec<(String, String)>>(
+                histogram.sum_seconds,
+                histogram.count,
+                &histogram.buckets,
+                None,
+            )?;
+    }
+    Ok(())
+}
+
+/// The per-map families, labelled by map name only.
 fn per_map(
     e: &mut DescriptorEncoder,
     snapshot: &mapsync_core::Snapshot,
@@ -251,19 +268,22 @@ fn per_map(
         };
         ConstGauge::new(ratio).encode(family.encode_family(&label(name))?)?;
     }
-    let mut family = e.encode_descriptor(
-        "mapsync_map_events",
-        "Events applied to the map's mirror, by the source that saw them.",
-        None,
-        prometheus_client::metrics::MetricType::Counter,
-    )?;
-    for map in &ingest.maps {
-        for source in EVENT_SOURCES {
-            let labels = vec![
-                ("map".to_owned(), map.name.clone()),
-                ("source".to_owned(), source.as_str().to_owned()),
-            ];
-            ConstCounter::new(map.events_from(source)).encode(family.encode_family(&labels)?)?;
+    // one family per source, so that the map is the only label
+    for source in &EVENT_SOURCES {
+        let name = format!("mapsync_map_{}_events", source.as_str());
+        let help = format!(
+            "Events applied to the map's mirror that the {} source saw.",
+            source.as_str()
+        );
+        let mut family = e.encode_descriptor(
+            &name,
+            &help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for map in &ingest.maps {
+            ConstCounter::new(map.events_from(*source))
+                .encode(family.encode_family(&label(&map.name))?)?;
         }
     }
     let mut family = e.encode_descriptor(

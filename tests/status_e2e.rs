@@ -116,14 +116,8 @@ fn status_counts_writes_by_source_and_maps_lists_them() {
     assert_eq!(value(r#"mapsync_map_entries{map="flows"}"#), 4.0);
     assert_eq!(value(r#"mapsync_map_pressure{map="limits"}"#), 1.0);
     assert!((value(r#"mapsync_map_pressure{map="flows"}"#) - 0.04).abs() < 1e-9);
-    assert_eq!(
-        value(r#"mapsync_map_events_total{map="flows",source="trace"}"#),
-        5.0
-    );
-    assert_eq!(
-        value(r#"mapsync_map_events_total{map="flows",source="emit"}"#),
-        0.0
-    );
+    assert_eq!(value(r#"mapsync_map_trace_events_total{map="flows"}"#), 5.0);
+    assert_eq!(value(r#"mapsync_map_emit_events_total{map="flows"}"#), 0.0);
     assert_eq!(value(r#"mapsync_map_resyncs_total{map="flows"}"#), 0.0);
     assert_eq!(
         value(r#"mapsync_map_reconcile_repairs_total{map="limits"}"#),

@@ -16,6 +16,7 @@
 //! - [`subscribe`]: in-process subscriptions (initial state, then changes).
 //! - [`map_info`]: kinds, sizes and types of mirrored maps.
 //! - [`event`]: change events, revisions, epochs.
+//! - [`propagation`]: latency histograms and when recent revisions were published.
 //! - [`ratelimit`]: logging at most one line per period for what outsiders can cause.
 //! - [`btf`]: typed keys and values (the `mapsync-btf` crate, re-exported).
 //! - [`error`]: [`SyncError`], what the mirror raises to a reader or subscriber.
@@ -32,6 +33,7 @@ mod entries;
 pub mod error;
 pub mod event;
 pub mod map_info;
+pub mod propagation;
 pub mod ratelimit;
 pub mod snapshot;
 pub mod status;

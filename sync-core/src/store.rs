@@ -43,6 +43,8 @@ struct Inner {
     revision: watch::Sender<Revision>,
     ready: watch::Sender<bool>,
     subscribers: AtomicUsize,
+    /// When the newest revisions were published (mirror -> watch latency).
+    published: crate::propagation::PublishClock,
 }
 
 /// Counts a live subscription for as long as it exists.
@@ -65,6 +67,7 @@ impl Store {
                 revision: watch::channel(0).0,
                 ready: watch::channel(false).0,
                 subscribers: AtomicUsize::new(0),
+                published: Default::default(),
             }),
         };
         let writer = Publisher {
@@ -128,9 +131,17 @@ impl Store {
         let _ = revisions.wait_for(|current| *current >= revision).await;
     }
 
+    /// How long ago `revision` was published to readers, while it is among
+    /// the newest [`crate::propagation::PUBLISH_CLOCK_SLOTS`] revisions.
+    pub fn since_published(&self, revision: Revision) -> Option<std::time::Duration> {
+        self.inner.published.since_published(revision)
+    }
+
     fn publish(&self, snapshot: Snapshot) {
         let revision = snapshot.revision;
+        let before = self.revision();
         self.inner.current.store(Arc::new(snapshot));
+        self.inner.published.record(before, revision);
         self.inner.revision.send_if_modified(|current| {
             let advanced = *current != revision;
             *current = revision;

@@ -24,6 +24,8 @@ pub struct WatchStats {
     queued: AtomicUsize,
     bytes: AtomicUsize,
     refused_writes: std::sync::atomic::AtomicU64,
+    /// Mirror publish -> watch message queued, per live event.
+    send_propagation: mapsync_core::propagation::Histogram,
 }
 
 impl WatchStats {
@@ -53,6 +55,23 @@ impl WatchStats {
     /// Write requests refused with `PERMISSION_DENIED` since the start.
     pub fn refused_writes(&self) -> u64 {
         self.refused_writes.load(Ordering::Relaxed)
+    }
+
+    /// Mirror publish -> queued on a watch stream, one sample per live event
+    /// sent (initial state is not counted; nor are events older than the
+    /// store's publish clock remembers).
+    pub fn send_propagation(&self) -> mapsync_core::propagation::HistogramSnapshot {
+        self.send_propagation.snapshot()
+    }
+
+    /// Counts the events of a live message just queued: how long ago each
+    /// one's revision was published in `store`.
+    pub(super) fn observe_sent(&self, store: &mapsync_core::Store, revisions: &[u64]) {
+        for revision in revisions {
+            if let Some(ago) = store.since_published(*revision) {
+                self.send_propagation.observe_ns(ago.as_nanos() as u64);
+            }
+        }
     }
 
     pub(super) fn count_refused_write(&self) {
@@ -171,6 +190,11 @@ impl Outbound {
             _counted: CountedMessage::new(&self.stats),
         });
         Ok(())
+    }
+
+    /// The live counters this queue reports to.
+    pub(super) fn stats(&self) -> &WatchStats {
+        &self.stats
     }
 
     /// Resolves when the client is gone.

@@ -256,6 +256,7 @@ impl StreamState {
             max_message_bytes: self.limits.max_message_bytes,
             slow_consumer_timeout: self.limits.slow_consumer_timeout,
             admitted,
+            store: self.store.clone(),
         };
         let span = tracing::debug_span!("watch", id, maps = ?create.maps, start_revision = create.start_revision);
         let task = tokio::spawn(watcher.run().instrument(span));

@@ -56,6 +56,8 @@ pub(super) struct Watcher {
     pub(super) slow_consumer_timeout: Duration,
     /// Counts the watch against the server's limit while it lives.
     pub(super) admitted: Admitted,
+    /// The mirror, for when each sent revision was published.
+    pub(super) store: mapsync_core::Store,
 }
 
 impl Watcher {
@@ -196,8 +198,13 @@ impl Watcher {
             initial_messages(events, self.max_message_bytes)
         };
         for (batch, done_through) in messages {
+            let revisions: Vec<Revision> = match live {
+                true => batch.events.iter().map(|event| event.revision).collect(),
+                false => Vec::new(),
+            };
             self.send(Kind::Events(batch), complete).await?;
             if live {
+                self.out.stats().observe_sent(&self.store, &revisions);
                 complete = done_through;
             }
         }

@@ -37,38 +37,14 @@ pub struct SyncStats {
     /// Ingest lag of the last minute's records.
     lag: Mutex<LagWindow>,
     /// Kernel write -> mirror publish of every record since the start.
-    propagation: Propagation,
+    propagation: mapsync_core::propagation::Histogram,
 }
 
 /// Upper bounds of the propagation histogram: 1 us, doubling, 24 buckets
 /// (the last finite one is about 8.4 s), then +Inf.
-pub const PROPAGATION_BUCKETS: usize = 24;
+pub const PROPAGATION_BUCKETS: usize = mapsync_core::propagation::HISTOGRAM_BUCKETS;
 
-/// A cumulative histogram of propagation times, in nanoseconds.
-#[derive(Debug, Default)]
-struct Propagation {
-    /// Samples at or below bucket i's bound and above the previous one's;
-    /// the last slot holds the samples above every bound.
-    counts: [AtomicU64; PROPAGATION_BUCKETS + 1],
-    sum_ns: AtomicU64,
-}
-
-/// A copy of the propagation histogram, as Prometheus encodes one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    /// Sum of the samples, in seconds.
-    pub sum_seconds: f64,
-    /// Number of samples.
-    pub count: u64,
-    /// (upper bound in seconds, samples above the previous bound and at or
-    /// below this one), not cumulative (the Prometheus encoder sums them);
-    /// the last bound is +Inf.
-    pub buckets: Vec<(f64, u64)>,
-}
-
-fn propagation_bound_ns(index: usize) -> u64 {
-    1_000u64 << index
-}
+pub use mapsync_core::propagation::HistogramSnapshot;
 
 impl Default for SyncStats {
     fn default() -> Self {
@@ -91,7 +67,7 @@ impl Default for SyncStats {
             started: Instant::now(),
             maps: Mutex::default(),
             lag: Mutex::default(),
-            propagation: Propagation::default(),
+            propagation: Default::default(),
         }
     }
 }
@@ -228,34 +204,14 @@ impl SyncStats {
         let mut window = lock(&self.lag);
         for lag in lags {
             window.record(second, lag);
-            let index = (0..PROPAGATION_BUCKETS)
-                .find(|index| lag <= propagation_bound_ns(*index))
-                .unwrap_or(PROPAGATION_BUCKETS);
-            Self::add(&self.propagation.counts[index], 1);
-            Self::add(&self.propagation.sum_ns, lag);
+            self.propagation.observe_ns(lag);
         }
     }
 
     /// The kernel write -> mirror publish histogram of every record read so
     /// far (its count equals the records read).
     pub fn propagation(&self) -> HistogramSnapshot {
-        let mut total = 0;
-        let mut buckets = Vec::with_capacity(PROPAGATION_BUCKETS + 1);
-        for (index, count) in self.propagation.counts.iter().enumerate() {
-            let count = count.load(Ordering::Relaxed);
-            total += count;
-            let bound = if index == PROPAGATION_BUCKETS {
-                f64::INFINITY
-            } else {
-                propagation_bound_ns(index) as f64 / 1e9
-            };
-            buckets.push((bound, count));
-        }
-        HistogramSnapshot {
-            sum_seconds: self.propagation.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
-            count: total,
-            buckets,
-        }
+        self.propagation.snapshot()
     }
 }
 
