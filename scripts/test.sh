@@ -23,3 +23,5 @@ target/pyenv/bin/pip install -q --no-build-isolation --no-deps --force-reinstall
 PYTHON=target/pyenv/bin/python clients/python/generate.sh --check
 # every pytest failure exits non-zero, "no tests collected" (5) included
 CI="${CI:-}" MAPSYNC_BIN="$PWD/target/debug/mapsync" target/pyenv/bin/pytest -q -p no:cacheprovider clients/python/tests
+echo "==> feature otlp: serve --otlp-endpoint exports spans to a collector"
+CI="${CI:-}" cargo test --features otlp --test otlp_e2e

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod metrics;
+mod otlp;
 
 /// Live user-space mirrors of BPF maps, with an ordered, resumable change stream over gRPC.
 #[derive(Parser, Debug)]
@@ -46,25 +47,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAPSYNC_LOG").unwrap_or_else(|_| {
-                let default = match cli.command {
-                    Command::Serve(_) => "info",
-                    // a watch says when it lost the server and reconnects
-                    Command::Watch(_) => "warn,mapsync_client=info",
-                    _ => "warn",
-                };
-                tracing_subscriber::EnvFilter::new(default)
-            }),
-        )
-        .with_writer(std::io::stderr)
-        // colours only for a person at a terminal, never into a file or journal
-        .with_ansi(
-            std::io::stderr().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-        )
-        .init();
+    // serve: its config file first (it may name the OTLP endpoint)
+    let command = match cli.command {
+        Command::Serve(args) => match commands::serve_config::resolve(*args) {
+            Ok(Some(args)) => Command::Serve(Box::new(args)),
+            Ok(None) => return ExitCode::SUCCESS, // --print-config
+            Err(error) => return fail(&error),
+        },
+        command => command,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -72,8 +63,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let otlp_endpoint = match &command {
+        Command::Serve(args) => args.otlp_endpoint.as_deref(),
+        _ => None,
+    };
+    let exporter = match otlp::Exporter::start(otlp_endpoint, &runtime) {
+        Ok(exporter) => exporter,
+        Err(error) => return fail(&error),
+    };
+    init_logging(&command, &exporter);
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Serve(args) => commands::serve::run(*args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::List(args) => commands::list::run(args).await,
@@ -87,13 +87,45 @@ fn main() -> ExitCode {
             Command::Fleet(args) => commands::fleet::run(args).await,
         }
     });
+    exporter.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {}", one_line(&error));
-            ExitCode::FAILURE
-        }
+        Err(error) => fail(&error),
     }
+}
+
+/// Says `error` on one line and fails.
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {}", one_line(error));
+    ExitCode::FAILURE
+}
+
+/// Logs to stderr (`MAPSYNC_LOG` filters), and hands spans to the OTLP
+/// exporter when there is one (the same filter applies).
+fn init_logging(command: &Command, exporter: &otlp::Exporter) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAPSYNC_LOG").unwrap_or_else(|_| {
+        let default = match command {
+            Command::Serve(_) => "info",
+            // a watch says when it lost the server and reconnects
+            Command::Watch(_) => "warn,mapsync_client=info",
+            _ => "warn",
+        };
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        // colours only for a person at a terminal, never into a file or journal
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        );
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(log)
+        .with(exporter.layer())
+        .init();
 }
 
 /// An error and its causes on one line, `outer: cause: cause`, each cause

@@ -142,3 +142,23 @@ fn print_config_shows_the_file_under_the_flags_and_exits() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8(output.stdout).expect("UTF-8"), printed);
 }
+
+#[cfg(not(feature = "otlp"))]
+#[test]
+fn otlp_without_the_feature_is_refused_in_one_line() {
+    let output = mapsync()
+        .args([
+            "serve",
+            "--map",
+            "/sys/fs/bpf/none",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4317",
+        ])
+        .output()
+        .expect("run mapsync");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: --otlp-endpoint http://127.0.0.1:4317: this mapsync was built without OTLP (build with `--features otlp`)\n"
+    );
+}

@@ -26,6 +26,11 @@ pub struct ServeArgs {
     /// defaults) as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Export tracing spans (per write, resync, watch, ...) to this OTLP/gRPC
+    /// collector, e.g. http://127.0.0.1:4317 (needs a build with the `otlp`
+    /// feature).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Where to serve the gRPC API: HOST:PORT or unix:PATH.
     #[arg(long, default_value = DEFAULT_LISTEN, env = "MAPSYNC_LISTEN")]
     pub listen: String,
@@ -317,9 +322,6 @@ fn parse_ring_bytes(arg: &str) -> Result<u32, String> {
 /// Runs the sidecar until SIGINT or SIGTERM. Everything that can be wrong
 /// with the arguments or the addresses fails before any map is opened.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let Some(args) = super::serve_config::resolve(args)? else {
-        return Ok(()); // --print-config
-    };
     let config = args.sync_config()?;
     let follows = args.follow.configs()?;
     // checked now; fitted to the descriptors left once the maps are open

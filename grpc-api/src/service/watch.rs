@@ -258,7 +258,7 @@ impl StreamState {
             admitted,
             store: self.store.clone(),
         };
-        let span = tracing::debug_span!("watch", id, maps = ?create.maps, start_revision = create.start_revision);
+        let span = tracing::info_span!("watch", id, maps = ?create.maps, start_revision = create.start_revision);
         let task = tokio::spawn(watcher.run().instrument(span));
         self.next_id = self.next_id.max(id).wrapping_add(1);
         self.watches.insert(

@@ -407,6 +407,7 @@ impl Ingest {
         let Some(map) = self.maps.get(&map_id) else {
             return Ok(0);
         };
+        let _span = tracing::info_span!("resync", map = %map.name, repair = ?repair).entered();
         let started = Instant::now();
         let dump = dump::dump(map.fd.as_fd(), &map.info)?;
         let name = map.name.clone();
