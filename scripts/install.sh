@@ -35,6 +35,7 @@ if [[ ! -e /etc/mapsync/mapsync.env ]]; then
     cat >/etc/mapsync/mapsync.env <<'ENV'
 # Flags of `mapsync serve` besides --listen, e.g.:
 # MAPSYNC_ARGS=--map flows=/sys/fs/bpf/flows --metrics-listen 127.0.0.1:9464
+# or a TOML file of the same flags: MAPSYNC_ARGS=--config /etc/mapsync/mapsync.toml
 MAPSYNC_ARGS=
 ENV
 fi

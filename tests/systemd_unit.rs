@@ -48,3 +48,56 @@ fn systemd_analyze_verify_accepts_the_unit() {
         "systemd-analyze: {complaints}"
     );
 }
+
+/// The unit's ExecStart, with MAPSYNC_ARGS pointing at a config file as
+/// README's install section shows, is a command line this build accepts:
+/// `--print-config` shows the unit's socket over the file's `listen`.
+#[test]
+fn the_units_command_line_with_a_config_file_parses() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/systemd/mapsync.service"
+    ))
+    .expect("the unit file");
+    let exec = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("mapsync.toml");
+    std::fs::write(
+        &config,
+        "listen = \"unix:/elsewhere.sock\"\nmetrics_listen = \"127.0.0.1:9464\"\n\n[[map]]\nname = \"flows\"\npin = \"/sys/fs/bpf/flows\"\n",
+    )
+    .expect("write the config");
+    let args = format!("--config {}", config.display());
+    let words: Vec<String> = exec
+        .split_whitespace()
+        .map(|word| word.replace("$MAPSYNC_ARGS", &args))
+        .flat_map(|word| {
+            word.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(words[0], "/usr/local/bin/mapsync", "{exec}");
+    let output = Command::new(env!("CARGO_BIN_EXE_mapsync"))
+        .args(&words[1..])
+        .arg("--print-config")
+        .output()
+        .expect("run mapsync");
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("\nlisten = \"unix:/run/mapsync/mapsync.sock\"\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("\nmetrics_listen = \"127.0.0.1:9464\"\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("\nmap = [\"flows=/sys/fs/bpf/flows\"]\n"),
+        "{printed}"
+    );
+}
