@@ -141,6 +141,52 @@ fn print_config_shows_the_file_under_the_flags_and_exits() {
         .expect("run mapsync");
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8(output.stdout).expect("UTF-8"), printed);
+    // the environment wins over the file, the command line over both
+    let output = mapsync()
+        .args(["serve", "--config", &config, "--print-config"])
+        .env("MAPSYNC_LISTEN", "unix:/from/env.sock")
+        .output()
+        .expect("run mapsync");
+    let printed = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(
+        printed.contains("\nlisten = \"unix:/from/env.sock\"\n"),
+        "{printed}"
+    );
+    let output = mapsync()
+        .args([
+            "serve",
+            "--config",
+            &config,
+            "--listen",
+            "unix:/flag.sock",
+            "--print-config",
+        ])
+        .env("MAPSYNC_LISTEN", "unix:/from/env.sock")
+        .output()
+        .expect("run mapsync");
+    let printed = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(
+        printed.contains("\nlisten = \"unix:/flag.sock\"\n"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn a_flag_the_file_needs_another_for_is_named_with_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(&dir, "tls_cert = \"/etc/mapsync/cert.pem\"\n");
+    let output = mapsync()
+        .args(["serve", "--config", &config])
+        .output()
+        .expect("run mapsync");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--tls-key")
+            && stderr.contains(&format!("(flags and config file {config})")),
+        "{stderr}"
+    );
 }
 
 #[cfg(not(feature = "otlp"))]
