@@ -1,6 +1,7 @@
 //! `serve --otlp-endpoint` (feature `otlp`): a real serve on a real kernel
 //! exports its spans to an OTLP/gRPC collector run by the test, among them
-//! a `write` span for a Put and a `watch` span for a watch.
+//! a `write` span for a Put, a `watch` span for a watch and `resync` spans
+//! for reconciles.
 
 mod common;
 
@@ -94,13 +95,15 @@ fn spans_of_a_write_and_a_watch_reach_the_collector() {
     let mut server = Server::start_with(
         &pins,
         &[map_arg("flows", &flows)],
-        &["--otlp-endpoint", &endpoint],
+        &["--otlp-endpoint", &endpoint, "--reconcile-interval", "0.2"],
     );
     let (watch, lines) = server.spawn_cli(&["watch", "flows", "--json"]);
     let mut watch = common::ChildGuard(watch);
     let put = server.cli(&["put", "flows", "01000000", "0102030405060708"]);
     assert!(put.status.success(), "{put:?}");
     lines.next(Duration::from_secs(10));
+    // a few reconciles (one resync span per map each)
+    std::thread::sleep(Duration::from_millis(600));
     let _ = watch.0.kill();
     let _ = watch.0.wait();
     // the batch exporter sends what is left at exit
@@ -129,4 +132,10 @@ fn spans_of_a_write_and_a_watch_reach_the_collector() {
     assert!(write.attributes.contains_key("outcome"), "{write:?}");
     assert!(names.contains(&"watch"), "no watch span among {names:?}");
     assert!(names.contains(&"ingest"), "no ingest span among {names:?}");
+    assert!(
+        received.iter().any(|span| span.name == "resync"
+            && span.attributes.get("map").map(String::as_str) == Some("flows")
+            && span.attributes.get("periodic").map(String::as_str) == Some("BoolValue(true)")),
+        "no resync span of a reconcile of flows among {names:?}"
+    );
 }

@@ -407,7 +407,13 @@ impl Ingest {
         let Some(map) = self.maps.get(&map_id) else {
             return Ok(0);
         };
-        let _span = tracing::info_span!("resync", map = %map.name, repair = ?repair).entered();
+        // a span per resync and reconcile (exported with --otlp-endpoint); a
+        // poll's, every interval, only at debug
+        let _span = match repair {
+            Repair::Poll => tracing::debug_span!("poll", map = %map.name),
+            _ => tracing::info_span!("resync", map = %map.name, periodic = matches!(repair, Repair::Reconcile)),
+        }
+        .entered();
         let started = Instant::now();
         let dump = dump::dump(map.fd.as_fd(), &map.info)?;
         let name = map.name.clone();
