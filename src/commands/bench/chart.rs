@@ -59,7 +59,7 @@ pub fn write_svg(rows: &[RowResult], path: &Path) -> anyhow::Result<()> {
         .build_cartesian_2d((1f64..max_us).log_scale(), 0f64..1f64)?;
     latency
         .configure_mesh()
-        .x_desc("latency (us, log)")
+        .x_desc("latency (log)")
         .y_desc("fraction of writes")
         .x_label_formatter(&|us| super::report::duration(*us))
         .draw()?;
@@ -84,7 +84,10 @@ pub fn write_svg(rows: &[RowResult], path: &Path) -> anyhow::Result<()> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((0..rows.len()).into_segmented(), (1f64..max_tp).log_scale())?;
+        .build_cartesian_2d(
+            (0..rows.len().saturating_sub(1)).into_segmented(),
+            (1f64..max_tp).log_scale(),
+        )?;
     bars.configure_mesh()
         .disable_x_mesh()
         .x_labels(rows.len())
@@ -92,6 +95,7 @@ pub fn write_svg(rows: &[RowResult], path: &Path) -> anyhow::Result<()> {
             SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
             _ => String::new(),
         })
+        .y_label_formatter(&|tp| format!("{tp:.0}"))
         .y_desc("writes/s (log)")
         .draw()?;
     bars.draw_series(rows.iter().enumerate().map(|(index, row)| {

@@ -66,6 +66,20 @@ impl RowResult {
     }
 }
 
+/// Starts and stops one `MapSync` on the bench's maps before the rows, so
+/// that the first row's RSS delta is not the process's one-time growth
+/// (the runtime's threads, the kernel BTF parsed by the loader, allocator
+/// arenas).
+pub async fn warm_up(env: &BenchEnv) -> anyhow::Result<()> {
+    let sync = MapSync::start(env.config(None))
+        .await
+        .context("cannot start mirroring the bench's maps")?;
+    sync.shutdown()
+        .await
+        .context("the warm-up mirror did not stop cleanly")?;
+    Ok(())
+}
+
 /// Runs the row of `strategy` (`index` tells the probes' keys apart).
 pub async fn run_row(
     env: &mut BenchEnv,

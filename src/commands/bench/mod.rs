@@ -68,6 +68,7 @@ async fn strategies(args: StrategiesArgs) -> anyhow::Result<()> {
         env.demo.count(env::demo_source(i), 64, 1)?;
     }
     probes::prepare(&mut env)?;
+    load::warm_up(&env).await?;
     let mut rows = Vec::new();
     let mut err = std::io::stderr();
     for (index, strategy) in Strategy::all().into_iter().enumerate() {

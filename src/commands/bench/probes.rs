@@ -142,10 +142,11 @@ pub async fn probe(
     let set_seen = set_keys.iter().all(|k| on(set_map, k) > 0);
     let set_detail = format!("{SET} writes seen at {} revision(s)", set_revisions.len());
     let atomic_set = match strategy {
-        Strategy::Poll(_) => Cell::by_construction(
+        // one revision would still not make the poll atomic
+        Strategy::Poll(_) if set_revisions.len() == 1 => Cell::by_construction(
             false,
             &format!(
-                "{set_detail}; but a poll's read of the kernel map is not atomic: a set written during a poll is split"
+                "{set_detail}, but a poll's read of the kernel map is not atomic: a set written during a poll is split"
             ),
         ),
         _ => Cell::measured(set_seen && set_revisions.len() == 1, set_detail),
@@ -174,7 +175,8 @@ pub async fn probe(
     let kernel_kept = env.lru_len()?;
     let other = on(TRACE_MAP, &other_key);
     let other_process = match strategy {
-        Strategy::Poll(_) => Cell::by_construction(
+        // one revision would still not make the poll atomic
+        Strategy::Poll(_) if set_revisions.len() == 1 => Cell::by_construction(
             true,
             "a poll re-reads the whole map whoever wrote it; here the always-attached trace reported it first",
         ),

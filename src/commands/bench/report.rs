@@ -15,7 +15,8 @@ before a write starts to when a reader woken by the store's revision watch loads
 it (switch: from the Apply's start, one per batch); throughput = writes / wall time of the load, 0 if \
 any write was not seen; CPU = getrusage(RUSAGE_SELF) user+system delta of the whole process (writer, \
 kernel work in its syscalls, ingest, observer) and, apart, the ingest thread's schedstat runtime delta, \
-per million writes; memory = VmRSS after the load minus before the row's MapSync started";
+per million writes; memory = VmRSS after the load minus before the row's MapSync started (after one warm-up \
+MapSync; the allocator may hand memory back, so small or negative deltas are noise)";
 
 /// The report as a table, with the matrix and its footnotes.
 pub fn table(rows: &[RowResult], plan: Plan) -> String {
