@@ -9,6 +9,7 @@ use bytes::Bytes;
 use mapsync_core::{EventSource, Op, Revision, Store};
 use mapsync_kernel::sys::monotonic_ns;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// One change as the observer saw it.
 #[derive(Debug, Clone)]
@@ -39,40 +40,43 @@ pub fn observe(store: Store) -> (mpsc::Receiver<Seen>, tokio::task::JoinHandle<(
     // subscribed before returning: a write made right after is not missed
     let mut revisions = store.revisions();
     let mut next = store.revision() + 1;
-    let task = tokio::spawn(async move {
-        while revisions.changed().await.is_ok() {
-            let snapshot = store.snapshot();
-            let seen_ns = monotonic_ns();
-            loop {
-                let events = match snapshot.log().read_from(next, 4096) {
-                    Ok(events) => events,
-                    // fell behind the log's bound: skip ahead (the writes
-                    // missed show as lost in the row)
-                    Err(_) => {
-                        next = snapshot.revision() + 1;
+    let task = tokio::spawn(
+        async move {
+            while revisions.changed().await.is_ok() {
+                let snapshot = store.snapshot();
+                let seen_ns = monotonic_ns();
+                loop {
+                    let events = match snapshot.log().read_from(next, 4096) {
+                        Ok(events) => events,
+                        // fell behind the log's bound: skip ahead (the writes
+                        // missed show as lost in the row)
+                        Err(_) => {
+                            next = snapshot.revision() + 1;
+                            break;
+                        }
+                    };
+                    if events.is_empty() {
                         break;
                     }
-                };
-                if events.is_empty() {
-                    break;
-                }
-                for event in events {
-                    next = event.revision + 1;
-                    let seen = Seen {
-                        map: event.map.clone(),
-                        key: event.key.clone(),
-                        op: event.op,
-                        source: event.source,
-                        revision: event.revision,
-                        seen_ns,
-                    };
-                    if tx.send(seen).await.is_err() {
-                        return;
+                    for event in events {
+                        next = event.revision + 1;
+                        let seen = Seen {
+                            map: event.map.clone(),
+                            key: event.key.clone(),
+                            op: event.op,
+                            source: event.source,
+                            revision: event.revision,
+                            seen_ns,
+                        };
+                        if tx.send(seen).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
         }
-    });
+        .instrument(tracing::info_span!("bench_observer")),
+    );
     (rx, task)
 }
 

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use tracing::Instrument;
 
 use strategy::{Plan, Strategy};
 
@@ -73,7 +74,10 @@ async fn strategies(args: StrategiesArgs) -> anyhow::Result<()> {
     let mut err = std::io::stderr();
     for (index, strategy) in Strategy::all().into_iter().enumerate() {
         let _ = writeln!(err, "bench strategies: {} ...", strategy.name());
-        let row = load::run_row(&mut env, strategy, index as u8, plan).await?;
+        let span = tracing::info_span!("bench_row", strategy = %strategy.name());
+        let row = load::run_row(&mut env, strategy, index as u8, plan)
+            .instrument(span)
+            .await?;
         rows.push(row);
     }
     drop(env);
