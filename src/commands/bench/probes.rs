@@ -116,8 +116,8 @@ pub async fn probe(
 
     let window = strategy
         .poll_period()
-        .map_or(Duration::from_millis(400), |period| {
-            period * 2 + Duration::from_millis(400)
+        .map_or(Duration::from_secs(1), |period| {
+            period * 2 + Duration::from_secs(1)
         });
     let deadline = tokio::time::Instant::now() + window;
     let mut events = Vec::new();
