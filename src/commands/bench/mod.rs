@@ -55,7 +55,11 @@ pub struct StrategiesArgs {
 /// Runs `mapsync bench ...`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
-        BenchCommand::Strategies(args) => strategies(args).await,
+        // Ctrl-C drops the run: its scratch pin directory is removed on the way out
+        BenchCommand::Strategies(args) => tokio::select! {
+            result = strategies(args) => result,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: no report written"),
+        },
     }
 }
 
