@@ -43,6 +43,8 @@ enum Command {
     Maps(commands::maps::MapsArgs),
     /// Write map entries into etcd in the layout `serve --follow` applies.
     Fleet(commands::fleet::FleetArgs),
+    /// Measure on this machine: `bench strategies` compares the capture strategies.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
             Command::Status(args) => commands::status::run(args).await,
             Command::Maps(args) => commands::maps::run(args).await,
             Command::Fleet(args) => commands::fleet::run(args).await,
+            Command::Bench(args) => commands::bench::run(args).await,
         }
     });
     exporter.shutdown();

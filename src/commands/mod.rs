@@ -1,6 +1,7 @@
 //! One module per `mapsync` subcommand.
 
 pub mod apply;
+pub mod bench;
 pub mod connection_args;
 pub mod delete;
 pub mod demo;
