@@ -24,6 +24,8 @@ pub struct SyncCollector {
     store: Store,
     stats: Arc<SyncStats>,
     watch: Arc<WatchStats>,
+    /// The gRPC server's authorizer, for its refusal counts.
+    authz: Option<Arc<mapsync_grpc::authz::Authorizer>>,
 }
 
 impl SyncCollector {
@@ -33,7 +35,15 @@ impl SyncCollector {
             store: sync.store().clone(),
             stats: sync.stats_handle(),
             watch,
+            authz: None,
         }
+    }
+
+    /// The same collector also reporting `authz`'s refusals
+    /// (`mapsync_auth_refusals_total{reason}`).
+    pub fn with_authz(mut self, authz: Arc<mapsync_grpc::authz::Authorizer>) -> Self {
+        self.authz = Some(authz);
+        self
     }
 }
 
@@ -182,6 +192,9 @@ impl Collector for SyncCollector {
             "Write requests refused with PERMISSION_DENIED (the caller may not write).",
             self.watch.refused_writes(),
         )?;
+        if let Some(authz) = &self.authz {
+            auth_refusals(e, authz.refusals())?;
+        }
         per_map(e, &snapshot, &self.stats.ingest_status())?;
         let propagation = self.stats.propagation();
         let mut family = e.encode_descriptor(
@@ -284,6 +297,28 @@ fn per_map(
     for map in &ingest.maps {
         ConstCounter::new(map.reconcile_repairs)
             .encode(family.encode_family(&label(&map.name))?)?;
+    }
+    Ok(())
+}
+
+/// `mapsync_auth_refusals_total{reason}`: requests refused by authentication
+/// (`unauthenticated`) and authorization (`permission_denied`).
+fn auth_refusals(
+    e: &mut DescriptorEncoder,
+    refusals: &mapsync_grpc::authz::Refusals,
+) -> Result<(), std::fmt::Error> {
+    let mut family = e.encode_descriptor(
+        "mapsync_auth_refusals",
+        "Requests and watches refused: unauthenticated (unknown caller) or permission_denied (a map the caller may not read or write).",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (reason, count) in [
+        ("unauthenticated", refusals.unauthenticated()),
+        ("permission_denied", refusals.permission_denied()),
+    ] {
+        let labels = vec![("reason".to_owned(), reason.to_owned())];
+        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }

@@ -1,11 +1,14 @@
-//! `mapsync serve`'s security flags: who may connect to the Unix socket, and
-//! where the server may listen without TLS.
+//! `mapsync serve`'s security flags: who may connect to the Unix socket,
+//! where the server may listen without TLS, and the policy file of who may
+//! read and write which map.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use mapsync_grpc::authz::Authorizer;
 use mapsync_grpc::server::SocketOptions;
 use mapsync_grpc::server::listener::DEFAULT_SOCKET_MODE;
 use mapsync_grpc::tls::TlsFiles;
@@ -38,6 +41,13 @@ pub struct SecurityArgs {
     /// (mTLS; the certificate's subject CN is the client's name).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Policy file (TOML): users (unix uids and gids, client certificate
+    /// CNs, sha256 of bearer tokens) and their roles' read and write access
+    /// per map name or glob. Without it everyone who can connect reads and
+    /// root (and --write-uid / --write-gid) write over the Unix socket.
+    /// Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 impl Default for SecurityArgs {
@@ -49,6 +59,7 @@ impl Default for SecurityArgs {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            policy: None,
         }
     }
 }
@@ -152,24 +163,69 @@ fn resolve_group(group: &str) -> anyhow::Result<u32> {
     Ok(entry.gr_gid)
 }
 
-/// Reloads `tls` on every SIGHUP until the process ends; a reload that
-/// fails keeps the served certificate and says why in one line.
-pub fn reload_on_sighup(tls: std::sync::Arc<mapsync_grpc::tls::ServerTls>) -> anyhow::Result<()> {
+/// The authorizer of `--policy` (the file checked now: a bad one is an
+/// error naming its line and field), or the open default without it.
+/// `--write-uid` / `--write-gid` do not combine with a policy file.
+pub fn authorizer(
+    args: &SecurityArgs,
+    write_policy: &mapsync_grpc::peer::WritePolicy,
+) -> anyhow::Result<Arc<Authorizer>> {
+    let Some(path) = &args.policy else {
+        return Ok(Authorizer::open());
+    };
+    if !write_policy.uids.is_empty() || !write_policy.gids.is_empty() {
+        anyhow::bail!(
+            "--write-uid / --write-gid do not combine with --policy: give those users write access in the policy file"
+        );
+    }
+    Ok(Authorizer::from_file(path)?)
+}
+
+/// On every SIGHUP until the process ends, reloads `tls` (if any) and the
+/// policy file of `authz` (if it has one); a reload that fails keeps what is
+/// served and says why in one line.
+pub fn reload_on_sighup(
+    tls: Option<Arc<mapsync_grpc::tls::ServerTls>>,
+    authz: Arc<Authorizer>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    if tls.is_none() && !authz.has_policy() {
+        return Ok(());
+    }
     let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let chain = |error: &dyn std::error::Error| {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text = format!("{text}: {cause}");
+            source = cause.source();
+        }
+        text
+    };
     tokio::spawn(
         async move {
             while hangups.recv().await.is_some() {
-                match tls.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
-                    Err(error) => tracing::warn!(
-                        error = %anyhow::Error::new(error).chain().map(ToString::to_string).collect::<Vec<_>>().join(": "),
-                        "SIGHUP: kept the current TLS certificate"
-                    ),
+                if let Some(tls) = &tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
+                        Err(error) => tracing::warn!(
+                            error = %chain(&error),
+                            "SIGHUP: kept the current TLS certificate"
+                        ),
+                    }
+                }
+                if authz.has_policy() {
+                    match authz.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: reloaded the policy"),
+                        Err(error) => tracing::warn!(
+                            error = %chain(&error),
+                            "SIGHUP: kept the current policy"
+                        ),
+                    }
                 }
             }
         }
-        .instrument(tracing::info_span!("tls_reload")),
+        .instrument(tracing::info_span!("sighup_reload")),
     );
     Ok(())
 }
