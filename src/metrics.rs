@@ -330,21 +330,13 @@ pub fn render(registry: &Registry) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    collector: SyncCollector,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// The `GET /metrics` route over `collector`.
+pub fn router(collector: SyncCollector) -> Router {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(collector));
-    let app = Router::new()
+    Router::new()
         .route("/metrics", get(scrape))
-        .with_state(Arc::new(registry));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("metrics server")
+        .with_state(Arc::new(registry))
 }
 
 async fn scrape(

@@ -54,15 +54,23 @@ pub enum TlsError {
 #[derive(Debug)]
 pub struct ServerTls {
     files: TlsFiles,
+    alpn: Vec<Vec<u8>>,
     current: ArcSwap<ServerConfig>,
 }
 
 impl ServerTls {
-    /// Loads `files`.
+    /// Loads `files` for the gRPC server (ALPN `h2`).
     pub fn load(files: TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
-        let config = build(&files)?;
+        Self::load_for(files, vec![b"h2".to_vec()])
+    }
+
+    /// Loads `files` for a server speaking the ALPN protocols `alpn` (the
+    /// metrics endpoint: `http/1.1`).
+    pub fn load_for(files: TlsFiles, alpn: Vec<Vec<u8>>) -> Result<Arc<ServerTls>, TlsError> {
+        let config = build(&files, &alpn)?;
         Ok(Arc::new(ServerTls {
             files,
+            alpn,
             current: ArcSwap::from_pointee(config),
         }))
     }
@@ -71,7 +79,7 @@ impl ServerTls {
     /// material to every handshake from now on; on an error the current one
     /// stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = build(&self.files)?;
+        let config = build(&self.files, &self.alpn)?;
         self.current.store(Arc::new(config));
         Ok(())
     }
@@ -82,7 +90,7 @@ impl ServerTls {
     }
 
     /// An acceptor with the current configuration.
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.current.load_full())
     }
 }
@@ -121,7 +129,7 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+fn build(files: &TlsFiles, alpn: &[Vec<u8>]) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certificates(&files.cert)?;
     let key = read_key(&files.key)?;
@@ -143,7 +151,7 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
         }
     };
     let mut config = builder.with_single_cert(certs, key).map_err(config)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.to_vec();
     Ok(config)
 }
 

@@ -48,6 +48,17 @@ pub struct SecurityArgs {
     /// Reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// File of `USER:SHA256` lines (sha256 hex of the password): scrapes of
+    /// --metrics-listen need HTTP basic auth as one of these users.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_basic_auth_file: Option<PathBuf>,
+    /// PEM certificate chain of the metrics endpoint: HTTPS on
+    /// --metrics-listen (with --metrics-tls-key). Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "metrics_tls_key")]
+    pub metrics_tls_cert: Option<PathBuf>,
+    /// PEM private key of --metrics-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "metrics_tls_cert")]
+    pub metrics_tls_key: Option<PathBuf>,
 }
 
 impl Default for SecurityArgs {
@@ -60,6 +71,9 @@ impl Default for SecurityArgs {
             tls_key: None,
             tls_client_ca: None,
             policy: None,
+            metrics_basic_auth_file: None,
+            metrics_tls_cert: None,
+            metrics_tls_key: None,
         }
     }
 }
@@ -163,6 +177,44 @@ fn resolve_group(group: &str) -> anyhow::Result<u32> {
     Ok(entry.gr_gid)
 }
 
+/// How `--metrics-listen` is guarded (files read and checked now), after
+/// refusing an unguarded address that is not loopback (unless
+/// `--insecure-listen`).
+pub fn metrics_access(
+    args: &SecurityArgs,
+    metrics_listen: Option<&str>,
+) -> anyhow::Result<crate::metrics_auth::MetricsAccess> {
+    use crate::metrics_auth::{BasicAuth, MetricsAccess, check_address};
+    let Some(addr) = metrics_listen else {
+        anyhow::ensure!(
+            args.metrics_basic_auth_file.is_none() && args.metrics_tls_cert.is_none(),
+            "--metrics-basic-auth-file and --metrics-tls-cert apply to --metrics-listen, which is not given"
+        );
+        return Ok(MetricsAccess::default());
+    };
+    let basic = match &args.metrics_basic_auth_file {
+        Some(path) => Some(Arc::new(BasicAuth::load(path)?)),
+        None => None,
+    };
+    let tls = match (&args.metrics_tls_cert, &args.metrics_tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: None,
+            };
+            Some(
+                mapsync_grpc::tls::ServerTls::load_for(files, vec![b"http/1.1".to_vec()])
+                    .context("cannot load the metrics TLS certificate")?,
+            )
+        }
+        _ => None,
+    };
+    let access = MetricsAccess { basic, tls };
+    check_address(addr, &access, args.insecure_listen)?;
+    Ok(access)
+}
+
 /// The authorizer of `--policy` (the file checked now: a bad one is an
 /// error naming its line and field), or the open default without it.
 /// `--write-uid` / `--write-gid` do not combine with a policy file.
@@ -181,15 +233,15 @@ pub fn authorizer(
     Ok(Authorizer::from_file(path)?)
 }
 
-/// On every SIGHUP until the process ends, reloads `tls` (if any) and the
-/// policy file of `authz` (if it has one); a reload that fails keeps what is
-/// served and says why in one line.
+/// On every SIGHUP until the process ends, reloads each of `tls` (the gRPC
+/// and metrics certificates) and the policy file of `authz` (if it has
+/// one); a reload that fails keeps what is served and says why in one line.
 pub fn reload_on_sighup(
-    tls: Option<Arc<mapsync_grpc::tls::ServerTls>>,
+    tls: Vec<Arc<mapsync_grpc::tls::ServerTls>>,
     authz: Arc<Authorizer>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    if tls.is_none() && !authz.has_policy() {
+    if tls.is_empty() && !authz.has_policy() {
         return Ok(());
     }
     let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -205,7 +257,7 @@ pub fn reload_on_sighup(
     tokio::spawn(
         async move {
             while hangups.recv().await.is_some() {
-                if let Some(tls) = &tls {
+                for tls in &tls {
                     match tls.reload() {
                         Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
                         Err(error) => tracing::warn!(

@@ -318,6 +318,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let authz = super::security_args::authorizer(&args.security, &args.write_policy.policy())?;
+    let metrics_access =
+        super::security_args::metrics_access(&args.security, args.metrics_listen.as_deref())?;
     let listener = Listener::bind_with(&args.listen, args.security.socket_options()?).await?;
     let metrics_listener = match &args.metrics_listen {
         Some(addr) => Some(
@@ -347,9 +349,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(metrics = %addr, "serving metrics");
             let collector = crate::metrics::SyncCollector::new(&sync, watch_stats.clone())
                 .with_authz(authz.clone());
-            Some(tokio::spawn(crate::metrics::serve(
+            Some(tokio::spawn(crate::metrics_auth::serve(
                 listener,
-                collector,
+                crate::metrics::router(collector),
+                metrics_access.clone(),
                 stopped(stopping.clone()),
             )))
         }
@@ -387,7 +390,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(policy) = &args.security.policy {
         tracing::info!(policy = %policy.display(), "policy file in force; SIGHUP reloads it");
     }
-    super::security_args::reload_on_sighup(tls, authz)?;
+    let reloaded_tls = tls.iter().chain(&metrics_access.tls).cloned().collect();
+    super::security_args::reload_on_sighup(reloaded_tls, authz)?;
     let mut server = tokio::spawn(serve_with(
         listener,
         sync.store().clone(),
