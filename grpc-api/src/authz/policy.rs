@@ -353,6 +353,30 @@ write = ["cfg_*"]
         assert!(matches!(missing, PolicyError::Read { .. }), "{missing}");
     }
 
+    proptest::proptest! {
+        /// Fuzz target: any text, and the good policy cut or changed at one
+        /// byte, is a policy or an error whose line is within the text.
+        #[test]
+        fn fuzz_policy_parse(text in "\\PC{0,200}", at in 0usize..400, byte in 0u8..128) {
+            for text in [text.clone(), mutate(GOOD, at, byte), GOOD[..at % GOOD.len()].to_owned()] {
+                if let Err(PolicyError::Parse { line, .. } | PolicyError::Invalid { line, .. }) =
+                    parse(&text)
+                {
+                    proptest::prop_assert!(line >= 1 && line <= text.lines().count().max(1) + 1);
+                }
+            }
+        }
+    }
+
+    /// `text` with the byte at `at` (modulo its length) replaced by `byte`
+    /// (ASCII, so the text stays UTF-8).
+    fn mutate(text: &str, at: usize, byte: u8) -> String {
+        let mut bytes = text.as_bytes().to_vec();
+        let at = at % bytes.len();
+        bytes[at] = byte;
+        String::from_utf8(bytes).expect("ascii in, ascii out")
+    }
+
     #[test]
     fn an_empty_policy_allows_nothing() {
         let policy = parse("").expect("valid");
