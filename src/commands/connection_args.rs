@@ -121,9 +121,9 @@ pub fn connection_fd_room() -> Option<usize> {
     Some(usize::try_from(room).unwrap_or(usize::MAX))
 }
 
-/// TLS flags of the client subcommands, for a TCP `--endpoint`.
+/// TLS and token flags of the client subcommands (TLS for a TCP `--endpoint`).
 #[derive(Args, Debug, Clone, Default)]
-#[command(next_help_heading = "TLS")]
+#[command(next_help_heading = "TLS and tokens")]
 pub struct ClientTlsArgs {
     /// PEM CA certificates the server's certificate must chain to: speak TLS
     /// to the TCP endpoint (its host name is checked against the
