@@ -24,6 +24,8 @@ pub struct SyncCollector {
     store: Store,
     stats: Arc<SyncStats>,
     watch: Arc<WatchStats>,
+    /// The gRPC server's authorizer, for its refusal counts.
+    authz: Option<Arc<mapsync_grpc::authz::Authorizer>>,
 }
 
 impl SyncCollector {
@@ -33,7 +35,15 @@ impl SyncCollector {
             store: sync.store().clone(),
             stats: sync.stats_handle(),
             watch,
+            authz: None,
         }
+    }
+
+    /// The same collector also reporting `authz`'s refusals
+    /// (`mapsync_auth_refusals_total{reason}`).
+    pub fn with_authz(mut self, authz: Arc<mapsync_grpc::authz::Authorizer>) -> Self {
+        self.authz = Some(authz);
+        self
     }
 }
 
@@ -183,6 +193,9 @@ impl Collector for SyncCollector {
             "Write requests refused with PERMISSION_DENIED (the caller may not write).",
             self.watch.refused_writes(),
         )?;
+        if let Some(authz) = &self.authz {
+            auth_refusals(e, authz.refusals())?;
+        }
         per_map(e, &snapshot, &self.stats.ingest_status())?;
         propagation(e, &self.stats.propagation(), &self.watch.send_propagation())?;
         let info = prometheus_client::metrics::info::Info::new(vec![(
@@ -308,6 +321,28 @@ fn per_map(
     Ok(())
 }
 
+/// `mapsync_auth_refusals_total{reason}`: requests refused by authentication
+/// (`unauthenticated`) and authorization (`permission_denied`).
+fn auth_refusals(
+    e: &mut DescriptorEncoder,
+    refusals: &mapsync_grpc::authz::Refusals,
+) -> Result<(), std::fmt::Error> {
+    let mut family = e.encode_descriptor(
+        "mapsync_auth_refusals",
+        "Requests and watches refused: unauthenticated (unknown caller) or permission_denied (a map the caller may not read or write).",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (reason, count) in [
+        ("unauthenticated", refusals.unauthenticated()),
+        ("permission_denied", refusals.permission_denied()),
+    ] {
+        let labels = vec![("reason".to_owned(), reason.to_owned())];
+        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 /// The metrics text for `registry`.
 pub fn render(registry: &Registry) -> anyhow::Result<String> {
     let mut text = String::new();
@@ -315,21 +350,13 @@ pub fn render(registry: &Registry) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    collector: SyncCollector,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// The `GET /metrics` route over `collector`.
+pub fn router(collector: SyncCollector) -> Router {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(collector));
-    let app = Router::new()
+    Router::new()
         .route("/metrics", get(scrape))
-        .with_state(Arc::new(registry));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("metrics server")
+        .with_state(Arc::new(registry))
 }
 
 async fn scrape(

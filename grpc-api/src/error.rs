@@ -154,6 +154,10 @@ pub enum RequestError {
         /// The server's maximum wait.
         max_wait_ms: u64,
     },
+    /// The caller is unknown (`UNAUTHENTICATED`) or may not read a map it
+    /// names (`PERMISSION_DENIED`).
+    #[error(transparent)]
+    Auth(#[from] crate::authz::AuthError),
 }
 
 impl RequestError {
@@ -192,6 +196,7 @@ impl RequestError {
             }
             RequestError::EpochChanged { .. } => Code::FailedPrecondition,
             RequestError::Stopped => Code::Unavailable,
+            RequestError::Auth(error) => error.code(),
         }
     }
 }

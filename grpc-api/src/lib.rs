@@ -10,6 +10,8 @@
 //! - [`error`]: request errors and their gRPC status codes, in one place.
 //! - [`peer`]: who is calling ([`peer::Peer`], from the connection) and who
 //!   may write ([`peer::WritePolicy`]).
+//! - [`authz`]: who a caller is under the policy file (tokens, certificate
+//!   subjects, unix users) and which maps it may read and write.
 //! - [`service`]: the service implementation.
 //! - [`server`]: listeners (TCP or Unix socket) and [`server::serve`], with
 //!   `grpc.health.v1` and server reflection (v1 and v1alpha), over HTTP/2
@@ -25,6 +27,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod authz;
 pub mod convert;
 pub mod error;
 pub mod json;

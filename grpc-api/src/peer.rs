@@ -10,8 +10,8 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-/// The caller of a request, as the transport knows it (more kinds of
-/// identity, such as TLS client certificates, may follow).
+/// The caller of a request, as the transport knows it (a request's bearer
+/// token is added per request: [`crate::authz::Credentials`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Peer {
@@ -120,8 +120,9 @@ fn groups_of(status: &str, uid: u32) -> Option<Vec<u32>> {
 /// Who may call the write RPCs (`Put`, `Delete`, `Txn`, `Apply`).
 ///
 /// Over the Unix socket: a peer whose uid is 0, or is in `uids`, or whose
-/// gid or one of whose supplementary groups is in `gids`. Over TCP: nobody
-/// (until TLS and roles exist). A request without a peer: nobody.
+/// gid or one of whose supplementary groups is in `gids`. Over TCP: nobody.
+/// A request without a peer: nobody. This is the rule without a policy file;
+/// with one, its roles decide instead ([`crate::authz`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WritePolicy {
     /// User ids allowed to write, besides 0.

@@ -1,7 +1,8 @@
 //! TLS on TCP: the server's certificate and key (and, for mTLS, the CA that
 //! client certificates must chain to), read from PEM files, swapped in
 //! whole on [`ServerTls::reload`] (new handshakes use the new certificate;
-//! open connections keep theirs), and the subject of a client certificate.
+//! open connections keep theirs), and the subject of a client certificate
+//! (parsed with `x509-parser`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,15 +54,23 @@ pub enum TlsError {
 #[derive(Debug)]
 pub struct ServerTls {
     files: TlsFiles,
+    alpn: Vec<Vec<u8>>,
     current: ArcSwap<ServerConfig>,
 }
 
 impl ServerTls {
-    /// Loads `files`.
+    /// Loads `files` for the gRPC server (ALPN `h2`).
     pub fn load(files: TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
-        let config = build(&files)?;
+        Self::load_for(files, vec![b"h2".to_vec()])
+    }
+
+    /// Loads `files` for a server speaking the ALPN protocols `alpn` (the
+    /// metrics endpoint: `http/1.1`).
+    pub fn load_for(files: TlsFiles, alpn: Vec<Vec<u8>>) -> Result<Arc<ServerTls>, TlsError> {
+        let config = build(&files, &alpn)?;
         Ok(Arc::new(ServerTls {
             files,
+            alpn,
             current: ArcSwap::from_pointee(config),
         }))
     }
@@ -70,7 +79,7 @@ impl ServerTls {
     /// material to every handshake from now on; on an error the current one
     /// stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = build(&self.files)?;
+        let config = build(&self.files, &self.alpn)?;
         self.current.store(Arc::new(config));
         Ok(())
     }
@@ -81,7 +90,7 @@ impl ServerTls {
     }
 
     /// An acceptor with the current configuration.
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.current.load_full())
     }
 }
@@ -120,7 +129,7 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+fn build(files: &TlsFiles, alpn: &[Vec<u8>]) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certificates(&files.cert)?;
     let key = read_key(&files.key)?;
@@ -142,67 +151,20 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
         }
     };
     let mut config = builder.with_single_cert(certs, key).map_err(config)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.to_vec();
     Ok(config)
 }
 
-/// The subject common name (CN) of a DER X.509 certificate, if it has one
-/// (the first, as a UTF-8, printable, IA5 or T61 string).
+/// The subject common name (CN) of a DER X.509 certificate, if it parses
+/// and its subject has one (the first CN, as text). Anything else, trailing
+/// bytes after the certificate included, is `None`.
 pub fn subject_common_name(certificate: &[u8]) -> Option<String> {
-    let (_, cert, _) = der_item(certificate)?;
-    let (_, tbs, _) = der_item(cert)?;
-    let mut rest = tbs;
-    let (tag, _, after) = der_item(rest)?;
-    if tag == 0xa0 {
-        rest = after; // explicit version
-    }
-    // serial, signature algorithm, issuer, validity: then the subject
-    for _ in 0..4 {
-        rest = der_item(rest)?.2;
-    }
-    let (tag, mut names, _) = der_item(rest)?;
-    if tag != 0x30 {
+    let (rest, cert) = x509_parser::parse_x509_certificate(certificate).ok()?;
+    if !rest.is_empty() {
         return None;
     }
-    while !names.is_empty() {
-        let (_, set, after) = der_item(names)?;
-        names = after;
-        let mut attributes = set;
-        while !attributes.is_empty() {
-            let (_, attribute, after) = der_item(attributes)?;
-            attributes = after;
-            let (tag, oid, value) = der_item(attribute)?;
-            if tag == 0x06 && oid == [0x55, 0x04, 0x03] {
-                let (tag, text, _) = der_item(value)?;
-                if matches!(tag, 0x0c | 0x13 | 0x14 | 0x16) {
-                    return std::str::from_utf8(text).ok().map(str::to_owned);
-                }
-            }
-        }
-    }
-    None
-}
-
-/// One DER item: its tag, its contents and what follows it.
-fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let len = rest[..count]
-            .iter()
-            .fold(0usize, |len, byte| (len << 8) | usize::from(*byte));
-        (len, &rest[count..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -239,6 +201,38 @@ mod tests {
         assert_eq!(subject_common_name(none.der()), None);
         assert_eq!(subject_common_name(&leaf.der()[..40]), None, "truncated");
         assert_eq!(subject_common_name(b""), None);
+    }
+
+    proptest::proptest! {
+        /// Fuzz target: arbitrary bytes, and certificates cut or changed at
+        /// one byte, never panic; a changed certificate's CN, if one is read,
+        /// is text.
+        #[test]
+        fn fuzz_subject_common_name(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            at in 0usize..4096,
+            flip in 1u8..=255,
+        ) {
+            let _ = subject_common_name(&bytes);
+            let mut der = sample_certificate().to_vec();
+            let at = at % der.len();
+            let _ = subject_common_name(&der[..at]);
+            der[at] ^= flip;
+            let _ = subject_common_name(&der);
+        }
+    }
+
+    /// A certificate with a subject CN, made once.
+    fn sample_certificate() -> &'static [u8] {
+        static DER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        DER.get_or_init(|| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(vec!["x".into()]).expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "fuzz-subject");
+            params.self_signed(&key).expect("cert").der().to_vec()
+        })
     }
 
     #[tokio::test]

@@ -121,9 +121,9 @@ pub fn connection_fd_room() -> Option<usize> {
     Some(usize::try_from(room).unwrap_or(usize::MAX))
 }
 
-/// TLS flags of the client subcommands, for a TCP `--endpoint`.
+/// TLS and token flags of the client subcommands (TLS for a TCP `--endpoint`).
 #[derive(Args, Debug, Clone, Default)]
-#[command(next_help_heading = "TLS")]
+#[command(next_help_heading = "TLS and tokens")]
 pub struct ClientTlsArgs {
     /// PEM CA certificates the server's certificate must chain to: speak TLS
     /// to the TCP endpoint (its host name is checked against the
@@ -136,6 +136,11 @@ pub struct ClientTlsArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// File holding a bearer token sent with every call (for a server with
+    /// a policy file); white space around it is dropped. Overrides
+    /// $MAPSYNC_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl ClientTlsArgs {
@@ -147,6 +152,37 @@ impl ClientTlsArgs {
         let client = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
         Ok(Some(mapsync_client::TlsOptions::from_files(ca, client)?))
     }
+
+    /// The bearer token: the contents of `--token-file`, else
+    /// `$MAPSYNC_TOKEN`, else none.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        token_from(
+            self.token_file.as_deref(),
+            std::env::var("MAPSYNC_TOKEN").ok(),
+        )
+    }
+}
+
+/// The token of `file` (read, trimmed, not empty), else of `env` (if not
+/// empty).
+fn token_from(
+    file: Option<&std::path::Path>,
+    env: Option<String>,
+) -> anyhow::Result<Option<String>> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| anyhow::anyhow!("--token-file {}: {error}", file.display()))?;
+        let token = text.trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "--token-file {}: the file is empty",
+            file.display()
+        );
+        return Ok(Some(token.to_owned()));
+    }
+    Ok(env
+        .map(|token| token.trim().to_owned())
+        .filter(|token| !token.is_empty()))
 }
 
 #[cfg(test)]
@@ -196,6 +232,29 @@ mod tests {
             .limits(None)
             .expect("valid");
         assert_eq!((off.idle_timeout, off.keepalive_interval), (None, None));
+    }
+
+    #[test]
+    fn the_token_comes_from_the_file_then_the_environment() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  s3cret\n").expect("write");
+        let env = Some("from-env".to_owned());
+        assert_eq!(
+            token_from(Some(&file), env.clone()).expect("file"),
+            Some("s3cret".into())
+        );
+        assert_eq!(token_from(None, env).expect("env"), Some("from-env".into()));
+        assert_eq!(token_from(None, Some(" ".into())).expect("blank"), None);
+        assert_eq!(token_from(None, None).expect("none"), None);
+        std::fs::write(&file, "\n").expect("write");
+        let error = token_from(Some(&file), None).unwrap_err().to_string();
+        assert!(error.ends_with("the file is empty"), "{error}");
+        let error = token_from(Some(&dir.path().join("missing")), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("--token-file "), "{error}");
+        assert!(!error.contains("s3cret"));
     }
 
     #[test]

@@ -56,6 +56,7 @@ impl ClientArgs {
             keepalive_interval: keepalive,
             keepalive_timeout: keepalive.unwrap_or(Duration::from_secs(10)),
             tls: self.tls.options()?,
+            token: self.tls.token()?,
         };
         Ok(Client::connect_with(&self.endpoint, &options).await?)
     }

@@ -1,11 +1,14 @@
-//! `mapsync serve`'s security flags: who may connect to the Unix socket, and
-//! where the server may listen without TLS.
+//! `mapsync serve`'s security flags: who may connect to the Unix socket,
+//! where the server may listen without TLS, and the policy file of who may
+//! read and write which map.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use mapsync_grpc::authz::Authorizer;
 use mapsync_grpc::server::SocketOptions;
 use mapsync_grpc::server::listener::DEFAULT_SOCKET_MODE;
 use mapsync_grpc::tls::TlsFiles;
@@ -38,6 +41,24 @@ pub struct SecurityArgs {
     /// (mTLS; the certificate's subject CN is the client's name).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Policy file (TOML): users (unix uids and gids, client certificate
+    /// CNs, sha256 of bearer tokens) and their roles' read and write access
+    /// per map name or glob. Without it everyone who can connect reads and
+    /// root (and --write-uid / --write-gid) write over the Unix socket.
+    /// Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// File of `USER:SHA256` lines (sha256 hex of the password): scrapes of
+    /// --metrics-listen need HTTP basic auth as one of these users.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_basic_auth_file: Option<PathBuf>,
+    /// PEM certificate chain of the metrics endpoint: HTTPS on
+    /// --metrics-listen (with --metrics-tls-key). Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "metrics_tls_key")]
+    pub metrics_tls_cert: Option<PathBuf>,
+    /// PEM private key of --metrics-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "metrics_tls_cert")]
+    pub metrics_tls_key: Option<PathBuf>,
 }
 
 impl Default for SecurityArgs {
@@ -49,6 +70,10 @@ impl Default for SecurityArgs {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            policy: None,
+            metrics_basic_auth_file: None,
+            metrics_tls_cert: None,
+            metrics_tls_key: None,
         }
     }
 }
@@ -152,24 +177,107 @@ fn resolve_group(group: &str) -> anyhow::Result<u32> {
     Ok(entry.gr_gid)
 }
 
-/// Reloads `tls` on every SIGHUP until the process ends; a reload that
-/// fails keeps the served certificate and says why in one line.
-pub fn reload_on_sighup(tls: std::sync::Arc<mapsync_grpc::tls::ServerTls>) -> anyhow::Result<()> {
+/// How `--metrics-listen` is guarded (files read and checked now), after
+/// refusing an unguarded address that is not loopback (unless
+/// `--insecure-listen`).
+pub fn metrics_access(
+    args: &SecurityArgs,
+    metrics_listen: Option<&str>,
+) -> anyhow::Result<crate::metrics_auth::MetricsAccess> {
+    use crate::metrics_auth::{BasicAuth, MetricsAccess, check_address};
+    let Some(addr) = metrics_listen else {
+        anyhow::ensure!(
+            args.metrics_basic_auth_file.is_none() && args.metrics_tls_cert.is_none(),
+            "--metrics-basic-auth-file and --metrics-tls-cert apply to --metrics-listen, which is not given"
+        );
+        return Ok(MetricsAccess::default());
+    };
+    let basic = match &args.metrics_basic_auth_file {
+        Some(path) => Some(Arc::new(BasicAuth::load(path)?)),
+        None => None,
+    };
+    let tls = match (&args.metrics_tls_cert, &args.metrics_tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: None,
+            };
+            Some(
+                mapsync_grpc::tls::ServerTls::load_for(files, vec![b"http/1.1".to_vec()])
+                    .context("cannot load the metrics TLS certificate")?,
+            )
+        }
+        _ => None,
+    };
+    let access = MetricsAccess { basic, tls };
+    check_address(addr, &access, args.insecure_listen)?;
+    Ok(access)
+}
+
+/// The authorizer of `--policy` (the file checked now: a bad one is an
+/// error naming its line and field), or the open default without it.
+/// `--write-uid` / `--write-gid` do not combine with a policy file.
+pub fn authorizer(
+    args: &SecurityArgs,
+    write_policy: &mapsync_grpc::peer::WritePolicy,
+) -> anyhow::Result<Arc<Authorizer>> {
+    let Some(path) = &args.policy else {
+        return Ok(Authorizer::open());
+    };
+    if !write_policy.uids.is_empty() || !write_policy.gids.is_empty() {
+        anyhow::bail!(
+            "--write-uid / --write-gid do not combine with --policy: give those users write access in the policy file"
+        );
+    }
+    Ok(Authorizer::from_file(path)?)
+}
+
+/// On every SIGHUP until the process ends, reloads each of `tls` (the gRPC
+/// and metrics certificates) and the policy file of `authz` (if it has
+/// one); a reload that fails keeps what is served and says why in one line.
+pub fn reload_on_sighup(
+    tls: Vec<Arc<mapsync_grpc::tls::ServerTls>>,
+    authz: Arc<Authorizer>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    if tls.is_empty() && !authz.has_policy() {
+        return Ok(());
+    }
     let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let chain = |error: &dyn std::error::Error| {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text = format!("{text}: {cause}");
+            source = cause.source();
+        }
+        text
+    };
     tokio::spawn(
         async move {
             while hangups.recv().await.is_some() {
-                match tls.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
-                    Err(error) => tracing::warn!(
-                        error = %anyhow::Error::new(error).chain().map(ToString::to_string).collect::<Vec<_>>().join(": "),
-                        "SIGHUP: kept the current TLS certificate"
-                    ),
+                for tls in &tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
+                        Err(error) => tracing::warn!(
+                            error = %chain(&error),
+                            "SIGHUP: kept the current TLS certificate"
+                        ),
+                    }
+                }
+                if authz.has_policy() {
+                    match authz.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: reloaded the policy"),
+                        Err(error) => tracing::warn!(
+                            error = %chain(&error),
+                            "SIGHUP: kept the current policy"
+                        ),
+                    }
                 }
             }
         }
-        .instrument(tracing::info_span!("tls_reload")),
+        .instrument(tracing::info_span!("sighup_reload")),
     );
     Ok(())
 }

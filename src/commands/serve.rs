@@ -331,6 +331,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(files) => Some(mapsync_grpc::tls::ServerTls::load(files).context("cannot load TLS")?),
         None => None,
     };
+    let authz = super::security_args::authorizer(&args.security, &args.write_policy.policy())?;
+    let metrics_access =
+        super::security_args::metrics_access(&args.security, args.metrics_listen.as_deref())?;
     let listener = Listener::bind_with(&args.listen, args.security.socket_options()?).await?;
     let metrics_listener = match &args.metrics_listen {
         Some(addr) => Some(
@@ -358,10 +361,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = match (metrics_listener, &args.metrics_listen) {
         (Some(listener), Some(addr)) => {
             tracing::info!(metrics = %addr, "serving metrics");
-            let collector = crate::metrics::SyncCollector::new(&sync, watch_stats.clone());
-            Some(tokio::spawn(crate::metrics::serve(
+            let collector = crate::metrics::SyncCollector::new(&sync, watch_stats.clone())
+                .with_authz(authz.clone());
+            Some(tokio::spawn(crate::metrics_auth::serve(
                 listener,
-                collector,
+                crate::metrics::router(collector),
+                metrics_access.clone(),
                 stopped(stopping.clone()),
             )))
         }
@@ -369,7 +374,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let followers = FollowArgs::spawn(follows, &sync)?;
     let policy = args.write_policy.policy();
-    if args.listen.starts_with("unix:") {
+    if authz.has_policy() {
+        tracing::info!(
+            "reads and writes: as the policy file's roles allow (root over the Unix socket: all)"
+        );
+    } else if args.listen.starts_with("unix:") {
         tracing::info!(write_uids = ?policy.uids, write_gids = ?policy.gids, "writes: accepted over the Unix socket from uid 0 and these users and groups");
     } else {
         tracing::info!(
@@ -384,14 +393,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         writes: Some((sync.commands(), policy)),
         tls: tls.clone(),
         status: Some(sync.stats_handle()),
+        authz: authz.clone(),
     };
-    if let Some(tls) = tls {
+    if let Some(tls) = &tls {
         tracing::info!(
             mutual = tls.mutual(),
             "TLS on; SIGHUP reloads the certificate"
         );
-        super::security_args::reload_on_sighup(tls)?;
     }
+    if let Some(policy) = &args.security.policy {
+        tracing::info!(policy = %policy.display(), "policy file in force; SIGHUP reloads it");
+    }
+    let reloaded_tls = tls.iter().chain(&metrics_access.tls).cloned().collect();
+    super::security_args::reload_on_sighup(reloaded_tls, authz)?;
     let mut server = tokio::spawn(serve_with(
         listener,
         sync.store().clone(),

@@ -6,6 +6,9 @@ use futures::Stream;
 use hyper_util::rt::TokioIo;
 use mapsync_api as pb;
 use mapsync_api::map_sync_client::MapSyncClient;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
@@ -18,7 +21,58 @@ use crate::watch::{self, ITEM_BUFFER, OpenError, Resumer};
 /// A connection to one mapsync server. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub(crate) inner: MapSyncClient<Channel>,
+    pub(crate) inner: MapSyncClient<Transport>,
+}
+
+/// The channel with the bearer token (if any) added to every call.
+pub(crate) type Transport = InterceptedService<Channel, BearerToken>;
+
+/// Adds `authorization: Bearer TOKEN` to every request (nothing without a
+/// token). Its `Debug` never shows the token.
+#[derive(Clone, Default)]
+pub(crate) struct BearerToken(Option<AsciiMetadataValue>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "BearerToken(..)"
+        } else {
+            "BearerToken(None)"
+        })
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+impl BearerToken {
+    /// The metadata value of `token`, which must be visible ASCII without
+    /// spaces (what a token file or `$MAPSYNC_TOKEN` holds, trimmed).
+    fn new(token: Option<&str>) -> Result<BearerToken, ClientError> {
+        let Some(token) = token else {
+            return Ok(BearerToken(None));
+        };
+        let token = token.trim();
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ClientError::InvalidToken);
+        }
+        let mut value: AsciiMetadataValue = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ClientError::InvalidToken)?;
+        value.set_sensitive(true);
+        Ok(BearerToken(Some(value)))
+    }
 }
 
 /// How [`Client::connect_with`] connects.
@@ -37,6 +91,11 @@ pub struct ConnectOptions {
     /// TLS for a TCP endpoint (ignored for `unix:`); `None` (the default):
     /// plain HTTP/2.
     pub tls: Option<crate::tls::TlsOptions>,
+    /// A bearer token sent with every call (`authorization: Bearer TOKEN`),
+    /// for a server with a policy file; `None` (the default): none. Leading
+    /// and trailing white space is dropped; anything but visible ASCII is
+    /// [`ClientError::InvalidToken`].
+    pub token: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -46,6 +105,7 @@ impl Default for ConnectOptions {
             keepalive_interval: Some(Duration::from_secs(10)),
             keepalive_timeout: Duration::from_secs(10),
             tls: None,
+            token: None,
         }
     }
 }
@@ -69,6 +129,7 @@ impl Client {
             reason: innermost(&source),
         };
         let target = parse_endpoint(endpoint)?;
+        let token = BearerToken::new(options.token.as_deref())?;
         let configure = |mut settings: Endpoint| {
             if let Some(interval) = options.keepalive_interval {
                 settings = settings
@@ -131,7 +192,9 @@ impl Client {
             },
         };
         Ok(Self {
-            inner: crate::watch::with_message_limits(MapSyncClient::new(channel)),
+            inner: crate::watch::with_message_limits(MapSyncClient::with_interceptor(
+                channel, token,
+            )),
         })
     }
 

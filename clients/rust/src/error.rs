@@ -30,6 +30,10 @@ pub enum ClientError {
         /// What is wrong, with the file's path.
         reason: String,
     },
+    /// The bearer token is empty or not visible ASCII (it cannot be sent
+    /// as `authorization` metadata). The token itself is never in a message.
+    #[error("the bearer token is empty or holds characters other than visible ASCII")]
+    InvalidToken,
     /// The server refused or failed the request. (Not a `source`: the
     /// message already says all the status says, and a CLI printing the
     /// error chain would say it twice.)
@@ -114,9 +118,10 @@ pub enum ClientError {
         /// The server's explanation.
         message: String,
     },
-    /// The caller may not write (`PERMISSION_DENIED`): over the Unix socket
-    /// only root and the uids/gids `serve --write-uid/--write-gid` allows;
-    /// over TCP nobody.
+    /// The caller may not write (`PERMISSION_DENIED`): without a policy
+    /// file, over the Unix socket only root and the uids/gids `serve
+    /// --write-uid/--write-gid` allows, over TCP nobody; with one, the
+    /// caller's roles do not give write access to the map.
     #[error("{message} (permission denied)")]
     PermissionDenied {
         /// The server's explanation.

@@ -10,9 +10,9 @@ use mapsync_api::MAX_RESPONSE_BYTES;
 use mapsync_api::map_sync_client::MapSyncClient;
 use mapsync_api::watch_response::Kind;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
+use crate::client::Transport;
 use crate::error::ClientError;
 use crate::types::{Event, StartOverReason, WatchItem, WatchOptions, events};
 
@@ -51,13 +51,13 @@ fn transient(status: &Status) -> bool {
 /// responses up to the server's largest ([`MAX_RESPONSE_BYTES`], instead of
 /// tonic's 4 MiB default), so a page or batch of large entries never fails
 /// to decode.
-pub(crate) fn with_message_limits(client: MapSyncClient<Channel>) -> MapSyncClient<Channel> {
+pub(crate) fn with_message_limits(client: MapSyncClient<Transport>) -> MapSyncClient<Transport> {
     client.max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
 /// Opens a stream and creates the watch from `start_revision` of `epoch`.
 pub(crate) async fn open(
-    client: &mut MapSyncClient<Channel>,
+    client: &mut MapSyncClient<Transport>,
     options: &WatchOptions,
     start_revision: u64,
     epoch: u64,
@@ -113,7 +113,7 @@ pub(crate) async fn open(
 
 /// The state of a resuming watch.
 pub(crate) struct Resumer {
-    pub(crate) client: MapSyncClient<Channel>,
+    pub(crate) client: MapSyncClient<Transport>,
     pub(crate) options: WatchOptions,
     /// The epoch of what was delivered (0: none yet).
     pub(crate) epoch: u64,

@@ -50,6 +50,9 @@ pub struct ServeOptions {
     /// The capture side's counters for `Status` (`None`: `Status` says
     /// what the snapshot and the watch counts say, `kernel` false).
     pub status: Option<Arc<dyn mapsync_core::status::StatusSource>>,
+    /// Who may read and write which map (the default: no policy file, see
+    /// [`crate::authz`]).
+    pub authz: Arc<crate::authz::Authorizer>,
 }
 
 /// Serves the MapSync API for `store` on `listener` until `shutdown`
@@ -103,7 +106,8 @@ pub async fn serve_with(
         .add_service(reflection_v1alpha)
         .add_service({
             let service =
-                MapSyncService::with_limits(store, stopping, options.limits, options.stats);
+                MapSyncService::with_limits(store, stopping, options.limits, options.stats)
+                    .with_authz(options.authz);
             let service = match options.status {
                 Some(source) => service.with_status(source),
                 None => service,

@@ -13,6 +13,8 @@
 //! - [`write`]: `Put`, `Delete`, `Txn` and `Apply`, through the kernel
 //!   task's command channel, for permitted callers only;
 //!   [`write_status`]: why a write was refused, as a status.
+//! - [`auth`]: each RPC's authentication and per-map checks
+//!   ([`crate::authz`]).
 //! - [`status`]: `Status`, the maps' shapes and counters and the ingest's
 //!   health, from a [`StatusSource`] the kernel side fills.
 //! - `oversize`: the status of a request too large to decode; `refusals`:
@@ -27,10 +29,12 @@ use tokio::sync::watch as watch_channel;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::authz::Access;
 use crate::error::RequestError;
 use crate::pb;
 use budget::ServerBudget;
 
+pub mod auth;
 mod budget;
 mod outbound;
 mod oversize;
@@ -134,6 +138,8 @@ pub struct MapSyncService {
     /// The capture side's counters for `Status`; `None`: only what the
     /// snapshot and the watch counts say.
     status: Option<Arc<dyn StatusSource>>,
+    /// Who may read and write which map.
+    authz: Arc<crate::authz::Authorizer>,
 }
 
 impl MapSyncService {
@@ -160,6 +166,7 @@ impl MapSyncService {
             budget,
             writes: None,
             status: None,
+            authz: crate::authz::Authorizer::open(),
         }
     }
 
@@ -179,6 +186,14 @@ impl MapSyncService {
     /// The same service reporting `source`'s counters in `Status`.
     pub fn with_status(mut self, source: Arc<dyn StatusSource>) -> Self {
         self.status = Some(source);
+        self
+    }
+
+    /// The same service deciding who may read and write with `authz`
+    /// (without: everyone who connects reads, the write policy decides
+    /// writes).
+    pub fn with_authz(mut self, authz: Arc<crate::authz::Authorizer>) -> Self {
+        self.authz = authz;
         self
     }
 
@@ -211,15 +226,18 @@ fn header(snapshot: &Snapshot, revision: u64) -> Option<pb::ResponseHeader> {
 impl pb::map_sync_server::MapSync for MapSyncService {
     async fn list_maps(
         &self,
-        _request: Request<pb::ListMapsRequest>,
+        request: Request<pb::ListMapsRequest>,
     ) -> Result<Response<pb::ListMapsResponse>, Status> {
-        Ok(Response::new(read::list_maps(self)?))
+        let auth = self.authenticate(&request, "list_maps")?;
+        Ok(Response::new(read::list_maps(self, &auth)?))
     }
 
     async fn get(
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        let auth = self.authenticate(&request, "get")?;
+        auth.check(Access::Read, [request.get_ref().map.as_str()])?;
         Ok(Response::new(read::get(self, request).await?))
     }
 
@@ -229,6 +247,8 @@ impl pb::map_sync_server::MapSync for MapSyncService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
+        let auth = self.authenticate(&request, "list")?;
+        auth.check(Access::Read, [request.get_ref().map.as_str()])?;
         Ok(Response::new(read::list(self, request).await?))
     }
 
@@ -238,41 +258,47 @@ impl pb::map_sync_server::MapSync for MapSyncService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Ok(Response::new(watch::open(self, request.into_inner())))
+        let auth = self.authenticate(&request, "watch")?;
+        Ok(Response::new(watch::open(self, request.into_inner(), auth)))
     }
 
     async fn put(
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        write::put(self, request).await.map(Response::new)
+        let auth = self.authenticate(&request, "put")?;
+        write::put(self, request, auth).await.map(Response::new)
     }
 
     async fn delete(
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        write::delete(self, request).await.map(Response::new)
+        let auth = self.authenticate(&request, "delete")?;
+        write::delete(self, request, auth).await.map(Response::new)
     }
 
     async fn txn(
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        write::txn(self, request).await.map(Response::new)
+        let auth = self.authenticate(&request, "txn")?;
+        write::txn(self, request, auth).await.map(Response::new)
     }
 
     async fn apply(
         &self,
         request: Request<Streaming<pb::ApplyRequest>>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        write::apply(self, request).await.map(Response::new)
+        let auth = self.authenticate(&request, "apply")?;
+        write::apply(self, request, auth).await.map(Response::new)
     }
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        Ok(Response::new(status::status(self)?))
+        let auth = self.authenticate(&request, "status")?;
+        Ok(Response::new(status::status(self, &auth)?))
     }
 }

@@ -18,11 +18,15 @@ use crate::convert;
 use crate::error::RequestError;
 use crate::pb;
 
-/// The mirrored maps at the current revision.
-pub fn list_maps(service: &MapSyncService) -> Result<pb::ListMapsResponse, RequestError> {
+/// The mirrored maps at the current revision that `auth`'s caller may read.
+pub fn list_maps(
+    service: &MapSyncService,
+    auth: &super::auth::Authed,
+) -> Result<pb::ListMapsResponse, RequestError> {
     let snapshot = service.ready_snapshot()?;
     let maps = snapshot
         .maps()
+        .filter(|(name, _)| auth.may_read(name))
         .map(|(name, view)| convert::map_description(name, view))
         .collect();
     Ok(pb::ListMapsResponse {

@@ -12,11 +12,18 @@ use crate::convert;
 use crate::error::RequestError;
 use crate::pb;
 
-/// The instance's status now.
-pub fn status(service: &MapSyncService) -> Result<pb::StatusResponse, RequestError> {
+/// The instance's status now, of the maps `auth`'s caller may read.
+pub fn status(
+    service: &MapSyncService,
+    auth: &super::auth::Authed,
+) -> Result<pb::StatusResponse, RequestError> {
     let snapshot = service.ready_snapshot()?;
     let ingest = service.status.as_ref().map(|source| source.ingest_status());
-    Ok(response(&snapshot, ingest.as_ref(), &service.stats))
+    let mut response = response(&snapshot, ingest.as_ref(), &service.stats);
+    response
+        .maps
+        .retain(|map| map.map.as_ref().is_some_and(|map| auth.may_read(&map.name)));
+    Ok(response)
 }
 
 /// The response for `snapshot` and the capture side's `ingest` report

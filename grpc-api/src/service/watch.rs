@@ -27,11 +27,13 @@ use tokio::task::JoinHandle;
 use tonic::{Code, Status, Streaming};
 use tracing::Instrument;
 
+use super::auth::Authed;
 use super::budget::StreamBudget;
 use super::outbound::{Outbound, WatchStats, WatchStream};
 use super::refusals::{REFUSAL_BURST, REFUSALS_PER_SECOND, RefusalBucket};
 use super::watcher::{Ended, Watcher};
 use super::{Limits, MapSyncService};
+use crate::authz::{Access, AuthError};
 use crate::convert;
 use crate::error::RequestError;
 use crate::pb;
@@ -39,7 +41,11 @@ use crate::pb::watch_request::Request as Req;
 use crate::pb::watch_response::Kind;
 
 /// Opens a stream: spawns its request reader and returns the response side.
-pub(super) fn open(service: &MapSyncService, inbound: Streaming<pb::WatchRequest>) -> WatchStream {
+pub(super) fn open(
+    service: &MapSyncService,
+    inbound: Streaming<pb::WatchRequest>,
+    auth: Authed,
+) -> WatchStream {
     let budget = StreamBudget::new(service.budget.clone(), service.limits.stream_budget_bytes);
     let (out, responses) = Outbound::channel(
         service.limits.stream_buffer,
@@ -55,6 +61,7 @@ pub(super) fn open(service: &MapSyncService, inbound: Streaming<pb::WatchRequest
         watches: HashMap::new(),
         next_id: 1,
         refusals: RefusalBucket::new(),
+        auth,
     };
     let stopping = service.stopping.clone();
     service
@@ -108,6 +115,9 @@ struct StreamState {
     watches: HashMap<u64, WatchHandle>,
     next_id: u64,
     refusals: RefusalBucket,
+    /// The stream's caller: each create is checked against the policy in
+    /// force when it arrives.
+    auth: Authed,
 }
 
 impl StreamState {
@@ -216,6 +226,9 @@ impl StreamState {
             }
             self.next_id
         };
+        if let Err(error) = self.authorize(&create) {
+            return self.refuse(id, error.into()).await;
+        }
         if self.watches.len() >= self.limits.max_watches_per_stream {
             self.prune();
             if self.watches.len() >= self.limits.max_watches_per_stream {
@@ -270,6 +283,22 @@ impl StreamState {
             },
         );
         Ok(())
+    }
+
+    /// Whether the caller may read every map of `create` (all mirrored maps
+    /// when it names none): refused as a whole otherwise.
+    fn authorize(&self, create: &pb::WatchCreateRequest) -> Result<(), AuthError> {
+        let auth = self.auth.refreshed()?;
+        if create.maps.is_empty() {
+            let snapshot = self.store.snapshot();
+            if !snapshot.maps().all(|(name, _)| auth.may_read(name)) {
+                let error = AuthError::NotEveryMap {
+                    caller: auth.caller.name(),
+                };
+                return Err(auth.authorizer().refused(error, &auth.credentials, "watch"));
+            }
+        }
+        auth.check(Access::Read, create.maps.iter().map(String::as_str))
     }
 
     fn subscribe(

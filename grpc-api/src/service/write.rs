@@ -30,8 +30,10 @@ use mapsync_core::{MapView, Snapshot};
 use tonic::{Request, Status, Streaming};
 use tracing::Instrument;
 
+use super::auth::Authed;
 use super::write_status::{WriteError, check_epoch};
 use super::{MapSyncService, header};
+use crate::authz::{Access, Caller};
 use crate::pb;
 use crate::peer::{Peer, WritePolicy};
 
@@ -59,13 +61,24 @@ impl Writes {
 }
 
 /// Steps 1 to 3: the command handle and the snapshot to check against.
-fn admit(
+/// Without a policy file the write policy decides; with one, the caller's
+/// roles must allow writing every map of `maps` (an Apply's map is checked
+/// once its first message names it).
+fn admit<'a>(
     service: &MapSyncService,
-    peer: Option<&Peer>,
+    auth: &Authed,
     kind: &'static str,
+    maps: impl IntoIterator<Item = &'a str>,
 ) -> Result<(CommandHandle, Arc<Snapshot>), WriteError> {
     let writes = service.writes.as_ref().ok_or(WriteError::NotAccepted)?;
-    if let Err(denied) = writes.policy.check(peer) {
+    let peer = auth.credentials.peer.as_ref();
+    if !matches!(auth.caller, Caller::Open) {
+        if let Err(denied) = auth.check(Access::Write, maps) {
+            service.stats.count_refused_write();
+            return Err(denied.into());
+        }
+    } else if let Err(denied) = writes.policy.check(peer) {
+        auth.authorizer().count_denied();
         service.stats.count_refused_write();
         let suppressed = writes.denied_log.lock().expect("not poisoned").check();
         if let Some(suppressed) = suppressed {
@@ -170,12 +183,12 @@ pub(super) fn prev_value(previous: &control::Previous) -> pb::PrevValue {
 pub async fn put(
     service: &MapSyncService,
     request: Request<pb::PutRequest>,
+    auth: Authed,
 ) -> Result<pb::PutResponse, Status> {
-    let peer = Peer::of(&request).cloned();
     let request = request.into_inner();
     let map = request.map.clone();
     traced("put", &map, async {
-        let (commands, snapshot) = admit(service, peer.as_ref(), "put")?;
+        let (commands, snapshot) = admit(service, &auth, "put", [request.map.as_str()])?;
         check_entry(
             &snapshot,
             &request.map,
@@ -210,12 +223,12 @@ pub async fn put(
 pub async fn delete(
     service: &MapSyncService,
     request: Request<pb::DeleteRequest>,
+    auth: Authed,
 ) -> Result<pb::DeleteResponse, Status> {
-    let peer = Peer::of(&request).cloned();
     let request = request.into_inner();
     let map = request.map.clone();
     traced("delete", &map, async {
-        let (commands, snapshot) = admit(service, peer.as_ref(), "delete")?;
+        let (commands, snapshot) = admit(service, &auth, "delete", [request.map.as_str()])?;
         check_entry(&snapshot, &request.map, "", &request.key, None)?;
         if request.expect_mod_revision.is_some() {
             check_epoch(request.epoch, snapshot.epoch())?;
@@ -241,12 +254,12 @@ pub async fn delete(
 pub async fn txn(
     service: &MapSyncService,
     request: Request<pb::TxnRequest>,
+    auth: Authed,
 ) -> Result<pb::TxnResponse, Status> {
-    let peer = Peer::of(&request).cloned();
     let request = request.into_inner();
     let map = txn::maps_of(&request);
     traced("txn", &map, async {
-        let (commands, snapshot) = admit(service, peer.as_ref(), "txn")?;
+        let (commands, snapshot) = admit(service, &auth, "txn", txn::all_maps(&request))?;
         let prev = request.prev_value;
         let txn = txn::convert(&snapshot, request)?;
         let outcome: Outcome = commands.txn(txn).await?;
@@ -267,8 +280,8 @@ pub async fn txn(
 pub async fn apply(
     service: &MapSyncService,
     request: Request<Streaming<pb::ApplyRequest>>,
+    auth: Authed,
 ) -> Result<pb::ApplyResponse, Status> {
-    let peer = Peer::of(&request).cloned();
     let mut stream = request.into_inner();
     let span = tracing::info_span!(
         "write",
@@ -278,8 +291,14 @@ pub async fn apply(
     );
     async {
         let result = async {
-            let (commands, snapshot) = admit(service, peer.as_ref(), "apply")?;
-            let apply = apply::collect(&snapshot, &mut stream).await?;
+            let (commands, snapshot) = admit(service, &auth, "apply", [])?;
+            let authorize = |map: &str| {
+                auth.check(Access::Write, [map]).map_err(|denied| {
+                    service.stats.count_refused_write();
+                    WriteError::from(denied)
+                })
+            };
+            let apply = apply::collect(&snapshot, &mut stream, authorize).await?;
             let outcome = commands.apply(apply).await?;
             let applied = outcome.applied.unwrap_or_default();
             Ok(pb::ApplyResponse {

@@ -36,6 +36,9 @@ pub enum WriteError {
     /// The caller may not write.
     #[error(transparent)]
     Denied(#[from] WriteDenied),
+    /// The policy file refused the caller (unknown, or without write on a map).
+    #[error(transparent)]
+    Auth(#[from] crate::authz::AuthError),
     /// The initial dumps are not done yet.
     #[error("mapsync is still taking its initial dumps; retry shortly")]
     NotReady,
@@ -164,6 +167,7 @@ impl WriteError {
         match self {
             WriteError::NotAccepted => Code::Unimplemented,
             WriteError::Denied(_) => Code::PermissionDenied,
+            WriteError::Auth(error) => error.code(),
             WriteError::NotReady => Code::Unavailable,
             WriteError::UnknownMap { .. } => Code::NotFound,
             WriteError::WrongSize { .. }
@@ -189,7 +193,7 @@ impl WriteError {
     /// A short name of the outcome, for spans.
     pub fn outcome(&self) -> &'static str {
         match self {
-            WriteError::Denied(_) => "denied",
+            WriteError::Denied(_) | WriteError::Auth(_) => "denied",
             WriteError::Command(CommandError::Refused { .. }) => "refused",
             WriteError::Command(
                 CommandError::ModRevisionMismatch { .. } | CommandError::VersionMismatch { .. },

@@ -8,6 +8,7 @@ import grpc
 
 from ._proto import mapsync_pb2 as pb
 from ._proto import mapsync_pb2_grpc as pb_grpc
+from .auth import BearerToken
 from .errors import from_rpc_error, from_write_error
 from .types import Entry, GetResult, Maps, map_info_from_pb
 from .watch import Watch
@@ -107,6 +108,10 @@ class Client:
             endpoint whose certificate chains to them (and names its host).
         tls_cert, tls_key: paths of a PEM client certificate and its key, for
             mTLS (with ``tls_ca``).
+        token: a bearer token sent with every call (``authorization: Bearer
+            TOKEN``), for a server with a policy file; white space around it
+            is dropped. ``None``: none (``$MAPSYNC_TOKEN`` is read only by the
+            ``mapsync`` CLI; pass ``os.environ.get("MAPSYNC_TOKEN")`` for it).
 
     Every call raises a :class:`~mapsync_client.MapsyncError` subclass on
     failure. The client is thread-safe; close it (or use it as a context
@@ -131,6 +136,7 @@ class Client:
         tls_ca: Optional[str] = None,
         tls_cert: Optional[str] = None,
         tls_key: Optional[str] = None,
+        token: Optional[str] = None,
     ) -> None:
         self.endpoint = endpoint
         backoff_ms = max(100, int(reconnect_backoff_max * 1000))
@@ -160,6 +166,8 @@ class Client:
             self._channel = grpc.secure_channel(target, credentials, options=options)
         else:
             self._channel = grpc.insecure_channel(target, options=options)
+        if token is not None:
+            self._channel = grpc.intercept_channel(self._channel, BearerToken(token))
         self._stub = pb_grpc.MapSyncStub(self._channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:

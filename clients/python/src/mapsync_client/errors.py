@@ -167,9 +167,16 @@ class NotSwitchable(MapsyncError):
 
 
 class PermissionDenied(MapsyncError):
-    """The caller may not write (``PERMISSION_DENIED``): over the Unix socket
-    only root and the uids/gids of ``serve --write-uid/--write-gid``; over
-    TCP nobody."""
+    """The caller may not do this (``PERMISSION_DENIED``). Without a policy
+    file: writes over the Unix socket only by root and the uids/gids of
+    ``serve --write-uid/--write-gid``, over TCP by nobody. With one: the
+    caller's roles do not allow reading or writing the map."""
+
+
+class Unauthenticated(MapsyncError):
+    """The server's policy file does not know the caller
+    (``UNAUTHENTICATED``): a wrong or missing bearer token, a client
+    certificate or Unix user that is no user of the policy."""
 
 
 class MapFull(MapsyncError):
@@ -210,6 +217,10 @@ def from_status(
         return Unavailable(message, code)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(message, code)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(message, code)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(message, code)
     return MapsyncError(message, code)
 
 

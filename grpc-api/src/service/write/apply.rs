@@ -20,15 +20,18 @@ use super::{check_size, hex, view};
 use crate::pb;
 use crate::service::write_status::WriteError;
 
-/// Reads the whole stream into an Apply for `snapshot`'s maps.
+/// Reads the whole stream into an Apply for `snapshot`'s maps, once
+/// `authorize` has accepted the map its first message names.
 pub(super) async fn collect(
     snapshot: &Snapshot,
     stream: &mut Streaming<pb::ApplyRequest>,
+    authorize: impl FnOnce(&str) -> Result<(), WriteError>,
 ) -> Result<control::Apply, WriteError> {
     let first = next(stream).await?.ok_or(WriteError::EmptyApply)?;
     if first.map.is_empty() {
         return Err(WriteError::ApplyWithoutMap);
     }
+    authorize(&first.map)?;
     tracing::Span::current().record("map", first.map.as_str());
     let mut apply = Collector::new(snapshot, &first)?;
     apply.add(first.entries)?;

@@ -12,6 +12,24 @@ use crate::pb;
 use crate::service::write_status::{WriteError, check_epoch};
 
 /// The maps a Txn names, for its span: `a,b` in first-seen order.
+/// Every map a Txn names (compares and ops), each once.
+pub(super) fn all_maps(request: &pb::TxnRequest) -> Vec<&str> {
+    let ops = request.success.iter().chain(&request.failure);
+    let mut maps: Vec<&str> = request
+        .compare
+        .iter()
+        .map(|c| c.map.as_str())
+        .chain(ops.filter_map(|op| match &op.op {
+            Some(pb::txn_op::Op::Put(put)) => Some(put.map.as_str()),
+            Some(pb::txn_op::Op::Delete(delete)) => Some(delete.map.as_str()),
+            None => None,
+        }))
+        .collect();
+    maps.sort_unstable();
+    maps.dedup();
+    maps
+}
+
 pub(super) fn maps_of(request: &pb::TxnRequest) -> String {
     let mut seen: Vec<&str> = Vec::new();
     let ops = request.success.iter().chain(&request.failure);
