@@ -9,10 +9,18 @@
 //! applies the difference, deletions included. Every `reconcile_every` it
 //! lists the prefix *at the applied revision* and writes back whatever the
 //! map holds that etcd does not say: local writes by others are reverted
-//! and counted. A difference of more than [`MAX_TXN_OPS`] ops is several
-//! mapsync revisions.
+//! and counted.
 //!
-//! [`MAX_TXN_OPS`]: mapsync_core::control::MAX_TXN_OPS
+//! Atomicity: the changes of one etcd revision are one request. On a plain
+//! map that is one [`Command::Batch`] (one mapsync revision, up to
+//! [`MAX_BATCH_OPS`] ops, far above etcd's `--max-txn-ops`); on a
+//! switchable map (`--switch`) one merge [`Command::Apply`] of the changed
+//! keys (one atomic switch, any size). A relist's difference is one Apply
+//! too; on a plain map it is several revisions only past `MAX_BATCH_OPS`.
+//!
+//! [`Command::Batch`]: mapsync_core::control::Command::Batch
+//! [`Command::Apply`]: mapsync_core::control::Command::Apply
+//! [`MAX_BATCH_OPS`]: mapsync_core::control::MAX_BATCH_OPS
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -21,13 +29,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
-use mapsync_core::control::{CommandHandle, WriteOp};
+use mapsync_core::control::CommandHandle;
 use mapsync_core::ratelimit::LogLimiter;
 use mapsync_core::{CommandError, Store};
 use rand::Rng;
 use tracing::{info, warn};
 
-use crate::diff::{Desired, difference, into_txns};
+use crate::diff::{Desired, difference, into_apply, into_batches};
 use crate::layout::Layout;
 
 /// Most undecodable etcd keys remembered (each is logged once).
@@ -307,16 +315,28 @@ impl Follower {
     }
 
     async fn write(&self, desired: &Desired, full: bool) -> Result<usize, FollowError> {
-        let ops: Vec<WriteOp> = {
+        let (ops, switchable) = {
             let snapshot = self.store.snapshot();
             let view = snapshot
                 .map(&self.config.map)
                 .ok_or_else(|| FollowError::UnknownMap(self.config.map.clone()))?;
-            difference(&self.config.map, view, desired, full)
+            (
+                difference(&self.config.map, view, desired, full),
+                view.info().switchable,
+            )
         };
         let written = ops.len();
-        for txn in into_txns(ops) {
-            self.commands.txn(txn).await?;
+        if written == 0 {
+            return Ok(0);
+        }
+        if switchable {
+            self.commands
+                .apply(into_apply(&self.config.map, ops))
+                .await?;
+        } else {
+            for batch in into_batches(ops) {
+                self.commands.batch(batch).await?;
+            }
         }
         Ok(written)
     }

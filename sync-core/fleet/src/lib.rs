@@ -15,7 +15,7 @@ pub mod follower;
 pub mod layout;
 pub mod spec;
 
-pub use diff::{Desired, difference, into_txns};
+pub use diff::{Desired, difference, into_apply, into_batches};
 pub use follower::{FollowConfig, FollowError, FollowStats, Follower};
 pub use layout::{Layout, Undecodable};
 pub use spec::{SpecError, parse_follow};

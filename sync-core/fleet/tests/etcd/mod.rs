@@ -30,6 +30,7 @@ pub struct Etcd {
     data: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -43,10 +44,17 @@ fn free_port() -> u16 {
 impl Etcd {
     /// Starts a fresh etcd and waits (up to 30 s) until it answers.
     pub async fn start() -> Etcd {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Etcd::start`] with extra etcd flags (kept across restarts), e.g.
+    /// `--max-txn-ops 20000` for transactions above etcd's default 128 ops.
+    pub async fn start_with(extra: &[&str]) -> Etcd {
         let mut etcd = Etcd {
             data: tempfile::tempdir().expect("etcd data dir"),
             client_port: free_port(),
             peer_port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         etcd.resume().await;
@@ -95,6 +103,7 @@ impl Etcd {
                 &peer,
             ])
             .args(["--initial-cluster", &format!("test={peer}")])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
