@@ -47,12 +47,19 @@ async fn serve_follow_applies_the_prefix_and_its_live_changes_to_the_kernel_map(
     let _server = Server::start_with(
         &pins,
         &[map_arg("flows", &flows)],
-        &["--follow", &follow, "--follow-reconcile", "1"],
+        &[
+            "--follow",
+            &follow,
+            "--follow-reconcile",
+            "1",
+            "--fleet-node",
+            "node-1",
+        ],
     );
     let entry = |k: u32, v: u64| (k.to_le_bytes().to_vec(), v.to_le_bytes().to_vec());
     wait_dump(&flows, &BTreeMap::from([entry(1, 1)]));
     // the control side: `mapsync fleet put|delete` in the layout
-    let fleet = |args: &[&str]| {
+    let fleet = |args: &[&str]| -> String {
         let out = mapsync()
             .args([
                 "fleet",
@@ -69,10 +76,31 @@ async fn serve_follow_applies_the_prefix_and_its_live_changes_to_the_kernel_map(
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8(out.stdout).expect("utf-8")
     };
     fleet(&["put", "02000000", "0200000000000000"]);
     fleet(&["delete", "01000000"]);
     wait_dump(&flows, &BTreeMap::from([entry(2, 2)]));
+    // report back: the node is live and at the prefix's last change
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let json: serde_json::Value =
+            serde_json::from_str(&fleet(&["status", "--json"])).expect("status JSON");
+        let row = &json["rows"][0];
+        if row["node"] == "node-1" && row["live"] == true && row["behind"] == 0 {
+            assert_eq!(row["status"]["map"], "flows");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never in sync: {json}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let table = fleet(&["status"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("node-1") && l.contains(" live ")),
+        "{table}"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `mapsync fleet put|delete`: write entries into etcd in the fleet layout
-//! (`PREFIX/HEXKEY` -> raw value bytes) that `serve --follow` applies.
+//! (`PREFIX/HEXKEY` -> raw value bytes) that `serve --follow` applies;
+//! `mapsync fleet status`: what every node reported it applied.
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -10,9 +11,10 @@ pub struct FleetArgs {
     /// etcd endpoint(s), `HOST:PORT` (repeatable).
     #[arg(long = "etcd", value_name = "HOST:PORT", required = true)]
     pub endpoints: Vec<String>,
-    /// The prefix a map follows (as in `--follow MAP=etcd://.../PREFIX`).
+    /// The prefix a map follows (as in `--follow MAP=etcd://.../PREFIX`);
+    /// required by put/delete/apply, a filter for status.
     #[arg(long)]
-    pub prefix: String,
+    pub prefix: Option<String>,
     #[command(subcommand)]
     pub command: FleetCommand,
 }
@@ -32,6 +34,9 @@ pub enum FleetCommand {
         /// Key bytes, hex.
         key: String,
     },
+    /// Every node's reported status: applied revision, how far behind the
+    /// prefix's last change, live or gone.
+    Status(super::fleet_status::StatusArgs),
 }
 
 fn hex_arg(what: &str, text: &str) -> anyhow::Result<Vec<u8>> {
@@ -40,10 +45,17 @@ fn hex_arg(what: &str, text: &str) -> anyhow::Result<Vec<u8>> {
 
 /// Runs `mapsync fleet ...`.
 pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
-    let layout = mapsync_fleet::Layout::new(&args.prefix, 0, 0);
     let mut client = etcd_client::Client::connect(&args.endpoints, None)
         .await
         .with_context(|| format!("cannot reach etcd at {}", args.endpoints.join(",")))?;
+    if let FleetCommand::Status(status) = &args.command {
+        return super::fleet_status::run(&mut client, args.prefix.as_deref(), status).await;
+    }
+    let prefix = args
+        .prefix
+        .as_deref()
+        .context("--prefix is required to write entries")?;
+    let layout = mapsync_fleet::Layout::new(prefix, 0, 0);
     match args.command {
         FleetCommand::Put { key, value } => {
             let etcd_key = layout.etcd_key(&hex_arg("key", &key)?);
@@ -59,6 +71,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
             let deleted = client.delete(etcd_key, None).await.context("etcd delete")?;
             anyhow::ensure!(deleted.deleted() > 0, "no such key under the prefix");
         }
+        FleetCommand::Status(_) => unreachable!("answered above"),
     }
     Ok(())
 }

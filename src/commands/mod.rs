@@ -5,6 +5,8 @@ pub mod connection_args;
 pub mod delete;
 pub mod demo;
 pub mod fleet;
+pub mod fleet_report;
+pub mod fleet_status;
 pub mod format;
 pub mod get;
 pub mod list;

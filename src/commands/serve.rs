@@ -100,6 +100,8 @@ pub struct FollowArgs {
     /// writes by others are reverted then).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub follow_reconcile: f64,
+    #[command(flatten)]
+    pub report: super::fleet_report::ReportArgs,
 }
 
 impl FollowArgs {
@@ -109,6 +111,7 @@ impl FollowArgs {
             .ok()
             .filter(|every| !every.is_zero())
             .context("--follow-reconcile must be a number of seconds above 0")?;
+        self.report.node()?;
         self.follows
             .iter()
             .map(|spec| {
@@ -119,15 +122,17 @@ impl FollowArgs {
             .collect()
     }
 
-    /// Starts one follower task per config, each in its own span; the maps
-    /// must be mirrored.
+    /// Starts one follower task per config, each in its own span, and the
+    /// status reporter (when following); the maps must be mirrored.
     pub fn spawn(
         configs: Vec<mapsync_fleet::FollowConfig>,
+        report: &super::fleet_report::ReportArgs,
         sync: &MapSync,
     ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         use tracing::Instrument;
         let snapshot = sync.store().snapshot();
-        configs
+        let mut reporter = report.reporter(&configs, sync.store())?;
+        let mut tasks: Vec<_> = configs
             .into_iter()
             .map(|config| {
                 anyhow::ensure!(
@@ -137,11 +142,17 @@ impl FollowArgs {
                 );
                 let span = tracing::info_span!("follow", map = %config.map, prefix = %config.prefix);
                 tracing::info!(map = %config.map, endpoints = ?config.endpoints, prefix = %config.prefix, "following etcd");
+                let (map, prefix) = (config.map.clone(), config.prefix.clone());
                 let follower =
                     mapsync_fleet::Follower::new(config, sync.store().clone(), sync.commands());
+                if let Some(reporter) = reporter.as_mut() {
+                    reporter.add(&map, &prefix, follower.stats());
+                }
                 Ok(tokio::spawn(follower.run().instrument(span)))
             })
-            .collect()
+            .collect::<anyhow::Result<_>>()?;
+        tasks.extend(reporter.map(super::fleet_report::spawn));
+        Ok(tasks)
     }
 }
 
@@ -353,7 +364,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let followers = FollowArgs::spawn(follows, &sync)?;
+    let followers = FollowArgs::spawn(follows, &args.follow.report, &sync)?;
     let policy = args.write_policy.policy();
     if args.listen.starts_with("unix:") {
         tracing::info!(write_uids = ?policy.uids, write_gids = ?policy.gids, "writes: accepted over the Unix socket from uid 0 and these users and groups");

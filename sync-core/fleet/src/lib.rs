@@ -13,9 +13,16 @@
 pub mod diff;
 pub mod follower;
 pub mod layout;
+pub mod reporter;
 pub mod spec;
+pub mod status;
 
 pub use diff::{Desired, difference, into_apply, into_batches};
 pub use follower::{FollowConfig, FollowError, FollowStats, Follower};
 pub use layout::{Layout, Undecodable};
+pub use reporter::{ReportConfig, ReportError, Reporter};
 pub use spec::{SpecError, parse_follow};
+pub use status::{
+    DEFAULT_STATUS_PREFIX, FleetStatus, MapStatus, NodeRow, NodeStatus, StatusError, StatusLayout,
+    fleet_status,
+};
