@@ -10,6 +10,7 @@
 //! This crate depends on the mirror's write contract only: never on the
 //! kernel crate or aya (`scripts/check-deps.sh`).
 
+pub mod apply;
 pub mod diff;
 pub mod follower;
 pub mod layout;
@@ -17,6 +18,7 @@ pub mod reporter;
 pub mod spec;
 pub mod status;
 
+pub use apply::{ETCD_DEFAULT_MAX_TXN_OPS, SetFileError, SetMode, parse_hex_set, plan_set};
 pub use diff::{Desired, difference, into_apply, into_batches};
 pub use follower::{FollowConfig, FollowError, FollowStats, Follower};
 pub use layout::{Layout, Undecodable};
