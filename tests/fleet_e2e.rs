@@ -242,3 +242,41 @@ async fn fleet_apply_writes_a_set_as_one_txn_replacing_or_merging() {
     assert!(!ok);
     assert!(stderr.contains("value `zz` is not hex"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_follows_and_fleet_writes_over_tls_with_client_certificates() {
+    if !support::require_kernel() || !etcd::require_etcd() {
+        return;
+    }
+    let etcd = etcd::Etcd::start_tls().await;
+    let certs = etcd.certs();
+    let pem = |name: &str| certs.path(name).to_string_lossy().into_owned();
+    let (ca, cert, key) = (pem("ca.pem"), pem("client.pem"), pem("client-key.pem"));
+    let tls: [&str; 6] = ["--etcd-ca", &ca, "--etcd-cert", &cert, "--etcd-key", &key];
+    let pins = PinDir::new("fleet-serve-tls");
+    let flows = pin(&pins, "flows");
+    support::create_map(&flows, "hash", 4, 8, 64, "flows");
+    let follow = format!("flows=etcds://{}/fleet/flows", etcd.endpoint());
+    let mut extra = vec!["--follow", &follow];
+    extra.extend(tls);
+    let _server = Server::start_with(&pins, &[map_arg("flows", &flows)], &extra);
+    let mut put = tls.to_vec();
+    put.extend(["put", "03000000", "0300000000000000"]);
+    let (ok, _, stderr) = fleet_cli(&etcd, &put);
+    assert!(ok, "{stderr}");
+    wait_dump(
+        &flows,
+        &BTreeMap::from([(3u32.to_le_bytes().to_vec(), 3u64.to_le_bytes().to_vec())]),
+    );
+    // an etcds:// follow without a CA: refused before any map is opened
+    let out = mapsync()
+        .args(["serve", "--map", "/nonexistent", "--follow", &follow])
+        .output()
+        .expect("run mapsync");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--follow with etcds:// needs --etcd-ca"),
+        "{stderr}"
+    );
+}

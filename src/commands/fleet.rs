@@ -17,6 +17,8 @@ pub struct FleetArgs {
     /// required by put/delete/apply, a filter for status.
     #[arg(long)]
     pub prefix: Option<String>,
+    #[command(flatten)]
+    pub tls: super::fleet_tls::EtcdTlsArgs,
     #[command(subcommand)]
     pub command: FleetCommand,
 }
@@ -122,7 +124,8 @@ async fn apply_set(
 
 /// Runs `mapsync fleet ...`.
 pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
-    let mut client = etcd_client::Client::connect(&args.endpoints, None)
+    let tls = args.tls.tls()?;
+    let mut client = mapsync_fleet::connect(&args.endpoints, tls.as_ref())
         .await
         .with_context(|| format!("cannot reach etcd at {}", args.endpoints.join(",")))?;
     if let FleetCommand::Status(status) = &args.command {

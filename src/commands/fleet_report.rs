@@ -20,6 +20,8 @@ pub struct ReportArgs {
     /// Seconds the status key outlives the node (its lease's TTL).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub fleet_status_ttl: u64,
+    #[command(flatten)]
+    pub tls: super::fleet_tls::EtcdTlsArgs,
 }
 
 fn host_name() -> String {
@@ -54,6 +56,7 @@ impl ReportArgs {
         let mut config =
             ReportConfig::new(first.endpoints.clone(), &self.fleet_status_prefix, &node);
         config.ttl = std::time::Duration::from_secs(self.fleet_status_ttl.max(2));
+        config.tls = first.tls.clone();
         Ok(Some(Reporter::new(config, store.clone())))
     }
 }

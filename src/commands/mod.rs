@@ -7,6 +7,7 @@ pub mod demo;
 pub mod fleet;
 pub mod fleet_report;
 pub mod fleet_status;
+pub mod fleet_tls;
 pub mod format;
 pub mod get;
 pub mod list;

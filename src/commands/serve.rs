@@ -93,7 +93,7 @@ pub struct FollowArgs {
     /// value; see ARCHITECTURE.md, "Fleet"); repeatable.
     #[arg(
         long = "follow",
-        value_name = "MAP=etcd://HOST:PORT[,HOST:PORT]/PREFIX"
+        value_name = "MAP=etcd[s]://HOST:PORT[,HOST:PORT]/PREFIX"
     )]
     pub follows: Vec<String>,
     /// Seconds between checks of each followed map against etcd (local
@@ -112,14 +112,17 @@ impl FollowArgs {
             .filter(|every| !every.is_zero())
             .context("--follow-reconcile must be a number of seconds above 0")?;
         self.report.node()?;
-        self.follows
+        let mut configs = self
+            .follows
             .iter()
             .map(|spec| {
                 let mut config = mapsync_fleet::parse_follow(spec)?;
                 config.reconcile_every = every;
                 Ok(config)
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.report.tls.apply(&mut configs)?;
+        Ok(configs)
     }
 
     /// Starts one follower task per config, each in its own span, and the

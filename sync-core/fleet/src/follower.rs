@@ -35,6 +35,7 @@ use mapsync_core::{CommandError, Store};
 use rand::Rng;
 use tracing::{info, warn};
 
+use crate::connect::{EtcdTls, connect};
 use crate::diff::{Desired, difference, into_apply, into_batches};
 use crate::layout::Layout;
 
@@ -56,6 +57,8 @@ pub struct FollowConfig {
     pub backoff_min: Duration,
     /// Longest wait after errors.
     pub backoff_max: Duration,
+    /// TLS to etcd (`etcds://`); `None`: plain text.
+    pub tls: Option<EtcdTls>,
 }
 
 impl FollowConfig {
@@ -68,6 +71,7 @@ impl FollowConfig {
             reconcile_every: Duration::from_secs(30),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -203,7 +207,7 @@ impl Follower {
 
     async fn follow(&mut self) -> Result<std::convert::Infallible, FollowError> {
         let layout = self.layout()?;
-        let mut client = Client::connect(&self.config.endpoints, None).await?;
+        let mut client = connect(&self.config.endpoints, self.config.tls.as_ref()).await?;
         if self.relist_needed {
             let (revision, _) = self.relist(&mut client, &layout, None).await?;
             self.stats.relists.fetch_add(1, Ordering::Relaxed);

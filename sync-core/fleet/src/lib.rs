@@ -11,6 +11,7 @@
 //! kernel crate or aya (`scripts/check-deps.sh`).
 
 pub mod apply;
+pub mod connect;
 pub mod diff;
 pub mod follower;
 pub mod layout;
@@ -19,6 +20,7 @@ pub mod spec;
 pub mod status;
 
 pub use apply::{ETCD_DEFAULT_MAX_TXN_OPS, SetFileError, SetMode, parse_hex_set, plan_set};
+pub use connect::{EtcdTls, TlsFileError, connect};
 pub use diff::{Desired, difference, into_apply, into_batches};
 pub use follower::{FollowConfig, FollowError, FollowStats, Follower};
 pub use layout::{Layout, Undecodable};

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, PutOptions};
+use etcd_client::PutOptions;
 use mapsync_core::Store;
 use mapsync_core::ratelimit::LogLimiter;
 use rand::Rng;
 use tracing::{info, warn};
 
+use crate::connect::{EtcdTls, connect};
 use crate::follower::FollowStats;
 use crate::status::{MapStatus, NodeStatus, StatusLayout};
 
@@ -32,6 +33,8 @@ pub struct ReportConfig {
     pub backoff_min: Duration,
     /// Longest wait after errors.
     pub backoff_max: Duration,
+    /// TLS to etcd; `None`: plain text.
+    pub tls: Option<EtcdTls>,
 }
 
 impl ReportConfig {
@@ -45,6 +48,7 @@ impl ReportConfig {
             every: Duration::from_millis(500),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -150,7 +154,7 @@ impl Reporter {
 
     async fn session(&mut self) -> Result<std::convert::Infallible, ReportError> {
         let layout = StatusLayout::new(&self.config.status_prefix);
-        let mut client = Client::connect(&self.config.endpoints, None).await?;
+        let mut client = connect(&self.config.endpoints, self.config.tls.as_ref()).await?;
         let ttl = i64::try_from(self.config.ttl.as_secs().max(2)).unwrap_or(i64::MAX);
         let lease = client.lease_grant(ttl, None).await?.id();
         let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
