@@ -100,6 +100,10 @@ pub struct FollowArgs {
     /// writes by others are reverted then).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub follow_reconcile: f64,
+    /// A followed map whose local writes win: not reverted by the
+    /// reconcile (repeatable).
+    #[arg(long, value_name = "MAP")]
+    pub follow_local_wins: Vec<String>,
     #[command(flatten)]
     pub report: super::fleet_report::ReportArgs,
 }
@@ -118,10 +122,18 @@ impl FollowArgs {
             .map(|spec| {
                 let mut config = mapsync_fleet::parse_follow(spec)?;
                 config.reconcile_every = every;
+                config.local_wins = self.follow_local_wins.contains(&config.map);
                 Ok(config)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         self.report.tls.apply(&mut configs)?;
+        if let Some(map) = self
+            .follow_local_wins
+            .iter()
+            .find(|map| !configs.iter().any(|c| &c.map == *map))
+        {
+            anyhow::bail!("--follow-local-wins {map}: no --follow names that map");
+        }
         Ok(configs)
     }
 

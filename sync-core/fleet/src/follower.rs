@@ -9,7 +9,7 @@
 //! applies the difference, deletions included. Every `reconcile_every` it
 //! lists the prefix *at the applied revision* and writes back whatever the
 //! map holds that etcd does not say: local writes by others are reverted
-//! and counted.
+//! and counted (unless the map is local-wins: [`FollowConfig::local_wins`]).
 //!
 //! Atomicity: the changes of one etcd revision are one request. On a plain
 //! map that is one [`Command::Batch`] (one mapsync revision, up to
@@ -59,6 +59,10 @@ pub struct FollowConfig {
     pub backoff_max: Duration,
     /// TLS to etcd (`etcds://`); `None`: plain text.
     pub tls: Option<EtcdTls>,
+    /// Local writes win: no periodic reconcile reverts them (etcd's
+    /// changes are still applied as they come, and a relist, at start or
+    /// after a compaction, still makes the map etcd's state).
+    pub local_wins: bool,
 }
 
 impl FollowConfig {
@@ -72,6 +76,7 @@ impl FollowConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             tls: None,
+            local_wins: false,
         }
     }
 }
@@ -223,9 +228,10 @@ impl Follower {
             .await?;
         let mut reconcile = tokio::time::interval(self.config.reconcile_every);
         reconcile.tick().await;
+        let reconciles = !self.config.local_wins;
         loop {
             tokio::select! {
-                _ = reconcile.tick() => {
+                _ = reconcile.tick(), if reconciles => {
                     let at = self.stats.applied_revision();
                     match self.relist(&mut client, &layout, Some(at)).await {
                         Ok((_, reverted)) => {

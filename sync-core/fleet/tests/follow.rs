@@ -294,3 +294,42 @@ async fn after_etcd_itself_was_down_the_follower_converges() {
     converged(&store, &pin, &entries(&[(2, 2)])).await;
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_wins_map_keeps_local_writes_and_still_applies_etcd() {
+    if !support::require_kernel() || !require_etcd() {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let pins = PinDir::new("fleet-local-wins");
+    let pin = pins.join("flows");
+    support::create_map(&pin, "hash", 4, 8, 64, "flows");
+    client
+        .put(key(1), 1u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    let sync = start(&pins, &pin).await;
+    let store = sync.store().clone();
+    let (task, stats) = follow(&etcd, &sync, |c| {
+        c.reconcile_every = Duration::from_millis(300);
+        c.local_wins = true;
+    });
+    converged(&store, &pin, &entries(&[(1, 1)])).await;
+    support::update(&pin, &1u32.to_le_bytes(), &7u64.to_le_bytes()).expect("local write");
+    support::update(&pin, &5u32.to_le_bytes(), &5u64.to_le_bytes()).expect("local write");
+    client
+        .put(key(2), 2u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    converged(&store, &pin, &entries(&[(1, 7), (2, 2), (5, 5)])).await;
+    // several reconcile periods: nothing is reverted
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stats.reverted(), 0);
+    assert_eq!(
+        support::dump(&pin),
+        entries(&[(1, 7), (2, 2), (5, 5)]),
+        "the local writes stayed"
+    );
+    task.abort();
+}
