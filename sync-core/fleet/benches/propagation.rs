@@ -10,7 +10,12 @@
 //!    another 100,000 changes: time of its relist (list + difference).
 //!
 //! Run: `cargo bench -p mapsync-fleet --bench propagation` (root, etcd
-//! installed).
+//! installed). Without `--bench` (e.g. `cargo test --benches`) it runs a
+//! smoke pass (a tenth of the writes, 1,000 changes).
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark's job is to print its figures"
+)]
 
 #[path = "../tests/etcd/mod.rs"]
 mod etcd;
@@ -170,15 +175,15 @@ async fn propagation(
     );
 }
 
-/// 100,000 changes: 1,000 txns of 100 ops (puts, every 4th a delete) over
+/// `txns` x 100 changes: txns of 100 ops (puts, every 4th a delete) over
 /// keys 0..50,000; returns etcd's revision after them.
-async fn changes(client: &etcd_client::Client, round: u64) -> i64 {
-    let mut txns = tokio::task::JoinSet::new();
+async fn changes(client: &etcd_client::Client, round: u64, txns: u64) -> i64 {
+    let mut writers = tokio::task::JoinSet::new();
     for writer in 0..8u64 {
         let mut client = client.clone();
-        txns.spawn(async move {
+        writers.spawn(async move {
             let mut last = 0;
-            for t in (0..1_000u64).filter(|t| t % 8 == writer) {
+            for t in (0..txns).filter(|t| t % 8 == writer) {
                 let ops: Vec<TxnOp> = (0..100u64)
                     .map(|o| {
                         let n = t * 100 + o;
@@ -197,7 +202,7 @@ async fn changes(client: &etcd_client::Client, round: u64) -> i64 {
         });
     }
     let mut last = 0;
-    while let Some(done) = txns.join_next().await {
+    while let Some(done) = writers.join_next().await {
         last = last.max(done.expect("txn task"));
     }
     last
@@ -220,6 +225,9 @@ async fn main() {
     if !support::require_kernel() || !etcd::require_etcd() {
         return;
     }
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let (scale, txns) = if full { (1, 1_000) } else { (10, 10) };
+    let changed = txns * 100;
     let etcd = etcd::Etcd::start_with(&["--quota-backend-bytes", "4294967296"]).await;
     let proxy = etcd::proxy::Proxy::start(etcd.endpoint()).await;
     let client = etcd.client().await;
@@ -230,8 +238,8 @@ async fn main() {
     ];
     // warm up: every follower has listed
     tokio::time::sleep(Duration::from_millis(500)).await;
-    propagation(&client, &nodes, 100_000, 500, 100).await;
-    propagation(&client, &nodes, 200_000, 3_000, 1_000).await;
+    propagation(&client, &nodes, 100_000, 500 / scale, 100).await;
+    propagation(&client, &nodes, 200_000, 3_000 / scale, 1_000).await;
     let cleared = client
         .clone()
         .delete(
@@ -247,30 +255,30 @@ async fn main() {
     wait_applied(&c.stats, cleared).await;
     proxy.cut();
     let started = Instant::now();
-    let last = changes(&client, 1).await;
+    let last = changes(&client, 1, txns).await;
     println!(
-        "100,000 changes (1,000 txns of 100) written in {:.1} s",
+        "{changed} changes ({txns} txns of 100) written in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     proxy.restore();
     let resumed = wait_applied(&c.stats, last).await;
     let held = c.sync.store().snapshot().map("flows").expect("map").len();
     println!(
-        "node down for 100,000 changes, resuming its watch: converged in {:.2} s ({held} entries, relists {})",
+        "node down for {changed} changes, resuming its watch: converged in {:.2} s ({held} entries, relists {})",
         resumed.as_secs_f64(),
         c.stats.relists()
     );
 
     // node c restarted (a new follower: relist and difference)
     nodes[2].follower.abort();
-    let last = changes(&client, 2).await;
+    let last = changes(&client, 2, txns).await;
     let c = &mut nodes[2];
     let started = Instant::now();
     c.follow(&etcd.endpoint());
     wait_applied(&c.stats, last).await;
     let held = c.sync.store().snapshot().map("flows").expect("map").len();
     println!(
-        "node restarted after 100,000 more changes, relisting: converged in {:.2} s ({held} entries)",
+        "node restarted after {changed} more changes, relisting: converged in {:.2} s ({held} entries)",
         started.elapsed().as_secs_f64()
     );
     for node in nodes {
