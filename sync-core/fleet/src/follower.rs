@@ -11,7 +11,10 @@
 //! map holds that etcd does not say: local writes by others are reverted
 //! and counted (unless the map is local-wins: [`FollowConfig::local_wins`]).
 //!
-//! Atomicity: the changes of one etcd revision are one request. On a plain
+//! Atomicity: the changes of one etcd revision are never split: a watch
+//! response (whole revisions; several when the follower lags) is one
+//! request (up to [`MAX_BATCH_OPS`] keys), so readers never see part of an
+//! etcd txn (of up to `MAX_BATCH_OPS` ops). On a plain
 //! map that is one [`Command::Batch`] (one mapsync revision, up to
 //! [`MAX_BATCH_OPS`] ops, far above etcd's `--max-txn-ops`); on a
 //! switchable map (`--switch`) one merge [`Command::Apply`] of the changed
@@ -29,7 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
-use mapsync_core::control::CommandHandle;
+use mapsync_core::control::{CommandHandle, MAX_BATCH_OPS};
 use mapsync_core::ratelimit::LogLimiter;
 use mapsync_core::{CommandError, Store};
 use rand::Rng;
@@ -289,7 +292,8 @@ impl Follower {
         Ok((revision, written))
     }
 
-    /// Applies watch events, one write request per etcd revision.
+    /// Applies the events of one watch response (whole etcd revisions) as
+    /// one write request.
     async fn apply_events(
         &mut self,
         layout: &Layout,
@@ -317,9 +321,23 @@ impl Follower {
                 }
             }
         }
+        // whole revisions merged into requests of at most MAX_BATCH_OPS
+        // keys (later revisions overwrite earlier ones' keys): every etcd
+        // txn lands whole, and a follower that lags catches up in few
+        // requests
+        let mut merged = Desired::new();
+        let mut last = 0;
         for (revision, desired) in by_revision {
-            self.write(&desired, false).await?;
-            self.stats.applied.fetch_max(revision, Ordering::AcqRel);
+            if !merged.is_empty() && merged.len() + desired.len() > MAX_BATCH_OPS {
+                self.write(&std::mem::take(&mut merged), false).await?;
+                self.stats.applied.fetch_max(last, Ordering::AcqRel);
+            }
+            merged.extend(desired);
+            last = revision;
+        }
+        if last > 0 {
+            self.write(&merged, false).await?;
+            self.stats.applied.fetch_max(last, Ordering::AcqRel);
         }
         Ok(())
     }
