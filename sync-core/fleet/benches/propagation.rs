@@ -95,6 +95,8 @@ async fn propagation(
     let base = Instant::now();
     // when each write was sent, ns after base (0: not yet)
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
+    // when etcd acknowledged it (the put returned)
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let pollers: Vec<_> = nodes
         .iter()
@@ -115,8 +117,7 @@ async fn propagation(
                         if seen[i] == 0 {
                             let key = (first + i as u32).to_le_bytes();
                             if sys::lookup(fd.as_fd(), &key, &mut value).expect("lookup") {
-                                let now = base.elapsed().as_nanos() as u64;
-                                seen[i] = now.saturating_sub(at).max(1);
+                                seen[i] = base.elapsed().as_nanos() as u64;
                             }
                         }
                         i += 1;
@@ -136,7 +137,7 @@ async fn propagation(
     for i in 0..count {
         tick.tick().await;
         let mut client = client.clone();
-        let sent = sent.clone();
+        let (sent, acked) = (sent.clone(), acked.clone());
         puts.spawn(async move {
             sent[i as usize].store(base.elapsed().as_nanos().max(1) as u64, Ordering::Release);
             client
@@ -147,6 +148,7 @@ async fn propagation(
                 )
                 .await
                 .expect("put");
+            acked[i as usize].store(base.elapsed().as_nanos() as u64, Ordering::Release);
         });
     }
     while let Some(done) = puts.join_next().await {
@@ -158,20 +160,31 @@ async fn propagation(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.store(true, Ordering::Relaxed);
-    let mut all: Vec<u64> = Vec::new();
+    let mut from_send: Vec<u64> = Vec::new();
+    let mut from_ack: Vec<u64> = Vec::new();
+    let mut missing = 0;
     for poller in pollers {
-        all.extend(poller.join().expect("poller"));
+        for (i, visible) in poller.join().expect("poller").into_iter().enumerate() {
+            if visible == 0 {
+                missing += 1;
+                continue;
+            }
+            from_send.push(visible.saturating_sub(sent[i].load(Ordering::Acquire)));
+            from_ack.push(visible.saturating_sub(acked[i].load(Ordering::Acquire)));
+        }
     }
-    let missing = all.iter().filter(|&&ns| ns == 0).count();
-    all.retain(|&ns| ns != 0);
-    all.sort_unstable();
+    from_send.sort_unstable();
+    from_ack.sort_unstable();
     println!(
-        "{rate:>5} writes/s x 3 nodes: {count} puts in {:.1} s; etcd put -> kernel map on a node: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples, {missing} not seen)",
+        "{rate:>5} writes/s offered x 3 nodes: {count} puts acked in {:.1} s ({:.0}/s); put sent -> in the kernel map of a node: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; put acked -> in the map: p50 {:.2} ms, p99 {:.2} ms ({} samples, {missing} not seen)",
         offered.as_secs_f64(),
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        percentile(&all, 1.0),
-        all.len()
+        f64::from(count) / offered.as_secs_f64(),
+        percentile(&from_send, 0.5),
+        percentile(&from_send, 0.99),
+        percentile(&from_send, 1.0),
+        percentile(&from_ack, 0.5),
+        percentile(&from_ack, 0.99),
+        from_send.len()
     );
 }
 
