@@ -47,12 +47,19 @@ async fn serve_follow_applies_the_prefix_and_its_live_changes_to_the_kernel_map(
     let _server = Server::start_with(
         &pins,
         &[map_arg("flows", &flows)],
-        &["--follow", &follow, "--follow-reconcile", "1"],
+        &[
+            "--follow",
+            &follow,
+            "--follow-reconcile",
+            "1",
+            "--fleet-node",
+            "node-1",
+        ],
     );
     let entry = |k: u32, v: u64| (k.to_le_bytes().to_vec(), v.to_le_bytes().to_vec());
     wait_dump(&flows, &BTreeMap::from([entry(1, 1)]));
     // the control side: `mapsync fleet put|delete` in the layout
-    let fleet = |args: &[&str]| {
+    let fleet = |args: &[&str]| -> String {
         let out = mapsync()
             .args([
                 "fleet",
@@ -69,10 +76,31 @@ async fn serve_follow_applies_the_prefix_and_its_live_changes_to_the_kernel_map(
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8(out.stdout).expect("utf-8")
     };
     fleet(&["put", "02000000", "0200000000000000"]);
     fleet(&["delete", "01000000"]);
     wait_dump(&flows, &BTreeMap::from([entry(2, 2)]));
+    // report back: the node is live and at the prefix's last change
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let json: serde_json::Value =
+            serde_json::from_str(&fleet(&["status", "--json"])).expect("status JSON");
+        let row = &json["rows"][0];
+        if row["node"] == "node-1" && row["live"] == true && row["behind"] == 0 {
+            assert_eq!(row["status"]["map"], "flows");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never in sync: {json}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let table = fleet(&["status"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("node-1") && l.contains(" live ")),
+        "{table}"
+    );
 }
 
 #[test]
@@ -91,6 +119,164 @@ fn a_bad_follow_spec_is_one_line_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("bad follow spec `flows=http://h:1/p`: the URL must start with etcd://"),
+        "{stderr}"
+    );
+}
+
+/// `mapsync fleet --etcd E --prefix P ARGS...`: (success, stdout, stderr).
+fn fleet_cli(etcd: &etcd::Etcd, args: &[&str]) -> (bool, String, String) {
+    let out = mapsync()
+        .args([
+            "fleet",
+            "--etcd",
+            &etcd.endpoint(),
+            "--prefix",
+            "fleet/flows",
+        ])
+        .args(args)
+        .output()
+        .expect("run mapsync fleet");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn set_file(dir: &std::path::Path, name: &str, keys: std::ops::Range<u32>, tag: u64) -> String {
+    let set: serde_json::Map<String, serde_json::Value> = keys
+        .map(|k| {
+            (
+                support::hex(&k.to_le_bytes()),
+                support::hex(&tag.to_le_bytes()).into(),
+            )
+        })
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec(&set).expect("json")).expect("write set file");
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_apply_writes_a_set_as_one_txn_replacing_or_merging() {
+    if !support::require_kernel() || !etcd::require_etcd() {
+        return;
+    }
+    let etcd = etcd::Etcd::start_with(&["--max-txn-ops", "1000"]).await;
+    let pins = PinDir::new("fleet-apply");
+    let flows = pin(&pins, "flows");
+    support::create_map(&flows, "hash", 4, 8, 256, "flows");
+    let follow = format!("flows=etcd://{}/fleet/flows", etcd.endpoint());
+    let _server = Server::start_with(&pins, &[map_arg("flows", &flows)], &["--follow", &follow]);
+    let files = tempfile::tempdir().expect("tempdir");
+    let big = set_file(files.path(), "big.json", 0..200, 1);
+    let want = |keys: &[(u32, u64)]| -> BTreeMap<Vec<u8>, Vec<u8>> {
+        keys.iter()
+            .map(|(k, v)| (k.to_le_bytes().to_vec(), v.to_le_bytes().to_vec()))
+            .collect()
+    };
+
+    // 200 ops: over etcd's default 128, refused before anything is written
+    let (ok, _, stderr) = fleet_cli(&etcd, &["apply", &big]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("200 ops exceed --max-txn-ops 128") && stderr.contains("nothing written"),
+        "{stderr}"
+    );
+    let mut client = etcd.client().await;
+    let listed = client
+        .get(
+            "fleet/flows/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("get");
+    assert_eq!(listed.count(), 0, "nothing was written");
+
+    // allowed: one txn, every node's map gets all 200
+    let (ok, stdout, stderr) = fleet_cli(
+        &etcd,
+        &[
+            "apply",
+            &big,
+            "--max-txn-ops",
+            "1000",
+            "--key-size",
+            "4",
+            "--value-size",
+            "8",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("200 ops written in one transaction"),
+        "{stdout}"
+    );
+    let all: Vec<(u32, u64)> = (0..200).map(|k| (k, 1)).collect();
+    wait_dump(&flows, &want(&all));
+
+    // replace: keys not in the file are deleted; merge: only puts
+    let small = set_file(files.path(), "small.json", 0..2, 2);
+    let (ok, stdout, stderr) = fleet_cli(&etcd, &["apply", &small, "--max-txn-ops", "1000"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("200 ops written"),
+        "2 puts + 198 deletes: {stdout}"
+    );
+    wait_dump(&flows, &want(&[(0, 2), (1, 2)]));
+    let extra = set_file(files.path(), "extra.json", 5..6, 3);
+    let (ok, _, stderr) = fleet_cli(&etcd, &["apply", &extra, "--merge"]);
+    assert!(ok, "{stderr}");
+    wait_dump(&flows, &want(&[(0, 2), (1, 2), (5, 3)]));
+    // the same set again: nothing to write
+    let (ok, stdout, _) = fleet_cli(&etcd, &["apply", &extra, "--merge"]);
+    assert!(ok && stdout.contains("nothing to write"), "{stdout}");
+    // a bad file: one line naming the cause
+    let bad = files.path().join("bad.json");
+    std::fs::write(&bad, r#"{"0100": "zz"}"#).expect("write");
+    let (ok, _, stderr) = fleet_cli(&etcd, &["apply", &bad.to_string_lossy()]);
+    assert!(!ok);
+    assert!(stderr.contains("value `zz` is not hex"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_follows_and_fleet_writes_over_tls_with_client_certificates() {
+    if !support::require_kernel() || !etcd::require_etcd() {
+        return;
+    }
+    let etcd = etcd::Etcd::start_tls().await;
+    let certs = etcd.certs();
+    let pem = |name: &str| certs.path(name).to_string_lossy().into_owned();
+    let (ca, cert, key) = (pem("ca.pem"), pem("client.pem"), pem("client-key.pem"));
+    let tls: [&str; 6] = ["--etcd-ca", &ca, "--etcd-cert", &cert, "--etcd-key", &key];
+    let pins = PinDir::new("fleet-serve-tls");
+    let flows = pin(&pins, "flows");
+    support::create_map(&flows, "hash", 4, 8, 64, "flows");
+    let follow = format!("flows=etcds://{}/fleet/flows", etcd.endpoint());
+    let mut extra = vec!["--follow", &follow];
+    extra.extend(tls);
+    let _server = Server::start_with(&pins, &[map_arg("flows", &flows)], &extra);
+    let mut put = tls.to_vec();
+    put.extend(["put", "03000000", "0300000000000000"]);
+    let (ok, _, stderr) = fleet_cli(&etcd, &put);
+    assert!(ok, "{stderr}");
+    wait_dump(
+        &flows,
+        &BTreeMap::from([(3u32.to_le_bytes().to_vec(), 3u64.to_le_bytes().to_vec())]),
+    );
+    // an etcds:// follow without a CA: refused before any map is opened
+    let out = mapsync()
+        .args(["serve", "--map", "/nonexistent", "--follow", &follow])
+        .output()
+        .expect("run mapsync");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--follow with etcds:// needs --etcd-ca"),
         "{stderr}"
     );
 }

@@ -107,13 +107,19 @@ pub struct FollowArgs {
     /// value; see ARCHITECTURE.md, "Fleet"); repeatable.
     #[arg(
         long = "follow",
-        value_name = "MAP=etcd://HOST:PORT[,HOST:PORT]/PREFIX"
+        value_name = "MAP=etcd[s]://HOST:PORT[,HOST:PORT]/PREFIX"
     )]
     pub follows: Vec<String>,
     /// Seconds between checks of each followed map against etcd (local
     /// writes by others are reverted then).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub follow_reconcile: f64,
+    /// A followed map whose local writes win: not reverted by the
+    /// reconcile (repeatable).
+    #[arg(long, value_name = "MAP")]
+    pub follow_local_wins: Vec<String>,
+    #[command(flatten)]
+    pub report: super::fleet_report::ReportArgs,
 }
 
 impl FollowArgs {
@@ -123,25 +129,39 @@ impl FollowArgs {
             .ok()
             .filter(|every| !every.is_zero())
             .context("--follow-reconcile must be a number of seconds above 0")?;
-        self.follows
+        self.report.node()?;
+        let mut configs = self
+            .follows
             .iter()
             .map(|spec| {
                 let mut config = mapsync_fleet::parse_follow(spec)?;
                 config.reconcile_every = every;
+                config.local_wins = self.follow_local_wins.contains(&config.map);
                 Ok(config)
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.report.tls.apply(&mut configs)?;
+        if let Some(map) = self
+            .follow_local_wins
+            .iter()
+            .find(|map| !configs.iter().any(|c| &c.map == *map))
+        {
+            anyhow::bail!("--follow-local-wins {map}: no --follow names that map");
+        }
+        Ok(configs)
     }
 
-    /// Starts one follower task per config, each in its own span; the maps
-    /// must be mirrored.
+    /// Starts one follower task per config, each in its own span, and the
+    /// status reporter (when following); the maps must be mirrored.
     pub fn spawn(
         configs: Vec<mapsync_fleet::FollowConfig>,
+        report: &super::fleet_report::ReportArgs,
         sync: &MapSync,
     ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         use tracing::Instrument;
         let snapshot = sync.store().snapshot();
-        configs
+        let mut reporter = report.reporter(&configs, sync.store())?;
+        let mut tasks: Vec<_> = configs
             .into_iter()
             .map(|config| {
                 anyhow::ensure!(
@@ -151,11 +171,17 @@ impl FollowArgs {
                 );
                 let span = tracing::info_span!("follow", map = %config.map, prefix = %config.prefix);
                 tracing::info!(map = %config.map, endpoints = ?config.endpoints, prefix = %config.prefix, "following etcd");
+                let (map, prefix) = (config.map.clone(), config.prefix.clone());
                 let follower =
                     mapsync_fleet::Follower::new(config, sync.store().clone(), sync.commands());
+                if let Some(reporter) = reporter.as_mut() {
+                    reporter.add(&map, &prefix, follower.stats());
+                }
                 Ok(tokio::spawn(follower.run().instrument(span)))
             })
-            .collect()
+            .collect::<anyhow::Result<_>>()?;
+        tasks.extend(reporter.map(super::fleet_report::spawn));
+        Ok(tasks)
     }
 }
 
@@ -372,7 +398,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let followers = FollowArgs::spawn(follows, &sync)?;
+    let followers = FollowArgs::spawn(follows, &args.follow.report, &sync)?;
     let policy = args.write_policy.policy();
     if authz.has_policy() {
         tracing::info!(

@@ -39,6 +39,10 @@ pub const COMMAND_QUEUE: usize = 64;
 /// `--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
 
+/// Most ops in one [`Command::Batch`]: a whole etcd transaction (or a
+/// follower's relist difference) as one revision, bounded.
+pub const MAX_BATCH_OPS: usize = 65_536;
+
 /// What a caller asks the kernel task to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -57,6 +61,11 @@ pub enum Command {
     Txn(Txn),
     /// Replace (or merge into) the whole set of a switchable map atomically.
     Apply(Apply),
+    /// Unconditional ops on plain maps, up to [`MAX_BATCH_OPS`], published
+    /// as one revision (a [`Txn`] without compares and without the
+    /// [`MAX_TXN_OPS`] limit; for internal writers such as the fleet
+    /// follower, not exposed over gRPC).
+    Batch(Vec<WriteOp>),
 }
 
 /// How a put treats an existing key: the kernel's `BPF_ANY`, `BPF_NOEXIST`,
@@ -456,6 +465,12 @@ impl CommandHandle {
     /// Runs a transaction; `succeeded` says which branch ran.
     pub async fn txn(&self, txn: Txn) -> Result<Outcome, CommandError> {
         self.call(Command::Txn(txn)).await
+    }
+
+    /// Runs up to [`MAX_BATCH_OPS`] unconditional ops as one revision (all
+    /// or nothing, like a [`Txn`]'s branch).
+    pub async fn batch(&self, ops: Vec<WriteOp>) -> Result<Outcome, CommandError> {
+        self.call(Command::Batch(ops)).await
     }
 
     /// Switches a switchable map to a new set in one atomic update.

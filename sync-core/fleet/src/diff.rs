@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use mapsync_core::MapView;
-use mapsync_core::control::{Delete, MAX_TXN_OPS, Put, Txn, WriteOp};
+use mapsync_core::control::{Apply, ApplyMode, Delete, MAX_BATCH_OPS, Put, WriteOp};
 
 /// What etcd says for some keys: `Some(value)` present, `None` absent.
 pub type Desired = BTreeMap<Bytes, Option<Bytes>>;
@@ -37,19 +37,36 @@ pub fn difference(map: &str, view: &MapView, desired: &Desired, full: bool) -> V
     ops
 }
 
-/// The ops as write requests of at most [`MAX_TXN_OPS`] ops each: one
-/// mapsync revision per request, so a difference larger than that is
-/// several revisions.
-pub fn into_txns(ops: Vec<WriteOp>) -> Vec<Txn> {
-    let mut txns = Vec::new();
+/// The ops as write requests of at most [`MAX_BATCH_OPS`] ops each (one
+/// [`Command::Batch`](mapsync_core::control::Command::Batch), one mapsync
+/// revision, per request): an etcd txn is far below that (etcd's
+/// `--max-txn-ops`), only a relist difference larger than it is several
+/// revisions.
+pub fn into_batches(ops: Vec<WriteOp>) -> Vec<Vec<WriteOp>> {
+    let mut batches = Vec::new();
     let mut ops = ops.into_iter().peekable();
     while ops.peek().is_some() {
-        txns.push(Txn {
-            success: ops.by_ref().take(MAX_TXN_OPS).collect(),
-            ..Txn::default()
-        });
+        batches.push(ops.by_ref().take(MAX_BATCH_OPS).collect());
     }
-    txns
+    batches
+}
+
+/// The ops as one merge [`Apply`] of a switchable map: one atomic switch,
+/// whatever their number.
+pub fn into_apply(map: &str, ops: Vec<WriteOp>) -> Apply {
+    let entries = ops
+        .into_iter()
+        .map(|op| match op {
+            WriteOp::Put(put) => (put.key, Some(put.value)),
+            WriteOp::Delete(delete) => (delete.key, None),
+        })
+        .collect();
+    Apply {
+        map: map.to_owned(),
+        mode: ApplyMode::Merge,
+        entries,
+        expect_version: None,
+    }
 }
 
 #[cfg(test)]
@@ -93,12 +110,25 @@ mod tests {
     }
 
     #[test]
-    fn a_large_difference_is_cut_into_requests_of_at_most_max_txn_ops() {
-        let ops: Vec<WriteOp> = (0..300u32)
+    fn a_large_difference_is_cut_into_batches_and_a_switchable_one_is_one_merge() {
+        let ops: Vec<WriteOp> = (0..(MAX_BATCH_OPS as u32 + 5))
             .map(|i| WriteOp::Delete(Delete::new("m", i.to_le_bytes().to_vec())))
             .collect();
-        let sizes: Vec<usize> = into_txns(ops).iter().map(|t| t.success.len()).collect();
-        assert_eq!(sizes, vec![128, 128, 44]);
-        assert!(into_txns(Vec::new()).is_empty());
+        let sizes: Vec<usize> = into_batches(ops).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![MAX_BATCH_OPS, 5]);
+        assert!(into_batches(Vec::new()).is_empty());
+        let apply = into_apply(
+            "s",
+            vec![
+                WriteOp::Put(Put::new("s", b(&[1]), b(&[7]))),
+                WriteOp::Delete(Delete::new("s", b(&[2]))),
+            ],
+        );
+        assert_eq!(apply.mode, ApplyMode::Merge);
+        assert_eq!(apply.expect_version, None);
+        assert_eq!(
+            apply.entries,
+            vec![(b(&[1]), Some(b(&[7]))), (b(&[2]), None)]
+        );
     }
 }

@@ -9,10 +9,21 @@
 //! applies the difference, deletions included. Every `reconcile_every` it
 //! lists the prefix *at the applied revision* and writes back whatever the
 //! map holds that etcd does not say: local writes by others are reverted
-//! and counted. A difference of more than [`MAX_TXN_OPS`] ops is several
-//! mapsync revisions.
+//! and counted (unless the map is local-wins: [`FollowConfig::local_wins`]).
 //!
-//! [`MAX_TXN_OPS`]: mapsync_core::control::MAX_TXN_OPS
+//! Atomicity: the changes of one etcd revision are never split: a watch
+//! response (whole revisions; several when the follower lags) is one
+//! request (up to [`MAX_BATCH_OPS`] keys), so readers never see part of an
+//! etcd txn (of up to `MAX_BATCH_OPS` ops). On a plain
+//! map that is one [`Command::Batch`] (one mapsync revision, up to
+//! [`MAX_BATCH_OPS`] ops, far above etcd's `--max-txn-ops`); on a
+//! switchable map (`--switch`) one merge [`Command::Apply`] of the changed
+//! keys (one atomic switch, any size). A relist's difference is one Apply
+//! too; on a plain map it is several revisions only past `MAX_BATCH_OPS`.
+//!
+//! [`Command::Batch`]: mapsync_core::control::Command::Batch
+//! [`Command::Apply`]: mapsync_core::control::Command::Apply
+//! [`MAX_BATCH_OPS`]: mapsync_core::control::MAX_BATCH_OPS
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -21,13 +32,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
-use mapsync_core::control::{CommandHandle, WriteOp};
+use mapsync_core::control::{CommandHandle, MAX_BATCH_OPS};
 use mapsync_core::ratelimit::LogLimiter;
 use mapsync_core::{CommandError, Store};
 use rand::Rng;
 use tracing::{info, warn};
 
-use crate::diff::{Desired, difference, into_txns};
+use crate::connect::{EtcdTls, connect};
+use crate::diff::{Desired, difference, into_apply, into_batches};
 use crate::layout::Layout;
 
 /// Most undecodable etcd keys remembered (each is logged once).
@@ -48,6 +60,12 @@ pub struct FollowConfig {
     pub backoff_min: Duration,
     /// Longest wait after errors.
     pub backoff_max: Duration,
+    /// TLS to etcd (`etcds://`); `None`: plain text.
+    pub tls: Option<EtcdTls>,
+    /// Local writes win: no periodic reconcile reverts them (etcd's
+    /// changes are still applied as they come, and a relist, at start or
+    /// after a compaction, still makes the map etcd's state).
+    pub local_wins: bool,
 }
 
 impl FollowConfig {
@@ -60,6 +78,8 @@ impl FollowConfig {
             reconcile_every: Duration::from_secs(30),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            tls: None,
+            local_wins: false,
         }
     }
 }
@@ -195,7 +215,7 @@ impl Follower {
 
     async fn follow(&mut self) -> Result<std::convert::Infallible, FollowError> {
         let layout = self.layout()?;
-        let mut client = Client::connect(&self.config.endpoints, None).await?;
+        let mut client = connect(&self.config.endpoints, self.config.tls.as_ref()).await?;
         if self.relist_needed {
             let (revision, _) = self.relist(&mut client, &layout, None).await?;
             self.stats.relists.fetch_add(1, Ordering::Relaxed);
@@ -211,9 +231,10 @@ impl Follower {
             .await?;
         let mut reconcile = tokio::time::interval(self.config.reconcile_every);
         reconcile.tick().await;
+        let reconciles = !self.config.local_wins;
         loop {
             tokio::select! {
-                _ = reconcile.tick() => {
+                _ = reconcile.tick(), if reconciles => {
                     let at = self.stats.applied_revision();
                     match self.relist(&mut client, &layout, Some(at)).await {
                         Ok((_, reverted)) => {
@@ -271,7 +292,8 @@ impl Follower {
         Ok((revision, written))
     }
 
-    /// Applies watch events, one write request per etcd revision.
+    /// Applies the events of one watch response (whole etcd revisions) as
+    /// one write request.
     async fn apply_events(
         &mut self,
         layout: &Layout,
@@ -299,24 +321,50 @@ impl Follower {
                 }
             }
         }
+        // whole revisions merged into requests of at most MAX_BATCH_OPS
+        // keys (later revisions overwrite earlier ones' keys): every etcd
+        // txn lands whole, and a follower that lags catches up in few
+        // requests
+        let mut merged = Desired::new();
+        let mut last = 0;
         for (revision, desired) in by_revision {
-            self.write(&desired, false).await?;
-            self.stats.applied.fetch_max(revision, Ordering::AcqRel);
+            if !merged.is_empty() && merged.len() + desired.len() > MAX_BATCH_OPS {
+                self.write(&std::mem::take(&mut merged), false).await?;
+                self.stats.applied.fetch_max(last, Ordering::AcqRel);
+            }
+            merged.extend(desired);
+            last = revision;
+        }
+        if last > 0 {
+            self.write(&merged, false).await?;
+            self.stats.applied.fetch_max(last, Ordering::AcqRel);
         }
         Ok(())
     }
 
     async fn write(&self, desired: &Desired, full: bool) -> Result<usize, FollowError> {
-        let ops: Vec<WriteOp> = {
+        let (ops, switchable) = {
             let snapshot = self.store.snapshot();
             let view = snapshot
                 .map(&self.config.map)
                 .ok_or_else(|| FollowError::UnknownMap(self.config.map.clone()))?;
-            difference(&self.config.map, view, desired, full)
+            (
+                difference(&self.config.map, view, desired, full),
+                view.info().switchable,
+            )
         };
         let written = ops.len();
-        for txn in into_txns(ops) {
-            self.commands.txn(txn).await?;
+        if written == 0 {
+            return Ok(0);
+        }
+        if switchable {
+            self.commands
+                .apply(into_apply(&self.config.map, ops))
+                .await?;
+        } else {
+            for batch in into_batches(ops) {
+                self.commands.batch(batch).await?;
+            }
         }
         Ok(written)
     }

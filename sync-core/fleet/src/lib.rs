@@ -10,12 +10,23 @@
 //! This crate depends on the mirror's write contract only: never on the
 //! kernel crate or aya (`scripts/check-deps.sh`).
 
+pub mod apply;
+pub mod connect;
 pub mod diff;
 pub mod follower;
 pub mod layout;
+pub mod reporter;
 pub mod spec;
+pub mod status;
 
-pub use diff::{Desired, difference, into_txns};
+pub use apply::{ETCD_DEFAULT_MAX_TXN_OPS, SetFileError, SetMode, parse_hex_set, plan_set};
+pub use connect::{EtcdTls, TlsFileError, connect};
+pub use diff::{Desired, difference, into_apply, into_batches};
 pub use follower::{FollowConfig, FollowError, FollowStats, Follower};
 pub use layout::{Layout, Undecodable};
+pub use reporter::{ReportConfig, ReportError, Reporter};
 pub use spec::{SpecError, parse_follow};
+pub use status::{
+    DEFAULT_STATUS_PREFIX, FleetStatus, MapStatus, NodeRow, NodeStatus, StatusError, StatusLayout,
+    fleet_status,
+};

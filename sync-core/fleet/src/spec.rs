@@ -1,17 +1,19 @@
-//! The `--follow MAP=etcd://HOST:PORT[,HOST:PORT]/PREFIX` argument.
+//! The `--follow MAP=etcd[s]://HOST:PORT[,HOST:PORT]/PREFIX` argument
+//! (`etcds://`: TLS, see [`crate::EtcdTls`]).
 
 use crate::follower::FollowConfig;
 
 /// Why a follow spec does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad follow spec `{spec}`: {why} (want MAP=etcd://HOST:PORT[,HOST:PORT]/PREFIX)")]
+#[error("bad follow spec `{spec}`: {why} (want MAP=etcd[s]://HOST:PORT[,HOST:PORT]/PREFIX)")]
 pub struct SpecError {
     spec: String,
     why: &'static str,
 }
 
-/// Parses `MAP=etcd://HOST:PORT[,HOST:PORT]/PREFIX` into a config with the
-/// default timings.
+/// Parses `MAP=etcd[s]://HOST:PORT[,HOST:PORT]/PREFIX` into a config with
+/// the default timings; `etcds://` sets an empty [`crate::EtcdTls`] for the
+/// caller to fill with the CA (and client identity).
 pub fn parse_follow(spec: &str) -> Result<FollowConfig, SpecError> {
     let bad = |why| SpecError {
         spec: spec.to_owned(),
@@ -21,9 +23,11 @@ pub fn parse_follow(spec: &str) -> Result<FollowConfig, SpecError> {
     if map.is_empty() {
         return Err(bad("empty map name"));
     }
-    let rest = url
-        .strip_prefix("etcd://")
-        .ok_or_else(|| bad("the URL must start with etcd://"))?;
+    let (rest, tls) = match (url.strip_prefix("etcd://"), url.strip_prefix("etcds://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(bad("the URL must start with etcd:// or etcds://")),
+    };
     let (hosts, prefix) = rest.split_once('/').ok_or_else(|| bad("no /PREFIX"))?;
     if prefix.trim_matches('/').is_empty() {
         return Err(bad("empty prefix"));
@@ -35,7 +39,9 @@ pub fn parse_follow(spec: &str) -> Result<FollowConfig, SpecError> {
     }) {
         return Err(bad("each endpoint must be HOST:PORT"));
     }
-    Ok(FollowConfig::new(map, endpoints, prefix))
+    let mut config = FollowConfig::new(map, endpoints, prefix);
+    config.tls = tls.then(crate::EtcdTls::default);
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -48,10 +54,16 @@ mod tests {
         assert_eq!(cfg.map, "flows");
         assert_eq!(cfg.endpoints, vec!["10.0.0.1:2379", "10.0.0.2:2379"]);
         assert_eq!(cfg.prefix, "fleet/flows");
+        assert!(cfg.tls.is_none());
+        let tls = parse_follow("flows=etcds://h:1/p").expect("ok");
+        assert_eq!(tls.tls, Some(crate::EtcdTls::default()));
         for (spec, why) in [
             ("flows", "no MAP="),
             ("=etcd://h:1/p", "empty map name"),
-            ("m=http://h:1/p", "the URL must start with etcd://"),
+            (
+                "m=http://h:1/p",
+                "the URL must start with etcd:// or etcds://",
+            ),
             ("m=etcd://h:1", "no /PREFIX"),
             ("m=etcd://h:1/", "empty prefix"),
             ("m=etcd://h/p", "each endpoint must be HOST:PORT"),

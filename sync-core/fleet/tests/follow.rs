@@ -1,7 +1,9 @@
 //! The follower against a real etcd, a real kernel map and a real MapSync:
 //! the initial list, live puts and deletes, undecodable keys skipped and
 //! counted, a local bpftool write reverted at the next reconcile, and
-//! convergence (deletions included) after etcd was down and compacted.
+//! convergence (deletions included) after losing etcd (a proxy cut at a
+//! moment the test picks) across a compaction or not, and after etcd
+//! itself was down: every wait is on observable state, no fixed sleep.
 
 mod etcd;
 
@@ -9,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use etcd::proxy::Proxy;
 use etcd::{Etcd, require_etcd};
 use etcd_client::CompactionOptions;
 use mapsync_core::Store;
@@ -147,12 +150,26 @@ async fn follows_list_then_watch_skips_bad_keys_and_reverts_local_writes() {
     task.abort();
 }
 
+/// A follower of `pin`'s map through `proxy`, with a short backoff.
+fn follow_through(
+    proxy: &Proxy,
+    sync: &MapSync,
+) -> (tokio::task::JoinHandle<()>, std::sync::Arc<FollowStats>) {
+    let mut cfg = FollowConfig::new("flows", vec![proxy.endpoint()], "fleet/flows");
+    cfg.backoff_min = Duration::from_millis(50);
+    cfg.backoff_max = Duration::from_millis(500);
+    let follower = Follower::new(cfg, sync.store().clone(), sync.commands());
+    let stats = follower.stats();
+    (tokio::spawn(follower.run()), stats)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_etcd_was_down_and_compacted_the_follower_relists_and_misses_no_deletion() {
+async fn after_losing_etcd_across_a_compaction_the_follower_relists_and_misses_no_deletion() {
     if !support::require_kernel() || !require_etcd() {
         return;
     }
-    let mut etcd = Etcd::start().await;
+    let etcd = Etcd::start().await;
+    let proxy = Proxy::start(etcd.endpoint()).await;
     let mut client = etcd.client().await;
     let pins = PinDir::new("fleet-compact");
     let pin = pins.join("flows");
@@ -165,12 +182,7 @@ async fn after_etcd_was_down_and_compacted_the_follower_relists_and_misses_no_de
     }
     let sync = start(&pins, &pin).await;
     let store = sync.store().clone();
-    // a long fixed backoff: etcd is back, written and compacted before the
-    // follower reconnects
-    let (task, stats) = follow(&etcd, &sync, |c| {
-        c.backoff_min = Duration::from_secs(16);
-        c.backoff_max = Duration::from_secs(16);
-    });
+    let (task, stats) = follow_through(&proxy, &sync);
     converged(
         &store,
         &pin,
@@ -179,10 +191,10 @@ async fn after_etcd_was_down_and_compacted_the_follower_relists_and_misses_no_de
     .await;
     assert_eq!(stats.relists(), 1);
 
-    etcd.stop();
+    // the node loses etcd; meanwhile keys are deleted and the history
+    // that held the deletions is compacted away
+    proxy.cut();
     wait_until("the follower noticed", WAIT, || stats.errors() >= 1).await;
-    etcd.resume().await;
-    let mut client = etcd.client().await;
     client.delete(key(2), None).await.expect("delete");
     client.delete(key(4), None).await.expect("delete");
     let put = client
@@ -194,15 +206,9 @@ async fn after_etcd_was_down_and_compacted_the_follower_relists_and_misses_no_de
         .compact(revision, Some(CompactionOptions::new().with_physical()))
         .await
         .expect("compact");
+    proxy.restore();
 
-    // two backoffs: the reconnect, then the relist after the compacted watch
-    converged_within(
-        Duration::from_secs(60),
-        &store,
-        &pin,
-        &entries(&[(1, 1), (3, 3), (5, 5), (6, 6)]),
-    )
-    .await;
+    converged(&store, &pin, &entries(&[(1, 1), (3, 3), (5, 5), (6, 6)])).await;
     wait_until("the applied revision is etcd's", WAIT, || {
         stats.applied_revision() == revision
     })
@@ -216,11 +222,12 @@ async fn after_etcd_was_down_and_compacted_the_follower_relists_and_misses_no_de
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_etcd_was_down_the_follower_resumes_its_watch_and_misses_no_deletion() {
+async fn after_losing_etcd_the_follower_resumes_its_watch_and_misses_no_deletion() {
     if !support::require_kernel() || !require_etcd() {
         return;
     }
-    let mut etcd = Etcd::start().await;
+    let etcd = Etcd::start().await;
+    let proxy = Proxy::start(etcd.endpoint()).await;
     let mut client = etcd.client().await;
     let pins = PinDir::new("fleet-resume");
     let pin = pins.join("flows");
@@ -233,18 +240,14 @@ async fn after_etcd_was_down_the_follower_resumes_its_watch_and_misses_no_deleti
     }
     let sync = start(&pins, &pin).await;
     let store = sync.store().clone();
-    let (task, stats) = follow(&etcd, &sync, |c| {
-        c.backoff_min = Duration::from_secs(8);
-        c.backoff_max = Duration::from_secs(8);
-    });
+    let (task, stats) = follow_through(&proxy, &sync);
     converged(&store, &pin, &entries(&[(1, 1), (2, 2), (3, 3)])).await;
 
-    etcd.stop();
+    proxy.cut();
     wait_until("the follower noticed", WAIT, || stats.errors() >= 1).await;
-    etcd.resume().await;
-    let mut client = etcd.client().await;
     let deleted = client.delete(key(2), None).await.expect("delete");
     let revision = deleted.header().expect("header").revision();
+    proxy.restore();
     converged(&store, &pin, &entries(&[(1, 1), (3, 3)])).await;
     wait_until("the applied revision is etcd's", WAIT, || {
         stats.applied_revision() == revision
@@ -254,6 +257,79 @@ async fn after_etcd_was_down_the_follower_resumes_its_watch_and_misses_no_deleti
         stats.relists(),
         1,
         "resumed from the applied revision, no relist"
+    );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_etcd_itself_was_down_the_follower_converges() {
+    if !support::require_kernel() || !require_etcd() {
+        return;
+    }
+    let mut etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let pins = PinDir::new("fleet-etcd-down");
+    let pin = pins.join("flows");
+    support::create_map(&pin, "hash", 4, 8, 64, "flows");
+    client
+        .put(key(1), 1u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    let sync = start(&pins, &pin).await;
+    let store = sync.store().clone();
+    let (task, stats) = follow(&etcd, &sync, |c| {
+        c.backoff_min = Duration::from_millis(50);
+        c.backoff_max = Duration::from_millis(500);
+    });
+    converged(&store, &pin, &entries(&[(1, 1)])).await;
+    etcd.stop();
+    wait_until("the follower noticed", WAIT, || stats.errors() >= 1).await;
+    etcd.resume().await;
+    let mut client = etcd.client().await;
+    client.delete(key(1), None).await.expect("delete");
+    client
+        .put(key(2), 2u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    converged(&store, &pin, &entries(&[(2, 2)])).await;
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_wins_map_keeps_local_writes_and_still_applies_etcd() {
+    if !support::require_kernel() || !require_etcd() {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let pins = PinDir::new("fleet-local-wins");
+    let pin = pins.join("flows");
+    support::create_map(&pin, "hash", 4, 8, 64, "flows");
+    client
+        .put(key(1), 1u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    let sync = start(&pins, &pin).await;
+    let store = sync.store().clone();
+    let (task, stats) = follow(&etcd, &sync, |c| {
+        c.reconcile_every = Duration::from_millis(300);
+        c.local_wins = true;
+    });
+    converged(&store, &pin, &entries(&[(1, 1)])).await;
+    support::update(&pin, &1u32.to_le_bytes(), &7u64.to_le_bytes()).expect("local write");
+    support::update(&pin, &5u32.to_le_bytes(), &5u64.to_le_bytes()).expect("local write");
+    client
+        .put(key(2), 2u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    converged(&store, &pin, &entries(&[(1, 7), (2, 2), (5, 5)])).await;
+    // several reconcile periods: nothing is reverted
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stats.reverted(), 0);
+    assert_eq!(
+        support::dump(&pin),
+        entries(&[(1, 7), (2, 2), (5, 5)]),
+        "the local writes stayed"
     );
     task.abort();
 }

@@ -4,7 +4,7 @@
 //! at which its result is visible.
 //!
 //! Served: [`Command::Resync`] here; [`Command::Put`], [`Command::Delete`]
-//! and [`Command::Txn`] on plain maps in `write.rs`. [`Command::Apply`]
+//! [`Command::Txn`] and [`Command::Batch`] on plain maps in `write.rs`. [`Command::Apply`]
 //! (switchable maps) answers [`CommandError::Unsupported`] until it is
 //! served.
 
@@ -21,6 +21,7 @@ impl Ingest {
         let Request { command, reply } = request;
         match &command {
             // bounded: an apply may carry a whole set
+            Command::Batch(ops) => tracing::debug!(ops = ops.len(), "command: batch"),
             Command::Apply(apply) => tracing::debug!(
                 map = %apply.map, mode = ?apply.mode, entries = apply.entries.len(),
                 expect_version = ?apply.expect_version, "command: apply"
@@ -32,6 +33,7 @@ impl Ingest {
             Command::Put(put) => self.put(put),
             Command::Delete(delete) => self.delete(delete),
             Command::Txn(txn) => self.txn(txn),
+            Command::Batch(ops) => self.batch(ops),
             Command::Apply(apply) => self.apply(apply),
             other => Ok(Err(CommandError::Unsupported {
                 command: format!("{other:?}"),

@@ -1,7 +1,9 @@
 //! The kernel task's write path on plain (non-switchable) maps:
 //! [`Command::Put`](mapsync_core::control::Command::Put),
 //! [`Command::Delete`](mapsync_core::control::Command::Delete) and
-//! [`Command::Txn`](mapsync_core::control::Command::Txn).
+//! [`Command::Txn`](mapsync_core::control::Command::Txn) and
+//! [`Command::Batch`](mapsync_core::control::Command::Batch) (a Txn's one
+//! branch without compares, up to [`MAX_BATCH_OPS`] ops).
 //!
 //! Every request takes the same steps, all on the ingest thread:
 //! 1. **Validation**, before any syscall: the map is known and not
@@ -41,7 +43,7 @@ mod ops;
 mod plan;
 
 use mapsync_core::control::{
-    CommandError, Delete, MAX_TXN_OPS, Outcome, Put, PutMode, Txn, WriteOp,
+    CommandError, Delete, MAX_BATCH_OPS, MAX_TXN_OPS, Outcome, Put, PutMode, Txn, WriteOp,
 };
 
 use crate::error::KernelError;
@@ -111,6 +113,14 @@ impl Ingest {
         let maps = maps.join(",");
         let ops = txn.success.len().max(txn.failure.len());
         self.traced("txn", &maps, ops, |ingest| ingest.txn_inner(txn))
+    }
+
+    /// Serves [`Command::Batch`](mapsync_core::control::Command::Batch).
+    pub(crate) fn batch(&mut self, ops: Vec<WriteOp>) -> Reply {
+        let maps: std::collections::BTreeSet<&str> = ops.iter().map(WriteOp::map).collect();
+        let maps = maps.into_iter().collect::<Vec<_>>().join(",");
+        let count = ops.len();
+        self.traced("batch", &maps, count, |ingest| ingest.batch_inner(ops))
     }
 
     /// Runs one write request inside its span and records the outcome.
@@ -211,6 +221,25 @@ impl Ingest {
             .collect();
         drop(snapshot);
         self.write(ops, previous, true, held)
+    }
+
+    fn batch_inner(&mut self, ops: Vec<WriteOp>) -> Result<Outcome, Failure> {
+        if ops.len() > MAX_BATCH_OPS {
+            return Err(invalid(format!(
+                "ops: {} entries, a Batch takes at most {MAX_BATCH_OPS}",
+                ops.len()
+            ))
+            .into());
+        }
+        let ops = self.plan_branch(ops, "ops")?;
+        self.catch_up()?;
+        let snapshot = self.writer.store().snapshot();
+        let previous = ops
+            .iter()
+            .map(|op| previous_of(&snapshot, &op.map, &op.key))
+            .collect();
+        drop(snapshot);
+        self.write(ops, previous, true, true)
     }
 
     /// Makes the mirror reflect every write completed before now: the ring

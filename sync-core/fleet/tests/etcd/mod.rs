@@ -6,6 +6,8 @@
 // each test crate uses a part of it
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,7 +32,65 @@ pub struct Etcd {
     data: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    extra: Vec<String>,
+    tls: Option<TlsCerts>,
     child: Option<Child>,
+}
+
+/// Certificates of a TLS etcd (made with rcgen): a CA, etcd's server
+/// certificate for 127.0.0.1, and a client certificate etcd requires.
+#[derive(Debug)]
+pub struct TlsCerts {
+    dir: tempfile::TempDir,
+}
+
+impl TlsCerts {
+    fn make() -> Self {
+        let dir = tempfile::tempdir().expect("cert dir");
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::new()).expect("params");
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "test etcd CA");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("ca");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let write = |name: &str, pem: String| {
+            std::fs::write(dir.path().join(name), pem).expect("write pem");
+        };
+        write("ca.pem", ca_cert.pem());
+        for (name, sans) in [
+            (
+                "server",
+                vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+            ),
+            ("client", vec!["mapsync".to_owned()]),
+        ] {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(sans).expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.signed_by(&key, &issuer).expect("sign");
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}-key.pem"), key.serialize_pem());
+        }
+        Self { dir }
+    }
+
+    /// A PEM file: `ca.pem`, `server.pem`, `server-key.pem`, `client.pem`,
+    /// `client-key.pem`.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The client side: the CA and the client identity.
+    pub fn client_tls(&self) -> mapsync_fleet::EtcdTls {
+        mapsync_fleet::EtcdTls::from_files(
+            Some(&self.path("ca.pem")),
+            Some((&self.path("client.pem"), &self.path("client-key.pem"))),
+        )
+        .expect("read the client's PEM files")
+    }
 }
 
 fn free_port() -> u16 {
@@ -43,14 +103,51 @@ fn free_port() -> u16 {
 impl Etcd {
     /// Starts a fresh etcd and waits (up to 30 s) until it answers.
     pub async fn start() -> Etcd {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Etcd::start`] with extra etcd flags (kept across restarts), e.g.
+    /// `--max-txn-ops 20000` for transactions above etcd's default 128 ops.
+    pub async fn start_with(extra: &[&str]) -> Etcd {
         let mut etcd = Etcd {
             data: tempfile::tempdir().expect("etcd data dir"),
             client_port: free_port(),
             peer_port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: None,
             child: None,
         };
         etcd.resume().await;
         etcd
+    }
+
+    /// A fresh etcd serving clients over TLS only, with
+    /// `--client-cert-auth` (see [`Etcd::certs`]).
+    pub async fn start_tls() -> Etcd {
+        let certs = TlsCerts::make();
+        let mut etcd = Etcd {
+            data: tempfile::tempdir().expect("etcd data dir"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            extra: vec![
+                "--cert-file".into(),
+                certs.path("server.pem").display().to_string(),
+                "--key-file".into(),
+                certs.path("server-key.pem").display().to_string(),
+                "--trusted-ca-file".into(),
+                certs.path("ca.pem").display().to_string(),
+                "--client-cert-auth".into(),
+            ],
+            tls: Some(certs),
+            child: None,
+        };
+        etcd.resume().await;
+        etcd
+    }
+
+    /// The certificates of a TLS etcd.
+    pub fn certs(&self) -> &TlsCerts {
+        self.tls.as_ref().expect("a TLS etcd")
     }
 
     /// `HOST:PORT` of the client endpoint.
@@ -60,9 +157,12 @@ impl Etcd {
 
     /// A connected client.
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([self.endpoint()], None)
-            .await
-            .expect("connect to etcd")
+        self.connect().await.expect("connect to etcd")
+    }
+
+    async fn connect(&self) -> Result<etcd_client::Client, etcd_client::Error> {
+        let tls = self.tls.as_ref().map(TlsCerts::client_tls);
+        mapsync_fleet::connect(&[self.endpoint()], tls.as_ref()).await
     }
 
     /// Kills etcd (SIGKILL); its data stays for [`Etcd::resume`].
@@ -76,7 +176,8 @@ impl Etcd {
     /// Starts etcd again on the same ports and data; waits until it answers.
     pub async fn resume(&mut self) {
         assert!(self.child.is_none(), "etcd already running");
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.data.path().join("etcd.log")).expect("etcd log");
         let child = Command::new("etcd")
@@ -95,6 +196,7 @@ impl Etcd {
                 &peer,
             ])
             .args(["--initial-cluster", &format!("test={peer}")])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -104,7 +206,7 @@ impl Etcd {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = async {
-                let mut c = etcd_client::Client::connect([self.endpoint()], None).await?;
+                let mut c = self.connect().await?;
                 c.status().await
             };
             match tokio::time::timeout(Duration::from_secs(2), ready).await {
