@@ -8,7 +8,8 @@
 //! share this process and its cores, so events/s are lower bounds. Not a
 //! timed test: prints a table.
 //!
-//! `cargo bench -p mapsync-grpc --bench fanout` (about two minutes).
+//! `cargo bench -p mapsync-grpc --bench fanout` (about two minutes; `--
+//! idle` for the idle-memory figure alone).
 //!
 //! Flat out, the writer applies batches of 100 changes as fast as it can but
 //! keeps the slowest watcher within a lag bound (mapsync: `MAX_LAG` = 4,096
@@ -85,7 +86,9 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("fanout bench, load average before: {}", load.trim());
     let mut rows = Vec::new();
-    for watchers in [1usize, 100, 1000] {
+    // `idle` as an argument: only the idle-memory figure
+    let only_idle = std::env::args().any(|arg| arg == "idle");
+    for watchers in [1usize, 100, 1000].into_iter().filter(|_| !only_idle) {
         for (mode, name) in [
             (Mode::FlatOut, "flat out"),
             (Mode::Paced(100_000), "paced 100k/s"),
