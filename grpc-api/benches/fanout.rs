@@ -15,7 +15,8 @@
 //! keeps the slowest watcher within a lag bound (mapsync: `MAX_LAG` = 4,096
 //! revisions of 100 events, so that no watcher falls out of the change log;
 //! the hub: 3/4 of its 4,096-event ring), so flat-out latency is mostly
-//! queueing and only the events/s compare.
+//! queueing and only the events/s compare; `-- same-lag` bounds mapsync by
+//! the hub's 3,072 events (30 revisions) instead, so both queue alike.
 //!
 //! Idle memory: 1,000 watches created and left idle, the heap's net growth
 //! (a counting global allocator, `fanout/memory.rs`) divided by 1,000, for
@@ -239,6 +240,10 @@ impl Server {
     /// Most revisions the slowest watcher may be behind, flat out.
     fn max_lag(&self) -> u64 {
         match self.feed {
+            // `same-lag`: the hub's bound in events (100 events a revision)
+            Feed::Mapsync { .. } if std::env::args().any(|arg| arg == "same-lag") => {
+                hub::HUB_SLOTS as u64 * 3 / 4 / 100
+            }
             Feed::Mapsync { .. } => MAX_LAG,
             Feed::Hub { .. } => hub::HUB_SLOTS as u64 * 3 / 4,
         }
