@@ -1,15 +1,27 @@
 //! Watch fan-out on loopback: events/s delivered and p50/p99 latency (write
 //! applied -> event decoded by the client) at 1, 100 and 1000 watchers, each
 //! on its own Watch stream (100 streams per connection), flat out and paced
-//! at ~100k deliveries/s. Client and server share this process and its
-//! cores, so events/s are lower bounds. Not a timed test: prints a table.
+//! at ~100k deliveries/s; then the memory an idle watch holds. Every row is
+//! measured twice in the same run: against mapsync's server and against a
+//! **bare tonic broadcast hub** (`fanout/hub.rs`) serving the same method to
+//! the same generated client, and printed with the ratio. Client and server
+//! share this process and its cores, so events/s are lower bounds. Not a
+//! timed test: prints a table.
 //!
-//! `cargo bench -p mapsync-grpc --bench fanout` (about a minute).
+//! `cargo bench -p mapsync-grpc --bench fanout` (about two minutes; `--
+//! idle` for the idle-memory figure alone).
 //!
 //! Flat out, the writer applies batches of 100 changes as fast as it can but
-//! keeps the slowest watcher within `MAX_LAG` (4,096) revisions, so that no watcher
-//! falls out of the change log (which would measure compaction, not
-//! delivery): flat-out latency is then mostly queueing.
+//! keeps the slowest watcher within a lag bound (mapsync: `MAX_LAG` = 4,096
+//! revisions of 100 events, so that no watcher falls out of the change log;
+//! the hub: 3/4 of its 4,096-event ring), so flat-out latency is mostly
+//! queueing and only the events/s compare; `-- same-lag` bounds mapsync by
+//! the hub's 3,072 events (30 revisions) instead, so both queue alike.
+//!
+//! Idle memory: 1,000 watches created and left idle, the heap's net growth
+//! (a counting global allocator, `fanout/memory.rs`) divided by 1,000, for
+//! the whole process (client and server) and for the server's threads alone
+//! (the server then runs on a runtime of its own).
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::sync::Arc;
@@ -24,18 +36,37 @@ use mapsync_grpc::server::{Listener, serve};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
+#[path = "fanout/hub.rs"]
+mod hub;
+#[path = "fanout/memory.rs"]
+mod memory;
+
+use hub::Hub;
+
+#[global_allocator]
+static ALLOCATOR: memory::Counting = memory::Counting;
+
 const RUN: Duration = Duration::from_secs(4);
 const WARMUP: Duration = Duration::from_millis(500);
 const MAX_LAG: u64 = 4_096;
 const STREAMS_PER_CONNECTION: usize = 100;
 const VALUE_BYTES: usize = 64;
 const SAMPLE_EVERY: u64 = 8;
+/// Watches opened for the idle-memory figure.
+const IDLE_WATCHES: usize = 1000;
 
 #[derive(Clone, Copy)]
 enum Mode {
     FlatOut,
     /// Total deliveries per second (events/s x watchers).
     Paced(u64),
+}
+
+/// Which server a run measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Mapsync,
+    BareHub,
 }
 
 struct Row {
@@ -53,32 +84,65 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("fanout bench, load average before: {}", load.trim());
     let mut rows = Vec::new();
-    for watchers in [1usize, 100, 1000] {
+    // `idle` as an argument: only the idle-memory figure
+    let only_idle = std::env::args().any(|arg| arg == "idle");
+    for watchers in [1usize, 100, 1000].into_iter().filter(|_| !only_idle) {
         for (mode, name) in [
             (Mode::FlatOut, "flat out"),
             (Mode::Paced(100_000), "paced 100k/s"),
         ] {
-            let row = runtime.block_on(run(watchers, mode, name));
-            println!(
-                "{:>8} watchers  {:<13} {:>10.0} writes/s {:>12.0} events/s delivered  p50 {:>8.2} ms  p99 {:>8.2} ms",
-                row.watchers,
-                row.mode,
-                row.writes_per_s,
-                row.delivered_per_s,
-                row.p50_ms,
-                row.p99_ms
-            );
-            rows.push(row);
+            let mapsync = runtime.block_on(run(watchers, mode, name, Target::Mapsync));
+            let bare = runtime.block_on(run(watchers, mode, name, Target::BareHub));
+            for (what, row) in [("mapsync", &mapsync), ("bare hub", &bare)] {
+                println!(
+                    "{:>8} watchers  {:<13} {what:<9} {:>10.0} writes/s {:>12.0} events/s delivered  p50 {:>8.2} ms  p99 {:>8.2} ms",
+                    row.watchers,
+                    row.mode,
+                    row.writes_per_s,
+                    row.delivered_per_s,
+                    row.p50_ms,
+                    row.p99_ms
+                );
+            }
+            rows.push((mapsync, bare));
         }
     }
+    let idle_mapsync = idle_memory(Target::Mapsync);
+    let idle_bare = idle_memory(Target::BareHub);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average after: {}", load.trim());
     println!();
-    println!("| watchers | mode | writes/s | events/s delivered | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|");
-    for row in rows {
+    println!(
+        "| watchers | mode | mapsync events/s delivered | bare hub events/s | ratio | mapsync p50 / p99 ms | bare hub p50 / p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (row, bare) in rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} |",
-            row.watchers, row.mode, row.writes_per_s, row.delivered_per_s, row.p50_ms, row.p99_ms
+            "| {} | {} | {:.0} | {:.0} | {:.0}% | {:.2} / {:.2} | {:.2} / {:.2} |",
+            row.watchers,
+            row.mode,
+            row.delivered_per_s,
+            bare.delivered_per_s,
+            100.0 * row.delivered_per_s / bare.delivered_per_s,
+            row.p50_ms,
+            row.p99_ms,
+            bare.p50_ms,
+            bare.p99_ms
+        );
+    }
+    println!();
+    println!(
+        "| idle watches x{IDLE_WATCHES} | heap per watch, whole process | server threads only |"
+    );
+    println!("|---|---|---|");
+    for (what, (whole, server)) in [("mapsync", idle_mapsync), ("bare hub", idle_bare)] {
+        println!(
+            "| {what} | {:.1} KiB | {:.1} KiB |",
+            whole / 1024.0,
+            server / 1024.0
         );
     }
 }
@@ -105,38 +169,156 @@ fn value(started: Instant) -> Bytes {
     value.into()
 }
 
-async fn run(watchers: usize, mode: Mode, name: &'static str) -> Row {
-    let (store, mut writer) = Store::new(LogLimits {
-        max_events: 100_000,
-        max_bytes: 256 << 20,
-    });
-    writer.add_map(info(), Vec::new(), 0);
-    writer.set_ready();
-    let listener = Listener::bind("127.0.0.1:0").await.expect("bind");
-    let endpoint = format!("http://{}", listener.endpoint());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, store.clone(), async {
-        let _ = stopped.await;
-    }));
+/// A server under test, started on the current runtime.
+struct Server {
+    endpoint: String,
+    epoch: u64,
+    /// What the writer feeds: the store's writer or the hub.
+    feed: Feed,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
 
-    let started = Instant::now();
-    let delivered = Arc::new(AtomicU64::new(0));
-    let positions: Arc<Vec<AtomicU64>> =
-        Arc::new((0..watchers).map(|_| AtomicU64::new(0)).collect());
-    let measuring = Arc::new(AtomicU64::new(0));
-    let (samples_tx, mut samples_rx) = mpsc::unbounded_channel::<Vec<u64>>();
+enum Feed {
+    Mapsync {
+        store: Store,
+        writer: mapsync_core::Publisher,
+    },
+    Hub {
+        hub: Hub,
+        /// The last event's revision (one per event).
+        revision: u64,
+    },
+}
+
+impl Server {
+    async fn start(target: Target) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        match target {
+            Target::Mapsync => {
+                let (store, mut writer) = Store::new(LogLimits {
+                    max_events: 100_000,
+                    max_bytes: 256 << 20,
+                });
+                writer.add_map(info(), Vec::new(), 0);
+                writer.set_ready();
+                let listener = Listener::bind("127.0.0.1:0").await.expect("bind");
+                let endpoint = format!("http://{}", listener.endpoint());
+                let served = serve(listener, store.clone(), shutdown);
+                let task = tokio::spawn(async move {
+                    let _ = served.await;
+                });
+                Self {
+                    endpoint,
+                    epoch: store.epoch().0,
+                    feed: Feed::Mapsync { store, writer },
+                    stop,
+                    task,
+                }
+            }
+            Target::BareHub => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+                let hub = Hub::new();
+                let task = tokio::spawn(hub::serve_hub(hub.clone(), listener, shutdown));
+                Self {
+                    endpoint,
+                    epoch: 1,
+                    feed: Feed::Hub { hub, revision: 0 },
+                    stop,
+                    task,
+                }
+            }
+        }
+    }
+
+    /// Most revisions the slowest watcher may be behind, flat out.
+    fn max_lag(&self) -> u64 {
+        match self.feed {
+            // `same-lag`: the hub's bound in events (100 events a revision)
+            Feed::Mapsync { .. } if std::env::args().any(|arg| arg == "same-lag") => {
+                hub::HUB_SLOTS as u64 * 3 / 4 / 100
+            }
+            Feed::Mapsync { .. } => MAX_LAG,
+            Feed::Hub { .. } => hub::HUB_SLOTS as u64 * 3 / 4,
+        }
+    }
+
+    /// Writes `count` puts stamped with the time since `started`; returns
+    /// the last revision.
+    fn write(&mut self, count: u32, n: &mut u32, started: Instant) -> u64 {
+        let mut next_key = || {
+            *n = n.wrapping_add(1);
+            (*n % 1024).to_be_bytes()
+        };
+        match &mut self.feed {
+            Feed::Mapsync { writer, .. } => {
+                let changes: Vec<_> = (0..count)
+                    .map(|_| {
+                        Change::put(
+                            "flows",
+                            next_key().to_vec(),
+                            value(started),
+                            EventSource::Trace,
+                            2,
+                        )
+                    })
+                    .collect();
+                writer.apply(changes)
+            }
+            Feed::Hub { hub, revision } => {
+                for _ in 0..count {
+                    *revision += 1;
+                    hub.publish(pb::Event {
+                        revision: *revision,
+                        map: "flows".into(),
+                        op: pb::Op::Put as i32,
+                        key: Bytes::copy_from_slice(&next_key()),
+                        value: value(started),
+                        ..Default::default()
+                    });
+                }
+                *revision
+            }
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        if let Feed::Mapsync { store, .. } = self.feed {
+            drop(store);
+        }
+    }
+}
+
+/// Opens `count` watches of the map from revision 1, each on its own
+/// stream, 100 streams per connection, and waits for each `Created`.
+async fn open_watches(
+    endpoint: &str,
+    epoch: u64,
+    count: usize,
+) -> (
+    Vec<mpsc::Sender<pb::WatchRequest>>,
+    Vec<tonic::Streaming<pb::WatchResponse>>,
+) {
     let mut channels = Vec::new();
-    for _ in 0..watchers.div_ceil(STREAMS_PER_CONNECTION) {
-        let channel = Channel::from_shared(endpoint.clone())
+    for _ in 0..count.div_ceil(STREAMS_PER_CONNECTION) {
+        let channel = Channel::from_shared(endpoint.to_owned())
             .expect("uri")
             .connect()
             .await
             .expect("connect");
         channels.push(channel);
     }
-    let mut readers = Vec::new();
-    let mut request_senders = Vec::new();
-    for index in 0..watchers {
+    let mut senders = Vec::new();
+    let mut streams = Vec::new();
+    for index in 0..count {
         let mut client = MapSyncClient::new(channels[index / STREAMS_PER_CONNECTION].clone());
         let (requests, rx) = mpsc::channel(4);
         requests
@@ -144,7 +326,7 @@ async fn run(watchers: usize, mode: Mode, name: &'static str) -> Row {
                 request: Some(Req::Create(pb::WatchCreateRequest {
                     maps: vec!["flows".into()],
                     start_revision: 1,
-                    epoch: store.epoch().0,
+                    epoch,
                     ..Default::default()
                 })),
             })
@@ -162,7 +344,23 @@ async fn run(watchers: usize, mode: Mode, name: &'static str) -> Row {
             })) => {}
             other => panic!("expected Created, got {other:?}"),
         }
-        request_senders.push(requests);
+        senders.push(requests);
+        streams.push(responses);
+    }
+    (senders, streams)
+}
+
+async fn run(watchers: usize, mode: Mode, name: &'static str, target: Target) -> Row {
+    let mut server = Server::start(target).await;
+    let started = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let positions: Arc<Vec<AtomicU64>> =
+        Arc::new((0..watchers).map(|_| AtomicU64::new(0)).collect());
+    let measuring = Arc::new(AtomicU64::new(0));
+    let (samples_tx, mut samples_rx) = mpsc::unbounded_channel::<Vec<u64>>();
+    let (request_senders, streams) = open_watches(&server.endpoint, server.epoch, watchers).await;
+    let mut readers = Vec::new();
+    for (index, mut responses) in streams.into_iter().enumerate() {
         let delivered = delivered.clone();
         let positions = positions.clone();
         let measuring = measuring.clone();
@@ -203,6 +401,7 @@ async fn run(watchers: usize, mode: Mode, name: &'static str) -> Row {
     let mut n = 0u32;
     let mut measure_start = None;
     let mut paced_next = Instant::now();
+    let max_lag = server.max_lag();
     loop {
         let elapsed = run_started.elapsed();
         if elapsed >= WARMUP && measure_start.is_none() {
@@ -220,7 +419,7 @@ async fn run(watchers: usize, mode: Mode, name: &'static str) -> Row {
                     .map(|p| p.load(Ordering::Relaxed))
                     .min()
                     .unwrap_or(0);
-                if revision.saturating_sub(slowest) > MAX_LAG {
+                if revision.saturating_sub(slowest) > max_lag {
                     tokio::time::sleep(Duration::from_micros(200)).await;
                     continue;
                 }
@@ -239,19 +438,7 @@ async fn run(watchers: usize, mode: Mode, name: &'static str) -> Row {
                 per_tick
             }
         };
-        let changes: Vec<_> = (0..batch)
-            .map(|_| {
-                n = n.wrapping_add(1);
-                Change::put(
-                    "flows",
-                    (n % 1024).to_be_bytes().to_vec(),
-                    value(started),
-                    EventSource::Trace,
-                    2,
-                )
-            })
-            .collect();
-        revision = writer.apply(changes);
+        revision = server.write(batch, &mut n, started);
         if measure_start.is_some() {
             written_measured += u64::from(batch);
         }
@@ -261,8 +448,13 @@ async fn run(watchers: usize, mode: Mode, name: &'static str) -> Row {
     measuring.store(0, Ordering::Relaxed);
     let delivered = delivered.load(Ordering::Relaxed) as f64;
     drop(request_senders);
-    let _ = stop.send(());
-    let _ = server.await;
+    if let Feed::Hub { hub, .. } = &server.feed {
+        let skipped = hub.skipped.load(Ordering::Relaxed);
+        if skipped > 0 {
+            println!("  (bare hub: receivers skipped {skipped} events behind the ring)");
+        }
+    }
+    server.stop().await;
     for reader in readers {
         let _ = reader.await;
     }
@@ -278,7 +470,6 @@ async fn run(watchers: usize, mode: Mode, name: &'static str) -> Row {
         let index = ((samples.len() - 1) as f64 * q) as usize;
         samples[index] as f64 / 1e6
     };
-    drop(store);
     Row {
         watchers,
         mode: name,
@@ -287,4 +478,42 @@ async fn run(watchers: usize, mode: Mode, name: &'static str) -> Row {
         p50_ms: quantile(0.50),
         p99_ms: quantile(0.99),
     }
+}
+
+/// Heap bytes per idle watch (whole process, server threads): the server
+/// on a runtime of its own whose threads are marked, the clients on a
+/// second one.
+fn idle_memory(target: Target) -> (f64, f64) {
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(memory::mark_server_thread)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let server = server_runtime.block_on(async {
+        // spawned, so the server's state is made on its threads
+        tokio::spawn(Server::start(target)).await.expect("start")
+    });
+    let settle = || std::thread::sleep(Duration::from_millis(500));
+    // one watch first, so one-off state (connection pools, tables) is not counted
+    let (first_senders, first_streams) =
+        client_runtime.block_on(open_watches(&server.endpoint, server.epoch, 1));
+    settle();
+    let (whole_before, server_before) = memory::live_bytes();
+    let (senders, streams) =
+        client_runtime.block_on(open_watches(&server.endpoint, server.epoch, IDLE_WATCHES));
+    settle();
+    let (whole_after, server_after) = memory::live_bytes();
+    drop((senders, streams, first_senders, first_streams));
+    server_runtime.block_on(server.stop());
+    let per = |after: i64, before: i64| (after - before) as f64 / IDLE_WATCHES as f64;
+    (
+        per(whole_after, whole_before),
+        per(server_after, server_before),
+    )
 }

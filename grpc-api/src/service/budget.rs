@@ -24,6 +24,10 @@ pub struct ServerBudget {
     /// The bytes charged, over all streams (kept in the stats for metrics).
     stats: Arc<WatchStats>,
     room: Notify,
+    /// Charges waiting for room on any stream: a release wakes them only
+    /// when there are some (`Notify::notify_waiters` takes a lock, and every
+    /// message sent releases a charge).
+    waiting: AtomicUsize,
 }
 
 impl ServerBudget {
@@ -33,6 +37,7 @@ impl ServerBudget {
             limit,
             stats,
             room: Notify::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -54,6 +59,27 @@ pub(super) struct StreamBudget {
     limit: usize,
     used: AtomicUsize,
     room: Notify,
+    /// Charges of this stream waiting for room.
+    waiting: AtomicUsize,
+}
+
+/// Counts one waiting charge in a stream's and the server's `waiting`
+/// while it lives.
+struct Waiting<'a>(&'a StreamBudget);
+
+impl<'a> Waiting<'a> {
+    fn new(budget: &'a StreamBudget) -> Self {
+        budget.waiting.fetch_add(1, Ordering::SeqCst);
+        budget.server.waiting.fetch_add(1, Ordering::SeqCst);
+        Self(budget)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.server.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Bytes charged to a stream and the server; released when dropped (when
@@ -77,6 +103,7 @@ impl StreamBudget {
             limit,
             used: AtomicUsize::new(0),
             room: Notify::new(),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -93,6 +120,10 @@ impl StreamBudget {
         if let Some(charge) = self.try_charge(bytes) {
             return charge;
         }
+        // counted before the wakeups are enabled and the room re-checked: a
+        // release either sees the count (and wakes us) or happened before
+        // the re-check (which then finds its room)
+        let _waiting = Waiting::new(self);
         loop {
             let stream_room = self.room.notified();
             let server_room = self.server.room.notified();
@@ -113,7 +144,7 @@ impl StreamBudget {
         let limit = self.limit;
         let before = self
             .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
                 (used == 0 || used.saturating_add(bytes) <= limit).then(|| used + bytes)
             })
             .ok()?;
@@ -122,7 +153,7 @@ impl StreamBudget {
         let server =
             self.server
                 .counter()
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
                     (first || used.saturating_add(bytes) <= server_limit).then(|| used + bytes)
                 });
         if server.is_err() {
@@ -139,10 +170,14 @@ impl StreamBudget {
     }
 
     fn release(&self, bytes: usize) {
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
-        self.server.counter().fetch_sub(bytes, Ordering::AcqRel);
-        self.room.notify_waiters();
-        self.server.room.notify_waiters();
+        self.used.fetch_sub(bytes, Ordering::SeqCst);
+        self.server.counter().fetch_sub(bytes, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
+        }
+        if self.server.waiting.load(Ordering::SeqCst) > 0 {
+            self.server.room.notify_waiters();
+        }
     }
 }
 

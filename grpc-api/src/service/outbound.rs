@@ -108,7 +108,9 @@ impl Drop for Admitted {
     }
 }
 
-/// A queued message, with what it is charged and counted.
+/// A queued message, with what it is charged and counted. The queue holds
+/// it boxed: tokio's channel allocates its slots in blocks of 32 up front,
+/// so an idle stream's queue costs 32 pointers rather than 32 messages.
 struct Queued {
     message: Result<pb::WatchResponse, Status>,
     _charge: Option<Charge>,
@@ -133,7 +135,7 @@ impl CountedMessage {
 /// The sending side of one stream's queue.
 #[derive(Debug, Clone)]
 pub(super) struct Outbound {
-    tx: mpsc::Sender<Queued>,
+    tx: mpsc::Sender<Box<Queued>>,
     budget: Arc<StreamBudget>,
     stats: Arc<WatchStats>,
     /// The status the stream ends with once every sender is gone and the
@@ -184,11 +186,11 @@ impl Outbound {
         };
         let charge = self.budget.charge(message.encoded_len()).await;
         let permit = self.tx.reserve().await.map_err(|_| ())?;
-        permit.send(Queued {
+        permit.send(Box::new(Queued {
             message: Ok(message),
             _charge: Some(charge),
             _counted: CountedMessage::new(&self.stats),
-        });
+        }));
         Ok(())
     }
 
@@ -214,7 +216,7 @@ impl Outbound {
 /// ending status if one was set.
 #[derive(Debug)]
 pub struct WatchStream {
-    rx: mpsc::Receiver<Queued>,
+    rx: mpsc::Receiver<Box<Queued>>,
     ending: Arc<Mutex<Option<Status>>>,
     ended: bool,
 }

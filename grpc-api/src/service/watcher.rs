@@ -123,18 +123,20 @@ impl Watcher {
                 }
                 _ = self.out.closed() => return Ended::Finished,
                 _ = self.progress.notified() => {
-                    if let Err(ended) = self.send_progress().await {
+                    if let Err(ended) = Box::pin(self.send_progress()).await {
                         return ended;
                     }
                 }
                 _ = tick => {
-                    if let Err(ended) = self.send_progress().await {
+                    if let Err(ended) = Box::pin(self.send_progress()).await {
                         return ended;
                     }
                 }
                 item = self.subscription.next() => {
                     let result = match item {
-                        Some(Ok(batch)) => self.send_batch(batch).await,
+                        // boxed: the sending state is large and short-lived, and an
+                        // idle watch should not carry its room in its task
+                        Some(Ok(batch)) => Box::pin(self.send_batch(batch)).await,
                         Some(Err(error)) => {
                             let complete = self.subscription.position();
                             let canceled = RequestError::from(error).watch_canceled(complete);

@@ -18,6 +18,12 @@
 //!     paced 200 us / 1 ms apart;
 //!   - one demo program run (emit source), back to back.
 //!
+//! Every figure is printed beside the same figure for a **bare ring
+//! consumer** (`ingest/bare.rs`: reads and counts records, nothing else) fed
+//! by the same producer in the same run, and the ratio of the two; the
+//! throughput runs also count the process's allocations per event (a
+//! counting global allocator, `ingest/alloc.rs`).
+//!
 //! Criterion does not fit latency distributions, so this is a plain
 //! `harness = false` program. Run (root, bpffs mounted):
 //! `cargo bench -p mapsync-kernel --bench ingest` (about 20 s). Without
@@ -37,10 +43,21 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use mapsync_core::{Store, SubscribeFilter, WatchBatch};
-use mapsync_kernel::{DemoWriter, open, sys};
+use mapsync_ebpf::abi;
+use mapsync_kernel::{Capture, DemoWriter, open, sys};
 use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
 use mapsync_test_support::{self as support, PinDir};
 use tokio::runtime::Runtime;
+
+#[path = "ingest/alloc.rs"]
+mod alloc;
+#[path = "ingest/bare.rs"]
+mod bare;
+
+use bare::BareConsumer;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// Events per producer call (packets per test run, elements per batch).
 const CHUNK: u32 = 4096;
@@ -133,24 +150,52 @@ impl Watcher {
     fn received(&self) -> u64 {
         self.received.load(Ordering::Acquire)
     }
+}
 
-    fn drain_arrivals(&self) {
+/// Where a latency run waits for each write to arrive.
+trait Arrivals {
+    /// Turns timestamps on or off (dropping stale ones).
+    fn stamp(&self, on: bool);
+    /// The arrival time of the next event.
+    fn next_arrival(&self) -> Instant;
+}
+
+impl Arrivals for Watcher {
+    fn stamp(&self, on: bool) {
+        self.timestamps.store(on, Ordering::Relaxed);
         // anything timestamped before this sample is not its event
         while self.arrivals.try_recv().is_ok() {}
+    }
+
+    fn next_arrival(&self) -> Instant {
+        self.arrivals
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the write's event arrives")
+    }
+}
+
+impl Arrivals for BareConsumer {
+    fn stamp(&self, on: bool) {
+        BareConsumer::stamp(self, on);
+    }
+
+    fn next_arrival(&self) -> Instant {
+        BareConsumer::next_arrival(self)
     }
 }
 
 /// Runs `produce` (which makes exactly `CHUNK` events per call) until
 /// `delivered()` (events that reached the point measured) has grown by
 /// `total`, never letting the producer run more than `WINDOW` ahead.
-/// Returns events/s.
+/// Returns events/s and allocations per event (whole process).
 fn throughput(
     total: u64,
     what: &str,
     delivered: impl Fn() -> u64,
     mut produce: impl FnMut(u64),
-) -> f64 {
+) -> Rate {
     let base = delivered();
+    let allocations = alloc::allocations();
     let started = Instant::now();
     let mut produced = 0;
     let mut call = 0;
@@ -171,19 +216,79 @@ fn throughput(
         );
         std::thread::sleep(POLL);
     }
-    produced as f64 / started.elapsed().as_secs_f64()
+    Rate {
+        per_second: produced as f64 / started.elapsed().as_secs_f64(),
+        allocations_per_event: (alloc::allocations() - allocations) as f64 / produced as f64,
+    }
+}
+
+/// What a throughput run measured.
+#[derive(Clone, Copy)]
+struct Rate {
+    per_second: f64,
+    allocations_per_event: f64,
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.3} M events/s, {:.2} allocs/event",
+            self.per_second / 1e6,
+            self.allocations_per_event
+        )
+    }
+}
+
+/// One row of the table: mapsync's figure, the bare consumer's, and how
+/// the first compares with the second.
+struct Row {
+    what: String,
+    mapsync: String,
+    bare: String,
+    ratio: String,
+}
+
+impl Row {
+    fn rate(what: String, mapsync: Rate, bare: Rate, note: String) -> Self {
+        Self {
+            what,
+            mapsync: format!("{mapsync} ({note})"),
+            bare: bare.to_string(),
+            ratio: format!(
+                "{:.0}% of bare",
+                100.0 * mapsync.per_second / bare.per_second
+            ),
+        }
+    }
+
+    fn latency(what: String, mapsync: Vec<Duration>, bare: Vec<Duration>) -> Self {
+        let p99 = |samples: &[Duration]| percentile(samples, 0.99);
+        let mut mapsync = mapsync;
+        let mut bare = bare;
+        mapsync.sort_unstable();
+        bare.sort_unstable();
+        Self {
+            what,
+            ratio: format!(
+                "p99 {:.2}x bare",
+                p99(&mapsync).as_secs_f64() / p99(&bare).as_secs_f64()
+            ),
+            mapsync: percentiles(&mapsync),
+            bare: percentiles(&bare),
+        }
+    }
 }
 
 /// Latency of `samples` single writes, each followed by waiting for its
 /// event; `pause` between samples.
 fn latency(
-    watcher: &Watcher,
+    watcher: &impl Arrivals,
     samples: usize,
     pause: Duration,
     mut write: impl FnMut(u64),
 ) -> Vec<Duration> {
-    watcher.timestamps.store(true, Ordering::Relaxed);
-    watcher.drain_arrivals();
+    watcher.stamp(true);
     let mut latencies = Vec::with_capacity(samples);
     for i in 0..samples as u64 {
         if !pause.is_zero() {
@@ -191,22 +296,22 @@ fn latency(
         }
         let before = Instant::now();
         write(i);
-        let arrived = watcher
-            .arrivals
-            .recv_timeout(Duration::from_secs(5))
-            .expect("the write's event arrives");
+        let arrived = watcher.next_arrival();
         latencies.push(arrived.saturating_duration_since(before));
     }
-    watcher.timestamps.store(false, Ordering::Relaxed);
+    watcher.stamp(false);
     latencies
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> String {
-    samples.sort_unstable();
-    let at = |p: f64| {
-        let index = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[index].as_secs_f64() * 1e6
-    };
+/// The `p` quantile of sorted `samples`.
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let index = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+    samples[index]
+}
+
+/// p50/p90/p99/max of sorted `samples`.
+fn percentiles(samples: &[Duration]) -> String {
+    let at = |p: f64| percentile(samples, p).as_secs_f64() * 1e6;
     format!(
         "p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, max {:.0} us (n={})",
         at(0.50),
@@ -236,6 +341,184 @@ fn loss_note(sync: &MapSync) -> String {
     )
 }
 
+/// The bare reference's ring: a capture object of its own (its own pin
+/// directory, so its ring is not the mirror's) and its consumer.
+fn bare_capture(pins: &PinDir) -> (std::path::PathBuf, Capture, BareConsumer) {
+    let capture_dir = pins.join("bare-capture");
+    let (capture, ring) =
+        Capture::load(&capture_dir, abi::RINGBUF_BYTES).expect("load the bare capture");
+    (capture_dir, capture, BareConsumer::start(ring))
+}
+
+/// The emit path: the demo XDP program through `mapsync_update()`.
+fn emit_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
+    let pins = PinDir::new("bench-ingest-emit");
+    let packets = |demo: &mut DemoWriter, call: u64| {
+        let source = Ipv4Addr::new(10, 1, (call / 256 % 256) as u8, (call % 256) as u8);
+        demo.count(source, 64, CHUNK).expect("demo test run");
+    };
+    let one_packet = |demo: &mut DemoWriter, i: u64| {
+        demo.count(Ipv4Addr::from(0x0a02_0000 + i as u32), 64, 1)
+            .expect("demo test run");
+    };
+    let (bare_rate, bare_latency) = {
+        let (capture_dir, _capture, bare) = bare_capture(&pins);
+        let mut demo = DemoWriter::load(&capture_dir).expect("load the demo program");
+        let rate = throughput(
+            sizes.emit_events,
+            "bare emit",
+            || bare.received(),
+            |call| packets(&mut demo, call),
+        );
+        let samples = latency(&bare, sizes.latency_samples, Duration::ZERO, |i| {
+            one_packet(&mut demo, i)
+        });
+        (rate, samples)
+    };
+
+    let capture = pins.join("capture");
+    let mut demo = DemoWriter::load(&capture).expect("load the demo program");
+    let sync = start_sync(runtime, &capture, MapSpec::id(Some("pkts"), demo.map_id()));
+    let store = sync.store().clone();
+    let rate = throughput(
+        sizes.emit_events,
+        "emit",
+        || store.revision(),
+        |call| packets(&mut demo, call),
+    );
+    rows.push(Row::rate(
+        format!("throughput, emit (demo XDP test run x{CHUNK}) -> store, no subscriber"),
+        rate,
+        bare_rate,
+        loss_note(&sync),
+    ));
+    let watcher = Watcher::start(runtime, &store, "pkts");
+    let rate = throughput(
+        sizes.emit_events,
+        "emit",
+        || watcher.received(),
+        |call| packets(&mut demo, call),
+    );
+    rows.push(Row::rate(
+        format!("throughput, emit (demo XDP test run x{CHUNK}) -> subscription"),
+        rate,
+        bare_rate,
+        loss_note(&sync),
+    ));
+    let samples = latency(&watcher, sizes.latency_samples, Duration::ZERO, |i| {
+        one_packet(&mut demo, i)
+    });
+    rows.push(Row::latency(
+        "write-to-watch, emit (1 demo test run), back to back".into(),
+        samples,
+        bare_latency,
+    ));
+    runtime
+        .block_on(sync.shutdown())
+        .expect("the sync shuts down cleanly");
+}
+
+/// The syscall-trace path: update syscalls on an 8/16 hash.
+fn trace_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
+    let pins = PinDir::new("bench-ingest-trace");
+    let pin = pins.join("flows");
+    support::create_map(&pin, "hash", 8, 16, 100_000, "flows");
+    let map = open::open(&MapSpec::pin(None, &pin)).expect("open the new map");
+    let batches: Vec<(Vec<u8>, Vec<u8>)> = (0..16u64)
+        .map(|b| {
+            let ids = (0..u64::from(CHUNK)).map(|i| b * u64::from(CHUNK) + i);
+            (
+                ids.clone().flat_map(key).collect(),
+                ids.flat_map(value).collect(),
+            )
+        })
+        .collect();
+    let update_batch = |call: u64| {
+        let (keys, values) = &batches[call as usize % batches.len()];
+        let (done, result) = sys::update_batch(map.fd.as_fd(), keys, values, CHUNK);
+        result.expect("batch update");
+        assert_eq!(done, CHUNK, "whole batch processed");
+    };
+    let update = |i: u64| {
+        sys::update(map.fd.as_fd(), &key(i % LATENCY_KEYS), &value(i), 0).expect("update syscall");
+    };
+    let latency_runs = [
+        ("back to back", sizes.latency_samples, Duration::ZERO),
+        (
+            "paced 200 us apart",
+            sizes.paced_samples,
+            Duration::from_micros(200),
+        ),
+        (
+            "paced 1 ms apart",
+            sizes.paced_samples,
+            Duration::from_millis(1),
+        ),
+    ];
+
+    let (bare_rate, bare_latencies) = {
+        let (_dir, mut capture, bare) = bare_capture(&pins);
+        capture.watch(&map.info).expect("trace the map");
+        let rate = throughput(
+            sizes.trace_events,
+            "bare trace",
+            || bare.received(),
+            update_batch,
+        );
+        let samples: Vec<Vec<Duration>> = latency_runs
+            .iter()
+            .map(|&(_, samples, pause)| latency(&bare, samples, pause, update))
+            .collect();
+        (rate, samples)
+    };
+
+    let capture = pins.join("capture");
+    let sync = start_sync(runtime, &capture, MapSpec::pin(None, &pin));
+    let store = sync.store().clone();
+    let rate = throughput(
+        sizes.trace_events,
+        "trace",
+        || store.revision(),
+        update_batch,
+    );
+    rows.push(Row::rate(
+        format!("throughput, trace (BPF_MAP_UPDATE_BATCH x{CHUNK}) -> store, no subscriber"),
+        rate,
+        bare_rate,
+        loss_note(&sync),
+    ));
+    let watcher = Watcher::start(runtime, &store, "flows");
+    let rate = throughput(
+        sizes.trace_events,
+        "trace",
+        || watcher.received(),
+        update_batch,
+    );
+    rows.push(Row::rate(
+        format!("throughput, trace (BPF_MAP_UPDATE_BATCH x{CHUNK}) -> subscription"),
+        rate,
+        bare_rate,
+        loss_note(&sync),
+    ));
+    for ((label, samples, pause), bare) in latency_runs.into_iter().zip(bare_latencies) {
+        let samples = latency(&watcher, samples, pause, update);
+        rows.push(Row::latency(
+            format!("write-to-watch, trace (1 update syscall), {label}"),
+            samples,
+            bare,
+        ));
+    }
+    rows.push(Row {
+        what: "losses, trace run".into(),
+        mapsync: loss_note(&sync),
+        bare: String::new(),
+        ratio: String::new(),
+    });
+    runtime
+        .block_on(sync.shutdown())
+        .expect("the sync shuts down cleanly");
+}
+
 fn main() {
     if !support::require_kernel() {
         return;
@@ -255,123 +538,17 @@ fn main() {
         if full { "full" } else { "smoke" },
         load.trim()
     );
-    let mut rows: Vec<(String, String)> = Vec::new();
-
-    // emit: the demo XDP program through mapsync_update()
-    {
-        let pins = PinDir::new("bench-ingest-emit");
-        let capture = pins.join("capture");
-        let mut demo = DemoWriter::load(&capture).expect("load the demo program");
-        let sync = start_sync(&runtime, &capture, MapSpec::id(Some("pkts"), demo.map_id()));
-        let store = sync.store().clone();
-        let mut count = |call: u64| {
-            let source = Ipv4Addr::new(10, 1, (call / 256 % 256) as u8, (call % 256) as u8);
-            demo.count(source, 64, CHUNK).expect("demo test run");
-        };
-        let rate = throughput(sizes.emit_events, "emit", || store.revision(), &mut count);
-        rows.push((
-            format!("throughput, emit (demo XDP test run x{CHUNK}) -> store, no subscriber"),
-            format!("{:.3} M events/s ({})", rate / 1e6, loss_note(&sync)),
-        ));
-        let watcher = Watcher::start(&runtime, &store, "pkts");
-        let rate = throughput(sizes.emit_events, "emit", || watcher.received(), &mut count);
-        rows.push((
-            format!("throughput, emit (demo XDP test run x{CHUNK}) -> subscription"),
-            format!("{:.3} M events/s ({})", rate / 1e6, loss_note(&sync)),
-        ));
-        let samples = latency(&watcher, sizes.latency_samples, Duration::ZERO, |i| {
-            demo.count(Ipv4Addr::from(0x0a02_0000 + i as u32), 64, 1)
-                .expect("demo test run");
-        });
-        rows.push((
-            "write-to-watch, emit (1 demo test run), back to back".into(),
-            percentiles(samples),
-        ));
-        runtime
-            .block_on(sync.shutdown())
-            .expect("the sync shuts down cleanly");
-    }
-
-    // trace: update syscalls on an 8/16 hash
-    {
-        let pins = PinDir::new("bench-ingest-trace");
-        let capture = pins.join("capture");
-        let pin = pins.join("flows");
-        support::create_map(&pin, "hash", 8, 16, 100_000, "flows");
-        let map = open::open(&MapSpec::pin(None, &pin)).expect("open the new map");
-        let sync = start_sync(&runtime, &capture, MapSpec::pin(None, &pin));
-        let store = sync.store().clone();
-
-        let batches: Vec<(Vec<u8>, Vec<u8>)> = (0..16u64)
-            .map(|b| {
-                let ids = (0..u64::from(CHUNK)).map(|i| b * u64::from(CHUNK) + i);
-                (
-                    ids.clone().flat_map(key).collect(),
-                    ids.flat_map(value).collect(),
-                )
-            })
-            .collect();
-        let update_batch = |call: u64| {
-            let (keys, values) = &batches[call as usize % batches.len()];
-            let (done, result) = sys::update_batch(map.fd.as_fd(), keys, values, CHUNK);
-            result.expect("batch update");
-            assert_eq!(done, CHUNK, "whole batch processed");
-        };
-        let rate = throughput(
-            sizes.trace_events,
-            "trace",
-            || store.revision(),
-            update_batch,
-        );
-        rows.push((
-            format!("throughput, trace (BPF_MAP_UPDATE_BATCH x{CHUNK}) -> store, no subscriber"),
-            format!("{:.3} M events/s ({})", rate / 1e6, loss_note(&sync)),
-        ));
-        let watcher = Watcher::start(&runtime, &store, "flows");
-        let rate = throughput(
-            sizes.trace_events,
-            "trace",
-            || watcher.received(),
-            update_batch,
-        );
-        rows.push((
-            format!("throughput, trace (BPF_MAP_UPDATE_BATCH x{CHUNK}) -> subscription"),
-            format!("{:.3} M events/s ({})", rate / 1e6, loss_note(&sync)),
-        ));
-
-        let update = |i: u64| {
-            sys::update(map.fd.as_fd(), &key(i % LATENCY_KEYS), &value(i), 0)
-                .expect("update syscall");
-        };
-        for (label, samples, pause) in [
-            ("back to back", sizes.latency_samples, Duration::ZERO),
-            (
-                "paced 200 us apart",
-                sizes.paced_samples,
-                Duration::from_micros(200),
-            ),
-            (
-                "paced 1 ms apart",
-                sizes.paced_samples,
-                Duration::from_millis(1),
-            ),
-        ] {
-            let samples = latency(&watcher, samples, pause, update);
-            rows.push((
-                format!("write-to-watch, trace (1 update syscall), {label}"),
-                percentiles(samples),
-            ));
-        }
-        rows.push(("losses, trace run".into(), loss_note(&sync)));
-        runtime
-            .block_on(sync.shutdown())
-            .expect("the sync shuts down cleanly");
-    }
+    let mut rows = Vec::new();
+    emit_rows(&runtime, &sizes, &mut rows);
+    trace_rows(&runtime, &sizes, &mut rows);
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average after: {}", load.trim());
-    println!("\n| what | figure |\n|---|---|");
-    for (what, figure) in rows {
-        println!("| {what} | {figure} |");
+    println!("\n| what | mapsync | bare ring consumer, same producer | ratio |\n|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            row.what, row.mapsync, row.bare, row.ratio
+        );
     }
 }

@@ -128,8 +128,8 @@ fn check_decoded(bytes: &[u8], record: &Record) {
 /// What routing must satisfy for any record and map.
 fn check_routed(record: &Record, info: &MapInfo) {
     let name: Arc<str> = info.name.as_str().into();
-    assert_eq!(route(record, None), Action::Foreign);
-    match route(record, Some(MappedMap { name: &name, info })) {
+    assert_eq!(route(record.clone(), None), Action::Foreign);
+    match route(record.clone(), Some(MappedMap { name: &name, info })) {
         Action::Apply(change) => {
             assert_eq!(
                 change.key.len(),

@@ -101,6 +101,8 @@ pub(crate) struct Ingest {
     pub(crate) loss_log: LogLimiter,
     /// Records dropped and holes found since the last "records lost" line.
     pub(crate) lost_since_log: (u64, u64),
+    /// The write times of the batch being applied (kept for its capacity).
+    pub(crate) written_ns: Vec<u64>,
 }
 
 impl Ingest {
@@ -131,6 +133,7 @@ impl Ingest {
             pending_resyncs: HashSet::new(),
             loss_log: LogLimiter::default(),
             lost_since_log: (0, 0),
+            written_ns: Vec::new(),
         })
     }
 
@@ -261,18 +264,36 @@ impl Ingest {
     /// dumps, while writers may keep the ring busy).
     pub(crate) fn drain_until(&mut self, until_ns: u64) -> Result<Vec<Record>, KernelError> {
         let mut early = Vec::new();
+        self.drain_through(until_ns, Some(&mut early))?;
+        Ok(early)
+    }
+
+    /// [`Ingest::drain_until`], keeping the early records in `early` when
+    /// asked (copies: the applied records' buffers move into the store).
+    fn drain_through(
+        &mut self,
+        until_ns: u64,
+        mut early: Option<&mut Vec<Record>>,
+    ) -> Result<(), KernelError> {
         loop {
             let (records, more) = self.read_ring();
-            if !records.is_empty() {
-                self.handle(&records)?;
-            }
-            self.after_reset()?;
             let past = records
                 .last()
                 .is_none_or(|last| last.header.ts_ns > until_ns);
-            early.extend(records.into_iter().filter(|r| r.header.ts_ns <= until_ns));
+            if let Some(early) = early.as_deref_mut() {
+                early.extend(
+                    records
+                        .iter()
+                        .filter(|r| r.header.ts_ns <= until_ns)
+                        .cloned(),
+                );
+            }
+            if !records.is_empty() {
+                self.handle(records)?;
+            }
+            self.after_reset()?;
             if past || !more {
-                return Ok(early);
+                return Ok(());
             }
         }
     }
@@ -288,7 +309,7 @@ impl Ingest {
                 std::sync::atomic::Ordering::Relaxed,
             );
             if !records.is_empty() {
-                self.handle(&records)?;
+                self.handle(records)?;
             }
             self.after_reset()?;
             if !more {
@@ -298,7 +319,12 @@ impl Ingest {
         Ok(true)
     }
 
-    fn handle(&mut self, records: &[Record]) -> Result<(), KernelError> {
+    /// Routes and applies one batch of records (as one publish), then
+    /// re-reads the keys they could not say and notes the resyncs they ask.
+    fn handle(&mut self, records: Vec<Record>) -> Result<(), KernelError> {
+        let mut written_ns = std::mem::take(&mut self.written_ns);
+        written_ns.clear();
+        written_ns.extend(records.iter().map(|record| record.header.ts_ns));
         let mut changes = Vec::with_capacity(records.len());
         let mut reads = Vec::new();
         let mut resyncs = HashSet::new();
@@ -321,17 +347,15 @@ impl Ingest {
         self.stats
             .count_published(&self.writer.store().load(), before);
         let now_ns = sys::monotonic_ns();
-        self.stats.record_lags(
-            records
-                .iter()
-                .map(|record| now_ns.saturating_sub(record.header.ts_ns)),
-        );
-        if let Some(newest) = records.last() {
-            let lag = now_ns.saturating_sub(newest.header.ts_ns);
+        self.stats
+            .record_lags(written_ns.iter().map(|ts| now_ns.saturating_sub(*ts)));
+        if let Some(newest) = written_ns.last() {
+            let lag = now_ns.saturating_sub(*newest);
             self.stats
                 .last_lag_ns
                 .store(lag, std::sync::atomic::Ordering::Relaxed);
         }
+        self.written_ns = written_ns;
         self.read_keys(reads)?;
         // done by the loop after the drain: a resync drains the ring itself
         self.pending_resyncs.extend(resyncs);
@@ -352,7 +376,7 @@ impl Ingest {
     }
 
     /// What `record` asks for ([`route`]), counting foreign records.
-    fn action(&self, record: &Record) -> Action {
+    fn action(&self, record: Record) -> Action {
         let map = self.maps.get(&record.header.map_id).map(|map| MappedMap {
             name: &map.name,
             info: &map.info,
@@ -421,7 +445,7 @@ impl Ingest {
         // a record is stamped just after its write: give the producers of
         // writes the dump may have read the time to commit their records
         std::thread::sleep(DUMP_SETTLE);
-        self.drain_until(dump.ended_ns + DUMP_SETTLE.as_nanos() as u64)?;
+        self.drain_through(dump.ended_ns + DUMP_SETTLE.as_nanos() as u64, None)?;
         let drained = started.elapsed();
         let before = self.writer.store().revision();
         let after = self.writer.apply_dump(&name, dump, repair.source());

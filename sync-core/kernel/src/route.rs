@@ -51,8 +51,10 @@ pub(crate) enum Action {
 }
 
 /// Routes one record; `map` is the mirrored map of `record.header.map_id`,
-/// `None` when the map is not mirrored.
-pub(crate) fn route(record: &Record, map: Option<MappedMap<'_>>) -> Action {
+/// `None` when the map is not mirrored. The record is taken by value so
+/// that its key and value buffers move into the change: cloning a freshly
+/// copied `Bytes` would allocate a shared header for each.
+pub(crate) fn route(record: Record, map: Option<MappedMap<'_>>) -> Action {
     let Some(map) = map else {
         return Action::Foreign;
     };
@@ -66,7 +68,7 @@ pub(crate) fn route(record: &Record, map: Option<MappedMap<'_>>) -> Action {
         _ if record.key.len() != map.info.key_size as usize => Action::Resync { map_id },
         RecordOp::Delete => Action::Apply(Change {
             map: map.name.clone(),
-            key: record.key.clone(),
+            key: record.key,
             value: None,
             source,
             observed_ns: record.header.ts_ns,
@@ -80,14 +82,14 @@ pub(crate) fn route(record: &Record, map: Option<MappedMap<'_>>) -> Action {
         {
             Action::ReadKey {
                 map_id,
-                key: record.key.clone(),
+                key: record.key,
                 source,
             }
         }
         RecordOp::Put => Action::Apply(Change {
             map: map.name.clone(),
-            key: record.key.clone(),
-            value: Some(record.value.clone()),
+            key: record.key,
+            value: Some(record.value),
             source,
             observed_ns: record.header.ts_ns,
         }),
@@ -128,7 +130,7 @@ mod tests {
 
     fn route_in(info: &MapInfo, record: &Record) -> Action {
         let name: Arc<str> = info.name.as_str().into();
-        route(record, Some(MappedMap { name: &name, info }))
+        route(record.clone(), Some(MappedMap { name: &name, info }))
     }
 
     #[test]
@@ -191,7 +193,7 @@ mod tests {
     #[test]
     fn a_record_of_a_map_not_mirrored_is_foreign() {
         let put = record(RecordOp::Put, RecordSource::Trace, &[1, 0, 0, 0], &[7; 8]);
-        assert_eq!(route(&put, None), Action::Foreign);
+        assert_eq!(route(put.clone(), None), Action::Foreign);
     }
 
     #[test]
