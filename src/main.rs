@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod metrics;
-mod otlp;
 mod metrics_auth;
+mod otlp;
 
 /// Live user-space mirrors of BPF maps, with an ordered, resumable change stream over gRPC.
 #[derive(Parser, Debug)]

@@ -556,7 +556,13 @@ impl Ingest {
         for map_id in due {
             self.resync(map_id, Repair::Poll)?;
             if let Some(map) = self.maps.get_mut(&map_id) {
-                map.next_poll = map.poll_interval.map(|every| now + every);
+                // from the time it was due, so polls keep their period instead
+                // of slipping by the wake-up delay; a poll that fell a whole
+                // period behind starts over from now
+                map.next_poll = map.poll_interval.zip(map.next_poll).map(|(every, due)| {
+                    let next = due + every;
+                    if next > now { next } else { now + every }
+                });
             }
         }
         Ok(())
@@ -628,10 +634,17 @@ impl Ingest {
         // false once every command handle is gone
         let mut commands_open = true;
         loop {
+            // the poll source has its own timer: a poll interval shorter than
+            // the tick (or not a multiple of it) is kept
+            let next_poll = self.maps.values().filter_map(|map| map.next_poll).min();
+            let poll_timer = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                next_poll.unwrap_or_else(|| Instant::now() + TICK),
+            ));
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
                 _ = tick.tick() => self.on_tick()?,
+                _ = poll_timer, if next_poll.is_some() => self.poll_due(Instant::now())?,
                 _ = reconcile.tick(), if reconcile_every.is_some() => self.reconcile()?,
                 // one command per turn: a queue of them starves nothing else
                 request = commands.recv(), if commands_open => match request {

@@ -167,3 +167,49 @@ async fn values_changed_in_place_are_followed_by_the_poll_source_and_per_cpu_slo
     assert_eq!(slots(&store).iter().sum::<u64>(), 8);
     sync.shutdown().await.expect("clean shutdown");
 }
+
+/// A poll interval shorter than the ingest tick (100 ms) is kept: a value
+/// changing all the time is read back about every 25 ms, not once a tick.
+#[tokio::test]
+async fn a_poll_interval_shorter_than_the_tick_is_kept() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("poll-fast");
+    let capture = pins.join("capture");
+    let mut demo = DemoWriter::load(&capture).expect("load demo");
+    let source = Ipv4Addr::new(192, 0, 2, 10);
+    demo.count(source, 100, 1).expect("create the entry");
+    let sync = MapSync::start(SyncConfig {
+        maps: vec![MapSpec::id(Some("pkts"), demo.map_id()).polled(Duration::from_millis(25))],
+        pin_dir: capture,
+        reconcile_interval: None,
+        ..SyncConfig::default()
+    })
+    .await
+    .expect("start");
+    let store = sync.store().clone();
+    let mut sub = store
+        .subscribe(store.revision() + 1, SubscribeFilter::maps(["pkts"]))
+        .expect("subscribe");
+    // the value changes every ~2 ms for one second
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        demo.bump(source, 1).expect("in-place increment");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut polled = 0;
+    while let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+        if let Ok(WatchBatch::Events(events)) = batch {
+            polled += events
+                .iter()
+                .filter(|e| e.source == EventSource::Poll)
+                .count();
+        }
+    }
+    // 40 polls at 25 ms; once per 100 ms tick would give about 10
+    assert!(
+        polled >= 20,
+        "only {polled} polled changes in 1 s at a 25 ms poll interval"
+    );
+}
