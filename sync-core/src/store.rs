@@ -13,7 +13,7 @@ use crate::changelog::{ChangeLog, LogLimits};
 use crate::entries::Entries;
 use crate::event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 use crate::map_info::MapInfo;
-use crate::snapshot::{Entry, MapView, Snapshot};
+use crate::snapshot::{MapView, Snapshot};
 
 /// A handle on the mirror of every map one mapsync instance follows. Cheap to
 /// clone; all clones see the same data.
@@ -69,6 +69,8 @@ impl Store {
         };
         let writer = Publisher {
             store: store.clone(),
+            reclaimer: Reclaimer::start(),
+            merged: false,
         };
         (store, writer)
     }
@@ -128,14 +130,74 @@ impl Store {
         let _ = revisions.wait_for(|current| *current >= revision).await;
     }
 
-    fn publish(&self, snapshot: Snapshot) {
+    /// Publishes `snapshot` and returns the one it replaced (for the
+    /// writer to retire off its thread).
+    #[must_use = "the replaced snapshot goes to the reclaimer"]
+    fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
         let revision = snapshot.revision;
-        self.inner.current.store(Arc::new(snapshot));
+        let replaced = self.inner.current.swap(Arc::new(snapshot));
         self.inner.revision.send_if_modified(|current| {
             let advanced = *current != revision;
             *current = revision;
             advanced
         });
+        replaced
+    }
+}
+
+/// What the writer hands to the reclaimer thread to drop.
+#[derive(Debug)]
+enum Retired {
+    Snapshots(#[allow(dead_code, reason = "held only to be dropped")] Vec<Arc<Snapshot>>),
+    Dump(#[allow(dead_code, reason = "held only to be dropped")] Vec<(Bytes, Bytes, u64)>),
+}
+
+/// Most batches queued for the reclaimer; past it the writer drops them
+/// itself (slower, never unbounded).
+const RECLAIM_QUEUE: usize = 64;
+/// Replaced snapshots handed over together (one wakeup of the reclaimer
+/// per this many publishes, not one per publish).
+const RECLAIM_BATCH: usize = 64;
+
+/// A thread that frees replaced snapshots (with the overlay nodes and bases
+/// only they held) and consumed dumps, so that the ingest thread does not.
+#[derive(Debug)]
+struct Reclaimer {
+    sender: Option<std::sync::mpsc::SyncSender<Retired>>,
+    pending: Vec<Arc<Snapshot>>,
+}
+
+impl Reclaimer {
+    fn start() -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Retired>(RECLAIM_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("mapsync-reclaim".into())
+            .spawn(move || receiver.into_iter().for_each(drop));
+        if let Err(error) = &spawned {
+            tracing::warn!(%error, "no reclaimer thread: old snapshots are freed by the writer");
+        }
+        Self {
+            sender: spawned.ok().map(|_| sender),
+            pending: Vec::with_capacity(RECLAIM_BATCH),
+        }
+    }
+
+    /// Queues a replaced snapshot; hands the queue over when it is full or
+    /// when `now` (the snapshot held a replaced base: worth freeing soon).
+    fn retire_snapshot(&mut self, snapshot: Arc<Snapshot>, now: bool) {
+        self.pending.push(snapshot);
+        if now || self.pending.len() >= RECLAIM_BATCH {
+            let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(RECLAIM_BATCH));
+            self.retire(Retired::Snapshots(batch));
+        }
+    }
+
+    /// Drops `retired` on the reclaimer thread (here if it is busy).
+    fn retire(&self, retired: Retired) {
+        if let Some(sender) = &self.sender {
+            // a full queue hands the item back: it is dropped right here
+            let _ = sender.try_send(retired);
+        }
     }
 }
 
@@ -203,12 +265,21 @@ pub struct Dump {
 #[derive(Debug)]
 pub struct Publisher {
     store: Store,
+    reclaimer: Reclaimer,
+    /// Whether a base was replaced since the last publish.
+    merged: bool,
 }
 
 impl Publisher {
     /// The store this writer publishes to.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    fn publish(&mut self, next: Snapshot) {
+        let replaced = self.store.publish(next);
+        let merged = std::mem::take(&mut self.merged);
+        self.reclaimer.retire_snapshot(replaced, merged);
     }
 
     /// Adds (or replaces) a map with its initial entries, each taking the
@@ -218,20 +289,29 @@ impl Publisher {
     /// as a snapshot, not as history.
     pub fn add_map(&mut self, info: MapInfo, entries: Vec<(Bytes, Bytes, u64)>, floor_ns: u64) {
         let mut next = (*self.store.snapshot()).clone();
-        let mut map = Entries::default();
         let mut sorted = entries;
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, value, observed_ns) in sorted {
-            next.revision += 1;
-            map.insert(
-                &key,
-                Entry {
-                    value,
-                    mod_revision: next.revision,
-                    observed_ns,
-                },
-            );
-        }
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+        // of one key dumped twice, the later read wins
+        sorted.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
+        let first = next.revision + 1;
+        let map = Entries::from_sorted(
+            sorted.len(),
+            sorted
+                .iter()
+                .enumerate()
+                .map(|(i, (key, value, observed_ns))| {
+                    (&key[..], &value[..], first + i as u64, *observed_ns)
+                }),
+        );
+        next.revision += sorted.len() as u64;
+        self.reclaimer.retire(Retired::Dump(sorted));
+        self.merged = true;
         let name: Arc<str> = info.name.as_str().into();
         next.maps.insert(
             name,
@@ -244,7 +324,7 @@ impl Publisher {
             },
         );
         next.log.compact_through(next.revision);
-        self.store.publish(next);
+        self.publish(next);
     }
 
     /// Replaces the description of the mirrored map `info.name` (its pin now
@@ -254,7 +334,7 @@ impl Publisher {
         let mut next = (*self.store.snapshot()).clone();
         if let Some(view) = next.maps.get_mut(info.name.as_str()) {
             view.info = Arc::new(info);
-            self.store.publish(next);
+            self.publish(next);
         }
     }
 
@@ -273,14 +353,14 @@ impl Publisher {
         drop(current);
         for change in changes {
             let revision = next.revision + 1;
-            if let Some(event) = apply_one(&mut next, change, revision) {
+            if let Some(event) = apply_one(&mut next, change, revision, &mut self.merged) {
                 next.revision = revision;
                 next.log.push(event);
             }
         }
         let revision = next.revision;
         // publish even without a new revision: tombstones may have changed
-        self.store.publish(next);
+        self.publish(next);
         revision
     }
 
@@ -297,14 +377,14 @@ impl Publisher {
         let revision = next.revision + 1;
         let events: Vec<_> = changes
             .into_iter()
-            .filter_map(|change| apply_one(&mut next, change, revision))
+            .filter_map(|change| apply_one(&mut next, change, revision, &mut self.merged))
             .collect();
         if !events.is_empty() {
             next.revision = revision;
             next.log.push_revision(events);
         }
         let revision = next.revision;
-        self.store.publish(next);
+        self.publish(next);
         revision
     }
 
@@ -336,7 +416,7 @@ impl Publisher {
         let mut changes = Vec::new();
         let mut present = HashSet::new();
         for (key, value) in set {
-            if view.get(&key) != Some(&value) {
+            if view.get(&key) != Some(&value[..]) {
                 changes.push(Change {
                     map: name.clone(),
                     key: key.clone(),
@@ -360,7 +440,7 @@ impl Publisher {
         let revision = next.revision + 1;
         let events: Vec<_> = changes
             .into_iter()
-            .filter_map(|change| apply_one(&mut next, change, revision))
+            .filter_map(|change| apply_one(&mut next, change, revision, &mut self.merged))
             .collect();
         let changed = events.len() as u64;
         if !events.is_empty() {
@@ -372,7 +452,7 @@ impl Publisher {
             view.version = version;
         }
         let revision = next.revision;
-        self.store.publish(next);
+        self.publish(next);
         (revision, changed)
     }
 
@@ -388,27 +468,42 @@ impl Publisher {
             return current.revision;
         };
         let name: Arc<str> = map.into();
-        let mut present = HashSet::with_capacity(dump.entries.len());
-        let mut changes = Vec::with_capacity(dump.entries.len());
-        for (key, value, observed_ns) in dump.entries {
-            present.insert(key.clone());
-            changes.push(Change {
-                map: name.clone(),
-                key,
-                value: Some(value),
-                source,
-                observed_ns,
-            });
-        }
-        for (key, entry) in view.iter() {
-            if !present.contains(key) && entry.observed_ns < dump.started_ns {
+        let mut dumped = dump.entries;
+        dumped.sort_by(|a, b| a.0.cmp(&b.0));
+        // one walk over both in key order; unchanged values re-read by a
+        // resync or a poll are no events, so they are not even changes
+        let skips_same = matches!(source, EventSource::Resync | EventSource::Poll);
+        let mut changes = Vec::new();
+        let delete = |key: &[u8]| Change {
+            map: name.clone(),
+            key: Bytes::copy_from_slice(key),
+            value: None,
+            source,
+            observed_ns: dump.started_ns,
+        };
+        let mut mirror = view.iter().peekable();
+        for (key, value, observed_ns) in dumped {
+            while let Some((gone, entry)) = mirror.next_if(|(mirrored, _)| *mirrored < &key[..]) {
+                if entry.observed_ns < dump.started_ns {
+                    changes.push(delete(gone));
+                }
+            }
+            let same = mirror
+                .next_if(|(mirrored, _)| *mirrored == &key[..])
+                .is_some_and(|(_, entry)| entry.value == &value[..]);
+            if !(same && skips_same) {
                 changes.push(Change {
                     map: name.clone(),
-                    key: Bytes::copy_from_slice(key),
-                    value: None,
+                    key,
+                    value: Some(value),
                     source,
-                    observed_ns: dump.started_ns,
+                    observed_ns,
                 });
+            }
+        }
+        for (gone, entry) in mirror {
+            if entry.observed_ns < dump.started_ns {
+                changes.push(delete(gone));
             }
         }
         drop(current);
@@ -416,7 +511,7 @@ impl Publisher {
         let mut next = (*self.store.snapshot()).clone();
         if let Some(view) = next.maps.get_mut(map) {
             view.raise_floor(dump.started_ns);
-            self.store.inner.current.store(Arc::new(next));
+            self.publish(next);
         }
         revision
     }
@@ -424,7 +519,12 @@ impl Publisher {
 
 /// Applies one change at `revision` (the caller advances the snapshot's
 /// revision when an event comes back); `None` when the change is skipped.
-fn apply_one(next: &mut Snapshot, change: Change, revision: Revision) -> Option<Arc<ChangeEvent>> {
+fn apply_one(
+    next: &mut Snapshot,
+    change: Change,
+    revision: Revision,
+    merged: &mut bool,
+) -> Option<Arc<ChangeEvent>> {
     let view = next.maps.get_mut(&change.map)?;
     let existing = view.entries.get(&change.key[..]);
     let newest_known = match existing {
@@ -448,14 +548,14 @@ fn apply_one(next: &mut Snapshot, change: Change, revision: Revision) -> Option<
         (None, Some(_)) => Op::Delete,
         (Some(value), Some(entry))
             if matches!(change.source, EventSource::Resync | EventSource::Poll)
-                && entry.value == *value =>
+                && entry.value == &value[..] =>
         {
             return None;
         }
         (Some(_), _) => Op::Put,
     };
     let (prev_value, prev_mod_revision) = existing
-        .map(|entry| (Some(entry.value.clone()), entry.mod_revision))
+        .map(|entry| (Some(entry.value_bytes()), entry.mod_revision))
         .unwrap_or((None, 0));
     // a present key has no tombstone (a put clears it, a delete removes the
     // entry): only a key that was absent can have one to clear
@@ -465,19 +565,17 @@ fn apply_one(next: &mut Snapshot, change: Change, revision: Revision) -> Option<
             if was_absent {
                 view.tombstones.remove(&change.key);
             }
-            view.entries.insert(
-                &change.key,
-                Entry {
-                    value: value.clone(),
-                    mod_revision: revision,
-                    observed_ns: change.observed_ns,
-                },
-            );
+            view.entries
+                .insert(&change.key, value.clone(), revision, change.observed_ns);
         }
         None => {
             view.entries.remove(&change.key[..]);
             view.remember_delete(change.key.clone(), change.observed_ns);
         }
+    }
+    if view.entries.needs_merge() {
+        view.entries.merge();
+        *merged = true;
     }
     Some(Arc::new(ChangeEvent {
         revision,
@@ -670,7 +768,7 @@ mod tests {
             .map("s")
             .expect("s")
             .iter()
-            .map(|(k, e)| (Bytes::copy_from_slice(k), e.value.clone()))
+            .map(|(k, e)| (Bytes::copy_from_slice(k), e.value_bytes()))
             .collect()
     }
 

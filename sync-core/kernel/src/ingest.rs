@@ -178,7 +178,7 @@ impl Ingest {
                 .map(&info.name)
                 .map(|view| {
                     view.iter()
-                        .map(|(key, entry)| (Bytes::copy_from_slice(key), entry.value.clone()))
+                        .map(|(key, entry)| (Bytes::copy_from_slice(key), entry.value_bytes()))
                         .collect()
                 })
                 .unwrap_or_default();
