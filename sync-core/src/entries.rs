@@ -16,6 +16,7 @@ use imbl::shared_ptr::DefaultSharedPtr;
 
 use crate::event::Revision;
 use crate::flat::{Base, BaseBuilder, KeyHasher, Record};
+use crate::inline::InlineBytes;
 
 /// One key's current value in the mirror, borrowed from a snapshot.
 #[derive(Debug, Clone, Copy)]
@@ -27,8 +28,6 @@ pub struct Entry<'a> {
     /// CLOCK_MONOTONIC time (ns) at which the value was known to be current
     /// in the kernel; a change observed earlier is older and never applied.
     pub(crate) observed_ns: u64,
-    /// The value as shared bytes, when the mirror holds it that way.
-    shared: Option<&'a Bytes>,
 }
 
 impl PartialEq for Entry<'_> {
@@ -40,13 +39,10 @@ impl PartialEq for Entry<'_> {
 impl Eq for Entry<'_> {}
 
 impl Entry<'_> {
-    /// The value as owned [`Bytes`]: shared without a copy when the mirror
-    /// holds it as such (a recent change), copied otherwise.
+    /// The value copied into owned [`Bytes`] (the mirror stores values
+    /// inline, not as shared buffers).
     pub fn value_bytes(&self) -> Bytes {
-        match self.shared {
-            Some(bytes) => bytes.clone(),
-            None => Bytes::copy_from_slice(self.value),
-        }
+        Bytes::copy_from_slice(self.value)
     }
 }
 
@@ -56,25 +52,33 @@ impl<'a> From<Record<'a>> for Entry<'a> {
             value: record.value,
             mod_revision: record.mod_revision,
             observed_ns: record.observed_ns,
-            shared: None,
         }
     }
 }
 
-/// Bytes of a key stored inline in the overlay (longer keys go to the heap).
-pub const INLINE_KEY_BYTES: usize = 24;
+/// Bytes of a key stored inline in the overlay (longer keys are shared on
+/// the heap).
+pub const INLINE_KEY_BYTES: usize = crate::inline::INLINE_BYTES;
 
 /// A key as the overlay stores it.
-pub(crate) type MapKey = smallvec::SmallVec<[u8; INLINE_KEY_BYTES]>;
+pub(crate) type MapKey = InlineBytes;
 
 /// Fewest overlay entries that trigger a merge (below this the merge cost
 /// of a large base would dominate).
 pub const MIN_OVERLAY: usize = 4096;
 
+/// Bytes of a value stored inline in the overlay (longer values are shared
+/// on the heap). Inline, a copied overlay node copies bytes: no reference
+/// counts to touch, no shared buffer kept alive.
+pub const INLINE_VALUE_BYTES: usize = crate::inline::INLINE_BYTES;
+
+/// A value as the overlay stores it.
+type Value = InlineBytes;
+
 /// A value set since the base was built.
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
-    value: Bytes,
+    value: Value,
     mod_revision: Revision,
     observed_ns: u64,
 }
@@ -82,10 +86,9 @@ pub(crate) struct Slot {
 impl Slot {
     fn entry(&self) -> Entry<'_> {
         Entry {
-            value: &self.value,
+            value: self.value.as_slice(),
             mod_revision: self.mod_revision,
             observed_ns: self.observed_ns,
-            shared: Some(&self.value),
         }
     }
 }
@@ -133,12 +136,12 @@ impl Entries {
     pub(crate) fn insert(
         &mut self,
         key: &[u8],
-        value: Bytes,
+        value: &[u8],
         mod_revision: Revision,
         observed_ns: u64,
     ) {
         let slot = Slot {
-            value,
+            value: Value::from_slice(value),
             mod_revision,
             observed_ns,
         };
@@ -201,7 +204,12 @@ impl Entries {
         let mut changed = changed.into_iter().peekable();
         let push_slot = |builder: &mut BaseBuilder, key: &[u8], slot: &Option<Slot>| {
             if let Some(slot) = slot {
-                builder.push(key, &slot.value, slot.mod_revision, slot.observed_ns);
+                builder.push(
+                    key,
+                    slot.value.as_slice(),
+                    slot.mod_revision,
+                    slot.observed_ns,
+                );
             }
         };
         for i in 0..self.base.len() {
@@ -293,12 +301,7 @@ mod tests {
     use super::*;
 
     fn put(entries: &mut Entries, key: &[u8], revision: u64) {
-        entries.insert(
-            key,
-            Bytes::from(revision.to_ne_bytes().to_vec()),
-            revision,
-            revision,
-        );
+        entries.insert(key, &revision.to_ne_bytes(), revision, revision);
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod entries;
 pub mod error;
 pub mod event;
 mod flat;
+mod inline;
 pub mod map_info;
 pub mod ratelimit;
 pub mod snapshot;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::changelog::ChangeLog;
 use crate::entries::Entries;
-pub use crate::entries::{Entry, INLINE_KEY_BYTES};
+pub use crate::entries::{Entry, INLINE_KEY_BYTES, INLINE_VALUE_BYTES};
 use crate::error::SyncError;
 use crate::event::{Epoch, Revision};
 use crate::map_info::MapInfo;
@@ -205,12 +205,8 @@ impl Snapshot {
                         .entries
                         .get(&event.key[..])
                         .map_or(0, |e| e.observed_ns);
-                    past.entries.insert(
-                        &event.key,
-                        value.clone(),
-                        event.prev_mod_revision,
-                        observed_ns,
-                    );
+                    past.entries
+                        .insert(&event.key, value, event.prev_mod_revision, observed_ns);
                 }
                 None => {
                     past.entries.remove(&event.key[..]);

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::Entries;
@@ -94,7 +93,7 @@ proptest! {
                 Step::Put(k, v) => {
                     // values of two lengths too
                     let value = vec![v; 1 + usize::from(v % 2) * 2];
-                    entries.insert(&key(k), Bytes::from(value.clone()), revision, revision);
+                    entries.insert(&key(k), &value, revision, revision);
                     model.insert(key(k), (value, revision));
                 }
                 Step::Delete(k) => {
