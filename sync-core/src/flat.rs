@@ -116,8 +116,26 @@ pub(crate) struct Base {
     /// Start of each record ([`Layout::Var`] only).
     offsets: Vec<usize>,
     len: usize,
-    /// Record position + 1 per bucket, 0 for empty.
+    /// Per bucket 0 (empty) or record position + 1; in a base of under
+    /// [`TAGGED_BELOW`] records the top 8 bits hold 8 bits of the key's hash
+    /// instead, so that a probe past another key rarely reads its record (a
+    /// cache miss each).
     index: Box<[u32]>,
+}
+
+/// Bases with fewer records than this keep a hash tag in each bucket.
+const TAGGED_BELOW: usize = 1 << 24;
+/// The position bits of a tagged bucket.
+const POSITION_BITS: u32 = (1 << 24) - 1;
+
+/// The bucket value for record `i` with key hash `hash` in a base of `len`.
+fn bucket_value(i: usize, hash: u64, len: usize) -> u32 {
+    let position = i as u32 + 1;
+    if len < TAGGED_BELOW {
+        position | (hash as u32) << 24
+    } else {
+        position
+    }
 }
 
 impl Default for Base {
@@ -190,15 +208,24 @@ impl Base {
         if self.len == 0 {
             return None;
         }
+        let hash = hash_key(key);
         let buckets = self.index.len();
-        let mut bucket = home(hash_key(key), buckets);
+        let (tag, mask) = if self.len < TAGGED_BELOW {
+            ((hash as u32) << 24, POSITION_BITS)
+        } else {
+            (0, u32::MAX)
+        };
+        let mut bucket = home(hash, buckets);
         loop {
-            let slot = self.index[bucket] as usize;
+            let slot = self.index[bucket];
             if slot == 0 {
                 return None;
             }
-            if self.key(slot - 1) == key {
-                return Some(slot - 1);
+            if slot & !mask == tag {
+                let i = (slot & mask) as usize - 1;
+                if self.key(i) == key {
+                    return Some(i);
+                }
             }
             bucket += 1;
             if bucket == buckets {
@@ -314,14 +341,15 @@ impl BaseBuilder {
             "a base holds under 4G records"
         );
         for i in 0..base.len {
-            let mut bucket = home(hash_key(base.key(i)), buckets);
+            let hash = hash_key(base.key(i));
+            let mut bucket = home(hash, buckets);
             while base.index[bucket] != 0 {
                 bucket += 1;
                 if bucket == buckets {
                     bucket = 0;
                 }
             }
-            base.index[bucket] = i as u32 + 1;
+            base.index[bucket] = bucket_value(i, hash, base.len);
         }
         base
     }
