@@ -181,6 +181,11 @@ impl Entries {
         self.len
     }
 
+    /// Whether any change is held in the overlay (not yet in the base).
+    pub(crate) fn has_overlay(&self) -> bool {
+        !self.overlay.is_empty()
+    }
+
     /// Whether the overlay is large enough to be merged into a new base.
     pub(crate) fn needs_merge(&self) -> bool {
         self.overlay.len() > MIN_OVERLAY.max(self.base.len() / 8)

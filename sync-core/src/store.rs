@@ -71,6 +71,7 @@ impl Store {
             store: store.clone(),
             reclaimer: Reclaimer::start(),
             merged: false,
+            busy: false,
         };
         (store, writer)
     }
@@ -268,6 +269,8 @@ pub struct Publisher {
     reclaimer: Reclaimer,
     /// Whether a base was replaced since the last publish.
     merged: bool,
+    /// Whether anything was published since the last [`Publisher::tidy`].
+    busy: bool,
 }
 
 impl Publisher {
@@ -277,6 +280,7 @@ impl Publisher {
     }
 
     fn publish(&mut self, next: Snapshot) {
+        self.busy = true;
         let replaced = self.store.publish(next);
         let merged = std::mem::take(&mut self.merged);
         self.reclaimer.retire_snapshot(replaced, merged);
@@ -336,6 +340,39 @@ impl Publisher {
             view.info = Arc::new(info);
             self.publish(next);
         }
+    }
+
+    /// Housekeeping, for the owner to call periodically (the ingest task
+    /// does, every tick): when nothing was published since the previous
+    /// call, merges every map's overlay of recent changes into its base, so
+    /// that reads of a map gone quiet take the base's path alone. Publishes
+    /// the same content at the same revision (no subscriber wakes). Returns
+    /// whether it merged.
+    pub fn tidy(&mut self) -> bool {
+        if std::mem::take(&mut self.busy) {
+            return false;
+        }
+        let current = self.store.snapshot();
+        let pending: Vec<Arc<str>> = current
+            .maps
+            .iter()
+            .filter(|(_, view)| view.entries.has_overlay())
+            .map(|(name, _)| name.clone())
+            .collect();
+        if pending.is_empty() {
+            return false;
+        }
+        let mut next = (*current).clone();
+        drop(current);
+        for name in pending {
+            if let Some(view) = next.maps.get_mut(&name) {
+                view.entries.merge();
+            }
+        }
+        self.merged = true;
+        self.publish(next);
+        self.busy = false;
+        true
     }
 
     /// Marks the store ready: every configured map has had its initial dump.
@@ -809,6 +846,33 @@ mod tests {
             sort_dumped(&mut entries);
             proptest::prop_assert_eq!(entries, expected);
         }
+    }
+
+    #[test]
+    fn tidy_merges_the_overlay_of_a_quiet_map_only() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        writer.add_map(
+            info("m"),
+            vec![(Bytes::from_static(b"a"), Bytes::from_static(b"1"), 1)],
+            0,
+        );
+        writer.apply([Change::put(
+            "m",
+            &b"a"[..],
+            &b"2"[..],
+            EventSource::Trace,
+            2,
+        )]);
+        assert!(!writer.tidy(), "something was published since: not quiet");
+        assert!(store.load().map("m").expect("m").entries.has_overlay());
+        let before = store.snapshot();
+        assert!(writer.tidy(), "quiet since the last call");
+        let after = store.snapshot();
+        assert!(!after.map("m").expect("m").entries.has_overlay());
+        assert_eq!(after.revision(), before.revision());
+        let entry = after.map("m").expect("m").entry(b"a").expect("a");
+        assert_eq!((entry.value, entry.mod_revision), (&b"2"[..], 2));
+        assert!(!writer.tidy(), "nothing left to merge");
     }
 
     fn store_set(store: &Store) -> Vec<(Bytes, Bytes)> {
