@@ -269,7 +269,7 @@ pub struct Publisher {
     reclaimer: Reclaimer,
     /// Whether a base was replaced since the last publish.
     merged: bool,
-    /// Whether anything was published since the last [`Publisher::tidy`].
+    /// Whether a new revision was published since the last [`Publisher::tidy`].
     busy: bool,
 }
 
@@ -280,7 +280,9 @@ impl Publisher {
     }
 
     fn publish(&mut self, next: Snapshot) {
-        self.busy = true;
+        // an apply that changed nothing still publishes (tombstones), but
+        // only a new revision means the mirror is not quiet
+        self.busy |= next.revision != self.store.revision();
         let replaced = self.store.publish(next);
         let merged = std::mem::take(&mut self.merged);
         self.reclaimer.retire_snapshot(replaced, merged);
@@ -343,8 +345,8 @@ impl Publisher {
     }
 
     /// Housekeeping, for the owner to call periodically (the ingest task
-    /// does, every tick): when nothing was published since the previous
-    /// call, merges every map's overlay of recent changes into its base, so
+    /// does, every tick): when no new revision was published since the
+    /// previous call, merges every map's overlay of recent changes into its base, so
     /// that reads of a map gone quiet take the base's path alone. Publishes
     /// the same content at the same revision (no subscriber wakes). Returns
     /// whether it merged.

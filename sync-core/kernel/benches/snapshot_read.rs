@@ -231,6 +231,17 @@ fn summary(fixture: &Fixture, rounds: usize) {
     let data = aya::maps::MapData::from_pin(&fixture.pin).expect("aya opens the pinned map");
     let map: aya::maps::HashMap<_, [u8; 8], [u8; 16]> =
         aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).expect("a hash of 8/16 bytes");
+    // quiet: the backlog of the previous benchmark's writes applied, and
+    // folded into the flat base (the ingest task's `Publisher::tidy`, two
+    // ticks after the last new revision)
+    loop {
+        let revision = store.revision();
+        std::thread::sleep(Duration::from_millis(300));
+        if store.revision() == revision {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
     let snapshot = time_reads(fixture, rounds, |k| {
         snapshot_read(&store, k).expect("present")
     });
