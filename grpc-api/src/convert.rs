@@ -116,10 +116,10 @@ impl Decoder {
     pub fn entry(&self, map: &str, key: &[u8], entry: &Entry) -> pb::Entry {
         pb::Entry {
             key: Bytes::copy_from_slice(key),
-            value: entry.value.clone(),
+            value: entry.value_bytes(),
             mod_revision: entry.mod_revision,
             key_json: self.key(map, key),
-            value_json: self.value(map, &entry.value),
+            value_json: self.value(map, entry.value),
         }
     }
 
@@ -368,7 +368,7 @@ mod tests {
         let view = snapshot.map("typed").expect("added");
         let entry = view.entry(&key).expect("the entry");
         let decoder = Decoder::new(true, &snapshot);
-        let pb = decoder.entry("typed", &key, entry);
+        let pb = decoder.entry("typed", &key, &entry);
         assert_eq!(&pb.key[..], &key[..]);
         assert_eq!(pb.mod_revision, entry.mod_revision);
         assert!(pb.mod_revision > 0);

@@ -96,7 +96,7 @@ fn value_of(server: &WriteServer, which: u32) -> Option<Bytes> {
         .map("flows")
         .expect("flows")
         .get(&key(which))
-        .cloned()
+        .map(Bytes::copy_from_slice)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@
 //!   [`Publisher`]; revisions, epochs and the per-key "never go back" rule;
 //!   [`Dump`], a full read of one map as the writer diffs it.
 //! - [`snapshot`]: immutable views of all maps at one revision.
-//! - `entries` (private): one map's entries (hash trie + ordered keys).
+//! - `entries`, `flat` (private): one map's entries (a flat sorted base with
+//!   a hash index, plus an overlay of recent changes).
 //! - [`changelog`]: the bounded log of recent changes.
 //! - [`control`]: the command channel into the kernel task ([`CommandHandle`]),
 //!   the path the write contract (put, delete, transactions) plugs into.
@@ -32,6 +33,8 @@ pub mod control;
 mod entries;
 pub mod error;
 pub mod event;
+mod flat;
+mod inline;
 pub mod map_info;
 pub mod propagation;
 pub mod ratelimit;

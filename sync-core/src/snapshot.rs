@@ -1,10 +1,12 @@
 //! Immutable, consistent views of every mirrored map at one revision.
 //!
 //! A [`Snapshot`] is what readers load from the store's `ArcSwap`: no lock,
-//! no syscall. Each map's entries are persistent structures (a hash trie for
-//! lookups, an ordered key set for paging; see `entries.rs`), so a writer
+//! no syscall. Each map's entries are a flat, sorted, hash-indexed base
+//! shared by every snapshot since it was built, plus a small persistent
+//! overlay of the changes since (see `entries.rs`, `flat.rs`), so a writer
 //! publishing one change shares all untouched structure with the previous
-//! snapshot: publishing costs O(log n), not O(map size).
+//! snapshot: publishing costs O(log m) for an overlay of m changes, and the
+//! occasional merge of the overlay into a new base O(map size).
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use bytes::Bytes;
 
 use crate::changelog::ChangeLog;
 use crate::entries::Entries;
-pub use crate::entries::{Entry, INLINE_KEY_BYTES};
+pub use crate::entries::{Entry, INLINE_KEY_BYTES, INLINE_VALUE_BYTES};
 use crate::error::SyncError;
 use crate::event::{Epoch, Revision};
 use crate::map_info::MapInfo;
@@ -77,12 +79,12 @@ impl MapView {
     }
 
     /// The value of `key`, if present.
-    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.entries.get(key).map(|entry| &entry.value)
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.entries.get(key).map(|entry| entry.value)
     }
 
     /// The value of `key` with its revision, if present.
-    pub fn entry(&self, key: &[u8]) -> Option<&Entry> {
+    pub fn entry(&self, key: &[u8]) -> Option<Entry<'_>> {
         self.entries.get(key)
     }
 
@@ -96,8 +98,14 @@ impl MapView {
         self.entries.len() == 0
     }
 
+    /// Heap bytes of the map's flat base (records and hash index), without
+    /// the overlay of recent changes: what a mirror of settled data costs.
+    pub fn base_bytes(&self) -> usize {
+        self.entries.base_bytes()
+    }
+
     /// Entries in key order (bytewise).
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Entry<'_>)> {
         self.entries.iter_after(None)
     }
 
@@ -106,7 +114,7 @@ impl MapView {
     pub fn iter_after<'a>(
         &'a self,
         after: Option<&[u8]>,
-    ) -> impl Iterator<Item = (&'a [u8], &'a Entry)> + 'a {
+    ) -> impl Iterator<Item = (&'a [u8], Entry<'a>)> + 'a {
         self.entries.iter_after(after)
     }
 }
@@ -197,14 +205,8 @@ impl Snapshot {
                         .entries
                         .get(&event.key[..])
                         .map_or(0, |e| e.observed_ns);
-                    past.entries.insert(
-                        &event.key,
-                        Entry {
-                            value: value.clone(),
-                            mod_revision: event.prev_mod_revision,
-                            observed_ns,
-                        },
-                    );
+                    past.entries
+                        .insert(&event.key, value, event.prev_mod_revision, observed_ns);
                 }
                 None => {
                     past.entries.remove(&event.key[..]);

@@ -13,7 +13,7 @@ use crate::changelog::{ChangeLog, LogLimits};
 use crate::entries::Entries;
 use crate::event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 use crate::map_info::MapInfo;
-use crate::snapshot::{Entry, MapView, Snapshot};
+use crate::snapshot::{MapView, Snapshot};
 
 /// A handle on the mirror of every map one mapsync instance follows. Cheap to
 /// clone; all clones see the same data.
@@ -72,6 +72,9 @@ impl Store {
         };
         let writer = Publisher {
             store: store.clone(),
+            reclaimer: Reclaimer::start(),
+            merged: false,
+            busy: false,
         };
         (store, writer)
     }
@@ -137,16 +140,76 @@ impl Store {
         self.inner.published.since_published(revision)
     }
 
-    fn publish(&self, snapshot: Snapshot) {
+    /// Publishes `snapshot` and returns the one it replaced (for the
+    /// writer to retire off its thread).
+    #[must_use = "the replaced snapshot goes to the reclaimer"]
+    fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
         let revision = snapshot.revision;
         let before = self.revision();
-        self.inner.current.store(Arc::new(snapshot));
+        let replaced = self.inner.current.swap(Arc::new(snapshot));
         self.inner.published.record(before, revision);
         self.inner.revision.send_if_modified(|current| {
             let advanced = *current != revision;
             *current = revision;
             advanced
         });
+        replaced
+    }
+}
+
+/// What the writer hands to the reclaimer thread to drop.
+#[derive(Debug)]
+enum Retired {
+    Snapshots(#[allow(dead_code, reason = "held only to be dropped")] Vec<Arc<Snapshot>>),
+    Dump(#[allow(dead_code, reason = "held only to be dropped")] Vec<(Bytes, Bytes, u64)>),
+}
+
+/// Most batches queued for the reclaimer; past it the writer drops them
+/// itself (slower, never unbounded).
+const RECLAIM_QUEUE: usize = 64;
+/// Replaced snapshots handed over together (one wakeup of the reclaimer
+/// per this many publishes, not one per publish).
+const RECLAIM_BATCH: usize = 64;
+
+/// A thread that frees replaced snapshots (with the overlay nodes and bases
+/// only they held) and consumed dumps, so that the ingest thread does not.
+#[derive(Debug)]
+struct Reclaimer {
+    sender: Option<std::sync::mpsc::SyncSender<Retired>>,
+    pending: Vec<Arc<Snapshot>>,
+}
+
+impl Reclaimer {
+    fn start() -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Retired>(RECLAIM_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("mapsync-reclaim".into())
+            .spawn(move || receiver.into_iter().for_each(drop));
+        if let Err(error) = &spawned {
+            tracing::warn!(%error, "no reclaimer thread: old snapshots are freed by the writer");
+        }
+        Self {
+            sender: spawned.ok().map(|_| sender),
+            pending: Vec::with_capacity(RECLAIM_BATCH),
+        }
+    }
+
+    /// Queues a replaced snapshot; hands the queue over when it is full or
+    /// when `now` (the snapshot held a replaced base: worth freeing soon).
+    fn retire_snapshot(&mut self, snapshot: Arc<Snapshot>, now: bool) {
+        self.pending.push(snapshot);
+        if now || self.pending.len() >= RECLAIM_BATCH {
+            let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(RECLAIM_BATCH));
+            self.retire(Retired::Snapshots(batch));
+        }
+    }
+
+    /// Drops `retired` on the reclaimer thread (here if it is busy).
+    fn retire(&self, retired: Retired) {
+        if let Some(sender) = &self.sender {
+            // a full queue hands the item back: it is dropped right here
+            let _ = sender.try_send(retired);
+        }
     }
 }
 
@@ -214,12 +277,26 @@ pub struct Dump {
 #[derive(Debug)]
 pub struct Publisher {
     store: Store,
+    reclaimer: Reclaimer,
+    /// Whether a base was replaced since the last publish.
+    merged: bool,
+    /// Whether a new revision was published since the last [`Publisher::tidy`].
+    busy: bool,
 }
 
 impl Publisher {
     /// The store this writer publishes to.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    fn publish(&mut self, next: Snapshot) {
+        // an apply that changed nothing still publishes (tombstones), but
+        // only a new revision means the mirror is not quiet
+        self.busy |= next.revision != self.store.revision();
+        let replaced = self.store.publish(next);
+        let merged = std::mem::take(&mut self.merged);
+        self.reclaimer.retire_snapshot(replaced, merged);
     }
 
     /// Adds (or replaces) a map with its initial entries, each taking the
@@ -229,20 +306,29 @@ impl Publisher {
     /// as a snapshot, not as history.
     pub fn add_map(&mut self, info: MapInfo, entries: Vec<(Bytes, Bytes, u64)>, floor_ns: u64) {
         let mut next = (*self.store.snapshot()).clone();
-        let mut map = Entries::default();
         let mut sorted = entries;
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, value, observed_ns) in sorted {
-            next.revision += 1;
-            map.insert(
-                &key,
-                Entry {
-                    value,
-                    mod_revision: next.revision,
-                    observed_ns,
-                },
-            );
-        }
+        sort_dumped(&mut sorted);
+        // of one key dumped twice, the later read wins
+        sorted.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
+        let first = next.revision + 1;
+        let map = Entries::from_sorted(
+            sorted.len(),
+            sorted
+                .iter()
+                .enumerate()
+                .map(|(i, (key, value, observed_ns))| {
+                    (&key[..], &value[..], first + i as u64, *observed_ns)
+                }),
+        );
+        next.revision += sorted.len() as u64;
+        self.reclaimer.retire(Retired::Dump(sorted));
+        self.merged = true;
         let name: Arc<str> = info.name.as_str().into();
         next.maps.insert(
             name,
@@ -255,7 +341,7 @@ impl Publisher {
             },
         );
         next.log.compact_through(next.revision);
-        self.store.publish(next);
+        self.publish(next);
     }
 
     /// Replaces the description of the mirrored map `info.name` (its pin now
@@ -265,8 +351,41 @@ impl Publisher {
         let mut next = (*self.store.snapshot()).clone();
         if let Some(view) = next.maps.get_mut(info.name.as_str()) {
             view.info = Arc::new(info);
-            self.store.publish(next);
+            self.publish(next);
         }
+    }
+
+    /// Housekeeping, for the owner to call periodically (the ingest task
+    /// does, every tick): when no new revision was published since the
+    /// previous call, merges every map's overlay of recent changes into its base, so
+    /// that reads of a map gone quiet take the base's path alone. Publishes
+    /// the same content at the same revision (no subscriber wakes). Returns
+    /// whether it merged.
+    pub fn tidy(&mut self) -> bool {
+        if std::mem::take(&mut self.busy) {
+            return false;
+        }
+        let current = self.store.snapshot();
+        let pending: Vec<Arc<str>> = current
+            .maps
+            .iter()
+            .filter(|(_, view)| view.entries.has_overlay())
+            .map(|(name, _)| name.clone())
+            .collect();
+        if pending.is_empty() {
+            return false;
+        }
+        let mut next = (*current).clone();
+        drop(current);
+        for name in pending {
+            if let Some(view) = next.maps.get_mut(&name) {
+                view.entries.merge();
+            }
+        }
+        self.merged = true;
+        self.publish(next);
+        self.busy = false;
+        true
     }
 
     /// Marks the store ready: every configured map has had its initial dump.
@@ -284,14 +403,14 @@ impl Publisher {
         drop(current);
         for change in changes {
             let revision = next.revision + 1;
-            if let Some(event) = apply_one(&mut next, change, revision) {
+            if let Some(event) = apply_one(&mut next, change, revision, &mut self.merged) {
                 next.revision = revision;
                 next.log.push(event);
             }
         }
         let revision = next.revision;
         // publish even without a new revision: tombstones may have changed
-        self.store.publish(next);
+        self.publish(next);
         revision
     }
 
@@ -308,14 +427,14 @@ impl Publisher {
         let revision = next.revision + 1;
         let events: Vec<_> = changes
             .into_iter()
-            .filter_map(|change| apply_one(&mut next, change, revision))
+            .filter_map(|change| apply_one(&mut next, change, revision, &mut self.merged))
             .collect();
         if !events.is_empty() {
             next.revision = revision;
             next.log.push_revision(events);
         }
         let revision = next.revision;
-        self.store.publish(next);
+        self.publish(next);
         revision
     }
 
@@ -347,7 +466,7 @@ impl Publisher {
         let mut changes = Vec::new();
         let mut present = HashSet::new();
         for (key, value) in set {
-            if view.get(&key) != Some(&value) {
+            if view.get(&key) != Some(&value[..]) {
                 changes.push(Change {
                     map: name.clone(),
                     key: key.clone(),
@@ -371,7 +490,7 @@ impl Publisher {
         let revision = next.revision + 1;
         let events: Vec<_> = changes
             .into_iter()
-            .filter_map(|change| apply_one(&mut next, change, revision))
+            .filter_map(|change| apply_one(&mut next, change, revision, &mut self.merged))
             .collect();
         let changed = events.len() as u64;
         if !events.is_empty() {
@@ -383,7 +502,7 @@ impl Publisher {
             view.version = version;
         }
         let revision = next.revision;
-        self.store.publish(next);
+        self.publish(next);
         (revision, changed)
     }
 
@@ -399,27 +518,42 @@ impl Publisher {
             return current.revision;
         };
         let name: Arc<str> = map.into();
-        let mut present = HashSet::with_capacity(dump.entries.len());
-        let mut changes = Vec::with_capacity(dump.entries.len());
-        for (key, value, observed_ns) in dump.entries {
-            present.insert(key.clone());
-            changes.push(Change {
-                map: name.clone(),
-                key,
-                value: Some(value),
-                source,
-                observed_ns,
-            });
-        }
-        for (key, entry) in view.iter() {
-            if !present.contains(key) && entry.observed_ns < dump.started_ns {
+        let mut dumped = dump.entries;
+        sort_dumped(&mut dumped);
+        // one walk over both in key order; unchanged values re-read by a
+        // resync or a poll are no events, so they are not even changes
+        let skips_same = matches!(source, EventSource::Resync | EventSource::Poll);
+        let mut changes = Vec::new();
+        let delete = |key: &[u8]| Change {
+            map: name.clone(),
+            key: Bytes::copy_from_slice(key),
+            value: None,
+            source,
+            observed_ns: dump.started_ns,
+        };
+        let mut mirror = view.iter().peekable();
+        for (key, value, observed_ns) in dumped {
+            while let Some((gone, entry)) = mirror.next_if(|(mirrored, _)| *mirrored < &key[..]) {
+                if entry.observed_ns < dump.started_ns {
+                    changes.push(delete(gone));
+                }
+            }
+            let same = mirror
+                .next_if(|(mirrored, _)| *mirrored == &key[..])
+                .is_some_and(|(_, entry)| entry.value == &value[..]);
+            if !(same && skips_same) {
                 changes.push(Change {
                     map: name.clone(),
-                    key: Bytes::copy_from_slice(key),
-                    value: None,
+                    key,
+                    value: Some(value),
                     source,
-                    observed_ns: dump.started_ns,
+                    observed_ns,
                 });
+            }
+        }
+        for (gone, entry) in mirror {
+            if entry.observed_ns < dump.started_ns {
+                changes.push(delete(gone));
             }
         }
         drop(current);
@@ -427,15 +561,50 @@ impl Publisher {
         let mut next = (*self.store.snapshot()).clone();
         if let Some(view) = next.maps.get_mut(map) {
             view.raise_floor(dump.started_ns);
-            self.store.inner.current.store(Arc::new(next));
+            self.publish(next);
         }
         revision
     }
 }
 
+/// Sorts dumped entries by key (bytewise), then by observed time. Compares
+/// a cached 8-byte big-endian prefix of each key first, in one contiguous
+/// array, and only on equal prefixes the keys themselves: a dump comes in
+/// hash order, and comparing `Bytes` directly costs two cache misses per
+/// comparison. The entries are then gathered in that order.
+fn sort_dumped(entries: &mut Vec<(Bytes, Bytes, u64)>) {
+    let prefix = |key: &[u8]| {
+        let mut bytes = [0u8; 8];
+        let n = key.len().min(8);
+        bytes[..n].copy_from_slice(&key[..n]);
+        u64::from_be_bytes(bytes)
+    };
+    let mut order: Vec<(u64, usize)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (key, _, _))| (prefix(key), i))
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| {
+            let (x, y) = (&entries[a.1], &entries[b.1]);
+            x.0.cmp(&y.0).then(x.2.cmp(&y.2))
+        })
+    });
+    let sorted = order
+        .iter()
+        .map(|(_, i)| std::mem::take(&mut entries[*i]))
+        .collect();
+    *entries = sorted;
+}
+
 /// Applies one change at `revision` (the caller advances the snapshot's
 /// revision when an event comes back); `None` when the change is skipped.
-fn apply_one(next: &mut Snapshot, change: Change, revision: Revision) -> Option<Arc<ChangeEvent>> {
+fn apply_one(
+    next: &mut Snapshot,
+    change: Change,
+    revision: Revision,
+    merged: &mut bool,
+) -> Option<Arc<ChangeEvent>> {
     let view = next.maps.get_mut(&change.map)?;
     let existing = view.entries.get(&change.key[..]);
     let newest_known = match existing {
@@ -459,14 +628,14 @@ fn apply_one(next: &mut Snapshot, change: Change, revision: Revision) -> Option<
         (None, Some(_)) => Op::Delete,
         (Some(value), Some(entry))
             if matches!(change.source, EventSource::Resync | EventSource::Poll)
-                && entry.value == *value =>
+                && entry.value == &value[..] =>
         {
             return None;
         }
         (Some(_), _) => Op::Put,
     };
     let (prev_value, prev_mod_revision) = existing
-        .map(|entry| (Some(entry.value.clone()), entry.mod_revision))
+        .map(|entry| (Some(entry.value_bytes()), entry.mod_revision))
         .unwrap_or((None, 0));
     // a present key has no tombstone (a put clears it, a delete removes the
     // entry): only a key that was absent can have one to clear
@@ -476,19 +645,17 @@ fn apply_one(next: &mut Snapshot, change: Change, revision: Revision) -> Option<
             if was_absent {
                 view.tombstones.remove(&change.key);
             }
-            view.entries.insert(
-                &change.key,
-                Entry {
-                    value: value.clone(),
-                    mod_revision: revision,
-                    observed_ns: change.observed_ns,
-                },
-            );
+            view.entries
+                .insert(&change.key, value, revision, change.observed_ns);
         }
         None => {
             view.entries.remove(&change.key[..]);
             view.remember_delete(change.key.clone(), change.observed_ns);
         }
+    }
+    if view.entries.needs_merge() {
+        view.entries.merge();
+        *merged = true;
     }
     Some(Arc::new(ChangeEvent {
         revision,
@@ -675,13 +842,59 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn dumped_entries_sort_like_a_plain_sort(
+            keys in proptest::collection::vec(
+                (proptest::collection::vec(0u8..4, 0..12), 0u64..3),
+                0..200,
+            ),
+        ) {
+            let mut entries: Vec<(Bytes, Bytes, u64)> = keys
+                .into_iter()
+                .map(|(key, at)| (Bytes::from(key), Bytes::new(), at))
+                .collect();
+            let mut expected = entries.clone();
+            expected.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+            sort_dumped(&mut entries);
+            proptest::prop_assert_eq!(entries, expected);
+        }
+    }
+
+    #[test]
+    fn tidy_merges_the_overlay_of_a_quiet_map_only() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        writer.add_map(
+            info("m"),
+            vec![(Bytes::from_static(b"a"), Bytes::from_static(b"1"), 1)],
+            0,
+        );
+        writer.apply([Change::put(
+            "m",
+            &b"a"[..],
+            &b"2"[..],
+            EventSource::Trace,
+            2,
+        )]);
+        assert!(!writer.tidy(), "something was published since: not quiet");
+        assert!(store.load().map("m").expect("m").entries.has_overlay());
+        let before = store.snapshot();
+        assert!(writer.tidy(), "quiet since the last call");
+        let after = store.snapshot();
+        assert!(!after.map("m").expect("m").entries.has_overlay());
+        assert_eq!(after.revision(), before.revision());
+        let entry = after.map("m").expect("m").entry(b"a").expect("a");
+        assert_eq!((entry.value, entry.mod_revision), (&b"2"[..], 2));
+        assert!(!writer.tidy(), "nothing left to merge");
+    }
+
     fn store_set(store: &Store) -> Vec<(Bytes, Bytes)> {
         store
             .load()
             .map("s")
             .expect("s")
             .iter()
-            .map(|(k, e)| (Bytes::copy_from_slice(k), e.value.clone()))
+            .map(|(k, e)| (Bytes::copy_from_slice(k), e.value_bytes()))
             .collect()
     }
 

@@ -255,7 +255,7 @@ async fn step(
                         map: name.clone(),
                         op: Op::Put,
                         key: Bytes::copy_from_slice(key),
-                        value: Some(entry.value.clone()),
+                        value: Some(entry.value_bytes()),
                         source: EventSource::Initial,
                         prev_value: None,
                         prev_mod_revision: 0,

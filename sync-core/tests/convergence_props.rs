@@ -59,7 +59,7 @@ fn mirror(store: &Store) -> BTreeMap<u8, u64> {
         .map(MAP)
         .expect("map")
         .iter()
-        .map(|(k, e)| (k[0], time_of(&e.value)))
+        .map(|(k, e)| (k[0], time_of(e.value)))
         .collect()
 }
 

@@ -214,7 +214,7 @@ fn store_state(store: &Store) -> BTreeMap<Bytes, Bytes> {
     let snapshot = store.snapshot();
     let view = snapshot.map("flows").expect("map");
     view.iter()
-        .map(|(k, e)| (Bytes::copy_from_slice(k), e.value.clone()))
+        .map(|(k, e)| (Bytes::copy_from_slice(k), e.value_bytes()))
         .collect()
 }
 

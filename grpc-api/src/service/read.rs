@@ -57,9 +57,9 @@ pub async fn get(
     Ok(pb::GetResponse {
         header: header(&snapshot, revision),
         found: entry.is_some(),
-        value: entry.map(|e| e.value.clone()).unwrap_or_default(),
+        value: entry.map(|e| e.value_bytes()).unwrap_or_default(),
         mod_revision: entry.map_or(0, |e| e.mod_revision),
-        value_json: entry.map_or_else(String::new, |e| decoder.value(&request.map, &e.value)),
+        value_json: entry.map_or_else(String::new, |e| decoder.value(&request.map, e.value)),
     })
 }
 

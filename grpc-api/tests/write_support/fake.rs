@@ -148,7 +148,7 @@ impl Kernel {
                     ApplyMode::Replace => BTreeMap::new(),
                     _ => view
                         .iter()
-                        .map(|(k, e)| (Bytes::copy_from_slice(k), e.value.clone()))
+                        .map(|(k, e)| (Bytes::copy_from_slice(k), e.value_bytes()))
                         .collect(),
                 };
                 for (key, value) in apply.entries {
@@ -264,7 +264,7 @@ fn previous(snapshot: &Snapshot, map: &str, key: &[u8]) -> Result<Previous, Comm
     })?;
     let entry = view.entry(key);
     Ok(Previous {
-        value: entry.map(|e| e.value.clone()),
+        value: entry.map(|e| e.value_bytes()),
         mod_revision: entry.map_or(0, |e| e.mod_revision),
     })
 }

@@ -11,12 +11,18 @@
 //! - `snapshot_get_same_key`: the snapshot read of one key over and over
 //!   (everything in cache: the floor under `snapshot_get`);
 //! - `reference/*`: the same entries in bare in-memory maps, no store:
-//!   `imbl::OrdMap<Bytes, Bytes>` (the mirror's structure),
-//!   `imbl::OrdMap<[u8; 8], [u8; 16]>` (keys inline) and `std::HashMap`,
-//!   to show how much of `snapshot_get` is the data structure;
+//!   `imbl::OrdMap<Bytes, Bytes>` (the old mirror's structure),
+//!   `imbl::OrdMap<[u8; 8], [u8; 16]>` (keys inline), `std::HashMap`, and
+//!   `ArcSwap<std::HashMap>` (load + get: the target's reference), to show
+//!   how much of `snapshot_get` is the data structure;
 //! - `snapshot_get_during_writes`: the snapshot read while another thread
 //!   replaces random values through `bpf()` (traced, ingested and published
-//!   by the running sync); the achieved write rate is printed.
+//!   by the running sync), aiming at ~200k writes/s; the achieved write rate
+//!   is printed.
+//!
+//! At the end a summary times each path with a plain loop over the same
+//! keys, in the same run, and prints the ratios the targets name (snapshot
+//! vs `bpf()` quiet and under writes, snapshot vs `ArcSwap<HashMap>`).
 //!
 //! Run (root, bpffs mounted): `cargo bench -p mapsync-kernel --bench snapshot_read`.
 //! Under `cargo test --benches` criterion runs each benchmark once.
@@ -45,8 +51,8 @@ const MAP: &str = "flows";
 /// map itself does not).
 const KEYS: usize = 4096;
 /// Writer of `snapshot_get_during_writes`: keys per batch update, and the
-/// pause between batches (about 50,000 writes/s when the CPU allows).
-const WRITE_BATCH: u64 = 50;
+/// pause between batches (about 200,000 writes/s when the CPU allows).
+const WRITE_BATCH: u64 = 200;
 const WRITE_PAUSE: Duration = Duration::from_millis(1);
 
 fn key(i: u64) -> [u8; 8] {
@@ -181,7 +187,135 @@ fn bench_references(c: &mut Criterion, fixture: &Fixture) {
             black_box(std_hash.get(&fixture.keys[next]).expect("key present")[0])
         })
     });
+    let swapped = arc_swap_reference();
+    group.bench_function("arcswap_std_hashmap", |b| {
+        b.iter(|| {
+            next = (next + 1) % KEYS;
+            black_box(arc_swap_read(&swapped, &fixture.keys[next]).expect("key present"))
+        })
+    });
     group.finish();
+}
+
+/// The target's reference: the same entries in an `ArcSwap<std HashMap>`.
+fn arc_swap_reference() -> arc_swap::ArcSwap<std::collections::HashMap<[u8; 8], [u8; 16]>> {
+    arc_swap::ArcSwap::from_pointee((0..ENTRIES).map(|i| (key(i), value(i, 0))).collect())
+}
+
+fn arc_swap_read(
+    map: &arc_swap::ArcSwap<std::collections::HashMap<[u8; 8], [u8; 16]>>,
+    key: &[u8; 8],
+) -> Option<u64> {
+    map.load()
+        .get(key)
+        .map(|v| u64::from_ne_bytes(v[..8].try_into().expect("16-byte values")))
+}
+
+/// Nanoseconds per call of `read` over the fixture's keys (plain loop).
+fn time_reads(fixture: &Fixture, rounds: usize, mut read: impl FnMut(&[u8; 8]) -> u64) -> f64 {
+    let started = Instant::now();
+    let mut sum = 0u64;
+    for round in 0..rounds {
+        for i in 0..KEYS {
+            sum = sum.wrapping_add(read(&fixture.keys[(i + round) % KEYS]));
+        }
+    }
+    black_box(sum);
+    started.elapsed().as_nanos() as f64 / (rounds * KEYS) as f64
+}
+
+/// The ratios of the targets, from plain timed loops in this run.
+fn summary(fixture: &Fixture, rounds: usize) {
+    let store = fixture.sync.store().clone();
+    let swapped = arc_swap_reference();
+    let data = aya::maps::MapData::from_pin(&fixture.pin).expect("aya opens the pinned map");
+    let map: aya::maps::HashMap<_, [u8; 8], [u8; 16]> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).expect("a hash of 8/16 bytes");
+    // quiet: the backlog of the previous benchmark's writes applied, and
+    // folded into the flat base (the ingest task's `Publisher::tidy`, two
+    // ticks after the last new revision)
+    loop {
+        let revision = store.revision();
+        std::thread::sleep(Duration::from_millis(300));
+        if store.revision() == revision {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let snapshot = time_reads(fixture, rounds, |k| {
+        snapshot_read(&store, k).expect("present")
+    });
+    let reference = time_reads(fixture, rounds, |k| {
+        arc_swap_read(&swapped, k).expect("present")
+    });
+    let syscall = time_reads(fixture, rounds.div_ceil(20), |k| {
+        u64::from(map.get(k, 0).expect("present")[0])
+    });
+    let (under_load, rate, syscall_loaded) = with_writes(fixture, || {
+        (
+            time_reads(fixture, rounds, |k| {
+                snapshot_read(&store, k).expect("present")
+            }),
+            time_reads(fixture, rounds.div_ceil(20), |k| {
+                u64::from(map.get(k, 0).expect("present")[0])
+            }),
+        )
+    });
+    println!("summary (plain loops, same run, random keys of {ENTRIES} entries):");
+    println!(
+        "  snapshot read {snapshot:.1} ns, ArcSwap<HashMap> {reference:.1} ns: {:.2}x the reference (target <= 1.5x)",
+        snapshot / reference
+    );
+    println!(
+        "  bpf() lookup {syscall:.1} ns: snapshot {:.1}x faster quiet (target >= 20x)",
+        syscall / snapshot
+    );
+    println!(
+        "  under {rate:.0} writes/s: snapshot {under_load:.1} ns, bpf() {syscall_loaded:.1} ns: {:.1}x faster (target >= 10x)",
+        syscall_loaded / under_load
+    );
+}
+
+/// Runs `measure` while a thread rewrites random values through `bpf()`;
+/// returns its results and the achieved write rate.
+fn with_writes(fixture: &Fixture, measure: impl FnOnce() -> (f64, f64)) -> (f64, f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let writer = spawn_writer(fixture, stop.clone(), writes.clone());
+    // let ingest reach its steady state (overlay filled, merges running)
+    std::thread::sleep(Duration::from_millis(300));
+    let (writes0, started) = (writes.load(Ordering::Relaxed), Instant::now());
+    let (reads, syscall) = measure();
+    let rate = (writes.load(Ordering::Relaxed) - writes0) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer thread did not panic");
+    (reads, rate, syscall)
+}
+
+fn spawn_writer(
+    fixture: &Fixture,
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    let map = open::open(&MapSpec::pin(None, &fixture.pin)).expect("open for writing");
+    std::thread::spawn(move || {
+        let mut state = 9;
+        let mut generation = 1;
+        while !stop.load(Ordering::Relaxed) {
+            let (mut keys, mut values) = (Vec::new(), Vec::new());
+            for _ in 0..WRITE_BATCH {
+                let i = support::next_random(&mut state) % ENTRIES;
+                keys.extend(key(i));
+                values.extend(value(i, generation));
+            }
+            generation += 1;
+            let (done, result) =
+                sys::update_batch(map.fd.as_fd(), &keys, &values, WRITE_BATCH as u32);
+            result.expect("batch update of existing keys");
+            writes.fetch_add(u64::from(done), Ordering::Relaxed);
+            std::thread::sleep(WRITE_PAUSE);
+        }
+    })
 }
 
 fn bench_aya(c: &mut Criterion, fixture: &Fixture) {
@@ -201,28 +335,7 @@ fn bench_snapshot_during_writes(c: &mut Criterion, fixture: &Fixture) {
     let store = fixture.sync.store().clone();
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (stop, writes) = (stop.clone(), writes.clone());
-        let map = open::open(&MapSpec::pin(None, &fixture.pin)).expect("open for writing");
-        std::thread::spawn(move || {
-            let mut state = 9;
-            let mut generation = 1;
-            while !stop.load(Ordering::Relaxed) {
-                let (mut keys, mut values) = (Vec::new(), Vec::new());
-                for _ in 0..WRITE_BATCH {
-                    let i = support::next_random(&mut state) % ENTRIES;
-                    keys.extend(key(i));
-                    values.extend(value(i, generation));
-                }
-                generation += 1;
-                let (done, result) =
-                    sys::update_batch(map.fd.as_fd(), &keys, &values, WRITE_BATCH as u32);
-                result.expect("batch update of existing keys");
-                writes.fetch_add(u64::from(done), Ordering::Relaxed);
-                std::thread::sleep(WRITE_PAUSE);
-            }
-        })
-    };
+    let writer = spawn_writer(fixture, stop.clone(), writes.clone());
     let (revision0, writes0, started) = (
         store.revision(),
         writes.load(Ordering::Relaxed),
@@ -263,6 +376,9 @@ fn main() {
     bench_aya(&mut c, &fixture);
     bench_snapshot_during_writes(&mut c, &fixture);
     c.final_summary();
+    // `cargo test --benches` runs each benchmark once: a short summary too
+    let quick = std::env::args().all(|arg| arg != "--bench");
+    summary(&fixture, if quick { 2 } else { 400 });
     let Fixture { runtime, sync, .. } = fixture;
     runtime
         .block_on(sync.shutdown())

@@ -181,7 +181,7 @@ impl Ingest {
                 .map(&info.name)
                 .map(|view| {
                     view.iter()
-                        .map(|(key, entry)| (Bytes::copy_from_slice(key), entry.value.clone()))
+                        .map(|(key, entry)| (Bytes::copy_from_slice(key), entry.value_bytes()))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -603,7 +603,10 @@ impl Ingest {
         self.drain(DRAIN_BATCHES_PER_TURN)?;
         self.check_loss()?;
         self.resync_pending()?;
-        self.poll_due(Instant::now())
+        self.poll_due(Instant::now())?;
+        // a quiet mirror folds its recent changes into the flat base
+        self.writer.tidy();
+        Ok(())
     }
 
     /// Follows the ring until `shutdown` fires or an error stops it, and

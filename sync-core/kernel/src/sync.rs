@@ -76,7 +76,7 @@ impl Default for SyncConfig {
 /// let sync = MapSync::start(config).await?;
 /// let store = sync.store().clone();
 /// // Lock-free, syscall-free read, never older than the propagation delay:
-/// let value = store.load().map("my_map").and_then(|m| m.get(&[1, 0, 0, 0]).cloned());
+/// let value = store.load().map("my_map").and_then(|m| m.get(&[1, 0, 0, 0]).map(<[u8]>::to_vec));
 /// # let _ = value;
 /// sync.shutdown().await?;
 /// # Ok(()) }

@@ -15,7 +15,7 @@ fn packets(store: &Store, source: Ipv4Addr) -> u64 {
         .map("pkts")
         .expect("map")
         .get(&source.octets())
-        .cloned()
+        .map(bytes::Bytes::copy_from_slice)
         .expect("entry");
     u64::from_ne_bytes(value[..8].try_into().expect("8 bytes"))
 }

@@ -68,7 +68,7 @@ fn mirror(store: &Store, map: &str) -> HashMap<Vec<u8>, u64> {
         .map(map)
         .expect("mirrored")
         .iter()
-        .map(|(key, entry)| (key.to_vec(), value_of(&entry.value)))
+        .map(|(key, entry)| (key.to_vec(), value_of(entry.value)))
         .collect()
 }
 

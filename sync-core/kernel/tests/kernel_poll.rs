@@ -37,9 +37,12 @@ async fn lru_evictions_are_repaired_by_the_reconcile() {
     }
     let kernel = support::dump(&lru);
     assert!(kernel.len() < 500, "the kernel evicted entries");
-    wait_until("mirror equals the LRU map", WAIT, || {
-        mirror(&store, "recent") == kernel
-    })
+    // the repair is counted just after it is published
+    wait_until(
+        "mirror equals the LRU map, the repair counted",
+        WAIT,
+        || mirror(&store, "recent") == kernel && sync.stats().reconcile_repairs > 0,
+    )
     .await;
     let stats = sync.stats();
     assert!(
@@ -122,7 +125,7 @@ async fn values_changed_in_place_are_followed_by_the_poll_source_and_per_cpu_slo
             .map("pkts")
             .expect("map")
             .get(&source.octets())
-            .cloned()
+            .map(bytes::Bytes::copy_from_slice)
             .expect("entry");
         u64::from_ne_bytes(value[..8].try_into().expect("8 bytes"))
     };
@@ -152,7 +155,7 @@ async fn values_changed_in_place_are_followed_by_the_poll_source_and_per_cpu_slo
             .map("hits")
             .expect("map")
             .get(&0u32.to_ne_bytes())
-            .cloned()
+            .map(bytes::Bytes::copy_from_slice)
             .expect("slot 0");
         value
             .chunks(8)

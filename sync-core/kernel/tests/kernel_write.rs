@@ -462,7 +462,7 @@ async fn a_write_by_another_process_right_after_ours_wins_in_the_mirror() {
             if store
                 .snapshot()
                 .map("race")
-                .and_then(|m| m.get(&k(1)).cloned())
+                .and_then(|m| m.get(&k(1)).map(bytes::Bytes::copy_from_slice))
                 .as_deref()
                 == Some(&v8(100 + n)[..])
             {

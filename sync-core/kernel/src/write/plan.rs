@@ -91,7 +91,7 @@ pub(super) fn prefixed(error: CommandError, at: &str) -> CommandError {
 pub(super) fn previous_of(snapshot: &Snapshot, map: &str, key: &[u8]) -> Previous {
     match snapshot.map(map).and_then(|view| view.entry(key)) {
         Some(entry) => Previous {
-            value: Some(entry.value.clone()),
+            value: Some(entry.value_bytes()),
             mod_revision: entry.mod_revision,
         },
         None => Previous {
