@@ -39,6 +39,11 @@ impl Store {
 /// Most events in one [`WatchBatch::Events`].
 pub const MAX_BATCH: usize = 512;
 
+/// At most this many key and value bytes per batch of the initial state.
+/// The mirror stores values inline, so each initial event is a copy: a
+/// watch that is not read holds one such batch, not 512 large values.
+pub const MAX_INITIAL_BATCH_BYTES: usize = 64 << 10;
+
 /// Which changes a subscription delivers. Every condition must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscribeFilter {
@@ -238,18 +243,29 @@ async fn step(
             mut after,
         } => {
             let mut batch = Vec::new();
-            while batch.len() < MAX_BATCH && map_index < maps.len() {
+            let mut bytes = 0;
+            while batch.len() < MAX_BATCH
+                && bytes < MAX_INITIAL_BATCH_BYTES
+                && map_index < maps.len()
+            {
                 let name = &maps[map_index];
                 let view = snapshot.map(name).expect("listed from this snapshot");
                 let room = MAX_BATCH - batch.len();
                 let mut taken = 0;
                 let mut last = None;
+                // stopped by the byte bound, not at the map's end
+                let mut full = false;
                 for (key, entry) in view.iter_after(after.as_deref()).take(room) {
+                    if bytes >= MAX_INITIAL_BATCH_BYTES {
+                        full = true;
+                        break;
+                    }
                     taken += 1;
                     last = Some(key);
                     if filter.no_put || !filter.selects_key(key) {
                         continue;
                     }
+                    bytes += key.len() + entry.value.len();
                     batch.push(Arc::new(ChangeEvent {
                         revision: entry.mod_revision,
                         map: name.clone(),
@@ -264,7 +280,7 @@ async fn step(
                 if let Some(key) = last {
                     after = Some(Bytes::copy_from_slice(key));
                 }
-                if taken < room {
+                if taken < room && !full {
                     map_index += 1;
                     after = None;
                 }
