@@ -4,7 +4,7 @@
 
 use clap::Args;
 use mapsync_core::Store;
-use mapsync_fleet::{FollowConfig, ReportConfig, Reporter};
+use mapsync_fleet::{FollowConfig, FollowStats, ReportConfig, Reporter};
 use tracing::Instrument;
 
 /// Where a following node reports what it applied.
@@ -61,8 +61,53 @@ impl ReportArgs {
     }
 }
 
-/// Starts the reporter in its own span.
-pub fn spawn(reporter: Reporter) -> tokio::task::JoinHandle<()> {
+/// The running fleet side of `serve`: its followers and its reporter.
+#[derive(Debug, Default)]
+pub struct FleetTasks {
+    /// One task per followed map.
+    pub followers: Vec<tokio::task::JoinHandle<()>>,
+    /// The status reporter and its stop signal (when following).
+    pub reporter: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
+    /// Each followed map's counters, for the metrics.
+    pub stats: Vec<(String, std::sync::Arc<FollowStats>)>,
+}
+
+impl FleetTasks {
+    /// Stops the followers, then the reporter gracefully: it revokes its
+    /// status lease so the node shows gone at once (bounded: after
+    /// [`mapsync_fleet::REVOKE_TIMEOUT`] and a second more it is aborted).
+    pub async fn stop(self) {
+        self.followers.iter().for_each(|follower| follower.abort());
+        if let Some((task, stop)) = self.reporter {
+            let _ = stop.send(());
+            let bound = mapsync_fleet::REVOKE_TIMEOUT + std::time::Duration::from_secs(1);
+            let abort = task.abort_handle();
+            if tokio::time::timeout(bound, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Starts the reporter in its own span; sending on the returned sender
+/// stops it gracefully (see [`FleetTasks::stop`]).
+pub fn spawn(
+    reporter: Reporter,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let span = tracing::info_span!("fleet_status");
-    tokio::spawn(reporter.run().instrument(span))
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(
+        reporter
+            .run_until(async move {
+                let _ = stopped.await;
+            })
+            .instrument(span),
+    );
+    (task, stop)
 }

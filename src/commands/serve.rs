@@ -157,11 +157,12 @@ impl FollowArgs {
         configs: Vec<mapsync_fleet::FollowConfig>,
         report: &super::fleet_report::ReportArgs,
         sync: &MapSync,
-    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    ) -> anyhow::Result<super::fleet_report::FleetTasks> {
         use tracing::Instrument;
         let snapshot = sync.store().snapshot();
         let mut reporter = report.reporter(&configs, sync.store())?;
-        let mut tasks: Vec<_> = configs
+        let mut stats = Vec::new();
+        let followers = configs
             .into_iter()
             .map(|config| {
                 anyhow::ensure!(
@@ -177,11 +178,15 @@ impl FollowArgs {
                 if let Some(reporter) = reporter.as_mut() {
                     reporter.add(&map, &prefix, follower.stats());
                 }
+                stats.push((map, follower.stats()));
                 Ok(tokio::spawn(follower.run().instrument(span)))
             })
             .collect::<anyhow::Result<_>>()?;
-        tasks.extend(reporter.map(super::fleet_report::spawn));
-        Ok(tasks)
+        Ok(super::fleet_report::FleetTasks {
+            followers,
+            reporter: reporter.map(super::fleet_report::spawn),
+            stats,
+        })
     }
 }
 
@@ -384,11 +389,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
     let watch_stats = std::sync::Arc::new(WatchStats::default());
+    let fleet = FollowArgs::spawn(follows, &args.follow.report, &sync)?;
     let metrics = match (metrics_listener, &args.metrics_listen) {
         (Some(listener), Some(addr)) => {
             tracing::info!(metrics = %addr, "serving metrics");
             let collector = crate::metrics::SyncCollector::new(&sync, watch_stats.clone())
-                .with_authz(authz.clone());
+                .with_authz(authz.clone())
+                .with_fleet(fleet.stats.clone());
             Some(tokio::spawn(crate::metrics_auth::serve(
                 listener,
                 crate::metrics::router(collector),
@@ -398,7 +405,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let followers = FollowArgs::spawn(follows, &args.follow.report, &sync)?;
     let policy = args.write_policy.policy();
     if authz.has_policy() {
         tracing::info!(
@@ -449,7 +455,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     tracing::info!("shutting down");
-    followers.iter().for_each(|follower| follower.abort());
+    fleet.stop().await;
     let _ = stop.send(true);
     server
         .await

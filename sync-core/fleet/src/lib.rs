@@ -24,7 +24,7 @@ pub use connect::{EtcdTls, TlsFileError, connect};
 pub use diff::{Desired, difference, into_apply, into_batches};
 pub use follower::{FollowConfig, FollowError, FollowStats, Follower};
 pub use layout::{Layout, Undecodable};
-pub use reporter::{ReportConfig, ReportError, Reporter};
+pub use reporter::{REVOKE_TIMEOUT, ReportConfig, ReportError, Reporter};
 pub use spec::{SpecError, parse_follow};
 pub use status::{
     DEFAULT_STATUS_PREFIX, FleetStatus, MapStatus, NodeRow, NodeStatus, StatusError, StatusLayout,
