@@ -2,9 +2,10 @@
 //! prefix in etcd (mapsync-fleet's `Reporter`), read by `mapsync fleet
 //! status`.
 
+use anyhow::Context;
 use clap::Args;
 use mapsync_core::Store;
-use mapsync_fleet::{FollowConfig, FollowStats, ReportConfig, Reporter};
+use mapsync_fleet::{FollowConfig, FollowStats, ReportConfig, Reporter, ValueFormat};
 use tracing::Instrument;
 
 /// Where a following node reports what it applied.
@@ -59,6 +60,51 @@ impl ReportArgs {
         config.tls = first.tls.clone();
         Ok(Some(Reporter::new(config, store.clone())))
     }
+}
+
+/// Applies `--follow-format MAP=json|raw` to the followers' configs.
+pub fn apply_formats(formats: &[String], configs: &mut [FollowConfig]) -> anyhow::Result<()> {
+    for spec in formats {
+        let (map, format) = spec
+            .split_once('=')
+            .with_context(|| format!("--follow-format `{spec}`: want MAP=json or MAP=raw"))?;
+        let format = match format {
+            "json" => ValueFormat::Json,
+            "raw" => ValueFormat::Raw,
+            other => anyhow::bail!("--follow-format `{spec}`: `{other}` is not json or raw"),
+        };
+        let config = configs
+            .iter_mut()
+            .find(|config| config.map == map)
+            .with_context(|| format!("--follow-format {spec}: no --follow names map `{map}`"))?;
+        config.format = format;
+    }
+    Ok(())
+}
+
+/// A JSON-format follow needs a map with BTF types and one value per key.
+pub fn check_format(
+    config: &FollowConfig,
+    snapshot: &mapsync_core::Snapshot,
+) -> anyhow::Result<()> {
+    if config.format != ValueFormat::Json {
+        return Ok(());
+    }
+    let Some(view) = snapshot.map(&config.map) else {
+        return Ok(());
+    };
+    let info = view.info();
+    anyhow::ensure!(
+        info.types.is_some(),
+        "--follow-format {}=json: the map has no BTF key and value types",
+        config.map
+    );
+    anyhow::ensure!(
+        info.value_bytes == info.value_size,
+        "--follow-format {}=json: per-CPU maps take raw values only",
+        config.map
+    );
+    Ok(())
 }
 
 /// The running fleet side of `serve`: its followers and its reporter.

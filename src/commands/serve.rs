@@ -118,6 +118,11 @@ pub struct FollowArgs {
     /// reconcile (repeatable).
     #[arg(long, value_name = "MAP")]
     pub follow_local_wins: Vec<String>,
+    /// A followed map whose etcd values are typed JSON (encoded through
+    /// the map's BTF value type; the map needs BTF): `MAP=json`, or
+    /// `MAP=raw` (the default). Repeatable.
+    #[arg(long, value_name = "MAP=json|raw")]
+    pub follow_format: Vec<String>,
     #[command(flatten)]
     pub report: super::fleet_report::ReportArgs,
 }
@@ -141,6 +146,7 @@ impl FollowArgs {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         self.report.tls.apply(&mut configs)?;
+        super::fleet_report::apply_formats(&self.follow_format, &mut configs)?;
         if let Some(map) = self
             .follow_local_wins
             .iter()
@@ -170,6 +176,7 @@ impl FollowArgs {
                     "--follow: map `{}` is not mirrored (add it with --map)",
                     config.map
                 );
+                super::fleet_report::check_format(&config, &snapshot)?;
                 let span = tracing::info_span!("follow", map = %config.map, prefix = %config.prefix);
                 tracing::info!(map = %config.map, endpoints = ?config.endpoints, prefix = %config.prefix, "following etcd");
                 let (map, prefix) = (config.map.clone(), config.prefix.clone());
