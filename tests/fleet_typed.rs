@@ -166,6 +166,46 @@ async fn typed_json_values_in_etcd_are_encoded_through_the_maps_btf() {
     );
     want.insert(ssh.clone(), support::typed_flow_value(7, "ssh", 0));
     wait_dump(&flows, &want);
+
+    // the control side refuses text that is no JSON, naming it; nothing written
+    let revision = client
+        .get("x", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    let out = mapsync()
+        .args([
+            "fleet",
+            "--etcd",
+            &etcd.endpoint(),
+            "--prefix",
+            "fleet/typed",
+        ])
+        .args([
+            "put",
+            "--format",
+            "json",
+            &support::hex(&ssh),
+            "{packets: 1",
+        ])
+        .output()
+        .expect("run mapsync fleet");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("value `{packets: 1` is not JSON"),
+        "{stderr}"
+    );
+    let after = client
+        .get("x", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    assert_eq!(after, revision, "nothing was written");
 }
 
 #[test]
