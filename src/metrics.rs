@@ -26,6 +26,8 @@ pub struct SyncCollector {
     watch: Arc<WatchStats>,
     /// The gRPC server's authorizer, for its refusal counts.
     authz: Option<Arc<mapsync_grpc::authz::Authorizer>>,
+    /// Each followed map's fleet follower counters (empty: no `--follow`).
+    fleet: Vec<(String, Arc<mapsync_fleet::FollowStats>)>,
 }
 
 impl SyncCollector {
@@ -36,6 +38,7 @@ impl SyncCollector {
             stats: sync.stats_handle(),
             watch,
             authz: None,
+            fleet: Vec::new(),
         }
     }
 
@@ -43,6 +46,13 @@ impl SyncCollector {
     /// (`mapsync_auth_refusals_total{reason}`).
     pub fn with_authz(mut self, authz: Arc<mapsync_grpc::authz::Authorizer>) -> Self {
         self.authz = Some(authz);
+        self
+    }
+
+    /// The same collector also reporting the fleet followers of these maps
+    /// (`mapsync_fleet_bad_keys_total{map}`).
+    pub fn with_fleet(mut self, fleet: Vec<(String, Arc<mapsync_fleet::FollowStats>)>) -> Self {
+        self.fleet = fleet;
         self
     }
 }
@@ -197,6 +207,7 @@ impl Collector for SyncCollector {
             auth_refusals(e, authz.refusals())?;
         }
         per_map(e, &snapshot, &self.stats.ingest_status())?;
+        fleet(e, &self.fleet)?;
         propagation(e, &self.stats.propagation(), &self.watch.send_propagation())?;
         let info = prometheus_client::metrics::info::Info::new(vec![(
             "version".to_owned(),
@@ -317,6 +328,25 @@ fn per_map(
     for map in &ingest.maps {
         ConstCounter::new(map.reconcile_repairs)
             .encode(family.encode_family(&label(&map.name))?)?;
+    }
+    Ok(())
+}
+
+/// The fleet followers' family, labelled by the followed map; present
+/// (without samples) when nothing is followed.
+fn fleet(
+    e: &mut DescriptorEncoder,
+    followers: &[(String, Arc<mapsync_fleet::FollowStats>)],
+) -> Result<(), std::fmt::Error> {
+    let label = |name: &str| vec![("map".to_owned(), name.to_owned())];
+    let mut family = e.encode_descriptor(
+        "mapsync_fleet_bad_keys",
+        "Distinct etcd keys under the followed prefix that do not decode for the map (skipped).",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (map, stats) in followers {
+        ConstCounter::new(stats.undecodable()).encode(family.encode_family(&label(map))?)?;
     }
     Ok(())
 }

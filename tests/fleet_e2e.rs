@@ -280,3 +280,110 @@ async fn serve_follows_and_fleet_writes_over_tls_with_client_certificates() {
         "{stderr}"
     );
 }
+
+/// `serve --follow` of `fleet/flows` into a fresh `flows` (4-byte keys,
+/// 8-byte values) with its metrics on; (server, pins, metrics address).
+fn serve_following(etcd: &etcd::Etcd, name: &str, extra: &[&str]) -> (Server, PinDir, String) {
+    let pins = PinDir::new(name);
+    let flows = pin(&pins, "flows");
+    support::create_map(&flows, "hash", 4, 8, 64, "flows");
+    let follow = format!("flows=etcd://{}/fleet/flows", etcd.endpoint());
+    let metrics_addr = format!("127.0.0.1:{}", common::free_port());
+    let mut args = vec!["--follow", &follow, "--metrics-listen", &metrics_addr];
+    args.extend_from_slice(extra);
+    let server = Server::start_with(&pins, &[map_arg("flows", &flows)], &args);
+    (server, pins, metrics_addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_keys_under_the_prefix_are_counted_in_the_metrics_per_map() {
+    if !support::require_kernel() || !etcd::require_etcd() {
+        return;
+    }
+    let etcd = etcd::Etcd::start().await;
+    let mut client = etcd.client().await;
+    client
+        .put(key(1), 1u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    // two bad keys: a value of the wrong size, a key that is not hex
+    client.put(key(2), vec![1, 2, 3], None).await.expect("put");
+    client
+        .put("fleet/flows/zz", 1u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    let (_server, pins, metrics_addr) =
+        serve_following(&etcd, "fleet-bad-keys", &["--fleet-node", "bad-keys"]);
+    let flows = pin(&pins, "flows");
+    let entry = |k: u32, v: u64| (k.to_le_bytes().to_vec(), v.to_le_bytes().to_vec());
+    wait_dump(&flows, &BTreeMap::from([entry(1, 1)]));
+    let bad = |want: f64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let scraped = common::scrape_metrics(&metrics_addr).unwrap_or_default();
+            let got = scraped.get("mapsync_fleet_bad_keys_total{map=\"flows\"}");
+            if got == Some(&want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bad keys {got:?}, want {want}: {scraped:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    bad(2.0);
+    // one more, live (a watched put), and a good write after it still lands
+    client.put(key(3), vec![0; 9], None).await.expect("put");
+    client
+        .put(key(4), 4u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    wait_dump(&flows, &BTreeMap::from([entry(1, 1), entry(4, 4)]));
+    bad(3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigtermed_node_revokes_its_lease_and_shows_gone_at_once() {
+    if !support::require_kernel() || !etcd::require_etcd() {
+        return;
+    }
+    let etcd = etcd::Etcd::start().await;
+    let mut client = etcd.client().await;
+    client
+        .put(key(1), 1u64.to_le_bytes().to_vec(), None)
+        .await
+        .expect("put");
+    // a TTL far above the test's bound: only the revoke makes it gone in time
+    let (mut server, _pins, _metrics) = serve_following(
+        &etcd,
+        "fleet-revoke",
+        &["--fleet-node", "leaving", "--fleet-status-ttl", "120"],
+    );
+    let row = || -> serde_json::Value {
+        let (ok, out, err) = fleet_cli(&etcd, &["status", "--json"]);
+        assert!(ok, "{err}");
+        let json: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+        json["rows"][0].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while row()["live"] != true {
+        assert!(Instant::now() < deadline, "never live: {}", row());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.is_running() {
+        assert!(Instant::now() < deadline, "serve did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // gone as soon as the process has exited, not after the 120 s TTL
+    let gone = row();
+    assert_eq!(gone["node"], "leaving", "{gone}");
+    assert_eq!(gone["live"], false, "{gone}");
+    assert!(
+        server.log().iter().any(|l| l.contains("lease revoked")),
+        "{:?}",
+        server.log()
+    );
+}

@@ -1,5 +1,7 @@
 //! `mapsync fleet put|delete`: write entries into etcd in the fleet layout
-//! (`PREFIX/HEXKEY` -> raw value bytes) that `serve --follow` applies;
+//! (`PREFIX/HEXKEY` -> raw value bytes, or with `--format json` the value's
+//! JSON text, which a node following with `--follow-format MAP=json`
+//! encodes through the map's BTF) that `serve --follow` applies;
 //! `mapsync fleet status`: what every node reported it applied.
 
 use anyhow::Context;
@@ -23,28 +25,47 @@ pub struct FleetArgs {
     pub command: FleetCommand,
 }
 
+/// How `put` and `apply` take values.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValueArg {
+    /// Hex bytes, written as raw bytes.
+    #[default]
+    Hex,
+    /// JSON, written as its compact JSON text as is (not checked here: the
+    /// nodes encode it through the map's BTF and count a value that does
+    /// not fit as a bad key; the prefix must be followed with
+    /// `--follow-format MAP=json`).
+    Json,
+}
+
 /// What to write into etcd.
 #[derive(Subcommand, Debug)]
 pub enum FleetCommand {
-    /// Put one entry: key and value as hex.
+    /// Put one entry: key as hex, value as hex (or JSON with --format json).
     Put {
         /// Key bytes, hex.
         key: String,
-        /// Value bytes, hex.
+        /// Value bytes, hex; with --format json the value as JSON.
         value: String,
+        /// How the value is given.
+        #[arg(long, value_enum, default_value_t = ValueArg::Hex)]
+        format: ValueArg,
     },
     /// Delete one entry: key as hex.
     Delete {
         /// Key bytes, hex.
         key: String,
     },
-    /// Write a whole set from a file (JSON `{"HEXKEY": "HEXVALUE"}`, `-`:
-    /// stdin) as one etcd transaction: replace (delete keys not in the
-    /// file) unless --merge (only puts). Entries etcd already holds are
-    /// not rewritten.
+    /// Write a whole set from a file (JSON `{"HEXKEY": "HEXVALUE"}`, with
+    /// --format json `{"HEXKEY": VALUE}`; `-`: stdin) as one etcd
+    /// transaction: replace (delete keys not in the file) unless --merge
+    /// (only puts). Entries etcd already holds are not rewritten.
     Apply {
         /// The set file.
         file: std::path::PathBuf,
+        /// How the values are given.
+        #[arg(long, value_enum, default_value_t = ValueArg::Hex)]
+        format: ValueArg,
         /// Only put the file's entries; keep the others.
         #[arg(long)]
         merge: bool,
@@ -137,9 +158,15 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
         .context("--prefix is required to write entries")?;
     let layout = mapsync_fleet::Layout::new(prefix, 0, 0);
     match args.command {
-        FleetCommand::Put { key, value } => {
+        FleetCommand::Put { key, value, format } => {
             let etcd_key = layout.etcd_key(&hex_arg("key", &key)?);
-            let value = hex_arg("value", &value)?;
+            let value = match format {
+                ValueArg::Hex => hex_arg("value", &value)?,
+                ValueArg::Json => serde_json::from_str::<serde_json::Value>(&value)
+                    .with_context(|| format!("value `{value}` is not JSON"))?
+                    .to_string()
+                    .into_bytes(),
+            };
             let put = client
                 .put(etcd_key, value, None)
                 .await
@@ -153,6 +180,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
         }
         FleetCommand::Apply {
             file,
+            format,
             merge,
             max_txn_ops,
             key_size,
@@ -164,8 +192,17 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?
             };
-            let set = mapsync_fleet::parse_hex_set(&text, key_size, value_size)
-                .with_context(|| format!("set file {}", file.display()))?;
+            let set = match format {
+                ValueArg::Hex => mapsync_fleet::parse_hex_set(&text, key_size, value_size),
+                ValueArg::Json => {
+                    anyhow::ensure!(
+                        value_size == 0,
+                        "--value-size does not apply to --format json (the nodes check values against the map's BTF)"
+                    );
+                    mapsync_fleet::parse_json_set(&text, key_size)
+                }
+            }
+            .with_context(|| format!("set file {}", file.display()))?;
             let mode = if merge {
                 mapsync_fleet::SetMode::Merge
             } else {

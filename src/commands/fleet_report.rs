@@ -2,9 +2,10 @@
 //! prefix in etcd (mapsync-fleet's `Reporter`), read by `mapsync fleet
 //! status`.
 
+use anyhow::Context;
 use clap::Args;
 use mapsync_core::Store;
-use mapsync_fleet::{FollowConfig, ReportConfig, Reporter};
+use mapsync_fleet::{FollowConfig, FollowStats, ReportConfig, Reporter, ValueFormat};
 use tracing::Instrument;
 
 /// Where a following node reports what it applied.
@@ -61,8 +62,98 @@ impl ReportArgs {
     }
 }
 
-/// Starts the reporter in its own span.
-pub fn spawn(reporter: Reporter) -> tokio::task::JoinHandle<()> {
+/// Applies `--follow-format MAP=json|raw` to the followers' configs.
+pub fn apply_formats(formats: &[String], configs: &mut [FollowConfig]) -> anyhow::Result<()> {
+    for spec in formats {
+        let (map, format) = spec
+            .split_once('=')
+            .with_context(|| format!("--follow-format `{spec}`: want MAP=json or MAP=raw"))?;
+        let format = match format {
+            "json" => ValueFormat::Json,
+            "raw" => ValueFormat::Raw,
+            other => anyhow::bail!("--follow-format `{spec}`: `{other}` is not json or raw"),
+        };
+        let config = configs
+            .iter_mut()
+            .find(|config| config.map == map)
+            .with_context(|| format!("--follow-format {spec}: no --follow names map `{map}`"))?;
+        config.format = format;
+    }
+    Ok(())
+}
+
+/// A JSON-format follow needs a map with BTF types and one value per key.
+pub fn check_format(
+    config: &FollowConfig,
+    snapshot: &mapsync_core::Snapshot,
+) -> anyhow::Result<()> {
+    if config.format != ValueFormat::Json {
+        return Ok(());
+    }
+    let Some(view) = snapshot.map(&config.map) else {
+        return Ok(());
+    };
+    let info = view.info();
+    anyhow::ensure!(
+        info.types.is_some(),
+        "--follow-format {}=json: the map has no BTF key and value types",
+        config.map
+    );
+    anyhow::ensure!(
+        info.value_bytes == info.value_size,
+        "--follow-format {}=json: per-CPU maps take raw values only",
+        config.map
+    );
+    Ok(())
+}
+
+/// The running fleet side of `serve`: its followers and its reporter.
+#[derive(Debug, Default)]
+pub struct FleetTasks {
+    /// One task per followed map.
+    pub followers: Vec<tokio::task::JoinHandle<()>>,
+    /// The status reporter and its stop signal (when following).
+    pub reporter: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
+    /// Each followed map's counters, for the metrics.
+    pub stats: Vec<(String, std::sync::Arc<FollowStats>)>,
+}
+
+impl FleetTasks {
+    /// Stops the followers, then the reporter gracefully: it revokes its
+    /// status lease so the node shows gone at once (bounded: after
+    /// [`mapsync_fleet::REVOKE_TIMEOUT`] and a second more it is aborted).
+    pub async fn stop(self) {
+        self.followers.iter().for_each(|follower| follower.abort());
+        if let Some((task, stop)) = self.reporter {
+            let _ = stop.send(());
+            let bound = mapsync_fleet::REVOKE_TIMEOUT + std::time::Duration::from_secs(1);
+            let abort = task.abort_handle();
+            if tokio::time::timeout(bound, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Starts the reporter in its own span; sending on the returned sender
+/// stops it gracefully (see [`FleetTasks::stop`]).
+pub fn spawn(
+    reporter: Reporter,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let span = tracing::info_span!("fleet_status");
-    tokio::spawn(reporter.run().instrument(span))
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(
+        reporter
+            .run_until(async move {
+                let _ = stopped.await;
+            })
+            .instrument(span),
+    );
+    (task, stop)
 }

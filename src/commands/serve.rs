@@ -118,6 +118,11 @@ pub struct FollowArgs {
     /// reconcile (repeatable).
     #[arg(long, value_name = "MAP")]
     pub follow_local_wins: Vec<String>,
+    /// A followed map whose etcd values are typed JSON (encoded through
+    /// the map's BTF value type; the map needs BTF): `MAP=json`, or
+    /// `MAP=raw` (the default). Repeatable.
+    #[arg(long, value_name = "MAP=json|raw")]
+    pub follow_format: Vec<String>,
     #[command(flatten)]
     pub report: super::fleet_report::ReportArgs,
 }
@@ -141,6 +146,7 @@ impl FollowArgs {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         self.report.tls.apply(&mut configs)?;
+        super::fleet_report::apply_formats(&self.follow_format, &mut configs)?;
         if let Some(map) = self
             .follow_local_wins
             .iter()
@@ -157,11 +163,12 @@ impl FollowArgs {
         configs: Vec<mapsync_fleet::FollowConfig>,
         report: &super::fleet_report::ReportArgs,
         sync: &MapSync,
-    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    ) -> anyhow::Result<super::fleet_report::FleetTasks> {
         use tracing::Instrument;
         let snapshot = sync.store().snapshot();
         let mut reporter = report.reporter(&configs, sync.store())?;
-        let mut tasks: Vec<_> = configs
+        let mut stats = Vec::new();
+        let followers = configs
             .into_iter()
             .map(|config| {
                 anyhow::ensure!(
@@ -169,6 +176,7 @@ impl FollowArgs {
                     "--follow: map `{}` is not mirrored (add it with --map)",
                     config.map
                 );
+                super::fleet_report::check_format(&config, &snapshot)?;
                 let span = tracing::info_span!("follow", map = %config.map, prefix = %config.prefix);
                 tracing::info!(map = %config.map, endpoints = ?config.endpoints, prefix = %config.prefix, "following etcd");
                 let (map, prefix) = (config.map.clone(), config.prefix.clone());
@@ -177,11 +185,15 @@ impl FollowArgs {
                 if let Some(reporter) = reporter.as_mut() {
                     reporter.add(&map, &prefix, follower.stats());
                 }
+                stats.push((map, follower.stats()));
                 Ok(tokio::spawn(follower.run().instrument(span)))
             })
             .collect::<anyhow::Result<_>>()?;
-        tasks.extend(reporter.map(super::fleet_report::spawn));
-        Ok(tasks)
+        Ok(super::fleet_report::FleetTasks {
+            followers,
+            reporter: reporter.map(super::fleet_report::spawn),
+            stats,
+        })
     }
 }
 
@@ -384,11 +396,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
     let watch_stats = std::sync::Arc::new(WatchStats::default());
+    let fleet = FollowArgs::spawn(follows, &args.follow.report, &sync)?;
     let metrics = match (metrics_listener, &args.metrics_listen) {
         (Some(listener), Some(addr)) => {
             tracing::info!(metrics = %addr, "serving metrics");
             let collector = crate::metrics::SyncCollector::new(&sync, watch_stats.clone())
-                .with_authz(authz.clone());
+                .with_authz(authz.clone())
+                .with_fleet(fleet.stats.clone());
             Some(tokio::spawn(crate::metrics_auth::serve(
                 listener,
                 crate::metrics::router(collector),
@@ -398,7 +412,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let followers = FollowArgs::spawn(follows, &args.follow.report, &sync)?;
     let policy = args.write_policy.policy();
     if authz.has_policy() {
         tracing::info!(
@@ -449,7 +462,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     tracing::info!("shutting down");
-    followers.iter().for_each(|follower| follower.abort());
+    fleet.stop().await;
     let _ = stop.send(true);
     server
         .await

@@ -265,17 +265,24 @@ fn map_table(cmd: &Command, table: &Table, text: &str) -> anyhow::Result<Vec<OsS
     checked(cmd, args, &fields)
 }
 
-/// `[[follow]]`: `map` and `etcd` (`etcd://HOST:PORT[,HOST:PORT]/PREFIX`).
+/// `[[follow]]`: `map` and `etcd` (`etcd://HOST:PORT[,HOST:PORT]/PREFIX`),
+/// optionally `format` (`json` or `raw`: `--follow-format MAP=FORMAT`).
 fn follow_table(cmd: &Command, table: &Table, text: &str) -> anyhow::Result<Vec<OsString>> {
     let fields = Fields::new(table, text, "[[follow]]");
-    fields.only(&["map", "etcd"])?;
+    fields.only(&["map", "etcd", "format"])?;
     let (Some(map), Some(etcd)) = (fields.string("map")?, fields.string("etcd")?) else {
         return Err(fields.error(None, "needs `map` and `etcd`"));
     };
     let spec = format!("{map}={etcd}");
     mapsync_fleet::parse_follow(&spec)
         .map_err(|error| fields.error(Some("etcd"), &error.to_string()))?;
-    checked(cmd, vec![("follow", spec)], &fields)
+    let mut args = vec![("follow", spec)];
+    match fields.string("format")?.as_deref() {
+        None => {}
+        Some(format @ ("json" | "raw")) => args.push(("follow-format", format!("{map}={format}"))),
+        Some(_) => return Err(fields.error(Some("format"), "expected \"json\" or \"raw\"")),
+    }
+    checked(cmd, args, &fields)
 }
 
 /// The flags of a table, each checked by its flag's parser.

@@ -57,6 +57,7 @@ max_entries = 1024
 [[follow]]
 map = "flows"
 etcd = "etcd://127.0.0.1:2379/fleet/flows"
+format = "json"
 "#;
 
 #[test]
@@ -82,6 +83,7 @@ fn every_kind_of_key_reaches_its_flag() {
         args.follow.follows,
         ["flows=etcd://127.0.0.1:2379/fleet/flows"]
     );
+    assert_eq!(args.follow.follow_format, ["flows=json"]);
     let config = args.sync_config().expect("a valid sync config");
     assert_eq!(config.maps.len(), 4);
     assert_eq!(
@@ -226,6 +228,10 @@ fn every_refusal_names_the_line_and_the_key() {
         (
             "[[follow]]\nmap = \"a\"\netcd = \"http://x/p\"\n",
             "line 3: [[follow]] `etcd`: bad follow spec",
+        ),
+        (
+            "[[follow]]\nmap = \"a\"\netcd = \"etcd://h:1/p\"\nformat = \"yaml\"\n",
+            "line 4: [[follow]] `format`: expected \"json\" or \"raw\"",
         ),
     ] {
         let line = refusal(text);

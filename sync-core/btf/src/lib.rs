@@ -105,6 +105,21 @@ impl MapTypes {
         self.btf_id
     }
 
+    /// The BTF the types are in.
+    pub fn btf(&self) -> &Btf {
+        &self.btf
+    }
+
+    /// The key type's id in [`MapTypes::btf`].
+    pub fn key_type_id(&self) -> u32 {
+        self.key
+    }
+
+    /// The value type's id in [`MapTypes::btf`].
+    pub fn value_type_id(&self) -> u32 {
+        self.value
+    }
+
     /// The key type, as C spells it (`struct flow_key`).
     pub fn key_type_name(&self) -> String {
         self.btf.type_name(self.key)

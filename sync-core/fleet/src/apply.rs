@@ -82,11 +82,42 @@ pub fn parse_hex_set(
     Ok(set)
 }
 
+/// Parses a set file of typed values: a JSON object `{"HEXKEY": VALUE, ...}`
+/// whose values are any JSON (what a map followed with
+/// [`crate::ValueFormat::Json`] takes), each written as its compact JSON
+/// text. Keys are checked against `key_size` (0: any); the values are
+/// checked by each node's follower against the map's BTF (one that does
+/// not fit is a bad key there).
+pub fn parse_json_set(
+    text: &str,
+    key_size: usize,
+) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, SetFileError> {
+    let object: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| SetFileError::Json(e.to_string()))?;
+    let mut set = BTreeMap::new();
+    for (key, value) in object {
+        let bytes = hex::decode(&key).map_err(|_| SetFileError::Hex {
+            what: "key",
+            text: key.clone(),
+        })?;
+        if key_size != 0 && bytes.len() != key_size {
+            return Err(SetFileError::Size {
+                what: "key",
+                got: bytes.len(),
+                text: key,
+                want: key_size,
+            });
+        }
+        set.insert(bytes, value.to_string().into_bytes());
+    }
+    Ok(set)
+}
+
 /// Why a set file was refused (nothing was written).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SetFileError {
-    /// Not a JSON object of strings.
-    #[error("not a JSON object of hex strings: {0}")]
+    /// Not a JSON object (of hex strings, for a raw set).
+    #[error("not a JSON object of hex keys (and hex string values, unless --format json): {0}")]
     Json(String),
     /// A key or value is not hex.
     #[error("{what} `{text}` is not hex")]
@@ -129,6 +160,23 @@ mod tests {
         assert_eq!(replace.len(), 3, "{}", text(&replace));
         assert_eq!(merge.len(), 1, "{}", text(&merge));
         // which keys: the CLI test against a real etcd (tests/fleet_e2e.rs)
+    }
+
+    #[test]
+    fn json_set_files_keep_values_as_compact_json_and_check_keys() {
+        let set = parse_json_set(r#"{"0100": {"packets": 1, "name": "web"}}"#, 2).expect("ok");
+        assert_eq!(
+            set,
+            BTreeMap::from([(vec![1, 0], br#"{"packets":1,"name":"web"}"#.to_vec())])
+        );
+        assert!(matches!(
+            parse_json_set("[]", 0),
+            Err(SetFileError::Json(_))
+        ));
+        assert_eq!(
+            parse_json_set(r#"{"01": 1}"#, 2).unwrap_err().to_string(),
+            "key `01` is 1 bytes, want 2"
+        );
     }
 
     #[test]

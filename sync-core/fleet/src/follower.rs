@@ -40,7 +40,7 @@ use tracing::{info, warn};
 
 use crate::connect::{EtcdTls, connect};
 use crate::diff::{Desired, difference, into_apply, into_batches};
-use crate::layout::Layout;
+use crate::layout::{Layout, ValueFormat};
 
 /// Most undecodable etcd keys remembered (each is logged once).
 pub const MAX_REPORTED_KEYS: usize = 4096;
@@ -66,6 +66,9 @@ pub struct FollowConfig {
     /// changes are still applied as they come, and a relist, at start or
     /// after a compaction, still makes the map etcd's state).
     pub local_wins: bool,
+    /// How the etcd values are written (raw bytes, or typed JSON for a map
+    /// with BTF).
+    pub format: ValueFormat,
 }
 
 impl FollowConfig {
@@ -80,6 +83,7 @@ impl FollowConfig {
             backoff_max: Duration::from_secs(10),
             tls: None,
             local_wins: false,
+            format: ValueFormat::Raw,
         }
     }
 }
@@ -131,6 +135,10 @@ pub enum FollowError {
     /// The map is not (yet) mirrored.
     #[error("map `{0}` is not mirrored")]
     UnknownMap(String),
+    /// JSON values need the map's BTF types (and one value per key: not
+    /// per-CPU).
+    #[error("map `{0}` has no BTF key and value types (or is per-CPU): its values cannot be JSON")]
+    NoTypes(String),
     /// etcd compacted the history past the applied revision.
     #[error("etcd compacted its history to revision {0}")]
     Compacted(i64),
@@ -199,11 +207,20 @@ impl Follower {
             .map(&self.config.map)
             .ok_or_else(|| FollowError::UnknownMap(self.config.map.clone()))?;
         let info = view.info();
-        Ok(Layout::new(
+        let layout = Layout::new(
             &self.config.prefix,
             info.key_size as usize,
             info.value_bytes as usize,
-        ))
+        );
+        match self.config.format {
+            ValueFormat::Raw => Ok(layout),
+            ValueFormat::Json => match &info.types {
+                Some(types) if info.value_bytes == info.value_size => {
+                    Ok(layout.with_json(types.clone()))
+                }
+                _ => Err(FollowError::NoTypes(self.config.map.clone())),
+            },
+        }
     }
 
     async fn session(&mut self) -> FollowError {

@@ -1,6 +1,23 @@
-//! The key layout: `PREFIX/HEXKEY` -> raw value bytes.
+//! The key layout: `PREFIX/HEXKEY` -> raw value bytes, or, for a map
+//! followed with the JSON value format, `PREFIX/HEXKEY` -> the value as
+//! typed JSON (encoded through the map's BTF value type, see
+//! [`crate::typed_json`]).
 
 use bytes::Bytes;
+use mapsync_core::btf::MapTypes;
+
+use crate::typed_json::{self, InputError};
+
+/// How etcd values are written under a prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValueFormat {
+    /// The value's bytes, as the map holds them.
+    #[default]
+    Raw,
+    /// The value as JSON, typed by the map's BTF value type (as
+    /// `mapsync list --format json` shows it).
+    Json,
+}
 
 /// Why an etcd key under the prefix is not an entry of the map.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +44,12 @@ pub enum Undecodable {
     /// The key is not under `PREFIX/`.
     #[error("key is not under the prefix")]
     OutsidePrefix,
+    /// A JSON-format value is not JSON.
+    #[error("value is not JSON: {0}")]
+    NotJson(String),
+    /// A JSON-format value does not fit the map's value type.
+    #[error("value does not fit the map's value type: {0}")]
+    Typed(#[from] InputError),
 }
 
 /// One map's layout under one etcd prefix.
@@ -36,6 +59,8 @@ pub struct Layout {
     dir: String,
     key_size: usize,
     value_bytes: usize,
+    /// The map's types when values are typed JSON.
+    json: Option<MapTypes>,
 }
 
 impl Layout {
@@ -46,7 +71,15 @@ impl Layout {
             dir: format!("{}/", prefix.trim_end_matches('/')),
             key_size,
             value_bytes,
+            json: None,
         }
+    }
+
+    /// The same layout with values as typed JSON, encoded through `types`'
+    /// value type.
+    pub fn with_json(mut self, types: MapTypes) -> Self {
+        self.json = Some(types);
+        self
     }
 
     /// The etcd prefix every entry's key starts with (ends in `/`).
@@ -80,6 +113,16 @@ impl Layout {
     /// The map entry of an etcd key and value.
     pub fn decode(&self, etcd_key: &[u8], value: &[u8]) -> Result<(Bytes, Bytes), Undecodable> {
         let key = self.decode_key(etcd_key)?;
+        let encoded;
+        let value = match &self.json {
+            None => value,
+            Some(types) => {
+                let json: serde_json::Value = serde_json::from_slice(value)
+                    .map_err(|e| Undecodable::NotJson(e.to_string()))?;
+                encoded = typed_json::encode(types.btf(), types.value_type_id(), &json, "value")?;
+                &encoded[..]
+            }
+        };
         if value.len() != self.value_bytes {
             return Err(Undecodable::ValueSize {
                 got: value.len(),

@@ -65,6 +65,12 @@ pub enum ReportError {
     LeaseExpired,
 }
 
+/// How long a graceful stop waits for etcd to revoke the status lease.
+pub const REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A session ended by the stop signal (the lease revoked, or tried).
+struct Stopped;
+
 /// One followed map reported.
 #[derive(Debug, Clone)]
 struct Reported {
@@ -131,13 +137,23 @@ impl Reporter {
     }
 
     /// Reports until dropped (abort its task to stop it; the live key then
-    /// goes when its lease expires).
-    pub async fn run(mut self) {
+    /// goes when its lease expires). [`Reporter::run_until`] stops
+    /// gracefully instead.
+    pub async fn run(self) {
+        self.run_until(std::future::pending()).await;
+    }
+
+    /// Reports until `stop` completes, then revokes the status lease (its
+    /// live key goes at once, so the node shows gone without waiting for
+    /// the TTL) and returns. The revoke is given [`REVOKE_TIMEOUT`]; an
+    /// unreachable etcd leaves the key to expire with its lease.
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
         let mut backoff = self.config.backoff_min;
         loop {
             let started = Instant::now();
-            let err = match self.session().await {
-                Ok(never) => match never {},
+            let err = match self.session(stop.as_mut()).await {
+                Ok(Stopped) => return,
                 Err(err) => err,
             };
             if let Some(suppressed) = self.warn_limit.check() {
@@ -147,12 +163,18 @@ impl Reporter {
                 backoff = self.config.backoff_min;
             }
             let jitter = rand::rng().random_range(0.5..1.0);
-            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+                _ = stop.as_mut() => return,
+            }
             backoff = (backoff * 2).min(self.config.backoff_max);
         }
     }
 
-    async fn session(&mut self) -> Result<std::convert::Infallible, ReportError> {
+    async fn session(
+        &mut self,
+        mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Stopped, ReportError> {
         let layout = StatusLayout::new(&self.config.status_prefix);
         let mut client = connect(&self.config.endpoints, self.config.tls.as_ref()).await?;
         let ttl = i64::try_from(self.config.ttl.as_secs().max(2)).unwrap_or(i64::MAX);
@@ -186,6 +208,14 @@ impl Reporter {
                     written_at = Instant::now();
                 }
                 _ = keep.tick() => keeper.keep_alive().await?,
+                _ = stop.as_mut() => {
+                    match tokio::time::timeout(REVOKE_TIMEOUT, client.lease_revoke(lease)).await {
+                        Ok(Ok(_)) => info!(node = %self.config.node, "fleet status: lease revoked, the node shows gone"),
+                        Ok(Err(err)) => warn!(node = %self.config.node, error = %err, "fleet status: cannot revoke the lease; the live key expires with it"),
+                        Err(_) => warn!(node = %self.config.node, "fleet status: revoking the lease timed out; the live key expires with it"),
+                    }
+                    return Ok(Stopped);
+                }
                 answer = answers.message() => match answer? {
                     Some(answer) if answer.ttl() > 0 => {}
                     _ => return Err(ReportError::LeaseExpired),

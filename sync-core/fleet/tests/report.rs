@@ -1,7 +1,8 @@
 //! Report back against a real etcd: two nodes (each its own MapSync and
 //! kernel map) follow one prefix and report; the fleet's status shows both
 //! at the prefix's last change (a deletion included), a node whose follower
-//! stopped as behind, and a node whose lease is gone as gone.
+//! stopped as behind, and a node whose lease is gone as gone; a reporter
+//! stopped gracefully revokes its lease, so its node is gone at once.
 
 mod etcd;
 
@@ -164,4 +165,57 @@ async fn nodes_report_what_they_applied_and_a_dead_one_shows_gone() {
     .await;
     a.follower.abort();
     a.reporter.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reporter_stopped_gracefully_revokes_its_lease_and_the_node_is_gone_at_once() {
+    if !support::require_kernel() || !require_etcd() {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let pins = PinDir::new("fleet-report-revoke");
+    let pin = pins.join("flows");
+    support::create_map(&pin, "hash", 4, 8, 64, "flows");
+    let sync = MapSync::start(SyncConfig {
+        maps: vec![MapSpec::pin(None, &pin)],
+        pin_dir: pins.join("capture"),
+        reconcile_interval: None,
+        ..SyncConfig::default()
+    })
+    .await
+    .expect("start MapSync");
+    // a TTL far beyond the test's waits: only the revoke makes it gone
+    let mut config = ReportConfig::new(vec![etcd.endpoint()], STATUS, "leaving");
+    config.ttl = Duration::from_secs(300);
+    config.every = Duration::from_millis(100);
+    let mut reporter = Reporter::new(config, sync.store().clone());
+    // a status row per followed map: one, not followed here
+    reporter.add("flows", "fleet/revoke", Default::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(reporter.run_until(async move {
+        let _ = stopped.await;
+    }));
+    // (node, live) of every row, whatever the node follows
+    let live = async |client: &mut etcd_client::Client| -> Vec<(String, bool)> {
+        fleet_status(client, STATUS, None)
+            .await
+            .expect("fleet status")
+            .rows
+            .into_iter()
+            .map(|row| (row.node, row.live))
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while live(&mut client).await != [("leaving".to_owned(), true)] {
+        assert!(tokio::time::Instant::now() < deadline, "never live");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(()).expect("the reporter runs");
+    tokio::time::timeout(mapsync_fleet::REVOKE_TIMEOUT * 3, task)
+        .await
+        .expect("the reporter returns after its stop")
+        .expect("the reporter task");
+    // at once: no wait for the lease's 300 s
+    assert_eq!(live(&mut client).await, [("leaving".to_owned(), false)]);
 }
