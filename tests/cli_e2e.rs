@@ -177,7 +177,13 @@ fn serve_refuses_bad_maps_with_a_message_and_a_failure_exit() {
     let pins = PinDir::new("e2e-serve-errors");
     let missing = pin(&pins, "missing");
     let output = mapsync()
-        .args(["serve", "--listen", "127.0.0.1:0", "--pin-dir"])
+        .args([
+            "serve",
+            "--insecure-listen",
+            "--listen",
+            "127.0.0.1:0",
+            "--pin-dir",
+        ])
         .arg(pins.join("capture"))
         .args(["--map", &missing.display().to_string()])
         .output()
@@ -198,7 +204,13 @@ fn serve_refuses_bad_maps_with_a_message_and_a_failure_exit() {
     let queue = pin(&pins, "jobs");
     support::create_map(&queue, "queue", 0, 4, 8, "jobs");
     let output = mapsync()
-        .args(["serve", "--listen", "127.0.0.1:0", "--pin-dir"])
+        .args([
+            "serve",
+            "--insecure-listen",
+            "--listen",
+            "127.0.0.1:0",
+            "--pin-dir",
+        ])
         .arg(pins.join("capture"))
         .args(["--map", &queue.display().to_string()])
         .output()
@@ -207,7 +219,7 @@ fn serve_refuses_bad_maps_with_a_message_and_a_failure_exit() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot mirror"));
 
     let output = mapsync()
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--insecure-listen", "--listen", "127.0.0.1:0"])
         .output()
         .expect("run serve");
     assert!(!output.status.success());

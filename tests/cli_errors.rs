@@ -198,6 +198,7 @@ fn serve_checks_its_addresses_before_loading_anything_and_logs_plainly() {
         let child = mapsync()
             .args([
                 "serve",
+                "--insecure-listen",
                 "--listen",
                 listen,
                 "--pin-dir",

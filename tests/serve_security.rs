@@ -1,6 +1,7 @@
-//! `serve`'s security checks at startup: a TCP address that is not loopback
-//! is refused without TLS (one line naming `--insecure-listen`) before any
-//! map is opened, and bad `--socket-mode` / `--socket-group` values are
+//! `serve`'s security checks at startup: TCP is refused unless its callers
+//! are authenticated (mTLS or a policy), and a TCP address that is not
+//! loopback without TLS (each one line naming `--insecure-listen`), before
+//! any map is opened; bad `--socket-mode` / `--socket-group` values are
 //! explained.
 
 mod common;
@@ -34,8 +35,33 @@ fn serve_fails(args: &[&str]) -> String {
 }
 
 #[test]
+fn tcp_without_authenticated_callers_is_refused_even_on_loopback() {
+    // no --tls-client-ca and no --policy: any local user could read over TCP
+    for listen in ["127.0.0.1:0", "[::1]:0", "0.0.0.0:0"] {
+        let stderr = serve_fails(&["--listen", listen]);
+        assert!(stderr.contains("nobody authenticates"), "{stderr}");
+        assert_eq!(stderr.matches("--insecure-listen").count(), 1, "{stderr}");
+    }
+    // a policy authenticates callers (tokens): loopback is accepted, and the
+    // next error is the (missing) policy file's
+    let stderr = serve_fails(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        "/nonexistent/policy.toml",
+    ]);
+    assert!(!stderr.contains("nobody authenticates"), "{stderr}");
+    assert!(stderr.contains("policy"), "{stderr}");
+}
+
+#[test]
 fn a_non_loopback_listen_without_tls_is_refused_naming_the_flag() {
-    let stderr = serve_fails(&["--listen", "0.0.0.0:0"]);
+    let stderr = serve_fails(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--policy",
+        "/nonexistent/policy.toml",
+    ]);
     assert!(stderr.contains("without TLS"), "{stderr}");
     assert_eq!(stderr.matches("--insecure-listen").count(), 1, "{stderr}");
     // with the flag the address is accepted: the next error is the map's

@@ -20,11 +20,15 @@ fn tcp_server(label: &str, extra: &[&str], nofile: Option<u64>) -> (PinDir, Serv
     support::create_map(&hash, "hash", 4, 8, 64, "flows");
     support::update(&hash, &[1, 0, 0, 0], &[7; 8]).expect("seed");
     let listen = format!("127.0.0.1:{}", free_port());
+    // loopback TCP with nobody authenticated: the test's own choice
+    let extra: Vec<&str> = std::iter::once("--insecure-listen")
+        .chain(extra.iter().copied())
+        .collect();
     let server = Server::start_on(
         &pins,
         &[map_arg("flows", &hash)],
         Some(&listen),
-        extra,
+        &extra,
         nofile,
     );
     (pins, server)

@@ -277,7 +277,13 @@ async fn over_tcp_the_real_server_refuses_every_write() {
             &pins,
             &[map_arg("flows", &hash)],
             Some(&listen),
-            &["--write-uid", "0", "--metrics-listen", &metrics],
+            &[
+                "--write-uid",
+                "0",
+                "--metrics-listen",
+                &metrics,
+                "--insecure-listen",
+            ],
             None,
         )
     });

@@ -26,8 +26,10 @@ pub struct SecurityArgs {
     /// mapsync creates it (mode 0750): its members may connect.
     #[arg(long, value_name = "NAME|GID")]
     pub socket_group: Option<String>,
-    /// Listen on a TCP address that is not loopback without TLS: anyone who
-    /// reaches the port can read every mirrored map.
+    /// Serve TCP callers nobody authenticated (no --tls-client-ca, no
+    /// --policy), and listen on a TCP address that is not loopback without
+    /// TLS: anyone who reaches the port (on loopback: any local user) can
+    /// read every mirrored map.
     #[arg(long)]
     pub insecure_listen: bool,
     /// PEM certificate chain of the server: TLS on the TCP listen address
@@ -101,8 +103,10 @@ impl SecurityArgs {
         })
     }
 
-    /// Refuses TLS flags on a Unix socket, and a TCP `listen` address that
-    /// is not loopback without TLS, unless `--insecure-listen`.
+    /// Refuses TLS flags on a Unix socket; and, unless `--insecure-listen`,
+    /// a TCP `listen` address whose callers nobody authenticates (neither
+    /// mTLS nor a policy: the issue's default "TCP without a policy reads only
+    /// for authenticated callers") or that is not loopback without TLS.
     pub fn check_listen(&self, listen: &str) -> anyhow::Result<()> {
         if listen.starts_with("unix:") {
             if self.tls_cert.is_some() {
@@ -112,7 +116,15 @@ impl SecurityArgs {
             }
             return Ok(());
         }
-        if self.insecure_listen || self.tls_cert.is_some() {
+        if self.insecure_listen {
+            return Ok(());
+        }
+        if self.tls_client_ca.is_none() && self.policy.is_none() {
+            anyhow::bail!(
+                "refusing to serve {listen} to callers nobody authenticates: over TCP anyone who can connect (on loopback, any local user) could read every map (give --tls-client-ca for client certificates, --policy for tokens and roles, or --insecure-listen to serve anyone)"
+            );
+        }
+        if self.tls_cert.is_some() {
             return Ok(());
         }
         if !listen.contains(':') {
@@ -307,34 +319,56 @@ mod tests {
     }
 
     #[test]
-    fn only_loopback_tcp_may_go_without_tls() {
-        let args = SecurityArgs::default();
-        for ok in ["unix:/x", "127.0.0.1:1", "[::1]:1", "localhost:80"] {
-            assert!(args.check_listen(ok).is_ok(), "{ok}");
+    fn tcp_needs_authenticated_callers_and_tls_off_loopback() {
+        // no mTLS, no policy: TCP is refused even on loopback
+        let open = SecurityArgs::default();
+        assert!(open.check_listen("unix:/x").is_ok());
+        for refused in ["127.0.0.1:1", "[::1]:1", "localhost:80", "0.0.0.0:50051"] {
+            let error = open.check_listen(refused).unwrap_err().to_string();
+            assert!(error.contains("nobody authenticates"), "{refused}: {error}");
+            assert!(error.contains("--insecure-listen"), "{error}");
         }
-        let error = args.check_listen("0.0.0.0:50051").unwrap_err();
-        assert!(error.to_string().contains("--insecure-listen"), "{error}");
-        assert!(args.check_listen("10.1.2.3:1").is_err());
+        // a policy authenticates (tokens): loopback is fine, the rest needs TLS
+        let policy = SecurityArgs {
+            policy: Some("p.toml".into()),
+            ..SecurityArgs::default()
+        };
+        for ok in ["127.0.0.1:1", "[::1]:1", "localhost:80"] {
+            assert!(policy.check_listen(ok).is_ok(), "{ok}");
+        }
+        let error = policy.check_listen("0.0.0.0:50051").unwrap_err();
+        assert!(error.to_string().contains("without TLS"), "{error}");
+        assert!(policy.check_listen("10.1.2.3:1").is_err());
         assert!(
-            args.check_listen("myhost:1").is_err(),
+            policy.check_listen("myhost:1").is_err(),
             "a name may be anything"
         );
         assert!(
-            args.check_listen("nonsense").is_ok(),
+            policy.check_listen("nonsense").is_ok(),
             "left to the bind's own error"
         );
+        // mTLS: anywhere
+        let mtls = SecurityArgs {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            tls_client_ca: Some("ca.pem".into()),
+            ..SecurityArgs::default()
+        };
+        assert!(mtls.check_listen("0.0.0.0:50051").is_ok());
+        // TLS without client certificates or policy: still nobody authenticated
+        let tls = SecurityArgs {
+            tls_client_ca: None,
+            ..mtls.clone()
+        };
+        assert!(tls.check_listen("0.0.0.0:50051").is_err());
+        let error = mtls.check_listen("unix:/x").unwrap_err();
+        assert!(error.to_string().contains("TCP"), "{error}");
+        // --insecure-listen: anything
         let insecure = SecurityArgs {
             insecure_listen: true,
             ..SecurityArgs::default()
         };
         assert!(insecure.check_listen("0.0.0.0:50051").is_ok());
-        let tls = SecurityArgs {
-            tls_cert: Some("c.pem".into()),
-            tls_key: Some("k.pem".into()),
-            ..SecurityArgs::default()
-        };
-        assert!(tls.check_listen("0.0.0.0:50051").is_ok());
-        let error = tls.check_listen("unix:/x").unwrap_err();
-        assert!(error.to_string().contains("TCP"), "{error}");
+        assert!(insecure.check_listen("127.0.0.1:1").is_ok());
     }
 }

@@ -49,7 +49,7 @@ def test_the_client_lists_over_tls_and_plain_clients_get_nowhere(pins, flows, tm
     cert, key = _make_server_cert(tmp_path, ca)
     endpoint = f"127.0.0.1:{_free_port()}"
     args = [str(support.mapsync_bin()), "serve", "--listen", endpoint, "--pin-dir", str(pins.join("capture")),
-            "--map", flows.arg(), "--tls-cert", str(cert), "--tls-key", str(key)]
+            "--map", flows.arg(), "--tls-cert", str(cert), "--tls-key", str(key), "--insecure-listen"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     try:
         with Client(endpoint, tls_ca=str(ca[0])) as client:

@@ -9,8 +9,9 @@
 //! write each map it names (or `PERMISSION_DENIED`).
 //!
 //! Without a policy file everyone who can connect may read (the Unix
-//! socket's mode and group, TLS with client certificates, or the loopback
-//! interface decide who can), and writes are decided by the server's
+//! socket's mode and group, or TLS with client certificates, decide who can:
+//! the `mapsync` binary refuses TCP whose callers nobody authenticates unless
+//! told `--insecure-listen`), and writes are decided by the server's
 //! [`WritePolicy`](crate::peer::WritePolicy) (root and `--write-uid` /
 //! `--write-gid` over the Unix socket). With a policy file
 //! ([`Authorizer::from_file`]) every caller must be one of its users (root
