@@ -19,6 +19,15 @@ pub(crate) type Change<'a> = (&'a [u8], Option<Entry<'a>>);
 /// A sorted stream of changes.
 pub(crate) type Stream<'a> = Box<dyn Iterator<Item = Change<'a>> + 'a>;
 
+/// Bytewise key order, with 8-byte keys (the common BPF key) compared as
+/// one big-endian word instead of a `memcmp` call.
+pub(crate) fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    match (<[u8; 8]>::try_from(a), <[u8; 8]>::try_from(b)) {
+        (Ok(a), Ok(b)) => u64::from_be_bytes(a).cmp(&u64::from_be_bytes(b)),
+        _ => a.cmp(b),
+    }
+}
+
 /// An immutable run of changes.
 #[derive(Debug, Default)]
 pub(crate) struct Run {
@@ -85,6 +94,14 @@ impl Run {
         ]
     }
 
+    /// The keys the run sets, with their values, in key order.
+    pub(crate) fn puts(&self) -> impl Iterator<Item = (&[u8], Entry<'_>)> {
+        (0..self.puts.len()).map(|i| {
+            let record = self.puts.record(i);
+            (record.key, Entry::from(record))
+        })
+    }
+
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.puts.heap_bytes() + self.deletes.heap_bytes()
@@ -113,7 +130,7 @@ impl<'a> Iterator for Merged<'a> {
         let mut first: Option<(usize, &'a [u8])> = None;
         for (i, stream) in self.streams.iter_mut().enumerate() {
             if let Some((key, _)) = stream.peek()
-                && first.is_none_or(|(_, least)| *key < least)
+                && first.is_none_or(|(_, least)| key_cmp(key, least).is_lt())
             {
                 first = Some((i, key));
             }
@@ -121,7 +138,7 @@ impl<'a> Iterator for Merged<'a> {
         let (winner, key) = first?;
         let change = self.streams[winner].next().expect("peeked");
         for stream in &mut self.streams[winner + 1..] {
-            stream.next_if(|(other, _)| *other == key);
+            stream.next_if(|(other, _)| key_cmp(other, key).is_eq());
         }
         Some(change)
     }
@@ -138,6 +155,24 @@ mod tests {
             observed_ns: revision,
         };
         (key, Some(entry))
+    }
+
+    #[test]
+    fn key_order_is_bytewise_for_words_and_other_lengths() {
+        let keys: [&[u8]; 7] = [
+            &[0, 0, 0, 0, 0, 0, 0, 1],
+            &[1, 0, 0, 0, 0, 0, 0, 0],
+            &[0xff; 8],
+            &[1, 0],
+            &[],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0x80, 0, 0, 0, 0, 0, 0, 0],
+        ];
+        for a in keys {
+            for b in keys {
+                assert_eq!(key_cmp(a, b), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! immutable run (`run.rs`) and clears it.
 
 use crate::entries::Entry;
+use crate::entries::run::key_cmp;
 use crate::flat::hash_key;
 
 /// Most keys the table holds before it is folded into a run.
@@ -182,6 +183,13 @@ impl Top {
         was
     }
 
+    /// The table's changes, in no particular order.
+    pub(crate) fn changes(&self) -> impl Iterator<Item = (&[u8], Option<Entry<'_>>)> {
+        self.slots
+            .iter()
+            .map(|slot| (self.key(slot), self.change(slot)))
+    }
+
     /// The table's changes in key order, strictly after `after` (or all).
     pub(crate) fn sorted_after<'a>(
         &'a self,
@@ -192,7 +200,7 @@ impl Top {
             .iter()
             .filter(|slot| after.is_none_or(|after| self.key(slot) > after))
             .collect();
-        order.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)));
+        order.sort_unstable_by(|a, b| key_cmp(self.key(a), self.key(b)));
         order
             .into_iter()
             .map(move |slot| (self.key(slot), self.change(slot)))
