@@ -221,7 +221,7 @@ impl Entries {
     /// size into the next.
     fn fold_top(&mut self) {
         let bottom = self.runs.iter().skip(1).all(Option::is_none);
-        let mut streams: Vec<Stream<'_>> = vec![Box::new(self.top.sorted_after(None))];
+        let mut streams: Vec<Stream<'_>> = vec![Stream::Listed(self.top.sorted_after(None))];
         if let Some(run) = &self.runs[0] {
             streams.extend(run.streams_after(None));
         }
@@ -292,7 +292,7 @@ impl Entries {
     fn streams_after<'a>(&'a self, after: Option<&[u8]>) -> Vec<Stream<'a>> {
         let mut streams: Vec<Stream<'a>> = Vec::with_capacity(2 + 2 * LEVELS);
         if !self.top.is_empty() {
-            streams.push(Box::new(self.top.sorted_after(after)));
+            streams.push(Stream::Listed(self.top.sorted_after(after)));
         }
         for run in self.runs.iter().flatten() {
             streams.extend(run.streams_after(after));

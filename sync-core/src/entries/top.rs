@@ -46,15 +46,21 @@ pub(crate) struct Top {
 }
 
 impl Clone for Top {
-    /// A copy with room for a full table, so that filling it never
-    /// reallocates (an empty table stays unallocated).
+    /// A copy with room for a full table of records of the sizes seen so
+    /// far, so that filling it rarely reallocates (an empty table stays
+    /// unallocated).
     fn clone(&self) -> Self {
         if self.slots.is_empty() {
             return Self::default();
         }
         let mut slots = Vec::with_capacity(TOP_ENTRIES);
         slots.extend_from_slice(&self.slots);
-        let mut bytes = Vec::with_capacity(TOP_BYTES.max(self.bytes.len()));
+        let per_slot = self.bytes.len().div_ceil(self.slots.len());
+        let mut bytes = Vec::with_capacity(
+            (per_slot * TOP_ENTRIES)
+                .min(TOP_BYTES)
+                .max(self.bytes.len()),
+        );
         bytes.extend_from_slice(&self.bytes);
         Self {
             index: self.index.clone(),
@@ -141,7 +147,9 @@ impl Top {
         if self.index.is_empty() {
             self.index = vec![0; BUCKETS];
             self.slots.reserve_exact(TOP_ENTRIES);
-            self.bytes.reserve_exact(TOP_BYTES);
+            let record = key.len() + value.map_or(0, <[u8]>::len);
+            self.bytes
+                .reserve_exact((record * TOP_ENTRIES).min(TOP_BYTES));
         }
         debug_assert!(self.slots.len() < TOP_ENTRIES, "a full table is folded");
         let bucket = self.bucket(key);
@@ -194,7 +202,7 @@ impl Top {
     pub(crate) fn sorted_after<'a>(
         &'a self,
         after: Option<&[u8]>,
-    ) -> impl Iterator<Item = (&'a [u8], Option<Entry<'a>>)> + 'a {
+    ) -> std::vec::IntoIter<(&'a [u8], Option<Entry<'a>>)> {
         let mut order: Vec<&Slot> = self
             .slots
             .iter()
@@ -203,7 +211,9 @@ impl Top {
         order.sort_unstable_by(|a, b| key_cmp(self.key(a), self.key(b)));
         order
             .into_iter()
-            .map(move |slot| (self.key(slot), self.change(slot)))
+            .map(|slot| (self.key(slot), self.change(slot)))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 }
 
