@@ -8,7 +8,8 @@
 //!   ([`TOP_ENTRIES`] x [`RATIO`]^(level + 1)) into the next;
 //! - the read-optimized flat base of everything else (`flat.rs`), into
 //!   which every level is merged once they hold more than
-//!   max([`MIN_OVERLAY`], base / 8) changes ([`Entries::merge`]).
+//!   max([`MIN_OVERLAY`], base / 8) changes, or base / 32 when they only
+//!   hold new values of base keys ([`Entries::merge`]).
 //!
 //! A read asks each level in turn (the table and the runs are usually
 //! small; a quiet map is the base alone). A change is made in place in the
@@ -85,7 +86,7 @@ pub const MIN_OVERLAY: usize = 4096;
 pub const LEVELS: usize = 4;
 
 /// Size ratio between consecutive levels.
-pub const RATIO: usize = if cfg!(test) { 4 } else { 16 };
+pub const RATIO: usize = if cfg!(test) { 4 } else { 8 };
 
 /// Most changes run `level` holds before it is merged into the next one.
 fn run_capacity(level: usize) -> usize {
@@ -274,7 +275,10 @@ impl Entries {
     /// Whether the levels above the base hold enough changes to be merged
     /// into a new base.
     pub(crate) fn needs_merge(&self) -> bool {
-        self.overlay_len() > MIN_OVERLAY.max(self.base.len() / 8)
+        // a merge of new values only is a copy of the base rewritten in
+        // place, cheap enough to do four times as often (shallower runs)
+        let share = if self.reshaped { 8 } else { 32 };
+        self.overlay_len() > MIN_OVERLAY.max(self.base.len() / share)
     }
 
     /// Heap bytes of the base (the levels above it are not counted).
