@@ -1,0 +1,186 @@
+//! Unit tests of [`Entries`]: lookups, order, paging, clones, folds through
+//! the levels and merges.
+
+use super::*;
+
+fn put(entries: &mut Entries, key: &[u8], revision: u64) {
+    entries.insert(key, &revision.to_ne_bytes(), revision, revision);
+}
+
+#[test]
+fn lookups_order_and_paging_agree_after_puts_updates_and_deletes() {
+    let mut entries = Entries::default();
+    for (revision, key) in [3u8, 1, 2, 5, 4].into_iter().enumerate() {
+        put(&mut entries, &[key], revision as u64);
+    }
+    put(&mut entries, &[2], 10); // an update: order unchanged
+    entries.remove(&[4]);
+    entries.remove(&[9]); // absent: nothing happens
+    // a long key, stored on the heap
+    let long = [7u8; 40];
+    put(&mut entries, &long, 11);
+
+    for merged in [false, true] {
+        if merged {
+            entries.merge();
+        }
+        assert_eq!(entries.len(), 5);
+        assert_eq!(entries.get(&[2]).map(|e| e.mod_revision), Some(10));
+        assert_eq!(entries.get(&long).map(|e| e.mod_revision), Some(11));
+        assert!(entries.get(&[4]).is_none());
+        let keys: Vec<Vec<u8>> = entries.iter_after(None).map(|(k, _)| k.to_vec()).collect();
+        assert_eq!(
+            keys,
+            vec![vec![1], vec![2], vec![3], vec![5], long.to_vec()],
+            "bytewise key order (merged: {merged})"
+        );
+        let after: Vec<u8> = entries.iter_after(Some(&[2])).map(|(k, _)| k[0]).collect();
+        assert_eq!(after, vec![3, 5, 7], "strictly after the cursor");
+    }
+    // changes on top of a base: replace, delete and re-add a base key
+    put(&mut entries, &[1], 20);
+    entries.remove(&[3]);
+    entries.remove(&[5]);
+    put(&mut entries, &[5], 21);
+    put(&mut entries, &[0], 22);
+    assert_eq!(entries.len(), 5);
+    let seen: Vec<(u8, u64)> = entries
+        .iter_after(None)
+        .map(|(k, e)| (k[0], e.mod_revision))
+        .collect();
+    assert_eq!(seen, vec![(0, 22), (1, 20), (2, 10), (5, 21), (7, 11)]);
+}
+
+#[test]
+fn a_clone_is_unaffected_by_later_changes_and_merges() {
+    let mut entries = Entries::default();
+    put(&mut entries, &[1], 1);
+    let before = entries.clone();
+    put(&mut entries, &[1], 2);
+    put(&mut entries, &[2], 3);
+    entries.merge();
+    entries.remove(&[1]);
+    assert_eq!(before.get(&[1]).map(|e| e.mod_revision), Some(1));
+    assert_eq!(before.len(), 1);
+    assert_eq!(entries.len(), 1);
+    assert!(entries.get(&[1]).is_none());
+}
+
+#[test]
+fn changes_fold_through_every_level_and_deletes_hide_older_levels() {
+    let mut entries = Entries::default();
+    let n = 2 * run_capacity(LEVELS - 2) as u64;
+    for i in 0..n {
+        put(&mut entries, &i.to_be_bytes(), i + 1);
+    }
+    let kept = entries.clone();
+    assert!(
+        entries.runs[LEVELS - 1].is_some(),
+        "{n} distinct keys reach the last level: {:?}",
+        entries
+            .runs
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.len()))
+            .collect::<Vec<_>>()
+    );
+    for i in (0..n).step_by(3) {
+        entries.remove(&i.to_be_bytes());
+    }
+    put(&mut entries, &0u64.to_be_bytes(), 1000);
+    let expected: Vec<(u64, u64)> = (0..n)
+        .filter(|i| i % 3 != 0 || *i == 0)
+        .map(|i| (i, if i == 0 { 1000 } else { i + 1 }))
+        .collect();
+    assert_eq!(entries.len(), expected.len());
+    let seen: Vec<(u64, u64)> = entries
+        .iter_after(None)
+        .map(|(k, e)| {
+            (
+                u64::from_be_bytes(k.try_into().expect("8 bytes")),
+                e.mod_revision,
+            )
+        })
+        .collect();
+    assert_eq!(seen, expected);
+    for (i, revision) in &expected {
+        assert_eq!(
+            entries.get(&i.to_be_bytes()).map(|e| e.mod_revision),
+            Some(*revision)
+        );
+    }
+    assert!(entries.get(&3u64.to_be_bytes()).is_none());
+    assert!(entries.run_bytes() > 0);
+    assert_eq!(kept.len(), n as usize, "the clone kept its levels");
+    assert_eq!(kept.iter_after(None).count(), n as usize);
+    entries.merge();
+    assert!(!entries.has_overlay());
+    let merged: Vec<(u64, u64)> = entries
+        .iter_after(None)
+        .map(|(k, e)| {
+            (
+                u64::from_be_bytes(k.try_into().expect("8 bytes")),
+                e.mod_revision,
+            )
+        })
+        .collect();
+    assert_eq!(merged, expected, "the merged base holds the same");
+}
+
+#[test]
+fn a_merge_of_new_values_only_rewrites_a_copy_of_the_base() {
+    let keys: Vec<[u8; 8]> = (0..300u64).map(u64::to_be_bytes).collect();
+    let mut entries = Entries::from_sorted(
+        keys.len(),
+        keys.iter().map(|k| (&k[..], &[0u8; 8][..], 1, 1)),
+    );
+    let kept = entries.clone();
+    // enough changes to reach the runs, several per key
+    for round in 0..3u64 {
+        for (i, key) in keys.iter().enumerate().step_by(1 + round as usize) {
+            put(&mut entries, key, 10 * round + i as u64 + 2);
+        }
+    }
+    assert!(!entries.reshaped && entries.runs.iter().any(Option::is_some));
+    let before: Vec<(Vec<u8>, Vec<u8>, u64)> = entries
+        .iter_after(None)
+        .map(|(k, e)| (k.to_vec(), e.value.to_vec(), e.mod_revision))
+        .collect();
+    entries.merge();
+    assert!(!entries.has_overlay());
+    let after: Vec<_> = entries
+        .iter_after(None)
+        .map(|(k, e)| (k.to_vec(), e.value.to_vec(), e.mod_revision))
+        .collect();
+    assert_eq!(after, before);
+    assert_eq!(
+        entries.get(&keys[6]).map(|e| e.mod_revision),
+        Some(10 * 2 + 6 + 2),
+        "the newest of three rounds"
+    );
+    assert_eq!(
+        kept.get(&keys[6]).map(|e| e.mod_revision),
+        Some(1),
+        "old base untouched"
+    );
+    // a value of another length cannot be rewritten in place: rebuilt
+    entries.insert(&keys[0], b"longer value", 99, 99);
+    entries.merge();
+    assert_eq!(
+        entries.get(&keys[0]).map(|e| e.value),
+        Some(&b"longer value"[..])
+    );
+    assert_eq!(entries.len(), keys.len());
+}
+
+#[test]
+fn the_overlay_asks_for_a_merge_past_an_eighth_of_the_base() {
+    let mut entries = Entries::default();
+    for i in 0..=MIN_OVERLAY as u64 {
+        assert!(!entries.needs_merge());
+        put(&mut entries, &i.to_be_bytes(), i + 1);
+    }
+    assert!(entries.needs_merge());
+    entries.merge();
+    assert!(!entries.needs_merge());
+    assert_eq!(entries.len(), MIN_OVERLAY + 1);
+}
