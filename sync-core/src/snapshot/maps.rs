@@ -51,6 +51,9 @@ pub enum HandleError {
     },
 }
 
+/// Up to this many slots, a lookup by name scans them instead of the index.
+const LINEAR_LOOKUP: usize = 8;
+
 /// Source of store identities (one per empty snapshot a store starts from).
 static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
 
@@ -80,15 +83,25 @@ impl Maps {
         }
     }
 
+    #[inline]
     fn slot<Q>(&self, name: &Q) -> Option<usize>
     where
         Arc<str>: Borrow<Q>,
         Q: Ord + ?Sized,
     {
+        // a few maps (the usual case): one pass over the slots' names beats
+        // the tree's comparisons and pointer chasing
+        if self.slots.len() <= LINEAR_LOOKUP {
+            return self
+                .slots
+                .iter()
+                .position(|slot| <Arc<str> as Borrow<Q>>::borrow(&slot.name) == name);
+        }
         self.by_name.get(name).map(|slot| *slot as usize)
     }
 
     /// The map called `name`, if mirrored.
+    #[inline]
     pub(crate) fn get<Q>(&self, name: &Q) -> Option<&MapView>
     where
         Arc<str>: Borrow<Q>,
@@ -259,6 +272,26 @@ mod tests {
             Err(HandleError::OtherStore { name: "a".into() })
         );
         assert!(first.load().view(&handle).is_ok());
+    }
+
+    #[test]
+    fn lookups_by_name_and_handle_agree_past_the_linear_scan() {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        let names: Vec<String> = (0..3 * LINEAR_LOOKUP)
+            .map(|i| format!("map{i:02}"))
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            writer.add_map(info(name), one(1, i as u8), 0);
+            let snapshot = store.load();
+            for (j, name) in names[..=i].iter().enumerate() {
+                let by_name = snapshot.map(name).expect("added").get(&[1]);
+                let handle = snapshot.map_handle(name).expect("added");
+                assert_eq!(by_name, Some(&[j as u8][..]));
+                assert_eq!(snapshot.view(&handle).expect("mirrored").get(&[1]), by_name);
+            }
+            assert!(snapshot.map("map").is_none());
+            assert!(snapshot.map("map999").is_none());
+        }
     }
 
     #[test]
