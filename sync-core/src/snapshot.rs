@@ -83,11 +83,13 @@ impl MapView {
     }
 
     /// The value of `key`, if present.
+    #[inline]
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.entries.get(key).map(|entry| entry.value)
     }
 
     /// The value of `key` with its revision, if present.
+    #[inline]
     pub fn entry(&self, key: &[u8]) -> Option<Entry<'_>> {
         self.entries.get(key)
     }
@@ -153,6 +155,7 @@ impl Snapshot {
     }
 
     /// One map's mirror.
+    #[inline]
     pub fn map(&self, name: &str) -> Option<&MapView> {
         self.maps.get(name)
     }

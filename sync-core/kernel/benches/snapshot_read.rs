@@ -267,9 +267,9 @@ fn summary(fixture: &Fixture, rounds: usize) {
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    // interleaved, best of three: the machine is shared and noisy
+    // interleaved, best of five: the machine is shared and noisy
     let (mut snapshot, mut reference, mut through_handle) = (f64::MAX, f64::MAX, f64::MAX);
-    for _ in 0..3 {
+    for _ in 0..5 {
         snapshot = snapshot.min(time_reads(fixture, rounds, |k| {
             snapshot_read(&store, k).expect("present")
         }));
@@ -294,7 +294,7 @@ fn summary(fixture: &Fixture, rounds: usize) {
         )
     });
     println!(
-        "summary (plain loops, same run, random keys of {ENTRIES} entries; quiet reads best of 3 interleaved):"
+        "summary (plain loops, same run, random keys of {ENTRIES} entries; quiet reads best of 5 interleaved):"
     );
     println!(
         "  snapshot read through a MapHandle {through_handle:.1} ns, ArcSwap<HashMap> {reference:.1} ns: {:.2}x the reference (target <= 1.5x)",
