@@ -10,23 +10,12 @@ mod etcd;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::fleet::{fleet_cli, fleet_ok, wait_dump};
 use common::{Server, map_arg, mapsync, pin};
 use mapsync_test_support::{self as support, PinDir};
 
 fn key(n: u32) -> String {
     format!("fleet/flows/{}", support::hex(&n.to_le_bytes()))
-}
-
-fn wait_dump(pin: &std::path::Path, want: &BTreeMap<Vec<u8>, Vec<u8>>) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while &support::dump(pin) != want {
-        assert!(
-            Instant::now() < deadline,
-            "the kernel map never matched etcd: {:?}",
-            support::dump(pin)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,25 +48,7 @@ async fn serve_follow_applies_the_prefix_and_its_live_changes_to_the_kernel_map(
     let entry = |k: u32, v: u64| (k.to_le_bytes().to_vec(), v.to_le_bytes().to_vec());
     wait_dump(&flows, &BTreeMap::from([entry(1, 1)]));
     // the control side: `mapsync fleet put|delete` in the layout
-    let fleet = |args: &[&str]| -> String {
-        let out = mapsync()
-            .args([
-                "fleet",
-                "--etcd",
-                &etcd.endpoint(),
-                "--prefix",
-                "fleet/flows",
-            ])
-            .args(args)
-            .output()
-            .expect("run mapsync fleet");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    };
+    let fleet = |args: &[&str]| fleet_ok(&etcd.endpoint(), "fleet/flows", args);
     fleet(&["put", "02000000", "0200000000000000"]);
     fleet(&["delete", "01000000"]);
     wait_dump(&flows, &BTreeMap::from([entry(2, 2)]));
@@ -123,24 +94,9 @@ fn a_bad_follow_spec_is_one_line_naming_it() {
     );
 }
 
-/// `mapsync fleet --etcd E --prefix P ARGS...`: (success, stdout, stderr).
-fn fleet_cli(etcd: &etcd::Etcd, args: &[&str]) -> (bool, String, String) {
-    let out = mapsync()
-        .args([
-            "fleet",
-            "--etcd",
-            &etcd.endpoint(),
-            "--prefix",
-            "fleet/flows",
-        ])
-        .args(args)
-        .output()
-        .expect("run mapsync fleet");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// `mapsync fleet` on the `fleet/flows` prefix of `etcd`.
+fn flows_cli(etcd: &etcd::Etcd, args: &[&str]) -> (bool, String, String) {
+    fleet_cli(&etcd.endpoint(), "fleet/flows", args)
 }
 
 fn set_file(dir: &std::path::Path, name: &str, keys: std::ops::Range<u32>, tag: u64) -> String {
@@ -177,7 +133,7 @@ async fn fleet_apply_writes_a_set_as_one_txn_replacing_or_merging() {
     };
 
     // 200 ops: over etcd's default 128, refused before anything is written
-    let (ok, _, stderr) = fleet_cli(&etcd, &["apply", &big]);
+    let (ok, _, stderr) = flows_cli(&etcd, &["apply", &big]);
     assert!(!ok);
     assert!(
         stderr.contains("200 ops exceed --max-txn-ops 128") && stderr.contains("nothing written"),
@@ -198,7 +154,7 @@ async fn fleet_apply_writes_a_set_as_one_txn_replacing_or_merging() {
     assert_eq!(listed.count(), 0, "nothing was written");
 
     // allowed: one txn, every node's map gets all 200
-    let (ok, stdout, stderr) = fleet_cli(
+    let (ok, stdout, stderr) = flows_cli(
         &etcd,
         &[
             "apply",
@@ -221,7 +177,7 @@ async fn fleet_apply_writes_a_set_as_one_txn_replacing_or_merging() {
 
     // replace: keys not in the file are deleted; merge: only puts
     let small = set_file(files.path(), "small.json", 0..2, 2);
-    let (ok, stdout, stderr) = fleet_cli(&etcd, &["apply", &small, "--max-txn-ops", "1000"]);
+    let (ok, stdout, stderr) = flows_cli(&etcd, &["apply", &small, "--max-txn-ops", "1000"]);
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("200 ops written"),
@@ -229,16 +185,16 @@ async fn fleet_apply_writes_a_set_as_one_txn_replacing_or_merging() {
     );
     wait_dump(&flows, &want(&[(0, 2), (1, 2)]));
     let extra = set_file(files.path(), "extra.json", 5..6, 3);
-    let (ok, _, stderr) = fleet_cli(&etcd, &["apply", &extra, "--merge"]);
+    let (ok, _, stderr) = flows_cli(&etcd, &["apply", &extra, "--merge"]);
     assert!(ok, "{stderr}");
     wait_dump(&flows, &want(&[(0, 2), (1, 2), (5, 3)]));
     // the same set again: nothing to write
-    let (ok, stdout, _) = fleet_cli(&etcd, &["apply", &extra, "--merge"]);
+    let (ok, stdout, _) = flows_cli(&etcd, &["apply", &extra, "--merge"]);
     assert!(ok && stdout.contains("nothing to write"), "{stdout}");
     // a bad file: one line naming the cause
     let bad = files.path().join("bad.json");
     std::fs::write(&bad, r#"{"0100": "zz"}"#).expect("write");
-    let (ok, _, stderr) = fleet_cli(&etcd, &["apply", &bad.to_string_lossy()]);
+    let (ok, _, stderr) = flows_cli(&etcd, &["apply", &bad.to_string_lossy()]);
     assert!(!ok);
     assert!(stderr.contains("value `zz` is not hex"), "{stderr}");
 }
@@ -262,7 +218,7 @@ async fn serve_follows_and_fleet_writes_over_tls_with_client_certificates() {
     let _server = Server::start_with(&pins, &[map_arg("flows", &flows)], &extra);
     let mut put = tls.to_vec();
     put.extend(["put", "03000000", "0300000000000000"]);
-    let (ok, _, stderr) = fleet_cli(&etcd, &put);
+    let (ok, _, stderr) = flows_cli(&etcd, &put);
     assert!(ok, "{stderr}");
     wait_dump(
         &flows,
@@ -361,7 +317,7 @@ async fn a_sigtermed_node_revokes_its_lease_and_shows_gone_at_once() {
         &["--fleet-node", "leaving", "--fleet-status-ttl", "120"],
     );
     let row = || -> serde_json::Value {
-        let (ok, out, err) = fleet_cli(&etcd, &["status", "--json"]);
+        let (ok, out, err) = flows_cli(&etcd, &["status", "--json"]);
         assert!(ok, "{err}");
         let json: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
         json["rows"][0].clone()

@@ -11,40 +11,13 @@ mod etcd;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::fleet::{fleet_ok, wait_dump};
 use common::{Server, map_arg, mapsync, pin};
 use mapsync_test_support::{self as support, PinDir};
 
 /// `mapsync fleet --etcd E --prefix fleet/typed ARGS...`, which must succeed.
 fn fleet(etcd: &etcd::Etcd, args: &[&str]) -> String {
-    let out = mapsync()
-        .args([
-            "fleet",
-            "--etcd",
-            &etcd.endpoint(),
-            "--prefix",
-            "fleet/typed",
-        ])
-        .args(args)
-        .output()
-        .expect("run mapsync fleet");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn wait_dump(pin: &std::path::Path, want: &BTreeMap<Vec<u8>, Vec<u8>>) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while &support::dump(pin) != want {
-        assert!(
-            Instant::now() < deadline,
-            "the kernel map never matched etcd: {:?}",
-            support::dump(pin)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    fleet_ok(&etcd.endpoint(), "fleet/typed", args)
 }
 
 fn wait_bad_keys(metrics_addr: &str, want: f64) {

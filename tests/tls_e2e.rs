@@ -8,28 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Server, map_arg, mapsync, pin};
+use mapsync_test_support::tls::TestCa;
 use mapsync_test_support::{self as support, PinDir};
-
-/// A CA: its PEM, and the issuer that signs server certificates.
-fn ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let cert = params.self_signed(&key).expect("CA");
-    (cert.pem(), rcgen::Issuer::new(params, key))
-}
-
-/// Writes a server certificate for 127.0.0.1 from `issuer` and its key.
-fn write_server_cert(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, cert: &Path, key: &Path) {
-    let pair = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).expect("params");
-    let signed = params.signed_by(&pair, issuer).expect("signed");
-    std::fs::write(cert, signed.pem()).expect("write cert");
-    std::fs::write(key, pair.serialize_pem()).expect("write key");
-}
 
 /// `mapsync list flows` against `endpoint` trusting `ca` (`None`: no TLS):
 /// whether it listed the map.
@@ -54,11 +34,10 @@ fn the_cli_reads_over_tls_and_sighup_serves_a_new_certificate() {
     support::create_map(&hash, "hash", 4, 8, 64, "flows");
     support::update(&hash, &[1, 0, 0, 0], &[7; 8]).expect("seed");
     let dir = tempfile::tempdir().expect("temp dir");
-    let (old_pem, old_ca) = ca("old-ca");
-    let old_ca_file = dir.path().join("old-ca.pem");
-    std::fs::write(&old_ca_file, &old_pem).expect("write ca");
+    let old_ca = TestCa::new("old-ca");
+    let old_ca_file = old_ca.write_into(dir.path(), "old-ca.pem");
     let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
-    write_server_cert(&old_ca, &cert, &key);
+    old_ca.issue(&["127.0.0.1"], None).write(&cert, &key);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("a free port")
         .local_addr()
@@ -86,10 +65,9 @@ fn the_cli_reads_over_tls_and_sighup_serves_a_new_certificate() {
     assert!(lists(&endpoint, Some(&old_ca_file)), "list over TLS");
     assert!(!lists(&endpoint, None), "a plain client read");
 
-    let (new_pem, new_ca) = ca("new-ca");
-    let new_ca_file = dir.path().join("new-ca.pem");
-    std::fs::write(&new_ca_file, &new_pem).expect("write ca");
-    write_server_cert(&new_ca, &cert, &key);
+    let new_ca = TestCa::new("new-ca");
+    let new_ca_file = new_ca.write_into(dir.path(), "new-ca.pem");
+    new_ca.issue(&["127.0.0.1"], None).write(&cert, &key);
     server.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !lists(&endpoint, Some(&new_ca_file)) {

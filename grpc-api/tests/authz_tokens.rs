@@ -262,29 +262,9 @@ async fn a_reload_changes_what_new_requests_may_do_and_open_watches_stay() {
 mod mtls {
     use super::*;
     use mapsync_grpc::tls::{ServerTls, TlsFiles};
+    use mapsync_test_support::tls::TestCa;
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-
-    fn new_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).expect("ca");
-        (cert.pem(), rcgen::Issuer::new(params, key))
-    }
-
-    fn issue(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, cn: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        let cert = params.signed_by(&key, issuer).expect("signed");
-        (cert.pem(), key.serialize_pem())
-    }
 
     async fn client(addr: &str, ca: &str, cert: &(String, String)) -> TokenClient {
         let mut roots = rustls::RootCertStore::empty();
@@ -324,28 +304,28 @@ mod mtls {
 
     #[tokio::test]
     async fn a_client_certificate_s_subject_is_its_user() {
-        let (server_ca, server_issuer) = new_ca("server-ca");
-        let (client_ca, client_issuer) = new_ca("client-ca");
+        let server_ca = TestCa::new("server-ca");
+        let client_ca = TestCa::new("client-ca");
         let dir = tempfile::tempdir().expect("dir");
         let write = |name: &str, text: &str| {
             let path = dir.path().join(name);
             std::fs::write(&path, text).expect("write");
             path
         };
-        let (cert, key) = issue(&server_issuer, "server");
+        let (cert, key) = server_ca.issue(&["localhost"], Some("server")).into_pems();
         let tls = ServerTls::load(TlsFiles {
             cert: write("s.pem", &cert),
             key: write("s.key", &key),
-            client_ca: Some(write("ca.pem", &client_ca)),
+            client_ca: Some(write("ca.pem", client_ca.pem())),
         })
         .expect("tls");
         let policy = "[users.reader]\ncert_cns = [\"reader-svc\"]\nroles = [\"r\"]\n\
                       [roles.r]\nread = [\"flows\"]\n";
         let server = AuthServer::start(policy, Some(tls)).await;
-        let reader = issue(&client_issuer, "reader-svc");
-        let stranger = issue(&client_issuer, "stranger");
-        let mut reader = client(&server.tcp, &server_ca, &reader).await;
-        let mut stranger = client(&server.tcp, &server_ca, &stranger).await;
+        let issue = |cn| client_ca.issue(&["localhost"], Some(cn)).into_pems();
+        let (reader, stranger) = (issue("reader-svc"), issue("stranger"));
+        let mut reader = client(&server.tcp, server_ca.pem(), &reader).await;
+        let mut stranger = client(&server.tcp, server_ca.pem(), &stranger).await;
         assert_eq!(list_maps(&mut reader).await, Ok(vec!["flows".to_owned()]));
         assert_eq!(get(&mut reader, "cfg").await, Code::PermissionDenied);
         let status = reader

@@ -15,43 +15,16 @@ use mapsync_core::{Change, EventSource};
 use mapsync_grpc::pb::{self, map_sync_client::MapSyncClient, watch_response::Kind};
 use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
 use mapsync_grpc::tls::{ServerTls, TlsFiles};
+use mapsync_test_support::tls::TestCa;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
 
-/// A CA made by the test.
-struct Ca {
-    pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).expect("self-signed CA");
-        Ca {
-            pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate for `localhost` with the subject CN `cn`: its PEM and
-    /// its key's PEM.
-    fn issue(&self, cn: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.issuer).expect("signed");
-        (cert.pem(), key.serialize_pem())
-    }
+/// A certificate for `localhost` with the subject CN `cn`: its PEM and
+/// its key's PEM.
+fn issue(ca: &TestCa, cn: &str) -> (String, String) {
+    ca.issue(&["localhost"], Some(cn)).into_pems()
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -144,8 +117,8 @@ async fn list_maps(channel: Result<Channel, tonic::transport::Error>) -> Result<
 #[tokio::test]
 async fn tls_clients_read_and_plain_ones_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca = Ca::new("mapsync-test-ca");
-    let (cert, key) = ca.issue("server");
+    let ca = TestCa::new("mapsync-test-ca");
+    let (cert, key) = issue(&ca, "server");
     let tls = ServerTls::load(TlsFiles {
         cert: write(dir.path(), "server.pem", &cert),
         key: write(dir.path(), "server.key", &key),
@@ -156,7 +129,7 @@ async fn tls_clients_read_and_plain_ones_are_refused() {
     let (addr, _writer, stop, server) = serve_tls(tls).await;
 
     assert_eq!(
-        list_maps(tls_channel(addr, &ca.pem, None).await).await,
+        list_maps(tls_channel(addr, ca.pem(), None).await).await,
         Ok(1)
     );
     let plain = Endpoint::from_shared(format!("http://{addr}"))
@@ -166,8 +139,8 @@ async fn tls_clients_read_and_plain_ones_are_refused() {
         .await;
     let refused = list_maps(plain).await;
     assert!(refused.is_err(), "a plain client read: {refused:?}");
-    let other_ca = Ca::new("another-ca");
-    let untrusted = list_maps(tls_channel(addr, &other_ca.pem, None).await).await;
+    let other_ca = TestCa::new("another-ca");
+    let untrusted = list_maps(tls_channel(addr, other_ca.pem(), None).await).await;
     assert!(
         untrusted.is_err(),
         "a client that does not trust the cert read"
@@ -180,27 +153,27 @@ async fn tls_clients_read_and_plain_ones_are_refused() {
 #[tokio::test]
 async fn mtls_refuses_clients_without_a_certificate_from_the_client_ca() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server_ca = Ca::new("server-ca");
-    let client_ca = Ca::new("client-ca");
-    let (cert, key) = server_ca.issue("server");
+    let server_ca = TestCa::new("server-ca");
+    let client_ca = TestCa::new("client-ca");
+    let (cert, key) = issue(&server_ca, "server");
     let tls = ServerTls::load(TlsFiles {
         cert: write(dir.path(), "server.pem", &cert),
         key: write(dir.path(), "server.key", &key),
-        client_ca: Some(write(dir.path(), "client-ca.pem", &client_ca.pem)),
+        client_ca: Some(write(dir.path(), "client-ca.pem", client_ca.pem())),
     })
     .expect("load mtls");
     assert!(tls.mutual());
     let (addr, _writer, stop, server) = serve_tls(tls).await;
 
-    let known = client_ca.issue("reader");
+    let known = issue(&client_ca, "reader");
     assert_eq!(
-        list_maps(tls_channel(addr, &server_ca.pem, Some(&known)).await).await,
+        list_maps(tls_channel(addr, server_ca.pem(), Some(&known)).await).await,
         Ok(1)
     );
-    let without = list_maps(tls_channel(addr, &server_ca.pem, None).await).await;
+    let without = list_maps(tls_channel(addr, server_ca.pem(), None).await).await;
     assert!(without.is_err(), "a client without a certificate read");
-    let stranger = Ca::new("stranger-ca").issue("reader");
-    let unknown = list_maps(tls_channel(addr, &server_ca.pem, Some(&stranger)).await).await;
+    let stranger = issue(&TestCa::new("stranger-ca"), "reader");
+    let unknown = list_maps(tls_channel(addr, server_ca.pem(), Some(&stranger)).await).await;
     assert!(
         unknown.is_err(),
         "a certificate from another CA was accepted"
@@ -213,8 +186,8 @@ async fn mtls_refuses_clients_without_a_certificate_from_the_client_ca() {
 #[tokio::test]
 async fn a_reload_serves_the_new_certificate_and_open_streams_keep_going() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let old_ca = Ca::new("old-ca");
-    let (cert, key) = old_ca.issue("server");
+    let old_ca = TestCa::new("old-ca");
+    let (cert, key) = issue(&old_ca, "server");
     let files = TlsFiles {
         cert: write(dir.path(), "server.pem", &cert),
         key: write(dir.path(), "server.key", &key),
@@ -223,8 +196,11 @@ async fn a_reload_serves_the_new_certificate_and_open_streams_keep_going() {
     let tls = ServerTls::load(files.clone()).expect("load tls");
     let (addr, mut writer, stop, server) = serve_tls(tls.clone()).await;
 
-    let mut client =
-        MapSyncClient::new(tls_channel(addr, &old_ca.pem, None).await.expect("connect"));
+    let mut client = MapSyncClient::new(
+        tls_channel(addr, old_ca.pem(), None)
+            .await
+            .expect("connect"),
+    );
     let mut session = common::Session::open(&mut client).await;
     let id = session.created(common::watch_map(0)).await;
 
@@ -232,20 +208,20 @@ async fn a_reload_serves_the_new_certificate_and_open_streams_keep_going() {
     std::fs::write(&files.key, "not a key").expect("break the key");
     assert!(tls.reload().is_err());
     assert_eq!(
-        list_maps(tls_channel(addr, &old_ca.pem, None).await).await,
+        list_maps(tls_channel(addr, old_ca.pem(), None).await).await,
         Ok(1)
     );
 
-    let new_ca = Ca::new("new-ca");
-    let (cert, key) = new_ca.issue("server");
+    let new_ca = TestCa::new("new-ca");
+    let (cert, key) = issue(&new_ca, "server");
     write(dir.path(), "server.pem", &cert);
     write(dir.path(), "server.key", &key);
     tls.reload().expect("reload");
     assert_eq!(
-        list_maps(tls_channel(addr, &new_ca.pem, None).await).await,
+        list_maps(tls_channel(addr, new_ca.pem(), None).await).await,
         Ok(1)
     );
-    let old = list_maps(tls_channel(addr, &old_ca.pem, None).await).await;
+    let old = list_maps(tls_channel(addr, old_ca.pem(), None).await).await;
     assert!(old.is_err(), "new handshakes still get the old certificate");
 
     // the stream opened before the reload still delivers

@@ -51,9 +51,18 @@ pub(crate) fn hash_bytes(state: u64, bytes: &[u8]) -> u64 {
     fold(h, K1)
 }
 
+/// [`hash_bytes`] of one 8-byte key, as one word (the same value).
+fn hash_word(state: u64, word: u64) -> u64 {
+    fold(fold(state ^ 8u64.wrapping_mul(K1) ^ word, K2), K1)
+}
+
 /// The hash of a key as the base index and the top table compute it.
+#[inline]
 pub(crate) fn hash_key(key: &[u8]) -> u64 {
-    hash_bytes(seed(), key)
+    match <[u8; 8]>::try_from(key) {
+        Ok(word) => hash_word(seed(), u64::from_le_bytes(word)),
+        Err(_) => hash_bytes(seed(), key),
+    }
 }
 
 /// How the records of a base are laid out.
@@ -143,6 +152,7 @@ impl Base {
     }
 
     /// The record at position `i` (in key order).
+    #[inline]
     pub(crate) fn record(&self, i: usize) -> Record<'_> {
         let (key_len, value_len, start) = match self.layout {
             Layout::Fixed { key, value } => (key, value, i * (key + value + META)),
@@ -176,11 +186,26 @@ impl Base {
     }
 
     /// Position of `key`, if present.
+    #[inline]
     pub(crate) fn find(&self, key: &[u8]) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
         let hash = hash_key(key);
+        match (self.layout, <[u8; 8]>::try_from(key)) {
+            // the common BPF shape: compare one word, not a slice
+            (Layout::Fixed { key: 8, value }, Ok(word)) => {
+                let (word, stride) = (u64::from_ne_bytes(word), 8 + value + META);
+                self.probe(hash, |i| read_u64(&self.bytes, i * stride) == word)
+            }
+            _ => self.probe(hash, |i| self.key(i) == key),
+        }
+    }
+
+    /// Walks the buckets from `hash`'s home to the first record `is_key`
+    /// accepts (skipping buckets whose tag differs), or to an empty bucket.
+    #[inline(always)]
+    fn probe(&self, hash: u64, is_key: impl Fn(usize) -> bool) -> Option<usize> {
         let buckets = self.index.len();
         let (tag, mask) = if self.len < TAGGED_BELOW {
             ((hash as u32) << 24, POSITION_BITS)
@@ -195,7 +220,7 @@ impl Base {
             }
             if slot & !mask == tag {
                 let i = (slot & mask) as usize - 1;
-                if self.key(i) == key {
+                if is_key(i) {
                     return Some(i);
                 }
             }
@@ -207,6 +232,7 @@ impl Base {
     }
 
     /// The record of `key`, if present.
+    #[inline]
     pub(crate) fn get(&self, key: &[u8]) -> Option<Record<'_>> {
         self.find(key).map(|i| self.record(i))
     }
@@ -385,6 +411,31 @@ mod tests {
         assert_eq!(base.position_after(&499u64.to_be_bytes()), 500);
         assert_eq!(base.position_after(b""), 0);
         assert_eq!(base.position_after(&[0xff; 9]), 1000);
+    }
+
+    #[test]
+    fn the_word_hash_of_8_byte_keys_is_the_byte_hash() {
+        let mut state = 7u64;
+        for _ in 0..1000 {
+            state = state.wrapping_mul(K1).wrapping_add(K2);
+            let key = state.to_le_bytes();
+            assert_eq!(hash_key(&key), hash_bytes(seed(), &key));
+        }
+    }
+
+    #[test]
+    fn fixed_8_byte_keys_miss_on_other_lengths_and_absent_words() {
+        let mut builder = BaseBuilder::new(100);
+        for i in 0..100u64 {
+            builder.push(&(i * 2).to_be_bytes(), &[1; 16], i + 1, 0);
+        }
+        let base = builder.finish();
+        for i in 0..100u64 {
+            assert_eq!(base.find(&(i * 2).to_be_bytes()), Some(i as usize));
+            assert_eq!(base.find(&(i * 2 + 1).to_be_bytes()), None);
+        }
+        assert_eq!(base.find(&[0; 7]), None);
+        assert_eq!(base.find(&[0; 9]), None);
     }
 
     #[test]

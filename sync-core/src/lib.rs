@@ -47,6 +47,6 @@ pub use control::{Command, CommandError, CommandHandle};
 pub use error::SyncError;
 pub use event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 pub use map_info::{MapInfo, MapKind};
-pub use snapshot::{Entry, MapView, Snapshot};
+pub use snapshot::{Entry, HandleError, MapHandle, MapView, Snapshot};
 pub use store::{Change, Dump, Publisher, Store};
 pub use subscribe::{KeyRange, SubscribeFilter, Subscription, WatchBatch};

@@ -19,6 +19,10 @@ use crate::error::SyncError;
 use crate::event::{Epoch, Revision};
 use crate::map_info::MapInfo;
 
+mod maps;
+pub(crate) use maps::Maps;
+pub use maps::{HandleError, MapHandle};
+
 /// The mirror of one map at the snapshot's revision.
 #[derive(Debug, Clone)]
 pub struct MapView {
@@ -79,11 +83,13 @@ impl MapView {
     }
 
     /// The value of `key`, if present.
+    #[inline]
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.entries.get(key).map(|entry| entry.value)
     }
 
     /// The value of `key` with its revision, if present.
+    #[inline]
     pub fn entry(&self, key: &[u8]) -> Option<Entry<'_>> {
         self.entries.get(key)
     }
@@ -124,7 +130,7 @@ impl MapView {
 pub struct Snapshot {
     pub(crate) epoch: Epoch,
     pub(crate) revision: Revision,
-    pub(crate) maps: imbl::OrdMap<Arc<str>, MapView>,
+    pub(crate) maps: Maps,
     pub(crate) log: ChangeLog,
 }
 
@@ -133,7 +139,7 @@ impl Snapshot {
         Self {
             epoch,
             revision: 0,
-            maps: imbl::OrdMap::new(),
+            maps: Maps::new(),
             log,
         }
     }
@@ -149,11 +155,27 @@ impl Snapshot {
     }
 
     /// One map's mirror.
+    #[inline]
     pub fn map(&self, name: &str) -> Option<&MapView> {
         self.maps.get(name)
     }
 
-    /// All maps, by name.
+    /// A handle on the map called `name`, for reads that skip the lookup
+    /// by name ([`Self::view`]); `None` if no such map is mirrored. The
+    /// handle stays valid in later snapshots of the same store.
+    pub fn map_handle(&self, name: &str) -> Option<MapHandle> {
+        self.maps.handle(name)
+    }
+
+    /// The map `handle` reads: what [`Self::map`] finds, without the lookup
+    /// by name. Errors: the map is no longer mirrored
+    /// ([`HandleError::Removed`]) or the handle is another store's.
+    #[inline]
+    pub fn view(&self, handle: &MapHandle) -> Result<&MapView, HandleError> {
+        self.maps.view(handle)
+    }
+
+    /// All maps, in name order.
     pub fn maps(&self) -> impl Iterator<Item = (&Arc<str>, &MapView)> {
         self.maps.iter()
     }

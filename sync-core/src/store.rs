@@ -92,6 +92,17 @@ impl Store {
         self.inner.current.load()
     }
 
+    /// A handle on the mirrored map `name`, resolved once: reads through
+    /// it ([`Snapshot::view`]) skip the lookup by name, in this and every
+    /// later snapshot. Error: no map of that name is mirrored.
+    pub fn handle(&self, name: &str) -> Result<crate::snapshot::MapHandle, crate::SyncError> {
+        self.load()
+            .map_handle(name)
+            .ok_or_else(|| crate::SyncError::UnknownMap {
+                name: name.to_owned(),
+            })
+    }
+
     /// The instance's epoch.
     pub fn epoch(&self) -> Epoch {
         self.load().epoch
@@ -394,6 +405,19 @@ impl Publisher {
     /// Marks the store ready: every configured map has had its initial dump.
     pub fn set_ready(&mut self) {
         self.store.inner.ready.send_replace(true);
+    }
+
+    /// Stops mirroring the map `name`: publishes, at the same revision, a
+    /// snapshot without it (no events: its watchers see no deletes).
+    /// [`Store::handle`]s on it answer `HandleError::Removed` until a map of
+    /// that name is added again. Returns whether the map was mirrored.
+    pub fn remove_map(&mut self, name: &str) -> bool {
+        let mut next = (*self.store.snapshot()).clone();
+        let removed = next.maps.remove(name).is_some();
+        if removed {
+            self.publish(next);
+        }
+        removed
     }
 
     /// Applies changes in order and publishes the result once. A change to

@@ -15,6 +15,8 @@ use anyhow::{Context, bail};
 mod batch;
 mod mirror;
 pub mod ring;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use batch::Batch;
 pub use mirror::{mirror, wait_until};
@@ -43,6 +45,20 @@ pub fn require_kernel() -> bool {
     }
     eprintln!("\n!!! NOT RUN: {why} !!!\n");
     false
+}
+
+/// CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`): on a
+/// shared machine, wall time is also the other tenants' time.
+pub fn thread_cpu() -> std::time::Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write to.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now);
+    }
+    std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 fn is_bpffs(path: &Path) -> bool {

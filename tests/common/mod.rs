@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use mapsync_test_support::PinDir;
 
+pub mod fleet;
+
 /// The `mapsync` binary under test.
 pub fn mapsync() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mapsync"))

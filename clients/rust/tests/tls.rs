@@ -11,50 +11,13 @@ use mapsync_client::{Client, ClientError, ConnectOptions, TlsOptions};
 use mapsync_core::{LogLimits, MapInfo, MapKind, Store};
 use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
 use mapsync_grpc::tls::{ServerTls, TlsFiles};
+use mapsync_test_support::tls::TestCa;
 
-struct Ca {
-    pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).expect("CA");
-        Ca {
-            pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// Writes a certificate for 127.0.0.1 and localhost with CN `cn`, and its
-    /// key, into `dir` as `NAME.pem` and `NAME.key`.
-    fn issue(&self, dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-                .expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.issuer).expect("signed");
-        let cert_path = dir.join(format!("{name}.pem"));
-        let key_path = dir.join(format!("{name}.key"));
-        std::fs::write(&cert_path, cert.pem()).expect("write cert");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        (cert_path, key_path)
-    }
-
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, &self.pem).expect("write ca");
-        path
-    }
+/// A certificate for 127.0.0.1 and localhost with CN `cn` from `ca`, and
+/// its key, written into `dir` as `NAME.pem` and `NAME.key`.
+fn issue(ca: &TestCa, dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+    ca.issue(&["127.0.0.1", "localhost"], Some(cn))
+        .write_into(dir, name)
 }
 
 /// Serves one map `flows` over TLS on 127.0.0.1: its endpoint.
@@ -111,15 +74,15 @@ async fn maps_over(endpoint: &str, tls: Option<TlsOptions>) -> Result<usize, Cli
 #[tokio::test]
 async fn the_client_reads_over_tls_only_trusting_the_server_s_ca() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca = Ca::new("server-ca");
-    let (cert, key) = ca.issue(dir.path(), "server", "server");
+    let ca = TestCa::new("server-ca");
+    let (cert, key) = issue(&ca, dir.path(), "server", "server");
     let endpoint = serve(TlsFiles {
         cert,
         key,
         client_ca: None,
     })
     .await;
-    let trusted = TlsOptions::from_files(&ca.write(dir.path(), "ca.pem"), None).expect("tls");
+    let trusted = TlsOptions::from_files(&ca.write_into(dir.path(), "ca.pem"), None).expect("tls");
     assert_eq!(
         maps_over(&endpoint, Some(trusted.clone()))
             .await
@@ -138,9 +101,9 @@ async fn the_client_reads_over_tls_only_trusting_the_server_s_ca() {
         maps_over(&endpoint, None).await.is_err(),
         "plain HTTP/2 read"
     );
-    let other = Ca::new("other-ca");
+    let other = TestCa::new("other-ca");
     let untrusting =
-        TlsOptions::from_files(&other.write(dir.path(), "other.pem"), None).expect("tls");
+        TlsOptions::from_files(&other.write_into(dir.path(), "other.pem"), None).expect("tls");
     let error = maps_over(&endpoint, Some(untrusting)).await.unwrap_err();
     assert!(matches!(error, ClientError::Connect { .. }), "{error}");
 }
@@ -148,17 +111,17 @@ async fn the_client_reads_over_tls_only_trusting_the_server_s_ca() {
 #[tokio::test]
 async fn with_mtls_the_client_reads_only_with_a_certificate_from_the_client_ca() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca = Ca::new("server-ca");
-    let clients = Ca::new("client-ca");
-    let (cert, key) = ca.issue(dir.path(), "server", "server");
+    let ca = TestCa::new("server-ca");
+    let clients = TestCa::new("client-ca");
+    let (cert, key) = issue(&ca, dir.path(), "server", "server");
     let endpoint = serve(TlsFiles {
         cert,
         key,
-        client_ca: Some(clients.write(dir.path(), "clients.pem")),
+        client_ca: Some(clients.write_into(dir.path(), "clients.pem")),
     })
     .await;
-    let ca_file = ca.write(dir.path(), "ca.pem");
-    let (client_cert, client_key) = clients.issue(dir.path(), "reader", "reader");
+    let ca_file = ca.write_into(dir.path(), "ca.pem");
+    let (client_cert, client_key) = issue(&clients, dir.path(), "reader", "reader");
     let known = TlsOptions::from_files(&ca_file, Some((&client_cert, &client_key))).expect("tls");
     assert_eq!(
         maps_over(&endpoint, Some(known))
@@ -171,7 +134,8 @@ async fn with_mtls_the_client_reads_only_with_a_certificate_from_the_client_ca()
         maps_over(&endpoint, Some(anonymous)).await.is_err(),
         "read without a client cert"
     );
-    let (stranger_cert, stranger_key) = Ca::new("stranger").issue(dir.path(), "stranger", "reader");
+    let (stranger_cert, stranger_key) =
+        issue(&TestCa::new("stranger"), dir.path(), "stranger", "reader");
     let stranger =
         TlsOptions::from_files(&ca_file, Some((&stranger_cert, &stranger_key))).expect("tls");
     assert!(
@@ -191,10 +155,10 @@ fn unusable_tls_files_are_a_clear_error() {
     std::fs::write(&garbage, "hello").expect("write");
     let error = TlsOptions::from_files(&garbage, None).unwrap_err();
     assert!(error.to_string().contains("no CERTIFICATE"), "{error}");
-    let ca = Ca::new("ca");
-    let ca_file = ca.write(dir.path(), "ca.pem");
-    let (cert, _) = ca.issue(dir.path(), "a", "a");
-    let (_, other_key) = ca.issue(dir.path(), "b", "b");
+    let ca = TestCa::new("ca");
+    let ca_file = ca.write_into(dir.path(), "ca.pem");
+    let (cert, _) = issue(&ca, dir.path(), "a", "a");
+    let (_, other_key) = issue(&ca, dir.path(), "b", "b");
     let error = TlsOptions::from_files(&ca_file, Some((&cert, &other_key))).unwrap_err();
     assert!(matches!(error, ClientError::Tls { .. }), "{error}");
 }

@@ -8,7 +8,7 @@
 mod etcd;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use etcd::proxy::Proxy;
@@ -30,6 +30,36 @@ fn entries(pairs: &[(u32, u64)]) -> BTreeMap<Vec<u8>, Vec<u8>> {
         .iter()
         .map(|(k, v)| (k.to_le_bytes().to_vec(), v.to_le_bytes().to_vec()))
         .collect()
+}
+
+/// A fresh etcd, a connected client, and a `flows` hash map (4-byte keys,
+/// 8-byte values) pinned in a new pin directory named after the test.
+struct Setup {
+    etcd: Etcd,
+    client: etcd_client::Client,
+    pins: PinDir,
+    pin: PathBuf,
+}
+
+/// [`Setup`] with `pairs` put under the prefix before anything follows.
+async fn setup(test: &str, pairs: &[(u32, u64)]) -> Setup {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let pins = PinDir::new(test);
+    let pin = pins.join("flows");
+    support::create_map(&pin, "hash", 4, 8, 64, "flows");
+    for (k, v) in pairs {
+        client
+            .put(key(*k), v.to_le_bytes().to_vec(), None)
+            .await
+            .expect("put");
+    }
+    Setup {
+        etcd,
+        client,
+        pins,
+        pin,
+    }
 }
 
 async fn start(pins: &PinDir, pin: &Path) -> MapSync {
@@ -77,19 +107,14 @@ async fn follows_list_then_watch_skips_bad_keys_and_reverts_local_writes() {
     if !support::require_kernel() || !require_etcd() {
         return;
     }
-    let etcd = Etcd::start().await;
-    let mut client = etcd.client().await;
-    let pins = PinDir::new("fleet-follow");
-    let pin = pins.join("flows");
-    support::create_map(&pin, "hash", 4, 8, 64, "flows");
+    let Setup {
+        etcd,
+        mut client,
+        pins,
+        pin,
+    } = setup("fleet-follow", &[(1, 1), (2, 2)]).await;
     // a key the map holds and etcd does not: the initial list deletes it
     support::update(&pin, &9u32.to_le_bytes(), &9u64.to_le_bytes()).expect("seed");
-    for (k, v) in [(1u32, 1u64), (2, 2)] {
-        client
-            .put(key(k), v.to_le_bytes().to_vec(), None)
-            .await
-            .expect("put");
-    }
     client
         .put("fleet/flows/nothex", vec![0u8; 8], None)
         .await
@@ -168,18 +193,13 @@ async fn after_losing_etcd_across_a_compaction_the_follower_relists_and_misses_n
     if !support::require_kernel() || !require_etcd() {
         return;
     }
-    let etcd = Etcd::start().await;
+    let Setup {
+        etcd,
+        mut client,
+        pins,
+        pin,
+    } = setup("fleet-compact", &[(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]).await;
     let proxy = Proxy::start(etcd.endpoint()).await;
-    let mut client = etcd.client().await;
-    let pins = PinDir::new("fleet-compact");
-    let pin = pins.join("flows");
-    support::create_map(&pin, "hash", 4, 8, 64, "flows");
-    for k in 1u32..=5 {
-        client
-            .put(key(k), (k as u64).to_le_bytes().to_vec(), None)
-            .await
-            .expect("put");
-    }
     let sync = start(&pins, &pin).await;
     let store = sync.store().clone();
     let (task, stats) = follow_through(&proxy, &sync);
@@ -226,18 +246,13 @@ async fn after_losing_etcd_the_follower_resumes_its_watch_and_misses_no_deletion
     if !support::require_kernel() || !require_etcd() {
         return;
     }
-    let etcd = Etcd::start().await;
+    let Setup {
+        etcd,
+        mut client,
+        pins,
+        pin,
+    } = setup("fleet-resume", &[(1, 1), (2, 2), (3, 3)]).await;
     let proxy = Proxy::start(etcd.endpoint()).await;
-    let mut client = etcd.client().await;
-    let pins = PinDir::new("fleet-resume");
-    let pin = pins.join("flows");
-    support::create_map(&pin, "hash", 4, 8, 64, "flows");
-    for k in 1u32..=3 {
-        client
-            .put(key(k), (k as u64).to_le_bytes().to_vec(), None)
-            .await
-            .expect("put");
-    }
     let sync = start(&pins, &pin).await;
     let store = sync.store().clone();
     let (task, stats) = follow_through(&proxy, &sync);
@@ -266,15 +281,12 @@ async fn after_etcd_itself_was_down_the_follower_converges() {
     if !support::require_kernel() || !require_etcd() {
         return;
     }
-    let mut etcd = Etcd::start().await;
-    let mut client = etcd.client().await;
-    let pins = PinDir::new("fleet-etcd-down");
-    let pin = pins.join("flows");
-    support::create_map(&pin, "hash", 4, 8, 64, "flows");
-    client
-        .put(key(1), 1u64.to_le_bytes().to_vec(), None)
-        .await
-        .expect("put");
+    let Setup {
+        mut etcd,
+        pins,
+        pin,
+        ..
+    } = setup("fleet-etcd-down", &[(1, 1)]).await;
     let sync = start(&pins, &pin).await;
     let store = sync.store().clone();
     let (task, stats) = follow(&etcd, &sync, |c| {
@@ -300,15 +312,12 @@ async fn a_local_wins_map_keeps_local_writes_and_still_applies_etcd() {
     if !support::require_kernel() || !require_etcd() {
         return;
     }
-    let etcd = Etcd::start().await;
-    let mut client = etcd.client().await;
-    let pins = PinDir::new("fleet-local-wins");
-    let pin = pins.join("flows");
-    support::create_map(&pin, "hash", 4, 8, 64, "flows");
-    client
-        .put(key(1), 1u64.to_le_bytes().to_vec(), None)
-        .await
-        .expect("put");
+    let Setup {
+        etcd,
+        mut client,
+        pins,
+        pin,
+    } = setup("fleet-local-wins", &[(1, 1)]).await;
     let sync = start(&pins, &pin).await;
     let store = sync.store().clone();
     let (task, stats) = follow(&etcd, &sync, |c| {

@@ -12,6 +12,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mapsync_test_support::tls::TestCa;
+
 /// Whether `etcd` can run here; panics under `CI=true` when it cannot.
 pub fn require_etcd() -> bool {
     if Command::new("etcd").arg("--version").output().is_ok() {
@@ -47,32 +49,16 @@ pub struct TlsCerts {
 impl TlsCerts {
     fn make() -> Self {
         let dir = tempfile::tempdir().expect("cert dir");
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let mut ca = rcgen::CertificateParams::new(Vec::new()).expect("params");
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "test etcd CA");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).expect("ca");
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let write = |name: &str, pem: String| {
-            std::fs::write(dir.path().join(name), pem).expect("write pem");
-        };
-        write("ca.pem", ca_cert.pem());
+        let ca = TestCa::new("test etcd CA");
+        ca.write_pem(&dir.path().join("ca.pem"));
         for (name, sans) in [
-            (
-                "server",
-                vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-            ),
-            ("client", vec!["mapsync".to_owned()]),
+            ("server", &["127.0.0.1", "localhost"][..]),
+            ("client", &["mapsync"]),
         ] {
-            let key = rcgen::KeyPair::generate().expect("key");
-            let mut params = rcgen::CertificateParams::new(sans).expect("params");
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, name);
-            let cert = params.signed_by(&key, &issuer).expect("sign");
-            write(&format!("{name}.pem"), cert.pem());
-            write(&format!("{name}-key.pem"), key.serialize_pem());
+            ca.issue(sans, Some(name)).write(
+                &dir.path().join(format!("{name}.pem")),
+                &dir.path().join(format!("{name}-key.pem")),
+            );
         }
         Self { dir }
     }
