@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use mapsync_core::{Store, SubscribeFilter, WatchBatch};
 use mapsync_ebpf::abi;
-use mapsync_kernel::{Capture, DemoWriter, open, sys};
+use mapsync_kernel::{Capture, DemoWriter, IngestPhases, open, sys};
 use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
 use mapsync_test_support::{self as support, PinDir};
 use tokio::runtime::Runtime;
@@ -53,6 +53,8 @@ use tokio::runtime::Runtime;
 mod alloc;
 #[path = "ingest/bare.rs"]
 mod bare;
+#[path = "ingest/visible.rs"]
+mod visible;
 
 use bare::BareConsumer;
 
@@ -333,6 +335,33 @@ fn start_sync(runtime: &Runtime, capture: &std::path::Path, map: MapSpec) -> Map
         .expect("start the sync")
 }
 
+/// Where the ingest task's time went during a run (its phase counters,
+/// `SyncStats::phases`): the ring side (ring read, decode, routing) apart
+/// from the mirror's (apply, publish, accounting).
+fn phases_row(what: String, sync: &MapSync, before: IngestPhases) -> Row {
+    let phases = sync.stats_handle().phases().since(&before);
+    let per = |ns: u64| ns as f64 / phases.records.max(1) as f64;
+    let ring_side = phases.ring_side_ns_per_record();
+    Row {
+        what,
+        mapsync: format!(
+            "ring side {ring_side:.0} ns/record (ring {:.0} + route {:.0}; {:.2} M records/s \
+             of one CPU), mirror {:.0} ns/record (apply {:.0} + account {:.0}); {} records in \
+             {} batches",
+            per(phases.ring_ns),
+            per(phases.route_ns),
+            1e3 / ring_side.max(1e-3),
+            phases.mirror_ns_per_record(),
+            per(phases.apply_ns),
+            per(phases.account_ns),
+            phases.records,
+            phases.batches,
+        ),
+        bare: String::new(),
+        ratio: String::new(),
+    }
+}
+
 fn loss_note(sync: &MapSync) -> String {
     let stats = sync.stats();
     format!(
@@ -373,13 +402,21 @@ fn emit_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
         let samples = latency(&bare, sizes.latency_samples, Duration::ZERO, |i| {
             one_packet(&mut demo, i)
         });
-        (rate, samples)
+        let visible = visible::latency(
+            sizes.latency_samples,
+            Duration::ZERO,
+            || bare.received(),
+            |i| one_packet(&mut demo, i),
+        );
+        (rate, (samples, visible))
     };
+    let (bare_latency, bare_visible) = bare_latency;
 
     let capture = pins.join("capture");
     let mut demo = DemoWriter::load(&capture).expect("load the demo program");
     let sync = start_sync(runtime, &capture, MapSpec::id(Some("pkts"), demo.map_id()));
     let store = sync.store().clone();
+    let phases = sync.stats_handle().phases();
     let rate = throughput(
         sizes.emit_events,
         "emit",
@@ -391,6 +428,22 @@ fn emit_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
         rate,
         bare_rate,
         loss_note(&sync),
+    ));
+    rows.push(phases_row(
+        "ingest phases, emit -> store".into(),
+        &sync,
+        phases,
+    ));
+    let samples = visible::latency(
+        sizes.latency_samples,
+        Duration::ZERO,
+        || store.load().revision(),
+        |i| one_packet(&mut demo, i),
+    );
+    rows.push(Row::latency(
+        "write -> visible in the mirror, emit (1 demo test run), back to back".into(),
+        samples,
+        bare_visible,
     ));
     let watcher = Watcher::start(runtime, &store, "pkts");
     let rate = throughput(
@@ -469,12 +522,20 @@ fn trace_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
             .iter()
             .map(|&(_, samples, pause)| latency(&bare, samples, pause, update))
             .collect();
-        (rate, samples)
+        let visible: Vec<Vec<Duration>> = latency_runs
+            .iter()
+            .map(|&(_, samples, pause)| {
+                visible::latency(samples, pause, || bare.received(), update)
+            })
+            .collect();
+        (rate, (samples, visible))
     };
+    let (bare_latencies, bare_visible) = bare_latencies;
 
     let capture = pins.join("capture");
     let sync = start_sync(runtime, &capture, MapSpec::pin(None, &pin));
     let store = sync.store().clone();
+    let phases = sync.stats_handle().phases();
     let rate = throughput(
         sizes.trace_events,
         "trace",
@@ -487,6 +548,19 @@ fn trace_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
         bare_rate,
         loss_note(&sync),
     ));
+    rows.push(phases_row(
+        "ingest phases, trace -> store".into(),
+        &sync,
+        phases,
+    ));
+    for ((label, samples, pause), bare) in latency_runs.iter().zip(bare_visible) {
+        let samples = visible::latency(*samples, *pause, || store.load().revision(), update);
+        rows.push(Row::latency(
+            format!("write -> visible in the mirror, trace (1 update syscall), {label}"),
+            samples,
+            bare,
+        ));
+    }
     let watcher = Watcher::start(runtime, &store, "flows");
     let rate = throughput(
         sizes.trace_events,
