@@ -31,6 +31,34 @@ pub(crate) struct Batch {
     arena: RecordArena,
 }
 
+/// Whether the changes of a batch are all of one map and source, as far
+/// as routing has got.
+#[derive(Debug, Clone, Copy)]
+enum Uniform<'a> {
+    /// No change yet.
+    None,
+    /// Every change so far is of this map and source.
+    One(&'a str, EventSource),
+    /// Changes of several maps or sources.
+    Mixed,
+}
+
+impl<'a> Uniform<'a> {
+    fn note(&mut self, map: Option<MappedMap<'a>>, source: EventSource) {
+        let Some(map) = map else {
+            *self = Uniform::Mixed;
+            return;
+        };
+        *self = match *self {
+            Uniform::None => Uniform::One(map.name, source),
+            Uniform::One(name, known) if std::ptr::eq(name, &**map.name) && known == source => {
+                Uniform::One(name, known)
+            }
+            _ => Uniform::Mixed,
+        };
+    }
+}
+
 impl Ingest {
     /// Reads up to one batch of records from the ring into `self.batch`:
     /// at most [`MAX_RECORDS_PER_BATCH`] ring items, decodable or not, so
@@ -112,6 +140,8 @@ impl Ingest {
         // the records of a batch are mostly of one map: look it up once
         // per run of the same map id, not once per record
         let mut cached: Option<(u32, Option<MappedMap<'_>>)> = None;
+        // the map and source of every change, while they are all the same
+        let mut uniform: Uniform<'_> = Uniform::None;
         for record in batch.records.drain(..) {
             let map_id = record.header.map_id;
             let map = match cached {
@@ -126,7 +156,10 @@ impl Ingest {
                 }
             };
             match route(record, map) {
-                Action::Apply(change) => batch.changes.push(change),
+                Action::Apply(change) => {
+                    uniform.note(map, change.source);
+                    batch.changes.push(change);
+                }
                 Action::ReadKey {
                     map_id,
                     key,
@@ -142,10 +175,20 @@ impl Ingest {
         SyncStats::add(&self.stats.foreign_records, foreign);
         let routed = self.stats.phases.add(Phase::Route, started);
         let before = self.writer.store().revision();
-        self.writer.apply(batch.changes.drain(..));
+        let after = self.writer.apply(batch.changes.drain(..));
         let applied = self.stats.phases.add(Phase::Apply, routed);
-        self.stats
-            .count_published(&self.writer.store().load(), before);
+        match uniform {
+            // each change that took effect took one revision: counted without
+            // reading the events back from the change log
+            Uniform::One(name, source) => {
+                self.stats
+                    .count_events(name, source, after.saturating_sub(before), after)
+            }
+            Uniform::None => {}
+            Uniform::Mixed => self
+                .stats
+                .count_published(&self.writer.store().load(), before),
+        }
         let now_ns = crate::sys::monotonic_ns();
         let written_ns = &batch.written_ns;
         self.stats
