@@ -1,22 +1,33 @@
-//! The entries of one mirrored map: a read-optimized flat base (`flat.rs`)
-//! plus a small persistent overlay of the changes since it was built.
+//! The entries of one mirrored map, in levels (newest first):
 //!
-//! Reads look in the overlay (a hash trie, usually small) and then in the
-//! base's hash index. A change touches the overlay alone: cloning the
-//! entries for a new snapshot is O(1) and a change copies O(log m) overlay
-//! nodes, m the overlay's size. When the overlay outgrows an eighth of the
-//! base (or [`MIN_OVERLAY`]), the writer merges it into a new base in one
-//! linear pass ([`Entries::merge`]); snapshots holding the old base keep it.
+//! - a small flat hash table of the latest changes, owned by the snapshot
+//!   and copied whole into the next one (`entries/top.rs`);
+//! - up to [`LEVELS`] immutable runs of older changes, with delete markers,
+//!   shared by `Arc` (`entries/run.rs`); the table is folded into the
+//!   newest run when it fills, and a run past its level's size
+//!   ([`TOP_ENTRIES`] x [`RATIO`]^(level + 1)) into the next;
+//! - the read-optimized flat base of everything else (`flat.rs`), into
+//!   which every level is merged once they hold more than
+//!   max([`MIN_OVERLAY`], base / 8) changes ([`Entries::merge`]).
+//!
+//! A read asks each level in turn (the table and the runs are usually
+//! small; a quiet map is the base alone). A change is made in place in the
+//! table: no allocation, no node copy; it is copied later a few times in
+//! sequential passes (folds and merges), LSM-style. Snapshots holding older
+//! levels keep them.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use imbl::shared_ptr::DefaultSharedPtr;
-
 use crate::event::Revision;
-use crate::flat::{Base, BaseBuilder, KeyHasher, Record};
-use crate::inline::InlineBytes;
+use crate::flat::{Base, BaseBuilder, Record};
+
+mod run;
+mod top;
+
+use run::{Merged, Run, Stream, base_stream};
+use top::{TOP_ENTRIES, Top};
 
 /// One key's current value in the mirror, borrowed from a snapshot.
 #[derive(Debug, Clone, Copy)]
@@ -56,51 +67,39 @@ impl<'a> From<Record<'a>> for Entry<'a> {
     }
 }
 
-/// Bytes of a key stored inline in the overlay (longer keys are shared on
-/// the heap).
-pub const INLINE_KEY_BYTES: usize = crate::inline::INLINE_BYTES;
+/// Keys of up to this many bytes were stored inline by the former overlay;
+/// every level now stores keys of any length inline (kept for
+/// compatibility).
+pub const INLINE_KEY_BYTES: usize = 30;
 
-/// A key as the overlay stores it.
-pub(crate) type MapKey = InlineBytes;
+/// Values of up to this many bytes were stored inline by the former
+/// overlay; every level now stores values of any length inline (kept for
+/// compatibility).
+pub const INLINE_VALUE_BYTES: usize = 30;
 
-/// Fewest overlay entries that trigger a merge (below this the merge cost
-/// of a large base would dominate).
+/// Fewest changes held above the base that trigger a merge (below this the
+/// merge cost of a large base would dominate).
 pub const MIN_OVERLAY: usize = 4096;
 
-/// Bytes of a value stored inline in the overlay (longer values are shared
-/// on the heap). Inline, a copied overlay node copies bytes: no reference
-/// counts to touch, no shared buffer kept alive.
-pub const INLINE_VALUE_BYTES: usize = crate::inline::INLINE_BYTES;
+/// Most immutable runs between the table and the base.
+pub const LEVELS: usize = 4;
 
-/// A value as the overlay stores it.
-type Value = InlineBytes;
+/// Size ratio between consecutive levels.
+pub const RATIO: usize = if cfg!(test) { 4 } else { 16 };
 
-/// A value set since the base was built.
-#[derive(Debug, Clone)]
-pub(crate) struct Slot {
-    value: Value,
-    mod_revision: Revision,
-    observed_ns: u64,
-}
-
-impl Slot {
-    fn entry(&self) -> Entry<'_> {
-        Entry {
-            value: self.value.as_slice(),
-            mod_revision: self.mod_revision,
-            observed_ns: self.observed_ns,
-        }
-    }
+/// Most changes run `level` holds before it is merged into the next one.
+fn run_capacity(level: usize) -> usize {
+    TOP_ENTRIES * RATIO.pow(level as u32 + 1)
 }
 
 /// The entries of one map.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Entries {
     base: Arc<Base>,
-    /// Changes since the base: `Some` set, `None` deleted (base keys only).
-    overlay: imbl::GenericHashMap<MapKey, Option<Slot>, KeyHasher, DefaultSharedPtr>,
-    /// Keys present in the overlay and absent from the base, in key order.
-    added: imbl::OrdSet<MapKey>,
+    /// Runs of changes since the base, newest first (`None`: empty level).
+    runs: [Option<Arc<Run>>; LEVELS],
+    /// The newest changes.
+    top: Top,
     len: usize,
 }
 
@@ -114,7 +113,10 @@ impl Entries {
         for (key, value, mod_revision, observed_ns) in records {
             builder.push(key, value, mod_revision, observed_ns);
         }
-        let base = builder.finish();
+        Self::from_base(builder.finish())
+    }
+
+    fn from_base(base: Base) -> Self {
         Self {
             len: base.len(),
             base: Arc::new(base),
@@ -124,10 +126,13 @@ impl Entries {
 
     /// The entry of `key`, if present.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Entry<'_>> {
-        if !self.overlay.is_empty()
-            && let Some(slot) = self.overlay.get(key)
-        {
-            return slot.as_ref().map(Slot::entry);
+        if let Some(change) = self.top.lookup(key) {
+            return change;
+        }
+        for run in self.runs.iter().flatten() {
+            if let Some(change) = run.lookup(key) {
+                return change;
+            }
         }
         self.base.get(key).map(Entry::from)
     }
@@ -140,40 +145,115 @@ impl Entries {
         mod_revision: Revision,
         observed_ns: u64,
     ) {
-        let slot = Slot {
-            value: Value::from_slice(value),
-            mod_revision,
-            observed_ns,
-        };
-        match self.overlay.insert(MapKey::from_slice(key), Some(slot)) {
-            Some(Some(_)) => {}
-            Some(None) => self.len += 1, // a deleted base key is back
-            None => {
-                if self.base.find(key).is_none() {
-                    self.len += 1;
-                    self.added.insert(MapKey::from_slice(key));
-                }
-            }
-        }
+        self.change(key, Some(value), mod_revision, observed_ns, None);
+    }
+
+    /// Sets `key` to `value`, the caller knowing whether `key` is
+    /// `present` (one lookup fewer than [`Self::insert`]).
+    pub(crate) fn insert_known(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        mod_revision: Revision,
+        observed_ns: u64,
+        present: bool,
+    ) {
+        self.change(key, Some(value), mod_revision, observed_ns, Some(present));
     }
 
     /// Removes `key`, if present.
     pub(crate) fn remove(&mut self, key: &[u8]) {
-        let in_base = self.base.find(key).is_some();
-        let present = match self.overlay.get(key) {
-            Some(slot) => slot.is_some(),
-            None => in_base,
-        };
-        if !present {
+        self.change(key, None, 0, 0, None);
+    }
+
+    /// Removes `key`, which the caller knows is present.
+    pub(crate) fn remove_present(&mut self, key: &[u8]) {
+        self.change(key, None, 0, 0, Some(true));
+    }
+
+    fn change(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        mod_revision: Revision,
+        observed_ns: u64,
+        present: Option<bool>,
+    ) {
+        let was = present.unwrap_or_else(|| match self.top.lookup(key) {
+            Some(change) => change.is_some(),
+            None => self.below_top(key),
+        });
+        // a delete of an absent key changes nothing (and is not recorded)
+        if value.is_none() && !was {
             return;
         }
-        self.len -= 1;
-        if in_base {
-            self.overlay.insert(MapKey::from_slice(key), None);
-        } else {
-            self.overlay.remove(key);
-            self.added.remove(key);
+        self.top.set(key, value, mod_revision, observed_ns);
+        match (was, value.is_some()) {
+            (false, true) => self.len += 1,
+            (true, false) => self.len -= 1,
+            _ => {}
         }
+        if self.top.is_full() {
+            self.fold_top();
+        }
+    }
+
+    /// Whether `key` is present in the levels below the table.
+    fn below_top(&self, key: &[u8]) -> bool {
+        match self.runs.iter().flatten().find_map(|run| run.lookup(key)) {
+            Some(change) => change.is_some(),
+            None => self.base.find(key).is_some(),
+        }
+    }
+
+    /// Whether a delete marker for `key` is needed in a run with nothing
+    /// but the base below it.
+    fn in_base(&self, key: &[u8]) -> bool {
+        self.base.find(key).is_some()
+    }
+
+    /// Folds the table into the newest run, then each run past its level's
+    /// size into the next.
+    fn fold_top(&mut self) {
+        let bottom = self.runs.iter().skip(1).all(Option::is_none);
+        let mut streams: Vec<Stream<'_>> = vec![Box::new(self.top.sorted_after(None))];
+        if let Some(run) = &self.runs[0] {
+            streams.extend(run.streams_after(None));
+        }
+        let len = self.top.len() + self.runs[0].as_ref().map_or(0, |run| run.len());
+        let run = Run::build(len, Merged::new(streams), |key| {
+            !bottom || self.in_base(key)
+        });
+        self.runs[0] = Some(Arc::new(run));
+        self.top.clear();
+        for level in 0..LEVELS - 1 {
+            let Some(newer) = self.runs[level].take_if(|run| run.len() > run_capacity(level))
+            else {
+                break;
+            };
+            let bottom = self.runs.iter().skip(level + 2).all(Option::is_none);
+            let older = self.runs[level + 1].take();
+            let mut streams: Vec<Stream<'_>> = newer.streams_after(None).into();
+            if let Some(older) = &older {
+                streams.extend(older.streams_after(None));
+            }
+            let len = newer.len() + older.as_ref().map_or(0, |run| run.len());
+            let run = Run::build(len, Merged::new(streams), |key| {
+                !bottom || self.in_base(key)
+            });
+            self.runs[level + 1] = Some(Arc::new(run));
+        }
+    }
+
+    /// Changes held above the base (a key changed at two levels counts twice).
+    fn overlay_len(&self) -> usize {
+        self.top.len()
+            + self
+                .runs
+                .iter()
+                .flatten()
+                .map(|run| run.len())
+                .sum::<usize>()
     }
 
     /// Number of entries.
@@ -181,122 +261,89 @@ impl Entries {
         self.len
     }
 
-    /// Whether any change is held in the overlay (not yet in the base).
+    /// Whether any change is held above the base.
     pub(crate) fn has_overlay(&self) -> bool {
-        !self.overlay.is_empty()
+        !self.top.is_empty() || self.runs.iter().any(Option::is_some)
     }
 
-    /// Whether the overlay is large enough to be merged into a new base.
+    /// Whether the levels above the base hold enough changes to be merged
+    /// into a new base.
     pub(crate) fn needs_merge(&self) -> bool {
-        self.overlay.len() > MIN_OVERLAY.max(self.base.len() / 8)
+        self.overlay_len() > MIN_OVERLAY.max(self.base.len() / 8)
     }
 
-    /// Heap bytes of the base (the overlay is not counted).
+    /// Heap bytes of the base (the levels above it are not counted).
     pub(crate) fn base_bytes(&self) -> usize {
         self.base.heap_bytes()
     }
 
-    /// Merges the overlay into a new base in one pass over both (the
-    /// overlay sorted first); the old base stays with older snapshots.
-    pub(crate) fn merge(&mut self) {
-        let mut changed: Vec<(&[u8], &Option<Slot>)> = self
-            .overlay
-            .iter()
-            .map(|(key, slot)| (key.as_slice(), slot))
-            .collect();
-        changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut builder = BaseBuilder::new(self.len);
-        let mut changed = changed.into_iter().peekable();
-        let push_slot = |builder: &mut BaseBuilder, key: &[u8], slot: &Option<Slot>| {
-            if let Some(slot) = slot {
-                builder.push(
-                    key,
-                    slot.value.as_slice(),
-                    slot.mod_revision,
-                    slot.observed_ns,
-                );
-            }
-        };
-        for i in 0..self.base.len() {
-            let record = self.base.record(i);
-            while let Some((key, slot)) = changed.next_if(|(key, _)| *key < record.key) {
-                push_slot(&mut builder, key, slot);
-            }
-            match changed.next_if(|(key, _)| *key == record.key) {
-                Some((key, slot)) => push_slot(&mut builder, key, slot),
-                None => builder.push(
-                    record.key,
-                    record.value,
-                    record.mod_revision,
-                    record.observed_ns,
-                ),
-            }
+    /// Heap bytes of the immutable runs above the base.
+    #[cfg_attr(not(test), allow(dead_code, reason = "for tests and figures"))]
+    pub(crate) fn run_bytes(&self) -> usize {
+        self.runs.iter().flatten().map(|run| run.heap_bytes()).sum()
+    }
+
+    /// Every level's changes, newest first, strictly after `after`.
+    fn streams_after<'a>(&'a self, after: Option<&[u8]>) -> Vec<Stream<'a>> {
+        let mut streams: Vec<Stream<'a>> = Vec::with_capacity(2 + 2 * LEVELS);
+        if !self.top.is_empty() {
+            streams.push(Box::new(self.top.sorted_after(after)));
         }
-        for (key, slot) in changed {
-            push_slot(&mut builder, key, slot);
+        for run in self.runs.iter().flatten() {
+            streams.extend(run.streams_after(after));
+        }
+        let start = after.map_or(0, |after| self.base.position_after(after));
+        streams.push(base_stream(&self.base, start));
+        streams
+    }
+
+    /// Merges every level into a new base in one pass; the old levels stay
+    /// with older snapshots.
+    pub(crate) fn merge(&mut self) {
+        let mut builder = BaseBuilder::new(self.len);
+        for (key, entry) in self.iter_after(None) {
+            builder.push(key, entry.value, entry.mod_revision, entry.observed_ns);
         }
         let base = builder.finish();
         debug_assert_eq!(base.len(), self.len);
-        *self = Self {
-            len: base.len(),
-            base: Arc::new(base),
-            ..Self::default()
-        };
+        *self = Self::from_base(base);
     }
 
     /// Entries with keys strictly after `after` (or all), in key order.
     pub(crate) fn iter_after<'a>(&'a self, after: Option<&[u8]>) -> Iter<'a> {
-        let start = after.map_or(0, |after| self.base.position_after(after));
-        let added = match after {
-            Some(after) => self
-                .added
-                .range::<_, [u8]>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            None => self.added.range::<_, [u8]>(..),
-        };
-        Iter {
-            entries: self,
-            next_base: start,
-            added: added.peekable(),
+        if self.has_overlay() {
+            Iter::Merged(Merged::new(self.streams_after(after)))
+        } else {
+            let start = after.map_or(0, |after| self.base.position_after(after));
+            Iter::Base(&self.base, start)
         }
     }
 }
 
-/// Entries in key order: the base's records, each replaced or hidden by the
-/// overlay, interleaved with the keys only the overlay holds.
-pub(crate) struct Iter<'a> {
-    entries: &'a Entries,
-    next_base: usize,
-    added: std::iter::Peekable<imbl::ordset::RangedIter<'a, MapKey, DefaultSharedPtr>>,
+/// Entries in key order: the base alone, or every level merged (the
+/// newest change of each key; deleted keys left out).
+pub(crate) enum Iter<'a> {
+    /// No level above the base: its records from a position.
+    Base(&'a Base, usize),
+    /// The merge of every level.
+    Merged(Merged<'a>),
 }
 
 impl<'a> Iterator for Iter<'a> {
     type Item = (&'a [u8], Entry<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let entries = self.entries;
-        loop {
-            let record =
-                (self.next_base < entries.base.len()).then(|| entries.base.record(self.next_base));
-            let added_first = match (&record, self.added.peek()) {
-                (Some(record), Some(added)) => added.as_slice() < record.key,
-                (None, Some(_)) => true,
-                (_, None) => false,
-            };
-            if added_first {
-                let key = self.added.next().expect("peeked");
-                let slot = entries.overlay.get(key.as_slice())?.as_ref()?;
-                return Some((key.as_slice(), slot.entry()));
+        match self {
+            Self::Base(base, next) => {
+                let record = (*next < base.len()).then(|| base.record(*next))?;
+                *next += 1;
+                Some((record.key, record.into()))
             }
-            let record = record?;
-            self.next_base += 1;
-            if entries.overlay.is_empty() {
-                return Some((record.key, record.into()));
-            }
-            match entries.overlay.get(record.key) {
-                None => return Some((record.key, record.into())),
-                Some(Some(slot)) => return Some((record.key, slot.entry())),
-                Some(None) => continue, // deleted since the base
-            }
+            Self::Merged(merged) => loop {
+                if let (key, Some(entry)) = merged.next()? {
+                    return Some((key, entry));
+                }
+            },
         }
     }
 }
@@ -319,7 +366,7 @@ mod tests {
         entries.remove(&[4]);
         entries.remove(&[9]); // absent: nothing happens
         // a long key, stored on the heap
-        let long = [7u8; INLINE_KEY_BYTES + 8];
+        let long = [7u8; 40];
         put(&mut entries, &long, 11);
 
         for merged in [false, true] {
@@ -366,6 +413,66 @@ mod tests {
         assert_eq!(before.len(), 1);
         assert_eq!(entries.len(), 1);
         assert!(entries.get(&[1]).is_none());
+    }
+
+    #[test]
+    fn changes_fold_through_every_level_and_deletes_hide_older_levels() {
+        let mut entries = Entries::default();
+        let n = 2 * run_capacity(LEVELS - 2) as u64;
+        for i in 0..n {
+            put(&mut entries, &i.to_be_bytes(), i + 1);
+        }
+        let kept = entries.clone();
+        assert!(
+            entries.runs[LEVELS - 1].is_some(),
+            "{n} distinct keys reach the last level: {:?}",
+            entries
+                .runs
+                .iter()
+                .map(|r| r.as_ref().map(|r| r.len()))
+                .collect::<Vec<_>>()
+        );
+        for i in (0..n).step_by(3) {
+            entries.remove(&i.to_be_bytes());
+        }
+        put(&mut entries, &0u64.to_be_bytes(), 1000);
+        let expected: Vec<(u64, u64)> = (0..n)
+            .filter(|i| i % 3 != 0 || *i == 0)
+            .map(|i| (i, if i == 0 { 1000 } else { i + 1 }))
+            .collect();
+        assert_eq!(entries.len(), expected.len());
+        let seen: Vec<(u64, u64)> = entries
+            .iter_after(None)
+            .map(|(k, e)| {
+                (
+                    u64::from_be_bytes(k.try_into().expect("8 bytes")),
+                    e.mod_revision,
+                )
+            })
+            .collect();
+        assert_eq!(seen, expected);
+        for (i, revision) in &expected {
+            assert_eq!(
+                entries.get(&i.to_be_bytes()).map(|e| e.mod_revision),
+                Some(*revision)
+            );
+        }
+        assert!(entries.get(&3u64.to_be_bytes()).is_none());
+        assert!(entries.run_bytes() > 0);
+        assert_eq!(kept.len(), n as usize, "the clone kept its levels");
+        assert_eq!(kept.iter_after(None).count(), n as usize);
+        entries.merge();
+        assert!(!entries.has_overlay());
+        let merged: Vec<(u64, u64)> = entries
+            .iter_after(None)
+            .map(|(k, e)| {
+                (
+                    u64::from_be_bytes(k.try_into().expect("8 bytes")),
+                    e.mod_revision,
+                )
+            })
+            .collect();
+        assert_eq!(merged, expected, "the merged base holds the same");
     }
 
     #[test]

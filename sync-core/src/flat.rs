@@ -13,7 +13,6 @@
 //! A base never changes once built: recent changes live in the overlay
 //! (`entries.rs`) and are merged into a new base in one linear pass.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 
 /// Bytes of revision and observed time stored after each record's value.
@@ -52,36 +51,9 @@ pub(crate) fn hash_bytes(state: u64, bytes: &[u8]) -> u64 {
     fold(h, K1)
 }
 
-/// The hash of a key as the base index and the overlay compute it.
+/// The hash of a key as the base index and the top table compute it.
 pub(crate) fn hash_key(key: &[u8]) -> u64 {
     hash_bytes(seed(), key)
-}
-
-/// [`BuildHasher`] for the overlay's hash map, the same function as the index.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct KeyHasher;
-
-impl BuildHasher for KeyHasher {
-    type Hasher = StreamHasher;
-    fn build_hasher(&self) -> StreamHasher {
-        StreamHasher(seed())
-    }
-}
-
-/// The streaming form of [`hash_bytes`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StreamHasher(u64);
-
-impl Hasher for StreamHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = hash_bytes(self.0, bytes);
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.0 = fold(self.0 ^ n as u64, K2);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// How the records of a base are laid out.

@@ -34,7 +34,6 @@ mod entries;
 pub mod error;
 pub mod event;
 mod flat;
-mod inline;
 pub mod map_info;
 pub mod propagation;
 pub mod ratelimit;

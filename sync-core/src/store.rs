@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use crate::changelog::{ChangeLog, LogLimits};
@@ -75,6 +75,7 @@ impl Store {
             reclaimer: Reclaimer::start(),
             merged: false,
             busy: false,
+            prev_values: PrevValues::default(),
         };
         (store, writer)
     }
@@ -282,6 +283,8 @@ pub struct Publisher {
     merged: bool,
     /// Whether a new revision was published since the last [`Publisher::tidy`].
     busy: bool,
+    /// Where the change events' copies of replaced values are cut from.
+    prev_values: PrevValues,
 }
 
 impl Publisher {
@@ -403,7 +406,13 @@ impl Publisher {
         drop(current);
         for change in changes {
             let revision = next.revision + 1;
-            if let Some(event) = apply_one(&mut next, change, revision, &mut self.merged) {
+            if let Some(event) = apply_one(
+                &mut next,
+                change,
+                revision,
+                &mut self.merged,
+                &mut self.prev_values,
+            ) {
                 next.revision = revision;
                 next.log.push(event);
             }
@@ -427,7 +436,15 @@ impl Publisher {
         let revision = next.revision + 1;
         let events: Vec<_> = changes
             .into_iter()
-            .filter_map(|change| apply_one(&mut next, change, revision, &mut self.merged))
+            .filter_map(|change| {
+                apply_one(
+                    &mut next,
+                    change,
+                    revision,
+                    &mut self.merged,
+                    &mut self.prev_values,
+                )
+            })
             .collect();
         if !events.is_empty() {
             next.revision = revision;
@@ -490,7 +507,15 @@ impl Publisher {
         let revision = next.revision + 1;
         let events: Vec<_> = changes
             .into_iter()
-            .filter_map(|change| apply_one(&mut next, change, revision, &mut self.merged))
+            .filter_map(|change| {
+                apply_one(
+                    &mut next,
+                    change,
+                    revision,
+                    &mut self.merged,
+                    &mut self.prev_values,
+                )
+            })
             .collect();
         let changed = events.len() as u64;
         if !events.is_empty() {
@@ -597,6 +622,27 @@ fn sort_dumped(entries: &mut Vec<(Bytes, Bytes, u64)>) {
     *entries = sorted;
 }
 
+/// Bytes of each buffer that replaced values are copied into.
+const PREV_VALUE_CHUNK: usize = 16 << 10;
+
+/// Copies of replaced values for the change events (`prev_value`), cut
+/// from shared buffers of [`PREV_VALUE_CHUNK`] bytes: one allocation per
+/// buffer, not one per event. A buffer is freed when the last event cut
+/// from it is; the change log's byte bound counts each copy's length.
+#[derive(Debug, Default)]
+struct PrevValues(BytesMut);
+
+impl PrevValues {
+    /// A copy of `value`.
+    fn copy(&mut self, value: &[u8]) -> Bytes {
+        if self.0.capacity() - self.0.len() < value.len() {
+            self.0 = BytesMut::with_capacity(PREV_VALUE_CHUNK.max(value.len()));
+        }
+        self.0.extend_from_slice(value);
+        self.0.split().freeze()
+    }
+}
+
 /// Applies one change at `revision` (the caller advances the snapshot's
 /// revision when an event comes back); `None` when the change is skipped.
 fn apply_one(
@@ -604,6 +650,7 @@ fn apply_one(
     change: Change,
     revision: Revision,
     merged: &mut bool,
+    prev_values: &mut PrevValues,
 ) -> Option<Arc<ChangeEvent>> {
     let view = next.maps.get_mut(&change.map)?;
     let existing = view.entries.get(&change.key[..]);
@@ -635,7 +682,7 @@ fn apply_one(
         (Some(_), _) => Op::Put,
     };
     let (prev_value, prev_mod_revision) = existing
-        .map(|entry| (Some(entry.value_bytes()), entry.mod_revision))
+        .map(|entry| (Some(prev_values.copy(entry.value)), entry.mod_revision))
         .unwrap_or((None, 0));
     // a present key has no tombstone (a put clears it, a delete removes the
     // entry): only a key that was absent can have one to clear
@@ -645,11 +692,16 @@ fn apply_one(
             if was_absent {
                 view.tombstones.remove(&change.key);
             }
-            view.entries
-                .insert(&change.key, value, revision, change.observed_ns);
+            view.entries.insert_known(
+                &change.key,
+                value,
+                revision,
+                change.observed_ns,
+                !was_absent,
+            );
         }
         None => {
-            view.entries.remove(&change.key[..]);
+            view.entries.remove_present(&change.key[..]);
             view.remember_delete(change.key.clone(), change.observed_ns);
         }
     }
