@@ -338,7 +338,12 @@ fn start_sync(runtime: &Runtime, capture: &std::path::Path, map: MapSpec) -> Map
 /// Where the ingest task's time went during a run (its phase counters,
 /// `SyncStats::phases`): the ring side (ring read, decode, routing) apart
 /// from the mirror's (apply, publish, accounting).
-fn phases_row(what: String, sync: &MapSync, before: IngestPhases) -> Row {
+fn phases_row(
+    what: String,
+    sync: &MapSync,
+    before: IngestPhases,
+    bare_ns_per_record: Option<f64>,
+) -> Row {
     let phases = sync.stats_handle().phases().since(&before);
     let per = |ns: u64| ns as f64 / phases.records.max(1) as f64;
     let ring_side = phases.ring_side_ns_per_record();
@@ -357,8 +362,12 @@ fn phases_row(what: String, sync: &MapSync, before: IngestPhases) -> Row {
             phases.records,
             phases.batches,
         ),
-        bare: String::new(),
-        ratio: String::new(),
+        bare: bare_ns_per_record
+            .map(|ns| format!("reading {ns:.0} ns/record"))
+            .unwrap_or_default(),
+        ratio: bare_ns_per_record
+            .map(|ns| format!("ring side {:.1}x bare", ring_side / ns.max(1e-3)))
+            .unwrap_or_default(),
     }
 }
 
@@ -393,12 +402,14 @@ fn emit_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
     let (bare_rate, bare_latency) = {
         let (capture_dir, _capture, bare) = bare_capture(&pins);
         let mut demo = DemoWriter::load(&capture_dir).expect("load the demo program");
+        let (busy, read) = (bare.busy_ns(), bare.received());
         let rate = throughput(
             sizes.emit_events,
             "bare emit",
             || bare.received(),
             |call| packets(&mut demo, call),
         );
+        let bare_ns = (bare.busy_ns() - busy) as f64 / (bare.received() - read).max(1) as f64;
         let samples = latency(&bare, sizes.latency_samples, Duration::ZERO, |i| {
             one_packet(&mut demo, i)
         });
@@ -408,9 +419,9 @@ fn emit_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
             || bare.received(),
             |i| one_packet(&mut demo, i),
         );
-        (rate, (samples, visible))
+        (rate, (samples, visible, bare_ns))
     };
-    let (bare_latency, bare_visible) = bare_latency;
+    let (bare_latency, bare_visible, bare_ns) = bare_latency;
 
     let capture = pins.join("capture");
     let mut demo = DemoWriter::load(&capture).expect("load the demo program");
@@ -433,6 +444,7 @@ fn emit_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
         "ingest phases, emit -> store".into(),
         &sync,
         phases,
+        Some(bare_ns),
     ));
     let samples = visible::latency(
         sizes.latency_samples,
@@ -512,12 +524,14 @@ fn trace_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
     let (bare_rate, bare_latencies) = {
         let (_dir, mut capture, bare) = bare_capture(&pins);
         capture.watch(&map.info).expect("trace the map");
+        let (busy, read) = (bare.busy_ns(), bare.received());
         let rate = throughput(
             sizes.trace_events,
             "bare trace",
             || bare.received(),
             update_batch,
         );
+        let bare_ns = (bare.busy_ns() - busy) as f64 / (bare.received() - read).max(1) as f64;
         let samples: Vec<Vec<Duration>> = latency_runs
             .iter()
             .map(|&(_, samples, pause)| latency(&bare, samples, pause, update))
@@ -528,9 +542,9 @@ fn trace_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
                 visible::latency(samples, pause, || bare.received(), update)
             })
             .collect();
-        (rate, (samples, visible))
+        (rate, (samples, visible, bare_ns))
     };
-    let (bare_latencies, bare_visible) = bare_latencies;
+    let (bare_latencies, bare_visible, bare_ns) = bare_latencies;
 
     let capture = pins.join("capture");
     let sync = start_sync(runtime, &capture, MapSpec::pin(None, &pin));
@@ -552,13 +566,21 @@ fn trace_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
         "ingest phases, trace -> store".into(),
         &sync,
         phases,
+        Some(bare_ns),
     ));
     for ((label, samples, pause), bare) in latency_runs.iter().zip(bare_visible) {
+        let phases = sync.stats_handle().phases();
         let samples = visible::latency(*samples, *pause, || store.load().revision(), update);
         rows.push(Row::latency(
             format!("write -> visible in the mirror, trace (1 update syscall), {label}"),
             samples,
             bare,
+        ));
+        rows.push(phases_row(
+            "ingest phases of the run above (one record per batch)".into(),
+            &sync,
+            phases,
+            None,
         ));
     }
     let watcher = Watcher::start(runtime, &store, "flows");
