@@ -101,6 +101,10 @@ pub(crate) struct Entries {
     /// The newest changes.
     top: Top,
     len: usize,
+    /// Whether a key was added or deleted since the base was built (if
+    /// not, every change is a new value of a base key, and a merge can
+    /// rewrite a copy of the base in place: [`Base::with_values`]).
+    reshaped: bool,
 }
 
 impl Entries {
@@ -188,6 +192,7 @@ impl Entries {
             return;
         }
         self.top.set(key, value, mod_revision, observed_ns);
+        self.reshaped |= !was || value.is_none();
         match (was, value.is_some()) {
             (false, true) => self.len += 1,
             (true, false) => self.len -= 1,
@@ -216,7 +221,7 @@ impl Entries {
     /// size into the next.
     fn fold_top(&mut self) {
         let bottom = self.runs.iter().skip(1).all(Option::is_none);
-        let mut streams: Vec<Stream<'_>> = vec![Box::new(self.top.sorted_after(None))];
+        let mut streams: Vec<Stream<'_>> = vec![Stream::Listed(self.top.sorted_after(None))];
         if let Some(run) = &self.runs[0] {
             streams.extend(run.streams_after(None));
         }
@@ -287,7 +292,7 @@ impl Entries {
     fn streams_after<'a>(&'a self, after: Option<&[u8]>) -> Vec<Stream<'a>> {
         let mut streams: Vec<Stream<'a>> = Vec::with_capacity(2 + 2 * LEVELS);
         if !self.top.is_empty() {
-            streams.push(Box::new(self.top.sorted_after(after)));
+            streams.push(Stream::Listed(self.top.sorted_after(after)));
         }
         for run in self.runs.iter().flatten() {
             streams.extend(run.streams_after(after));
@@ -297,9 +302,26 @@ impl Entries {
         streams
     }
 
-    /// Merges every level into a new base in one pass; the old levels stay
-    /// with older snapshots.
+    /// Merges every level into a new base, the old levels staying with
+    /// older snapshots: when only values of base keys changed, a copy of
+    /// the base rewritten in place (no sort, no rehash); otherwise one pass
+    /// over every level in key order.
     pub(crate) fn merge(&mut self) {
+        if !self.reshaped {
+            // oldest level first: newer values overwrite older ones
+            let runs = self.runs.iter().rev().flatten().flat_map(|run| run.puts());
+            let top = self
+                .top
+                .changes()
+                .filter_map(|(key, entry)| Some((key, entry?)));
+            let changes = runs
+                .chain(top)
+                .map(|(key, entry)| (key, entry.value, entry.mod_revision, entry.observed_ns));
+            if let Some(base) = self.base.with_values(changes) {
+                *self = Self::from_base(base);
+                return;
+            }
+        }
         let mut builder = BaseBuilder::new(self.len);
         for (key, entry) in self.iter_after(None) {
             builder.push(key, entry.value, entry.mod_revision, entry.observed_ns);
@@ -473,6 +495,52 @@ mod tests {
             })
             .collect();
         assert_eq!(merged, expected, "the merged base holds the same");
+    }
+
+    #[test]
+    fn a_merge_of_new_values_only_rewrites_a_copy_of_the_base() {
+        let keys: Vec<[u8; 8]> = (0..300u64).map(u64::to_be_bytes).collect();
+        let mut entries = Entries::from_sorted(
+            keys.len(),
+            keys.iter().map(|k| (&k[..], &[0u8; 8][..], 1, 1)),
+        );
+        let kept = entries.clone();
+        // enough changes to reach the runs, several per key
+        for round in 0..3u64 {
+            for (i, key) in keys.iter().enumerate().step_by(1 + round as usize) {
+                put(&mut entries, key, 10 * round + i as u64 + 2);
+            }
+        }
+        assert!(!entries.reshaped && entries.runs.iter().any(Option::is_some));
+        let before: Vec<(Vec<u8>, Vec<u8>, u64)> = entries
+            .iter_after(None)
+            .map(|(k, e)| (k.to_vec(), e.value.to_vec(), e.mod_revision))
+            .collect();
+        entries.merge();
+        assert!(!entries.has_overlay());
+        let after: Vec<_> = entries
+            .iter_after(None)
+            .map(|(k, e)| (k.to_vec(), e.value.to_vec(), e.mod_revision))
+            .collect();
+        assert_eq!(after, before);
+        assert_eq!(
+            entries.get(&keys[6]).map(|e| e.mod_revision),
+            Some(10 * 2 + 6 + 2),
+            "the newest of three rounds"
+        );
+        assert_eq!(
+            kept.get(&keys[6]).map(|e| e.mod_revision),
+            Some(1),
+            "old base untouched"
+        );
+        // a value of another length cannot be rewritten in place: rebuilt
+        entries.insert(&keys[0], b"longer value", 99, 99);
+        entries.merge();
+        assert_eq!(
+            entries.get(&keys[0]).map(|e| e.value),
+            Some(&b"longer value"[..])
+        );
+        assert_eq!(entries.len(), keys.len());
     }
 
     #[test]

@@ -226,6 +226,41 @@ impl Base {
     }
 }
 
+impl Base {
+    /// A copy of this base with new values (and revisions, observed times)
+    /// for keys it holds: the same records, order and index, so no sort and
+    /// no rehash (two `memcpy`s, then one lookup per change). `None` if a
+    /// key is absent or a value's length differs from the record's (then
+    /// the caller rebuilds). Later changes of one key win.
+    pub(crate) fn with_values<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a [u8], &'a [u8], u64, u64)>,
+    ) -> Option<Base> {
+        let mut copy = self.clone();
+        for (key, value, mod_revision, observed_ns) in changes {
+            let i = self.find(key)?;
+            let (value_at, value_len) = match self.layout {
+                Layout::Fixed { key, value } => (i * (key + value + META) + key, value),
+                Layout::Var => {
+                    let at = self.offsets[i];
+                    (
+                        at + VAR_HEADER + read_u32(&self.bytes, at),
+                        read_u32(&self.bytes, at + 4),
+                    )
+                }
+            };
+            if value.len() != value_len {
+                return None;
+            }
+            let meta_at = value_at + value_len;
+            copy.bytes[value_at..meta_at].copy_from_slice(value);
+            copy.bytes[meta_at..meta_at + 8].copy_from_slice(&mod_revision.to_ne_bytes());
+            copy.bytes[meta_at + 8..meta_at + 16].copy_from_slice(&observed_ns.to_ne_bytes());
+        }
+        Some(copy)
+    }
+}
+
 /// Builds a [`Base`] from records pushed in strictly increasing key order.
 #[derive(Debug)]
 pub(crate) struct BaseBuilder {

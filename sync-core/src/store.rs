@@ -404,17 +404,34 @@ impl Publisher {
         let current = self.store.snapshot();
         let mut next = (*current).clone();
         drop(current);
-        for change in changes {
-            let revision = next.revision + 1;
-            if let Some(event) = apply_one(
-                &mut next,
-                change,
-                revision,
-                &mut self.merged,
-                &mut self.prev_values,
-            ) {
-                next.revision = revision;
-                next.log.push(event);
+        let Snapshot {
+            maps,
+            log,
+            revision: next_revision,
+            ..
+        } = &mut next;
+        let mut changes = changes.into_iter().peekable();
+        // one map lookup per run of changes to the same map (batches
+        // mostly hold one map's)
+        while let Some(first) = changes.next() {
+            let Some(view) = maps.get_mut(&first.map) else {
+                continue;
+            };
+            let name = first.map.clone();
+            let mut change = Some(first);
+            while let Some(this) = change {
+                let revision = *next_revision + 1;
+                if let Some(event) = apply_to_view(
+                    view,
+                    this,
+                    revision,
+                    &mut self.merged,
+                    &mut self.prev_values,
+                ) {
+                    *next_revision = revision;
+                    log.push(event);
+                }
+                change = changes.next_if(|next| Arc::ptr_eq(&next.map, &name) || next.map == name);
             }
         }
         let revision = next.revision;
@@ -653,6 +670,17 @@ fn apply_one(
     prev_values: &mut PrevValues,
 ) -> Option<Arc<ChangeEvent>> {
     let view = next.maps.get_mut(&change.map)?;
+    apply_to_view(view, change, revision, merged, prev_values)
+}
+
+/// [`apply_one`] to the map's view, already looked up.
+fn apply_to_view(
+    view: &mut MapView,
+    change: Change,
+    revision: Revision,
+    merged: &mut bool,
+    prev_values: &mut PrevValues,
+) -> Option<Arc<ChangeEvent>> {
     let existing = view.entries.get(&change.key[..]);
     let newest_known = match existing {
         Some(entry) => entry.observed_ns,

@@ -10,12 +10,16 @@
 //!   16-byte values: 24 MB of raw bytes), no kernel needed;
 //! - `reference`: `std::collections::HashMap<[u8; 8], [u8; 16]>` of the same
 //!   entries (the bare in-memory map, as `snapshot_read` compares with);
-//! - `after churn`: the mirror after 500,000 puts of existing keys through
-//!   `Publisher::apply` (overlay merged into new bases along the way);
-//! - `allocations per put`: heap allocations inside `Publisher::apply` per
-//!   put of an existing key, batches of 64, the `Change`s built beforehand
-//!   from a cached map name and slices of one shared buffer (what the
-//!   decoder side can do without allocating).
+//! - apply figures, one line per workload: heap allocations inside
+//!   `Publisher::apply` per change and per publish, and changes per
+//!   CPU-second of the writer thread (`CLOCK_THREAD_CPUTIME_ID`), for
+//!   500,000 puts of existing keys (random: a stride over all keys;
+//!   sequential; 1,000 hot keys) in batches of 64 and of 4,096, 250,000
+//!   puts of new keys and 250,000 deletes of them, batches of 64. The
+//!   `Change`s are built beforehand from a cached map name and slices of one
+//!   shared buffer (what the decoder side can do without allocating);
+//! - `after churn`: the mirror after all of that (levels merged into new
+//!   bases along the way) with its change log.
 //!
 //! Run: `cargo bench -p mapsync-kernel --bench memory`.
 #![allow(
@@ -30,7 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mapsync_core::{Change, EventSource, MapInfo, MapKind, Store};
+use mapsync_core::{Change, EventSource, MapInfo, MapKind, Publisher, Store};
 
 struct Counting;
 
@@ -63,7 +67,6 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 const MAP: &str = "flows";
-const BATCH: usize = 64;
 
 fn rss() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
@@ -171,53 +174,112 @@ fn main() {
     );
     drop(reference);
 
-    // allocations per put of an existing key: Changes prepared outside
+    // allocations per change and apply throughput: Changes prepared outside
     let name: Arc<str> = MAP.into();
     let puts = (n / 2) as usize;
-    let buffer = Bytes::from(
-        (0..puts as u64)
-            .flat_map(|i| {
-                let (k, v) = entry((i * 7919) % n, 1);
-                k.into_iter().chain(v)
+    let mut clock = 2u64;
+    let mut prepare = |keys: &mut dyn Iterator<Item = (u64, Option<u64>)>| -> Vec<Change> {
+        let pairs: Vec<(u64, Option<u64>)> = keys.collect();
+        let buffer = Bytes::from(
+            pairs
+                .iter()
+                .flat_map(|(i, generation)| {
+                    let (k, v) = entry(*i, generation.unwrap_or(0));
+                    k.into_iter().chain(v)
+                })
+                .collect::<Vec<u8>>(),
+        );
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(at, (_, generation))| {
+                clock += 1;
+                Change {
+                    map: name.clone(),
+                    key: buffer.slice(at * 24..at * 24 + 8),
+                    value: generation.map(|_| buffer.slice(at * 24 + 8..at * 24 + 24)),
+                    source: EventSource::Trace,
+                    observed_ns: clock,
+                }
             })
-            .collect::<Vec<u8>>(),
-    );
-    let changes: Vec<Change> = (0..puts)
-        .map(|i| Change {
-            map: name.clone(),
-            key: buffer.slice(i * 24..i * 24 + 8),
-            value: Some(buffer.slice(i * 24 + 8..i * 24 + 24)),
-            source: EventSource::Trace,
-            observed_ns: 2 + i as u64,
-        })
-        .collect();
-    let mut changes = changes.into_iter();
-    let (mut calls, mut applied) = (0usize, 0usize);
-    let (started, cpu0) = (Instant::now(), thread_cpu());
-    loop {
-        let batch: Vec<Change> = changes.by_ref().take(BATCH).collect();
-        if batch.is_empty() {
-            break;
-        }
-        applied += batch.len();
-        let before = CALLS.load(Ordering::Relaxed);
-        writer.apply(batch);
-        calls += CALLS.load(Ordering::Relaxed) - before;
+            .collect()
+    };
+    let random = |seed: u64| (0..puts as u64).map(move |i| ((i * 7919 + seed) % n, Some(seed)));
+    let hot = |seed: u64| (0..puts as u64).map(move |i| ((i * 7919) % 1000, Some(seed)));
+    let scenarios: Vec<(&str, usize, Vec<Change>)> = vec![
+        ("puts of existing keys, random", 64, prepare(&mut random(1))),
+        (
+            "puts of existing keys, random",
+            4096,
+            prepare(&mut random(2)),
+        ),
+        (
+            "puts of existing keys, sequential",
+            64,
+            prepare(&mut (0..puts as u64).map(|i| (i, Some(3)))),
+        ),
+        (
+            "puts of existing keys, 1,000 hot keys",
+            64,
+            prepare(&mut hot(4)),
+        ),
+        (
+            "puts of existing keys, 1,000 hot keys",
+            4096,
+            prepare(&mut hot(5)),
+        ),
+        (
+            "puts of new keys",
+            64,
+            prepare(&mut (n..n + puts as u64 / 2).map(|i| (i, Some(6)))),
+        ),
+        (
+            "deletes of existing keys",
+            64,
+            prepare(&mut (n..n + puts as u64 / 2).map(|i| (i, None))),
+        ),
+    ];
+    for (label, batch, changes) in scenarios {
+        apply_figures(&mut writer, label, batch, changes);
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu = thread_cpu().saturating_sub(cpu0).as_secs_f64();
-    println!(
-        "allocations per put of an existing key (Publisher::apply, batches of {BATCH}): {:.2} ({applied} puts, {:.2} M puts/s wall, {:.2} M puts per CPU-second of the writer thread)",
-        calls as f64 / applied as f64,
-        applied as f64 / seconds / 1e6,
-        applied as f64 / cpu / 1e6
-    );
     settle();
     let churned = live() - live0;
     println!(
-        "after churn: {:>7.1} MB allocated (mirror + change log of {} events + the prepared changes' buffer {:.1} MB)",
+        "after churn: {:>7.1} MB allocated (mirror of {} entries + change log of {} events, whose keys and values are slices of the prepared buffers)",
         mb(churned),
+        store.load().map(MAP).expect("added").len(),
         store.load().log().len(),
-        mb(buffer.len())
+    );
+}
+
+/// Applies `changes` in batches of `batch` and prints allocations per
+/// change and per publish, and throughput per CPU-second of this thread.
+fn apply_figures(writer: &mut Publisher, label: &str, batch: usize, changes: Vec<Change>) {
+    let total = changes.len();
+    let mut changes = changes.into_iter();
+    let mut pending: Vec<Change> = Vec::with_capacity(batch);
+    let (mut calls, mut publishes) = (0usize, 0usize);
+    let revision0 = writer.store().revision();
+    let (started, cpu0) = (Instant::now(), thread_cpu());
+    loop {
+        pending.extend(changes.by_ref().take(batch));
+        if pending.is_empty() {
+            break;
+        }
+        let before = CALLS.load(Ordering::Relaxed);
+        writer.apply(pending.drain(..));
+        calls += CALLS.load(Ordering::Relaxed) - before;
+        publishes += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = thread_cpu().saturating_sub(cpu0).as_secs_f64();
+    let events = writer.store().revision() - revision0;
+    assert_eq!(events as usize, total, "every change took effect");
+    println!(
+        "{label}, batches of {batch}: {:.2} allocations per change ({:.1} per publish), {:.2} M changes per CPU-second of the writer thread ({:.2} M/s wall)",
+        calls as f64 / total as f64,
+        calls as f64 / publishes as f64,
+        total as f64 / cpu / 1e6,
+        total as f64 / seconds / 1e6,
     );
 }

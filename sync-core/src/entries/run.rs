@@ -8,16 +8,66 @@
 //! base. Each change is so copied a few times, in sequential passes, rather
 //! than once per publish.
 
-use std::iter::Peekable;
-
 use crate::entries::Entry;
 use crate::flat::{Base, BaseBuilder};
 
 /// One key's change in key order: `Some` set, `None` deleted.
 pub(crate) type Change<'a> = (&'a [u8], Option<Entry<'a>>);
 
-/// A sorted stream of changes.
-pub(crate) type Stream<'a> = Box<dyn Iterator<Item = Change<'a>> + 'a>;
+/// A sorted stream of changes (a concrete type, so that a merge's inner
+/// loop makes no virtual calls).
+pub(crate) enum Stream<'a> {
+    /// Records of a base from a position: sets, or (`deletes`) deletes.
+    Base {
+        base: &'a Base,
+        next: usize,
+        deletes: bool,
+    },
+    /// Changes listed beforehand (the top table's, sorted).
+    Listed(std::vec::IntoIter<Change<'a>>),
+}
+
+impl<'a> Stream<'a> {
+    fn peek_key(&self) -> Option<&'a [u8]> {
+        match self {
+            Self::Base { base, next, .. } => (*next < base.len()).then(|| base.record(*next).key),
+            Self::Listed(listed) => listed.as_slice().first().map(|(key, _)| *key),
+        }
+    }
+
+    fn skip(&mut self) {
+        match self {
+            Self::Base { next, .. } => *next += 1,
+            Self::Listed(listed) => {
+                listed.next();
+            }
+        }
+    }
+
+    fn take(&mut self) -> Option<Change<'a>> {
+        match self {
+            Self::Base {
+                base,
+                next,
+                deletes,
+            } => {
+                let record = (*next < base.len()).then(|| base.record(*next))?;
+                *next += 1;
+                Some((record.key, (!*deletes).then(|| Entry::from(record))))
+            }
+            Self::Listed(listed) => listed.next(),
+        }
+    }
+}
+
+/// Bytewise key order, with 8-byte keys (the common BPF key) compared as
+/// one big-endian word instead of a `memcmp` call.
+pub(crate) fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    match (<[u8; 8]>::try_from(a), <[u8; 8]>::try_from(b)) {
+        (Ok(a), Ok(b)) => u64::from_be_bytes(a).cmp(&u64::from_be_bytes(b)),
+        _ => a.cmp(b),
+    }
+}
 
 /// An immutable run of changes.
 #[derive(Debug, Default)]
@@ -30,10 +80,11 @@ pub(crate) struct Run {
 
 /// Records of `base` from position `start`, as changes that set them.
 pub(crate) fn base_stream(base: &Base, start: usize) -> Stream<'_> {
-    Box::new((start..base.len()).map(move |i| {
-        let record = base.record(i);
-        (record.key, Some(Entry::from(record)))
-    }))
+    Stream::Base {
+        base,
+        next: start,
+        deletes: false,
+    }
 }
 
 impl Run {
@@ -78,11 +129,22 @@ impl Run {
     /// keys), strictly after `after` (or all).
     pub(crate) fn streams_after<'a>(&'a self, after: Option<&[u8]>) -> [Stream<'a>; 2] {
         let start = |base: &Base| after.map_or(0, |after| base.position_after(after));
-        let deletes = &self.deletes;
         [
             base_stream(&self.puts, start(&self.puts)),
-            Box::new((start(deletes)..deletes.len()).map(move |i| (deletes.record(i).key, None))),
+            Stream::Base {
+                base: &self.deletes,
+                next: start(&self.deletes),
+                deletes: true,
+            },
         ]
+    }
+
+    /// The keys the run sets, with their values, in key order.
+    pub(crate) fn puts(&self) -> impl Iterator<Item = (&[u8], Entry<'_>)> {
+        (0..self.puts.len()).map(|i| {
+            let record = self.puts.record(i);
+            (record.key, Entry::from(record))
+        })
     }
 
     /// Heap bytes held.
@@ -94,14 +156,14 @@ impl Run {
 /// Sorted streams merged into one, each key once, with the change of the
 /// earliest stream that has it (streams are given newest first).
 pub(crate) struct Merged<'a> {
-    streams: Vec<Peekable<Stream<'a>>>,
+    streams: Vec<Stream<'a>>,
 }
 
 impl<'a> Merged<'a> {
     /// The merge of `streams`, newest first.
     pub(crate) fn new(streams: impl IntoIterator<Item = Stream<'a>>) -> Self {
         Self {
-            streams: streams.into_iter().map(Iterator::peekable).collect(),
+            streams: streams.into_iter().collect(),
         }
     }
 }
@@ -111,19 +173,24 @@ impl<'a> Iterator for Merged<'a> {
 
     fn next(&mut self) -> Option<Change<'a>> {
         let mut first: Option<(usize, &'a [u8])> = None;
-        for (i, stream) in self.streams.iter_mut().enumerate() {
-            if let Some((key, _)) = stream.peek()
-                && first.is_none_or(|(_, least)| *key < least)
+        for (i, stream) in self.streams.iter().enumerate() {
+            if let Some(key) = stream.peek_key()
+                && first.is_none_or(|(_, least)| key_cmp(key, least).is_lt())
             {
                 first = Some((i, key));
             }
         }
         let (winner, key) = first?;
-        let change = self.streams[winner].next().expect("peeked");
+        let change = self.streams[winner].take();
         for stream in &mut self.streams[winner + 1..] {
-            stream.next_if(|(other, _)| *other == key);
+            if stream
+                .peek_key()
+                .is_some_and(|other| key_cmp(other, key).is_eq())
+            {
+                stream.skip();
+            }
         }
-        Some(change)
+        change
     }
 }
 
@@ -141,12 +208,30 @@ mod tests {
     }
 
     #[test]
+    fn key_order_is_bytewise_for_words_and_other_lengths() {
+        let keys: [&[u8]; 7] = [
+            &[0, 0, 0, 0, 0, 0, 0, 1],
+            &[1, 0, 0, 0, 0, 0, 0, 0],
+            &[0xff; 8],
+            &[1, 0],
+            &[],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0x80, 0, 0, 0, 0, 0, 0, 0],
+        ];
+        for a in keys {
+            for b in keys {
+                assert_eq!(key_cmp(a, b), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
     fn newer_streams_win_and_runs_keep_sets_and_deletes_apart() {
         let newer: Vec<Change<'static>> = vec![put(b"b", 5), (b"c", None)];
         let older: Vec<Change<'static>> = vec![put(b"a", 1), put(b"b", 2), put(b"c", 3)];
         let merged: Vec<_> = Merged::new([
-            Box::new(newer.into_iter()) as Stream<'_>,
-            Box::new(older.into_iter()),
+            Stream::Listed(newer.into_iter()),
+            Stream::Listed(older.into_iter()),
         ])
         .map(|(k, e)| (k.to_vec(), e.map(|e| e.mod_revision)))
         .collect();
@@ -165,10 +250,9 @@ mod tests {
         assert!(run.lookup(b"b").expect("deleted").is_none());
         assert!(run.lookup(b"x").is_none() && run.lookup(b"z").is_none());
         let [sets, deletes] = run.streams_after(Some(b"a"));
-        assert_eq!(sets.count(), 0);
-        assert_eq!(
-            deletes.map(|(k, _)| k.to_vec()).collect::<Vec<_>>(),
-            vec![b"b".to_vec()]
-        );
+        assert_eq!(Merged::new([sets]).count(), 0);
+        let deleted: Vec<_> = Merged::new([deletes]).collect();
+        assert_eq!(deleted.len(), 1);
+        assert_eq!((deleted[0].0, deleted[0].1.is_none()), (&b"b"[..], true));
     }
 }

@@ -10,6 +10,7 @@
 //! immutable run (`run.rs`) and clears it.
 
 use crate::entries::Entry;
+use crate::entries::run::key_cmp;
 use crate::flat::hash_key;
 
 /// Most keys the table holds before it is folded into a run.
@@ -45,15 +46,21 @@ pub(crate) struct Top {
 }
 
 impl Clone for Top {
-    /// A copy with room for a full table, so that filling it never
-    /// reallocates (an empty table stays unallocated).
+    /// A copy with room for a full table of records of the sizes seen so
+    /// far, so that filling it rarely reallocates (an empty table stays
+    /// unallocated).
     fn clone(&self) -> Self {
         if self.slots.is_empty() {
             return Self::default();
         }
         let mut slots = Vec::with_capacity(TOP_ENTRIES);
         slots.extend_from_slice(&self.slots);
-        let mut bytes = Vec::with_capacity(TOP_BYTES.max(self.bytes.len()));
+        let per_slot = self.bytes.len().div_ceil(self.slots.len());
+        let mut bytes = Vec::with_capacity(
+            (per_slot * TOP_ENTRIES)
+                .min(TOP_BYTES)
+                .max(self.bytes.len()),
+        );
         bytes.extend_from_slice(&self.bytes);
         Self {
             index: self.index.clone(),
@@ -140,7 +147,9 @@ impl Top {
         if self.index.is_empty() {
             self.index = vec![0; BUCKETS];
             self.slots.reserve_exact(TOP_ENTRIES);
-            self.bytes.reserve_exact(TOP_BYTES);
+            let record = key.len() + value.map_or(0, <[u8]>::len);
+            self.bytes
+                .reserve_exact((record * TOP_ENTRIES).min(TOP_BYTES));
         }
         debug_assert!(self.slots.len() < TOP_ENTRIES, "a full table is folded");
         let bucket = self.bucket(key);
@@ -182,20 +191,29 @@ impl Top {
         was
     }
 
+    /// The table's changes, in no particular order.
+    pub(crate) fn changes(&self) -> impl Iterator<Item = (&[u8], Option<Entry<'_>>)> {
+        self.slots
+            .iter()
+            .map(|slot| (self.key(slot), self.change(slot)))
+    }
+
     /// The table's changes in key order, strictly after `after` (or all).
     pub(crate) fn sorted_after<'a>(
         &'a self,
         after: Option<&[u8]>,
-    ) -> impl Iterator<Item = (&'a [u8], Option<Entry<'a>>)> + 'a {
+    ) -> std::vec::IntoIter<(&'a [u8], Option<Entry<'a>>)> {
         let mut order: Vec<&Slot> = self
             .slots
             .iter()
             .filter(|slot| after.is_none_or(|after| self.key(slot) > after))
             .collect();
-        order.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)));
+        order.sort_unstable_by(|a, b| key_cmp(self.key(a), self.key(b)));
         order
             .into_iter()
-            .map(move |slot| (self.key(slot), self.change(slot)))
+            .map(|slot| (self.key(slot), self.change(slot)))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 }
 
