@@ -11,6 +11,14 @@
 //!     `BPF_PROG_TEST_RUN`, `CHUNK` packets per run;
 //!   - *trace*: `BPF_MAP_UPDATE_BATCH` syscalls of `CHUNK` elements on an
 //!     8-byte-key, 16-byte-value hash, seen by the `sys_exit_bpf` tracepoint;
+//! - **ingest phases** (the ingest task's `SyncStats::phases` over the run):
+//!   the ring side (ring read, decode, key/value copies, sequence check,
+//!   routing) per record apart from the mirror's (apply, publish,
+//!   accounting), beside the bare consumer's own reading time per record;
+//! - **write -> visible latency** (p50/p90/p99/max): from just before one
+//!   write until the store's revision moves (the measuring thread spins on
+//!   it; for the bare consumer, on its count of records read), for the same
+//!   writes as below, with the ingest phases of each run;
 //! - **write-to-watch latency** (p50/p90/p99/max): from just before one write
 //!   to the moment the subscription task receives its event (timestamped in
 //!   that task, before the hand-off to the measuring thread):
