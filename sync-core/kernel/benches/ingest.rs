@@ -360,7 +360,7 @@ fn phases_row(
         mapsync: format!(
             "ring side {ring_side:.0} ns/record (ring {:.0} + route {:.0}; {:.2} M records/s \
              of one CPU), mirror {:.0} ns/record (apply {:.0} + account {:.0}); {} records in \
-             {} batches",
+             {} batches, {} of them with an apply over 1 ms",
             per(phases.ring_ns),
             per(phases.route_ns),
             1e3 / ring_side.max(1e-3),
@@ -369,6 +369,7 @@ fn phases_row(
             per(phases.account_ns),
             phases.records,
             phases.batches,
+            phases.slow_applies,
         ),
         bare: bare_ns_per_record
             .map(|ns| format!("reading {ns:.0} ns/record"))

@@ -6,7 +6,10 @@
 //! mirror's in one run.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// An apply phase longer than this is counted as slow.
+pub const SLOW_APPLY: Duration = Duration::from_millis(1);
 
 /// The live phase counters (part of [`crate::SyncStats`]).
 #[derive(Debug, Default)]
@@ -15,6 +18,8 @@ pub(crate) struct PhaseCounters {
     route_ns: AtomicU64,
     apply_ns: AtomicU64,
     account_ns: AtomicU64,
+    /// Batches whose apply phase took longer than [`SLOW_APPLY`].
+    slow_applies: AtomicU64,
     batches: AtomicU64,
     records: AtomicU64,
 }
@@ -43,7 +48,11 @@ impl PhaseCounters {
             Phase::Apply => &self.apply_ns,
             Phase::Account => &self.account_ns,
         };
-        counter.fetch_add((now - since).as_nanos() as u64, Ordering::Relaxed);
+        let took = (now - since).as_nanos() as u64;
+        counter.fetch_add(took, Ordering::Relaxed);
+        if matches!(phase, Phase::Apply) && took > SLOW_APPLY.as_nanos() as u64 {
+            self.slow_applies.fetch_add(1, Ordering::Relaxed);
+        }
         now
     }
 
@@ -60,6 +69,7 @@ impl PhaseCounters {
             route_ns: self.route_ns.load(Ordering::Relaxed),
             apply_ns: self.apply_ns.load(Ordering::Relaxed),
             account_ns: self.account_ns.load(Ordering::Relaxed),
+            slow_applies: self.slow_applies.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
             records: self.records.load(Ordering::Relaxed),
         }
@@ -79,6 +89,9 @@ pub struct IngestPhases {
     pub apply_ns: u64,
     /// Counting what was published (per-map counters, lag histograms).
     pub account_ns: u64,
+    /// Batches whose apply phase took longer than [`SLOW_APPLY`] (what a
+    /// write's visibility waits for at the tail of its distribution).
+    pub slow_applies: u64,
     /// Batches read from the ring that held at least one record.
     pub batches: u64,
     /// Records in those batches.
@@ -93,6 +106,7 @@ impl IngestPhases {
             route_ns: self.route_ns.saturating_sub(earlier.route_ns),
             apply_ns: self.apply_ns.saturating_sub(earlier.apply_ns),
             account_ns: self.account_ns.saturating_sub(earlier.account_ns),
+            slow_applies: self.slow_applies.saturating_sub(earlier.slow_applies),
             batches: self.batches.saturating_sub(earlier.batches),
             records: self.records.saturating_sub(earlier.records),
         }
@@ -112,7 +126,6 @@ impl IngestPhases {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn phases_add_up_per_batch_and_difference() {
@@ -125,6 +138,9 @@ mod tests {
         let period = counters.snapshot().since(&before);
         assert!(period.ring_ns >= 50_000, "{period:?}");
         assert!(period.apply_ns >= 30_000, "{period:?}");
+        assert_eq!(period.slow_applies, 0, "{period:?}");
+        counters.add(Phase::Apply, Instant::now() - SLOW_APPLY * 2);
+        assert_eq!(counters.snapshot().since(&before).slow_applies, 1);
         assert_eq!((period.route_ns, period.account_ns), (0, 0));
         assert_eq!((period.batches, period.records), (1, 10));
         assert!(period.ring_side_ns_per_record() >= 5_000.0);
