@@ -360,7 +360,8 @@ fn phases_row(
         mapsync: format!(
             "ring side {ring_side:.0} ns/record (ring {:.0} + route {:.0}; {:.2} M records/s \
              of one CPU), mirror {:.0} ns/record (apply {:.0} + account {:.0}); {} records in \
-             {} batches, {} of them with an apply over 1 ms",
+             {} batches, {} of them with an apply over 1 ms; ticks' own work {:.1} ms, {} ticks over \
+             1 ms",
             per(phases.ring_ns),
             per(phases.route_ns),
             1e3 / ring_side.max(1e-3),
@@ -370,6 +371,8 @@ fn phases_row(
             phases.records,
             phases.batches,
             phases.slow_applies,
+            phases.tick_ns as f64 / 1e6,
+            phases.slow_ticks,
         ),
         bare: bare_ns_per_record
             .map(|ns| format!("reading {ns:.0} ns/record"))

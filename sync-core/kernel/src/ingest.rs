@@ -497,11 +497,13 @@ impl Ingest {
     /// What one tick does: drain a turn, detect loss, poll.
     fn on_tick(&mut self) -> Result<(), KernelError> {
         self.drain(DRAIN_BATCHES_PER_TURN)?;
+        let started = Instant::now();
         self.check_loss()?;
         self.resync_pending()?;
         self.poll_due(Instant::now())?;
         // a quiet mirror folds its recent changes into the flat base
         self.writer.tidy();
+        self.stats.phases.add(crate::phases::Phase::Tick, started);
         Ok(())
     }
 

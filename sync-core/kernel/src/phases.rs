@@ -20,6 +20,9 @@ pub(crate) struct PhaseCounters {
     account_ns: AtomicU64,
     /// Batches whose apply phase took longer than [`SLOW_APPLY`].
     slow_applies: AtomicU64,
+    tick_ns: AtomicU64,
+    /// Ticks whose own work took longer than [`SLOW_APPLY`].
+    slow_ticks: AtomicU64,
     batches: AtomicU64,
     records: AtomicU64,
 }
@@ -35,6 +38,9 @@ pub(crate) enum Phase {
     Apply,
     /// Counting published events and lags.
     Account,
+    /// A tick's own work after its drain: loss check, polls, the mirror's
+    /// tidy-up (not per batch: counted apart from the records).
+    Tick,
 }
 
 impl PhaseCounters {
@@ -47,11 +53,16 @@ impl PhaseCounters {
             Phase::Route => &self.route_ns,
             Phase::Apply => &self.apply_ns,
             Phase::Account => &self.account_ns,
+            Phase::Tick => &self.tick_ns,
         };
         let took = (now - since).as_nanos() as u64;
         counter.fetch_add(took, Ordering::Relaxed);
-        if matches!(phase, Phase::Apply) && took > SLOW_APPLY.as_nanos() as u64 {
-            self.slow_applies.fetch_add(1, Ordering::Relaxed);
+        if took > SLOW_APPLY.as_nanos() as u64 {
+            match phase {
+                Phase::Apply => self.slow_applies.fetch_add(1, Ordering::Relaxed),
+                Phase::Tick => self.slow_ticks.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
         }
         now
     }
@@ -70,6 +81,8 @@ impl PhaseCounters {
             apply_ns: self.apply_ns.load(Ordering::Relaxed),
             account_ns: self.account_ns.load(Ordering::Relaxed),
             slow_applies: self.slow_applies.load(Ordering::Relaxed),
+            tick_ns: self.tick_ns.load(Ordering::Relaxed),
+            slow_ticks: self.slow_ticks.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
             records: self.records.load(Ordering::Relaxed),
         }
@@ -92,6 +105,11 @@ pub struct IngestPhases {
     /// Batches whose apply phase took longer than [`SLOW_APPLY`] (what a
     /// write's visibility waits for at the tail of its distribution).
     pub slow_applies: u64,
+    /// A tick's own work after its drain (loss check, polls, the mirror's
+    /// tidy-up), all ticks together.
+    pub tick_ns: u64,
+    /// Ticks whose own work took longer than [`SLOW_APPLY`].
+    pub slow_ticks: u64,
     /// Batches read from the ring that held at least one record.
     pub batches: u64,
     /// Records in those batches.
@@ -107,6 +125,8 @@ impl IngestPhases {
             apply_ns: self.apply_ns.saturating_sub(earlier.apply_ns),
             account_ns: self.account_ns.saturating_sub(earlier.account_ns),
             slow_applies: self.slow_applies.saturating_sub(earlier.slow_applies),
+            tick_ns: self.tick_ns.saturating_sub(earlier.tick_ns),
+            slow_ticks: self.slow_ticks.saturating_sub(earlier.slow_ticks),
             batches: self.batches.saturating_sub(earlier.batches),
             records: self.records.saturating_sub(earlier.records),
         }
@@ -141,6 +161,10 @@ mod tests {
         assert_eq!(period.slow_applies, 0, "{period:?}");
         counters.add(Phase::Apply, Instant::now() - SLOW_APPLY * 2);
         assert_eq!(counters.snapshot().since(&before).slow_applies, 1);
+        counters.add(Phase::Tick, Instant::now() - SLOW_APPLY * 2);
+        let period = counters.snapshot().since(&before);
+        assert_eq!((period.slow_applies, period.slow_ticks), (1, 1));
+        assert!(period.tick_ns >= 2_000_000);
         assert_eq!((period.route_ns, period.account_ns), (0, 0));
         assert_eq!((period.batches, period.records), (1, 10));
         assert!(period.ring_side_ns_per_record() >= 5_000.0);
