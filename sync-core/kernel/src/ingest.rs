@@ -299,6 +299,12 @@ impl Ingest {
                 continue;
             };
             let (value, observed_ns) = dump::read_key(map.fd.as_fd(), &map.info, &key)?;
+            // a key found gone may be kept as a tombstone: not as a slice
+            // pinning a whole arena chunk of the batch it came in
+            let key = match value {
+                None => Bytes::copy_from_slice(&key),
+                Some(_) => key,
+            };
             changes.push(Change {
                 map: map.name.clone(),
                 key,
