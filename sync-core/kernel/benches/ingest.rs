@@ -11,6 +11,14 @@
 //!     `BPF_PROG_TEST_RUN`, `CHUNK` packets per run;
 //!   - *trace*: `BPF_MAP_UPDATE_BATCH` syscalls of `CHUNK` elements on an
 //!     8-byte-key, 16-byte-value hash, seen by the `sys_exit_bpf` tracepoint;
+//! - **ingest phases** (the ingest task's `SyncStats::phases` over the run):
+//!   the ring side (ring read, decode, key/value copies, sequence check,
+//!   routing) per record apart from the mirror's (apply, publish,
+//!   accounting), beside the bare consumer's own reading time per record;
+//! - **write -> visible latency** (p50/p90/p99/max): from just before one
+//!   write until the store's revision moves (the measuring thread spins on
+//!   it; for the bare consumer, on its count of records read), for the same
+//!   writes as below, with the ingest phases of each run;
 //! - **write-to-watch latency** (p50/p90/p99/max): from just before one write
 //!   to the moment the subscription task receives its event (timestamped in
 //!   that task, before the hand-off to the measuring thread):
@@ -44,7 +52,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use mapsync_core::{Store, SubscribeFilter, WatchBatch};
 use mapsync_ebpf::abi;
-use mapsync_kernel::{Capture, DemoWriter, open, sys};
+use mapsync_kernel::{Capture, DemoWriter, IngestPhases, open, sys};
 use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
 use mapsync_test_support::{self as support, PinDir};
 use tokio::runtime::Runtime;
@@ -53,6 +61,8 @@ use tokio::runtime::Runtime;
 mod alloc;
 #[path = "ingest/bare.rs"]
 mod bare;
+#[path = "ingest/visible.rs"]
+mod visible;
 
 use bare::BareConsumer;
 
@@ -333,6 +343,46 @@ fn start_sync(runtime: &Runtime, capture: &std::path::Path, map: MapSpec) -> Map
         .expect("start the sync")
 }
 
+/// Where the ingest task's time went during a run (its phase counters,
+/// `SyncStats::phases`): the ring side (ring read, decode, routing) apart
+/// from the mirror's (apply, publish, accounting).
+fn phases_row(
+    what: String,
+    sync: &MapSync,
+    before: IngestPhases,
+    bare_ns_per_record: Option<f64>,
+) -> Row {
+    let phases = sync.stats_handle().phases().since(&before);
+    let per = |ns: u64| ns as f64 / phases.records.max(1) as f64;
+    let ring_side = phases.ring_side_ns_per_record();
+    Row {
+        what,
+        mapsync: format!(
+            "ring side {ring_side:.0} ns/record (ring {:.0} + route {:.0}; {:.2} M records/s \
+             of one CPU), mirror {:.0} ns/record (apply {:.0} + account {:.0}); {} records in \
+             {} batches, {} of them with an apply over 1 ms; ticks' own work {:.1} ms, {} ticks over \
+             1 ms",
+            per(phases.ring_ns),
+            per(phases.route_ns),
+            1e3 / ring_side.max(1e-3),
+            phases.mirror_ns_per_record(),
+            per(phases.apply_ns),
+            per(phases.account_ns),
+            phases.records,
+            phases.batches,
+            phases.slow_applies,
+            phases.tick_ns as f64 / 1e6,
+            phases.slow_ticks,
+        ),
+        bare: bare_ns_per_record
+            .map(|ns| format!("reading {ns:.0} ns/record"))
+            .unwrap_or_default(),
+        ratio: bare_ns_per_record
+            .map(|ns| format!("ring side {:.1}x bare", ring_side / ns.max(1e-3)))
+            .unwrap_or_default(),
+    }
+}
+
 fn loss_note(sync: &MapSync) -> String {
     let stats = sync.stats();
     format!(
@@ -364,22 +414,32 @@ fn emit_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
     let (bare_rate, bare_latency) = {
         let (capture_dir, _capture, bare) = bare_capture(&pins);
         let mut demo = DemoWriter::load(&capture_dir).expect("load the demo program");
+        let (busy, read) = (bare.busy_ns(), bare.received());
         let rate = throughput(
             sizes.emit_events,
             "bare emit",
             || bare.received(),
             |call| packets(&mut demo, call),
         );
+        let bare_ns = (bare.busy_ns() - busy) as f64 / (bare.received() - read).max(1) as f64;
         let samples = latency(&bare, sizes.latency_samples, Duration::ZERO, |i| {
             one_packet(&mut demo, i)
         });
-        (rate, samples)
+        let visible = visible::latency(
+            sizes.latency_samples,
+            Duration::ZERO,
+            || bare.received(),
+            |i| one_packet(&mut demo, i),
+        );
+        (rate, (samples, visible, bare_ns))
     };
+    let (bare_latency, bare_visible, bare_ns) = bare_latency;
 
     let capture = pins.join("capture");
     let mut demo = DemoWriter::load(&capture).expect("load the demo program");
     let sync = start_sync(runtime, &capture, MapSpec::id(Some("pkts"), demo.map_id()));
     let store = sync.store().clone();
+    let phases = sync.stats_handle().phases();
     let rate = throughput(
         sizes.emit_events,
         "emit",
@@ -391,6 +451,23 @@ fn emit_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
         rate,
         bare_rate,
         loss_note(&sync),
+    ));
+    rows.push(phases_row(
+        "ingest phases, emit -> store".into(),
+        &sync,
+        phases,
+        Some(bare_ns),
+    ));
+    let samples = visible::latency(
+        sizes.latency_samples,
+        Duration::ZERO,
+        || store.load().revision(),
+        |i| one_packet(&mut demo, i),
+    );
+    rows.push(Row::latency(
+        "write -> visible in the mirror, emit (1 demo test run), back to back".into(),
+        samples,
+        bare_visible,
     ));
     let watcher = Watcher::start(runtime, &store, "pkts");
     let rate = throughput(
@@ -459,22 +536,32 @@ fn trace_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
     let (bare_rate, bare_latencies) = {
         let (_dir, mut capture, bare) = bare_capture(&pins);
         capture.watch(&map.info).expect("trace the map");
+        let (busy, read) = (bare.busy_ns(), bare.received());
         let rate = throughput(
             sizes.trace_events,
             "bare trace",
             || bare.received(),
             update_batch,
         );
+        let bare_ns = (bare.busy_ns() - busy) as f64 / (bare.received() - read).max(1) as f64;
         let samples: Vec<Vec<Duration>> = latency_runs
             .iter()
             .map(|&(_, samples, pause)| latency(&bare, samples, pause, update))
             .collect();
-        (rate, samples)
+        let visible: Vec<Vec<Duration>> = latency_runs
+            .iter()
+            .map(|&(_, samples, pause)| {
+                visible::latency(samples, pause, || bare.received(), update)
+            })
+            .collect();
+        (rate, (samples, visible, bare_ns))
     };
+    let (bare_latencies, bare_visible, bare_ns) = bare_latencies;
 
     let capture = pins.join("capture");
     let sync = start_sync(runtime, &capture, MapSpec::pin(None, &pin));
     let store = sync.store().clone();
+    let phases = sync.stats_handle().phases();
     let rate = throughput(
         sizes.trace_events,
         "trace",
@@ -487,6 +574,27 @@ fn trace_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
         bare_rate,
         loss_note(&sync),
     ));
+    rows.push(phases_row(
+        "ingest phases, trace -> store".into(),
+        &sync,
+        phases,
+        Some(bare_ns),
+    ));
+    for ((label, samples, pause), bare) in latency_runs.iter().zip(bare_visible) {
+        let phases = sync.stats_handle().phases();
+        let samples = visible::latency(*samples, *pause, || store.load().revision(), update);
+        rows.push(Row::latency(
+            format!("write -> visible in the mirror, trace (1 update syscall), {label}"),
+            samples,
+            bare,
+        ));
+        rows.push(phases_row(
+            "ingest phases of the run above (one record per batch)".into(),
+            &sync,
+            phases,
+            None,
+        ));
+    }
     let watcher = Watcher::start(runtime, &store, "flows");
     let rate = throughput(
         sizes.trace_events,

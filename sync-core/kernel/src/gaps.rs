@@ -12,11 +12,61 @@ use std::collections::{BTreeMap, HashMap};
 /// Most holes remembered per CPU; beyond that the oldest are confirmed at once.
 const MAX_OPEN_HOLES: usize = 4096;
 
+/// CPU numbers below this are looked up by index (every real CPU; the
+/// kernel's own limit is 8,192), others in a hash map.
+const DIRECT_CPUS: usize = 1024;
+
 /// Per-CPU sequence tracking.
 #[derive(Debug, Default)]
 pub struct SeqTracker {
-    cpus: HashMap<u32, CpuSeq>,
+    cpus: CpuTable,
     confirmed: u64,
+}
+
+/// The per-CPU states: by index for the usual CPU numbers (no hashing on
+/// the ingest loop's per-record path), in a map for any other number a
+/// record may carry.
+#[derive(Debug, Default)]
+struct CpuTable {
+    direct: Vec<Option<CpuSeq>>,
+    others: HashMap<u32, CpuSeq>,
+}
+
+impl CpuTable {
+    fn get_mut(&mut self, cpu: u32) -> Option<&mut CpuSeq> {
+        let index = cpu as usize;
+        if index < DIRECT_CPUS {
+            self.direct.get_mut(index).and_then(Option::as_mut)
+        } else {
+            self.others.get_mut(&cpu)
+        }
+    }
+
+    fn insert(&mut self, cpu: u32, state: CpuSeq) {
+        let index = cpu as usize;
+        if index < DIRECT_CPUS {
+            if self.direct.len() <= index {
+                self.direct.resize_with(index + 1, || None);
+            }
+            self.direct[index] = Some(state);
+        } else {
+            self.others.insert(cpu, state);
+        }
+    }
+
+    fn entry(&mut self, cpu: u32, or_insert: impl FnOnce() -> CpuSeq) -> &mut CpuSeq {
+        if self.get_mut(cpu).is_none() {
+            self.insert(cpu, or_insert());
+        }
+        self.get_mut(cpu).expect("inserted just above")
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut CpuSeq> {
+        self.direct
+            .iter_mut()
+            .flatten()
+            .chain(self.others.values_mut())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -41,7 +91,7 @@ impl SeqTracker {
     /// record of a CPU only sets the starting point: what came before this
     /// process is covered by the initial dump.
     pub fn observe(&mut self, cpu: u32, seq: u64, now: u64) -> SeqVerdict {
-        let Some(state) = self.cpus.get_mut(&cpu) else {
+        let Some(state) = self.cpus.get_mut(cpu) else {
             self.cpus.insert(
                 cpu,
                 CpuSeq {
@@ -83,7 +133,7 @@ impl SeqTracker {
     /// and only numbers above it can open new holes. So one loss makes one
     /// resync, not a second one when the hole behind it is noticed later.
     pub fn cover_through(&mut self, cpu: u32, seq: u64) {
-        let state = self.cpus.entry(cpu).or_insert_with(|| CpuSeq {
+        let state = self.cpus.entry(cpu, || CpuSeq {
             highest: seq,
             holes: BTreeMap::new(),
         });
@@ -156,6 +206,21 @@ mod tests {
         assert_eq!(seqs.observe(1, 100, 9), SeqVerdict::Duplicate);
         assert_eq!(seqs.observe(1, 101, 9), SeqVerdict::New);
         assert_eq!(seqs.take_lost(20, 2), 0);
+    }
+
+    #[test]
+    fn cpu_numbers_past_the_direct_table_are_tracked_alike() {
+        let mut seqs = SeqTracker::default();
+        for cpu in [0, 3, DIRECT_CPUS as u32 - 1, DIRECT_CPUS as u32, u32::MAX] {
+            assert_eq!(seqs.observe(cpu, 10, 0), SeqVerdict::New, "cpu {cpu}");
+            assert_eq!(seqs.observe(cpu, 12, 0), SeqVerdict::New, "cpu {cpu}");
+            assert_eq!(seqs.observe(cpu, 12, 0), SeqVerdict::Duplicate, "cpu {cpu}");
+        }
+        // one hole (11) per CPU, confirmed after the grace
+        assert_eq!(seqs.take_lost(5, 2), 5);
+        seqs.cover_through(u32::MAX, 20);
+        assert_eq!(seqs.observe(u32::MAX, 20, 5), SeqVerdict::Duplicate);
+        assert_eq!(seqs.observe(u32::MAX, 21, 5), SeqVerdict::New);
     }
 
     #[test]

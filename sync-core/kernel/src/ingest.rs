@@ -12,10 +12,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::error::KernelError;
-use crate::gaps::{SeqTracker, SeqVerdict};
+use crate::gaps::SeqTracker;
 use crate::pins::PinState;
-use crate::ring::{Next, RingConsumer, RingHealth};
-use crate::route::{Action, MappedMap, route};
+use crate::ring::{RingConsumer, RingHealth};
 use crate::stats::SyncStats;
 use crate::switch::SwitchSet;
 use crate::{Capture, MapSource, OpenMap, Record, dump, open, sys};
@@ -25,6 +24,10 @@ use mapsync_core::map_info::MapInfo;
 use mapsync_core::ratelimit::LogLimiter;
 use mapsync_core::store::Dump;
 use mapsync_core::store::{Change, Publisher};
+
+mod batch;
+
+use batch::Batch;
 
 /// Most records applied (and published) as one batch.
 pub(crate) const MAX_RECORDS_PER_BATCH: usize = 8192;
@@ -101,8 +104,8 @@ pub(crate) struct Ingest {
     pub(crate) loss_log: LogLimiter,
     /// Records dropped and holes found since the last "records lost" line.
     pub(crate) lost_since_log: (u64, u64),
-    /// The write times of the batch being applied (kept for its capacity).
-    pub(crate) written_ns: Vec<u64>,
+    /// The buffers of the batch being read and applied (`batch.rs`).
+    pub(crate) batch: Batch,
 }
 
 impl Ingest {
@@ -133,7 +136,7 @@ impl Ingest {
             pending_resyncs: HashSet::new(),
             loss_log: LogLimiter::default(),
             lost_since_log: (0, 0),
-            written_ns: Vec::new(),
+            batch: Batch::default(),
         })
     }
 
@@ -190,59 +193,6 @@ impl Ingest {
         }
     }
 
-    /// Reads up to one batch of records from the ring: at most
-    /// [`MAX_RECORDS_PER_BATCH`] ring items, decodable or not, so this always
-    /// returns. Returns the records and whether the ring may hold more (the
-    /// batch was full, or the ring was reset on an impossible position, a
-    /// record too long, or a run of undecodable records; the reset owes a
-    /// resync of every map, made by the caller through [`Ingest::after_reset`]).
-    fn read_ring(&mut self) -> (Vec<Record>, bool) {
-        let ring = &mut self.ring;
-        let mut records = Vec::new();
-        let mut items = 0;
-        while items < MAX_RECORDS_PER_BATCH {
-            // a reset the consumer made, or a fault found here
-            let outcome = match ring.read_next() {
-                Next::Empty => {
-                    SyncStats::add(&self.stats.records, records.len() as u64);
-                    return (records, false);
-                }
-                Next::Reset(reset) => Ok(reset),
-                Next::Item(item) => {
-                    items += 1;
-                    match Record::parse(&item) {
-                        Ok(record) => {
-                            self.ring_health.decoded();
-                            let verdict =
-                                self.seqs
-                                    .observe(record.header.cpu, record.header.seq, self.ticks);
-                            if verdict == SeqVerdict::Duplicate {
-                                SyncStats::add(&self.stats.duplicates, 1);
-                            } else {
-                                records.push(record);
-                            }
-                            continue;
-                        }
-                        Err(bad) => {
-                            match self.ring_health.undecodable(bad, item.len(), &self.stats) {
-                                Some(fault) => Err(fault),
-                                None => continue,
-                            }
-                        }
-                    }
-                }
-            };
-            let reset = outcome.unwrap_or_else(|fault| ring.reset(fault));
-            self.ring_health.reset(&reset, &self.stats);
-            // what was skipped leaves holes in the producers' sequences that
-            // the resync below covers: start counting afresh
-            self.seqs = SeqTracker::default();
-            break;
-        }
-        SyncStats::add(&self.stats.records, records.len() as u64);
-        (records, true)
-    }
-
     /// Makes the resync of every map that a ring reset owes, when it is due
     /// (at most one per tick, however often the ring is reset).
     fn after_reset(&mut self) -> Result<(), KernelError> {
@@ -276,11 +226,13 @@ impl Ingest {
         mut early: Option<&mut Vec<Record>>,
     ) -> Result<(), KernelError> {
         loop {
-            let (records, more) = self.read_ring();
+            let more = self.read_ring();
+            let records = &self.batch.records;
             let past = records
                 .last()
                 .is_none_or(|last| last.header.ts_ns > until_ns);
             if let Some(early) = early.as_deref_mut() {
+                // clones share the batch's arena: no copy
                 early.extend(
                     records
                         .iter()
@@ -289,7 +241,7 @@ impl Ingest {
                 );
             }
             if !records.is_empty() {
-                self.handle(records)?;
+                self.handle()?;
             }
             self.after_reset()?;
             if past || !more {
@@ -302,14 +254,14 @@ impl Ingest {
     /// ring may hold more.
     fn drain(&mut self, max_batches: usize) -> Result<bool, KernelError> {
         for _ in 0..max_batches {
-            let (records, more) = self.read_ring();
+            let more = self.read_ring();
             let (consumer, producer) = self.ring.positions();
             self.stats.ring_used_bytes.store(
                 producer.saturating_sub(consumer),
                 std::sync::atomic::Ordering::Relaxed,
             );
-            if !records.is_empty() {
-                self.handle(records)?;
+            if !self.batch.records.is_empty() {
+                self.handle()?;
             }
             self.after_reset()?;
             if !more {
@@ -317,49 +269,6 @@ impl Ingest {
             }
         }
         Ok(true)
-    }
-
-    /// Routes and applies one batch of records (as one publish), then
-    /// re-reads the keys they could not say and notes the resyncs they ask.
-    fn handle(&mut self, records: Vec<Record>) -> Result<(), KernelError> {
-        let mut written_ns = std::mem::take(&mut self.written_ns);
-        written_ns.clear();
-        written_ns.extend(records.iter().map(|record| record.header.ts_ns));
-        let mut changes = Vec::with_capacity(records.len());
-        let mut reads = Vec::new();
-        let mut resyncs = HashSet::new();
-        for record in records {
-            match self.action(record) {
-                Action::Apply(change) => changes.push(change),
-                Action::ReadKey {
-                    map_id,
-                    key,
-                    source,
-                } => reads.push((map_id, key, source)),
-                Action::Resync { map_id } => {
-                    resyncs.insert(map_id);
-                }
-                Action::Foreign => {}
-            }
-        }
-        let before = self.writer.store().revision();
-        self.writer.apply(changes);
-        self.stats
-            .count_published(&self.writer.store().load(), before);
-        let now_ns = sys::monotonic_ns();
-        self.stats
-            .record_lags(written_ns.iter().map(|ts| now_ns.saturating_sub(*ts)));
-        if let Some(newest) = written_ns.last() {
-            let lag = now_ns.saturating_sub(*newest);
-            self.stats
-                .last_lag_ns
-                .store(lag, std::sync::atomic::Ordering::Relaxed);
-        }
-        self.written_ns = written_ns;
-        self.read_keys(reads)?;
-        // done by the loop after the drain: a resync drains the ring itself
-        self.pending_resyncs.extend(resyncs);
-        Ok(())
     }
 
     /// Resyncs the maps that records asked for (RESYNC records, keys of the
@@ -373,19 +282,6 @@ impl Ingest {
             )?;
         }
         Ok(())
-    }
-
-    /// What `record` asks for ([`route`]), counting foreign records.
-    fn action(&self, record: Record) -> Action {
-        let map = self.maps.get(&record.header.map_id).map(|map| MappedMap {
-            name: &map.name,
-            info: &map.info,
-        });
-        let action = route(record, map);
-        if action == Action::Foreign {
-            SyncStats::add(&self.stats.foreign_records, 1);
-        }
-        action
     }
 
     /// Re-reads keys from the kernel and applies what it holds now, as
@@ -403,6 +299,12 @@ impl Ingest {
                 continue;
             };
             let (value, observed_ns) = dump::read_key(map.fd.as_fd(), &map.info, &key)?;
+            // a key found gone may be kept as a tombstone: not as a slice
+            // pinning a whole arena chunk of the batch it came in
+            let key = match value {
+                None => Bytes::copy_from_slice(&key),
+                Some(_) => key,
+            };
             changes.push(Change {
                 map: map.name.clone(),
                 key,
@@ -601,11 +503,13 @@ impl Ingest {
     /// What one tick does: drain a turn, detect loss, poll.
     fn on_tick(&mut self) -> Result<(), KernelError> {
         self.drain(DRAIN_BATCHES_PER_TURN)?;
+        let started = Instant::now();
         self.check_loss()?;
         self.resync_pending()?;
         self.poll_due(Instant::now())?;
         // a quiet mirror folds its recent changes into the flat base
         self.writer.tidy();
+        self.stats.phases.add(crate::phases::Phase::Tick, started);
         Ok(())
     }
 
@@ -636,18 +540,32 @@ impl Ingest {
         let mut pending = true;
         // false once every command handle is gone
         let mut commands_open = true;
+        // the poll source has its own timer: a poll interval shorter than the
+        // tick (or not a multiple of it) is kept. One timer for the task's
+        // life, moved only when the earliest poll changes (a new timer per
+        // turn registered and cancelled a timer entry on every wakeup);
+        // `armed` is the deadline it is set to, `None` once it fired
+        let poll_timer = tokio::time::sleep(TICK);
+        tokio::pin!(poll_timer);
+        let mut armed: Option<Instant> = None;
         loop {
-            // the poll source has its own timer: a poll interval shorter than
-            // the tick (or not a multiple of it) is kept
             let next_poll = self.maps.values().filter_map(|map| map.next_poll).min();
-            let poll_timer = tokio::time::sleep_until(tokio::time::Instant::from_std(
-                next_poll.unwrap_or_else(|| Instant::now() + TICK),
-            ));
+            if next_poll != armed {
+                if let Some(at) = next_poll {
+                    poll_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(at));
+                }
+                armed = next_poll;
+            }
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
                 _ = tick.tick() => self.on_tick()?,
-                _ = poll_timer, if next_poll.is_some() => self.poll_due(Instant::now())?,
+                () = &mut poll_timer, if armed.is_some() => {
+                    armed = None;
+                    self.poll_due(Instant::now())?;
+                }
                 _ = reconcile.tick(), if reconcile_every.is_some() => self.reconcile()?,
                 // one command per turn: a queue of them starves nothing else
                 request = commands.recv(), if commands_open => match request {
@@ -658,7 +576,10 @@ impl Ingest {
                     let mut guard = ready.map_err(|source| KernelError::Host { what: "polling the ring buffer", source })?;
                     // clear before draining: a wakeup racing the drain is not lost
                     guard.clear_ready();
-                    pending = true;
+                    // drain in this turn: the records the wakeup announced
+                    // are published without another trip round the loop
+                    pending = self.drain(DRAIN_BATCHES_PER_TURN)?;
+                    self.resync_pending()?;
                 }
                 _ = std::future::ready(()), if pending => {
                     pending = self.drain(DRAIN_BATCHES_PER_TURN)?;

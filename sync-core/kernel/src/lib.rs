@@ -26,7 +26,7 @@
 //! - `apply` (private): the atomic apply on a switchable map, served by the
 //!   kernel task (fill the shadow, switch slot 0, publish the difference).
 //! - [`sync`]: [`MapSync`], which starts that task and is its handle.
-//! - [`stats`]: ingest counters.
+//! - [`stats`]: ingest counters; [`phases`]: the ingest task's time per phase.
 //! - `blocklist` (feature `demo`): the demo's XDP blocklist in a
 //!   switchable map, counting verdicts per version.
 //! - `switchtest` (feature `demo`): the switch checker program (atomicity
@@ -53,6 +53,7 @@ pub mod gaps;
 mod ingest;
 mod lag_window;
 pub mod open;
+pub mod phases;
 pub mod pin_dir;
 mod pins;
 pub mod record;
@@ -73,6 +74,7 @@ pub use capture::Capture;
 pub use demo::DemoWriter;
 pub use error::KernelError;
 pub use open::{MapSource, MapSpec, OpenMap};
+pub use phases::IngestPhases;
 pub use record::Record;
 pub use ring::RingConsumer;
 pub use stats::{HistogramSnapshot, StatsSnapshot, SyncStats};

@@ -38,6 +38,8 @@ pub struct SyncStats {
     lag: Mutex<LagWindow>,
     /// Kernel write -> mirror publish of every record since the start.
     propagation: mapsync_core::propagation::Histogram,
+    /// Time per phase of the ingest task's batches.
+    pub(crate) phases: crate::phases::PhaseCounters,
 }
 
 /// Upper bounds of the propagation histogram: 1 us, doubling, 24 buckets
@@ -68,6 +70,7 @@ impl Default for SyncStats {
             maps: Mutex::default(),
             lag: Mutex::default(),
             propagation: Default::default(),
+            phases: Default::default(),
         }
     }
 }
@@ -167,9 +170,13 @@ impl SyncStats {
             return;
         };
         let mut maps = lock(&self.maps);
-        for event in events {
-            if let Some(map) = maps.get_mut(&event.map) {
-                count(map, event.source, 1, event.revision);
+        // a batch's events come in runs of one map and source: one map
+        // lookup per run, not per event
+        let mut runs = events.chunk_by(|a, b| Arc::ptr_eq(&a.map, &b.map) && a.source == b.source);
+        for run in &mut runs {
+            let newest = run.last().map_or(0, |event| event.revision);
+            if let Some(map) = maps.get_mut(&run[0].map) {
+                count(map, run[0].source, run.len() as u64, newest);
             }
         }
     }
@@ -206,6 +213,11 @@ impl SyncStats {
             window.record(second, lag);
             self.propagation.observe_ns(lag);
         }
+    }
+
+    /// Time the ingest task spent per phase of its batches so far.
+    pub fn phases(&self) -> crate::phases::IngestPhases {
+        self.phases.snapshot()
     }
 
     /// The kernel write -> mirror publish histogram of every record read so

@@ -21,6 +21,10 @@ const RECHECK: Duration = Duration::from_millis(100);
 /// A running bare consumer.
 pub struct BareConsumer {
     received: Arc<AtomicU64>,
+    /// Nanoseconds spent reading records (from the first read after a
+    /// wakeup to the read that found the ring empty), the bare counterpart
+    /// of the ingest task's ring phase.
+    busy_ns: Arc<AtomicU64>,
     /// Whether arrivals are timestamped (latency runs only).
     stamping: Arc<AtomicBool>,
     arrivals: mpsc::Receiver<Instant>,
@@ -32,6 +36,8 @@ impl BareConsumer {
     /// Starts consuming `ring` on a thread of its own.
     pub fn start(mut ring: RingConsumer) -> Self {
         let received = Arc::new(AtomicU64::new(0));
+        let busy_ns = Arc::new(AtomicU64::new(0));
+        let busy = busy_ns.clone();
         let stamping = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let (arrived, arrivals) = mpsc::channel();
@@ -49,6 +55,7 @@ impl BareConsumer {
                     let mut checksum = 0u64;
                     while !stopping.load(Ordering::Relaxed) {
                         let mut count = 0u64;
+                        let started = Instant::now();
                         loop {
                             match ring.read_next() {
                                 Next::Item(item) => {
@@ -63,6 +70,7 @@ impl BareConsumer {
                             }
                         }
                         if count > 0 {
+                            busy.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                             if stamps.load(Ordering::Relaxed) {
                                 let now = Instant::now();
                                 for _ in 0..count {
@@ -84,6 +92,7 @@ impl BareConsumer {
             .expect("spawn the bare consumer");
         Self {
             received,
+            busy_ns,
             stamping,
             arrivals,
             stop,
@@ -94,6 +103,11 @@ impl BareConsumer {
     /// Records read so far.
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Acquire)
+    }
+
+    /// Nanoseconds spent reading records so far.
+    pub fn busy_ns(&self) -> u64 {
+        self.busy_ns.load(Ordering::Relaxed)
     }
 
     /// Turns arrival timestamps on or off, dropping stale ones.
