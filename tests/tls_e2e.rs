@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Server, map_arg, mapsync, pin};
-use mapsync_test_support::tls::TestCa;
+use mapsync_test_tls::TestCa;
 use mapsync_test_support::{self as support, PinDir};
 
 /// `mapsync list flows` against `endpoint` trusting `ca` (`None`: no TLS):

@@ -262,7 +262,7 @@ async fn a_reload_changes_what_new_requests_may_do_and_open_watches_stay() {
 mod mtls {
     use super::*;
     use mapsync_grpc::tls::{ServerTls, TlsFiles};
-    use mapsync_test_support::tls::TestCa;
+    use mapsync_test_tls::TestCa;
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 

@@ -15,7 +15,7 @@ use mapsync_core::{Change, EventSource};
 use mapsync_grpc::pb::{self, map_sync_client::MapSyncClient, watch_response::Kind};
 use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
 use mapsync_grpc::tls::{ServerTls, TlsFiles};
-use mapsync_test_support::tls::TestCa;
+use mapsync_test_tls::TestCa;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::sync::oneshot;

@@ -15,8 +15,6 @@ use anyhow::{Context, bail};
 mod batch;
 mod mirror;
 pub mod ring;
-#[cfg(feature = "tls")]
-pub mod tls;
 
 pub use batch::Batch;
 pub use mirror::{mirror, wait_until};

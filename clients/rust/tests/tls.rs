@@ -11,7 +11,7 @@ use mapsync_client::{Client, ClientError, ConnectOptions, TlsOptions};
 use mapsync_core::{LogLimits, MapInfo, MapKind, Store};
 use mapsync_grpc::server::{Listener, ServeOptions, serve_with};
 use mapsync_grpc::tls::{ServerTls, TlsFiles};
-use mapsync_test_support::tls::TestCa;
+use mapsync_test_tls::TestCa;
 
 /// A certificate for 127.0.0.1 and localhost with CN `cn` from `ca`, and
 /// its key, written into `dir` as `NAME.pem` and `NAME.key`.

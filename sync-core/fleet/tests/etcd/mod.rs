@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mapsync_test_support::tls::TestCa;
+use mapsync_test_tls::TestCa;
 
 /// Whether `etcd` can run here; panics under `CI=true` when it cannot.
 pub fn require_etcd() -> bool {

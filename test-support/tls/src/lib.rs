@@ -1,5 +1,7 @@
 //! Certificates for TLS tests, made on the spot with rcgen: a CA, and the
-//! server and client certificates it signs (feature `tls`).
+//! server and client certificates it signs. A crate of its own (not a module
+//! of `mapsync-test-support`) so that tests without a BPF toolchain, the
+//! Rust client's, can use it.
 
 use std::path::{Path, PathBuf};
 
