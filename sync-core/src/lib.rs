@@ -30,6 +30,7 @@ pub use mapsync_btf as btf;
 
 pub mod changelog;
 pub mod control;
+mod dumped;
 mod entries;
 pub mod error;
 pub mod event;
@@ -49,5 +50,5 @@ pub use error::SyncError;
 pub use event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 pub use map_info::{MapInfo, MapKind};
 pub use snapshot::{Entry, MapView, Snapshot};
-pub use store::{Change, Dump, Publisher, Store};
+pub use store::{Change, Dump, DumpEntries, Publisher, Store};
 pub use subscribe::{KeyRange, SubscribeFilter, Subscription, WatchBatch};
