@@ -194,7 +194,30 @@ impl DumpEntries {
     pub fn sorted(&self) -> SortedDump<'_> {
         let n = self.len();
         assert!(n < u32::MAX as usize, "a dump holds under 4G entries");
-        if !(self.others.is_empty() && self.in_order) {
+        let flat_in_order = self.others.is_empty() && self.in_order;
+        let sorted = if flat_in_order && self.key_size <= 8 && self.value_size <= PACKED_VALUE_MAX {
+            Sorted::Packed(self.packed_sort())
+        } else if flat_in_order {
+            let by_prefix = radix_sort((0..n as u32).map(|i| (prefix(self.key(i as usize)), i)), n);
+            let mut order: Vec<u32> = by_prefix.iter().map(|(_, i)| *i).collect();
+            if self.key_size > 8 {
+                // equal prefixes: order by the whole key, stably (the
+                // dump's order, which is the order of the reads' times)
+                let mut start = 0;
+                while start < n {
+                    let end = start
+                        + by_prefix[start..]
+                            .iter()
+                            .take_while(|(p, _)| *p == by_prefix[start].0)
+                            .count();
+                    order[start..end]
+                        .sort_by(|a, b| self.key(*a as usize).cmp(self.key(*b as usize)));
+                    start = end;
+                }
+            }
+            self.keep_last(&mut order);
+            Sorted::Index(order)
+        } else {
             let mut order: Vec<u32> = (0..n as u32).collect();
             order.sort_by(|a, b| {
                 let (a, b) = (*a as usize, *b as usize);
@@ -203,53 +226,48 @@ impl DumpEntries {
                     .then_with(|| self.observed(a).cmp(&self.observed(b)))
             });
             self.keep_last(&mut order);
-            return SortedDump {
-                dump: self,
-                order,
-                short_keys: Vec::new(),
-            };
-        }
-        let sorted = radix_sort((0..n as u32).map(|i| (prefix(self.key(i as usize)), i)), n);
-        if self.key_size > 8 {
-            let mut order: Vec<u32> = sorted.iter().map(|(_, i)| *i).collect();
-            // equal prefixes: order by the whole key, stably (the dump's
-            // order, which is the order of the reads' times)
-            let mut start = 0;
-            while start < n {
-                let end = start
-                    + sorted[start..]
-                        .iter()
-                        .take_while(|(p, _)| *p == sorted[start].0)
-                        .count();
-                order[start..end].sort_by(|a, b| self.key(*a as usize).cmp(self.key(*b as usize)));
-                start = end;
+            Sorted::Index(order)
+        };
+        SortedDump { dump: self, sorted }
+    }
+
+    /// The flat entries as packed records (key, observed time, value),
+    /// sorted by key, one per key: keys of at most 8 bytes and small values
+    /// travel together through the sort, so that nothing after it reads the
+    /// dump's buffers in hash order (a cache and TLB miss per entry).
+    fn packed_sort(&self) -> Vec<u8> {
+        let (key_size, value_size) = (self.key_size, self.value_size);
+        let stride = PACKED_VALUE_AT + value_size;
+        let n = self.flat_len();
+        let mut records = vec![0u8; n * stride];
+        let mut start = 0;
+        let mut out = records.chunks_exact_mut(stride);
+        for &(end, observed_ns) in &self.reads {
+            for i in start..end {
+                let record = out.next().expect("one record per entry");
+                // the key zero-padded to 8 bytes: its big-endian prefix
+                record[..key_size].copy_from_slice(self.key(i));
+                record[8..PACKED_VALUE_AT].copy_from_slice(&observed_ns.to_ne_bytes());
+                record[PACKED_VALUE_AT..].copy_from_slice(self.value(i));
             }
-            self.keep_last(&mut order);
-            return SortedDump {
-                dump: self,
-                order,
-                short_keys: Vec::new(),
-            };
+            start = end;
         }
-        // keys of at most 8 bytes, all of one length: the prefix is the key,
-        // and the sorted prefixes serve as the keys (no read of the dump's
-        // key buffer in hash order)
-        let mut order = Vec::with_capacity(n);
-        let mut short_keys: Vec<[u8; 8]> = Vec::with_capacity(n);
-        for (p, i) in sorted {
-            let key = p.to_be_bytes();
-            if short_keys.last() == Some(&key) {
-                *order.last_mut().expect("one per key") = i;
-            } else {
-                short_keys.push(key);
-                order.push(i);
+        let mut records = radix_sort_records(records, stride);
+        // of equal keys, now adjacent and oldest first, keep the last
+        let mut kept = 0;
+        for at in 0..n {
+            let same =
+                kept > 0 && records[(kept - 1) * stride..][..8] == records[at * stride..][..8];
+            if same {
+                kept -= 1;
             }
+            if kept != at {
+                records.copy_within(at * stride..(at + 1) * stride, kept * stride);
+            }
+            kept += 1;
         }
-        SortedDump {
-            dump: self,
-            order,
-            short_keys,
-        }
+        records.truncate(kept * stride);
+        records
     }
 
     /// Of equal keys, adjacent in `order` and oldest first, keeps the last.
@@ -268,39 +286,106 @@ impl DumpEntries {
     }
 }
 
+/// Values up to this many bytes are sorted with their keys (`Sorted::Packed`).
+const PACKED_VALUE_MAX: usize = 64;
+/// Where a packed record's value starts: after the 8-byte key (zero
+/// padded) and the 8-byte observed time.
+const PACKED_VALUE_AT: usize = 16;
+
 /// A dump's entries in key order, one per key ([`DumpEntries::sorted`]).
 #[derive(Debug)]
 pub struct SortedDump<'a> {
     dump: &'a DumpEntries,
-    /// Position in the dump of each entry, in key order.
-    order: Vec<u32>,
-    /// The keys in that order, when they are at most 8 bytes (big-endian,
-    /// the key in the first `key_size` bytes); empty otherwise.
-    short_keys: Vec<[u8; 8]>,
+    sorted: Sorted,
+}
+
+#[derive(Debug)]
+enum Sorted {
+    /// Positions in the dump, in key order.
+    Index(Vec<u32>),
+    /// Packed records in key order: the key zero-padded to 8 bytes, the
+    /// observed time, the value (`PACKED_VALUE_AT + value_size` bytes each).
+    Packed(Vec<u8>),
 }
 
 impl SortedDump<'_> {
     /// Number of distinct keys.
     pub fn len(&self) -> usize {
-        self.order.len()
+        match &self.sorted {
+            Sorted::Index(order) => order.len(),
+            Sorted::Packed(records) => {
+                records.len() / (PACKED_VALUE_AT + self.dump.value_size).max(1)
+            }
+        }
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.len() == 0
     }
 
     /// Key, value and observed time of each key, in key order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8], u64)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], u64)> + '_ {
+        let (index, packed) = match &self.sorted {
+            Sorted::Index(order) => (Some(order.iter()), None),
+            Sorted::Packed(records) => (
+                None,
+                Some(records.chunks_exact(PACKED_VALUE_AT + self.dump.value_size)),
+            ),
+        };
         let key_size = self.dump.key_size;
-        self.order.iter().enumerate().map(move |(n, i)| {
-            let (key, value, observed_ns) = self.dump.get(*i as usize);
-            match self.short_keys.get(n) {
-                Some(short) => (&short[..key_size], value, observed_ns),
-                None => (key, value, observed_ns),
-            }
-        })
+        let index = index
+            .into_iter()
+            .flatten()
+            .map(|i| self.dump.get(*i as usize));
+        let packed = packed.into_iter().flatten().map(move |record| {
+            let observed_ns = u64::from_ne_bytes(
+                record[8..PACKED_VALUE_AT]
+                    .try_into()
+                    .expect("8 bytes of time"),
+            );
+            (&record[..key_size], &record[PACKED_VALUE_AT..], observed_ns)
+        });
+        index.chain(packed)
     }
+}
+
+/// A stable least-significant-digit radix sort of records of `stride`
+/// bytes by their first 8 bytes read as a big-endian number, 8 bits per
+/// pass, skipping a pass whose digit is the same in every record.
+fn radix_sort_records(mut from: Vec<u8>, stride: usize) -> Vec<u8> {
+    let n = from.len() / stride;
+    let prefix_of = |record: &[u8]| u64::from_be_bytes(record[..8].try_into().expect("8 bytes"));
+    let mut counts = [[0usize; 256]; 8];
+    for record in from.chunks_exact(stride) {
+        let p = prefix_of(record);
+        for (digit, count) in counts.iter_mut().enumerate() {
+            count[(p >> (digit * 8)) as usize & 0xff] += 1;
+        }
+    }
+    let mut to = Vec::new();
+    for (digit, count) in counts.iter().enumerate() {
+        if count.contains(&n) {
+            continue;
+        }
+        if to.is_empty() {
+            to = vec![0u8; from.len()];
+        }
+        let mut next = [0usize; 256];
+        let mut sum = 0;
+        for (slot, c) in next.iter_mut().zip(count) {
+            *slot = sum * stride;
+            sum += c;
+        }
+        let shift = digit * 8;
+        for record in from.chunks_exact(stride) {
+            let bucket = (prefix_of(record) >> shift) as usize & 0xff;
+            to[next[bucket]..next[bucket] + stride].copy_from_slice(record);
+            next[bucket] += stride;
+        }
+        std::mem::swap(&mut from, &mut to);
+    }
+    from
 }
 
 /// The first 8 bytes of `key` as a big-endian number (zero-padded): its

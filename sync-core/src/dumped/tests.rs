@@ -118,6 +118,8 @@ proptest::proptest! {
     #[test]
     fn sorted_is_the_newest_read_of_each_key_in_key_order(
         key_size in 1usize..12,
+        // small values are sorted with their keys, large ones by position
+        value_size in proptest::sample::select(vec![1usize, 16, 100]),
         reads in proptest::collection::vec(
             (proptest::collection::vec((0u8..3, 0u8..255), 0..20), 0u64..4),
             0..12,
@@ -127,13 +129,13 @@ proptest::proptest! {
         // small alphabets and a shared prefix: many equal keys and, for keys
         // over 8 bytes, many equal 8-byte prefixes
         let mut entries = Vec::new();
-        let mut dump = DumpEntries::with_shape(key_size, 1);
+        let mut dump = DumpEntries::with_shape(key_size, value_size);
         for (n, (read, at)) in reads.into_iter().enumerate() {
             let at = if in_time_order { n as u64 * 4 + at } else { at };
             let filled = dump.read_into(read.len() + 1, at, |keys, values| {
                 for (i, (last, value)) in read.iter().enumerate() {
                     keys[(i + 1) * key_size - 1] = *last;
-                    values[i] = *value;
+                    values[i * value_size] = *value;
                 }
                 Ok::<_, ()>(read.len())
             }).expect("read");
@@ -141,7 +143,9 @@ proptest::proptest! {
             for (last, value) in read {
                 let mut key = vec![0u8; key_size];
                 key[key_size - 1] = last;
-                entries.push((key, vec![value], at));
+                let mut stored = vec![0u8; value_size];
+                stored[0] = value;
+                entries.push((key, stored, at));
             }
         }
         proptest::prop_assert_eq!(dump.len(), entries.len());
