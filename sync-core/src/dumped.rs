@@ -125,6 +125,46 @@ impl DumpEntries {
         result
     }
 
+    /// The entries of two dumps of one shape made at the same time (two
+    /// threads each reading a part of one map), as one dump whose reads are
+    /// in time order, so that of a key both read the later read wins.
+    /// Entries of another shape are kept after the flat ones.
+    pub fn merge_by_time(self, other: DumpEntries) -> DumpEntries {
+        if self.key_size != other.key_size || self.value_size != other.value_size {
+            let mut merged = self;
+            for (key, value, observed_ns) in other.iter() {
+                merged.push(key, value, observed_ns);
+            }
+            return merged;
+        }
+        let mut merged = DumpEntries::with_shape(self.key_size, self.value_size);
+        merged.reserve(self.flat_len() + other.flat_len());
+        let mut reads: Vec<(u64, &DumpEntries, usize, usize)> = Vec::new();
+        for part in [&self, &other] {
+            let mut start = 0;
+            for &(end, observed_ns) in &part.reads {
+                reads.push((observed_ns, part, start, end));
+                start = end;
+            }
+        }
+        // stable: of equal times, this dump's reads first
+        reads.sort_by_key(|(observed_ns, ..)| *observed_ns);
+        for (observed_ns, part, start, end) in reads {
+            merged
+                .keys
+                .extend_from_slice(&part.keys[start * part.key_size..end * part.key_size]);
+            merged
+                .values
+                .extend_from_slice(&part.values[start * part.value_size..end * part.value_size]);
+            let total = merged.flat_len() + (end - start);
+            merged.note_read(total, observed_ns);
+        }
+        for (key, value, observed_ns) in self.others.iter().chain(&other.others) {
+            merged.push(key, value, *observed_ns);
+        }
+        merged
+    }
+
     /// Adds one entry read at `observed_ns`.
     pub fn push(&mut self, key: &[u8], value: &[u8], observed_ns: u64) {
         if key.len() == self.key_size && value.len() == self.value_size && self.others.is_empty() {

@@ -117,7 +117,9 @@ fn main() {
         let dumped = dump::dump(map.fd.as_fd(), &map.info).expect("dump");
         dumps.push(started.elapsed());
         dump_cpu.push(thread_cpu() - cpu);
-        assert_eq!(dumped.entries.len() as u64, entries);
+        // two threads read a large map, each half of its buckets, and
+        // where they meet a key may be read twice
+        assert!(dumped.entries.len() as u64 >= entries);
         let (started, cpu) = (Instant::now(), thread_cpu());
         let distinct = dumped.entries.sorted().len() as u64;
         sorts.push(started.elapsed());

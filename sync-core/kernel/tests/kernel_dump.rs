@@ -13,6 +13,8 @@ use mapsync_test_support::{self as support, PinDir};
 
 /// More entries than one batch call returns (64 Ki): the dump takes two.
 const MANY: u32 = 70_000;
+/// A map this large is dumped by two threads, each over half the buckets.
+const SPLIT: u32 = 1 << 18;
 
 type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -193,4 +195,39 @@ fn a_mirror_built_from_a_large_dump_then_diffed_holds_the_kernel_map() {
     // and a second resync of the same kernel state changes nothing
     let (dump, _) = dumped(&pin);
     assert_eq!(writer.apply_dump("flows", dump, EventSource::Resync), after);
+}
+
+#[test]
+fn a_large_hash_map_read_by_two_threads_is_read_whole() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("dump-split");
+    let pin = pins.join("big");
+    support::create_map(&pin, "hash", 8, 16, SPLIT, "big");
+    let want = entries(SPLIT - SPLIT / 8, 8);
+    fill(&pin, &want);
+    let (dump, _) = dumped(&pin);
+    // where the halves meet a few keys may be read twice, never more
+    assert!(dump.entries.len() >= want.len());
+    assert!(dump.entries.len() <= want.len() + 64 * 1024);
+    for (key, value, observed_ns) in dump.entries.iter() {
+        assert_eq!(
+            want.get(key).map(Vec::as_slice),
+            Some(value),
+            "a key it holds"
+        );
+        assert!((dump.started_ns..=dump.ended_ns).contains(&observed_ns));
+    }
+    let sorted: Vec<(Vec<u8>, Vec<u8>)> = dump
+        .entries
+        .sorted()
+        .iter()
+        .map(|(key, value, _)| (key.to_vec(), value.to_vec()))
+        .collect();
+    assert_eq!(
+        sorted,
+        want.into_iter().collect::<Vec<_>>(),
+        "every key once"
+    );
 }

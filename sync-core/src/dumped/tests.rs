@@ -170,3 +170,35 @@ proptest::proptest! {
         proptest::prop_assert_eq!(sorted(&dump), expected(&entries));
     }
 }
+
+#[test]
+fn two_dumps_merged_by_time_keep_the_later_read_of_a_key() {
+    let read = |dump: &mut DumpEntries, at: u64, entries: &[(u8, u8)]| {
+        dump.read_into(entries.len(), at, |keys, values| {
+            for (i, (key, value)) in entries.iter().enumerate() {
+                keys[i] = *key;
+                values[i] = *value;
+            }
+            Ok::<_, ()>(entries.len())
+        })
+        .expect("read");
+    };
+    let (mut low, mut high) = (DumpEntries::with_shape(1, 1), DumpEntries::with_shape(1, 1));
+    read(&mut low, 10, &[(1, 1), (2, 1)]);
+    read(&mut high, 11, &[(5, 2), (6, 2)]);
+    // the low half's last read runs into the high half's keys, later
+    read(&mut low, 12, &[(3, 1), (5, 3)]);
+    let merged = low.merge_by_time(high);
+    let times: Vec<u64> = merged.iter().map(|(_, _, at)| at).collect();
+    assert_eq!(times, vec![10, 10, 11, 11, 12, 12], "reads in time order");
+    assert_eq!(
+        sorted(&merged),
+        vec![
+            (vec![1], vec![1], 10),
+            (vec![2], vec![1], 10),
+            (vec![3], vec![1], 12),
+            (vec![5], vec![3], 12),
+            (vec![6], vec![2], 11),
+        ]
+    );
+}
