@@ -277,7 +277,7 @@ impl DumpEntries {
     /// dump's buffers in hash order (a cache and TLB miss per entry).
     fn packed_sort(&self) -> Vec<u8> {
         let (key_size, value_size) = (self.key_size, self.value_size);
-        let stride = PACKED_VALUE_AT + value_size;
+        let stride = packed_stride(value_size);
         let n = self.flat_len();
         let mut records = vec![0u8; n * stride];
         let mut start = 0;
@@ -288,7 +288,8 @@ impl DumpEntries {
                 // the key zero-padded to 8 bytes: its big-endian prefix
                 record[..key_size].copy_from_slice(self.key(i));
                 record[8..PACKED_VALUE_AT].copy_from_slice(&observed_ns.to_ne_bytes());
-                record[PACKED_VALUE_AT..].copy_from_slice(self.value(i));
+                record[PACKED_VALUE_AT..PACKED_VALUE_AT + value_size]
+                    .copy_from_slice(self.value(i));
             }
             start = end;
         }
@@ -353,9 +354,7 @@ impl SortedDump<'_> {
     pub fn len(&self) -> usize {
         match &self.sorted {
             Sorted::Index(order) => order.len(),
-            Sorted::Packed(records) => {
-                records.len() / (PACKED_VALUE_AT + self.dump.value_size).max(1)
-            }
+            Sorted::Packed(records) => records.len() / packed_stride(self.dump.value_size),
         }
     }
 
@@ -370,10 +369,10 @@ impl SortedDump<'_> {
             Sorted::Index(order) => (Some(order.iter()), None),
             Sorted::Packed(records) => (
                 None,
-                Some(records.chunks_exact(PACKED_VALUE_AT + self.dump.value_size)),
+                Some(records.chunks_exact(packed_stride(self.dump.value_size))),
             ),
         };
-        let key_size = self.dump.key_size;
+        let (key_size, value_size) = (self.dump.key_size, self.dump.value_size);
         let index = index
             .into_iter()
             .flatten()
@@ -384,20 +383,44 @@ impl SortedDump<'_> {
                     .try_into()
                     .expect("8 bytes of time"),
             );
-            (&record[..key_size], &record[PACKED_VALUE_AT..], observed_ns)
+            (
+                &record[..key_size],
+                &record[PACKED_VALUE_AT..PACKED_VALUE_AT + value_size],
+                observed_ns,
+            )
         });
         index.chain(packed)
     }
 }
 
-/// A stable least-significant-digit radix sort of records of `stride`
-/// bytes by their first 8 bytes read as a big-endian number, 8 bits per
-/// pass, skipping a pass whose digit is the same in every record.
-fn radix_sort_records(mut from: Vec<u8>, stride: usize) -> Vec<u8> {
-    let n = from.len() / stride;
-    let prefix_of = |record: &[u8]| u64::from_be_bytes(record[..8].try_into().expect("8 bytes"));
+/// Bytes of a packed record with a value of `value_size` bytes: rounded up
+/// to whole words, so that the sort moves records of a size it knows.
+fn packed_stride(value_size: usize) -> usize {
+    PACKED_VALUE_AT + value_size.div_ceil(8) * 8
+}
+
+/// [`radix_sort_fixed`] for records of `stride` bytes, a multiple of 8
+/// from 16 to `packed_stride(PACKED_VALUE_MAX)`.
+fn radix_sort_records(records: Vec<u8>, stride: usize) -> Vec<u8> {
+    macro_rules! by_stride {
+        ($($words:literal),*) => {
+            match stride / 8 {
+                $($words => radix_sort_fixed::<{ $words * 8 }>(records),)*
+                _ => unreachable!("packed records are 16 to 80 bytes"),
+            }
+        };
+    }
+    by_stride!(2, 3, 4, 5, 6, 7, 8, 9, 10)
+}
+
+/// A stable least-significant-digit radix sort of records of `S` bytes by
+/// their first 8 bytes read as a big-endian number, 8 bits per pass,
+/// skipping a pass whose digit is the same in every record.
+fn radix_sort_fixed<const S: usize>(mut from: Vec<u8>) -> Vec<u8> {
+    let n = from.len() / S;
+    let prefix_of = |record: &[u8; S]| u64::from_be_bytes(record[..8].try_into().expect("8 bytes"));
     let mut counts = [[0usize; 256]; 8];
-    for record in from.chunks_exact(stride) {
+    for record in from.as_chunks::<S>().0 {
         let p = prefix_of(record);
         for (digit, count) in counts.iter_mut().enumerate() {
             count[(p >> (digit * 8)) as usize & 0xff] += 1;
@@ -414,14 +437,15 @@ fn radix_sort_records(mut from: Vec<u8>, stride: usize) -> Vec<u8> {
         let mut next = [0usize; 256];
         let mut sum = 0;
         for (slot, c) in next.iter_mut().zip(count) {
-            *slot = sum * stride;
+            *slot = sum;
             sum += c;
         }
         let shift = digit * 8;
-        for record in from.chunks_exact(stride) {
+        let out = to.as_chunks_mut::<S>().0;
+        for record in from.as_chunks::<S>().0 {
             let bucket = (prefix_of(record) >> shift) as usize & 0xff;
-            to[next[bucket]..next[bucket] + stride].copy_from_slice(record);
-            next[bucket] += stride;
+            out[next[bucket]] = *record;
+            next[bucket] += 1;
         }
         std::mem::swap(&mut from, &mut to);
     }
