@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`store`]: the [`Store`] readers load snapshots from, and its single
 //!   [`Publisher`]; revisions, epochs and the per-key "never go back" rule;
-//!   [`Dump`], a full read of one map as the writer diffs it.
+//!   [`Dump`], a full read of one map as the writer diffs it (its entries
+//!   flat, [`DumpEntries`], as the kernel returns them).
 //! - [`snapshot`]: immutable views of all maps at one revision.
 //! - `entries`, `flat` (private): one map's entries (a flat sorted base with
 //!   a hash index, plus an overlay of recent changes).
