@@ -231,5 +231,10 @@ fn main() {
         "  (resyncs {}, records {}, drops {})",
         stats.resyncs, stats.records, stats.drops
     );
-    runtime.block_on(sync.shutdown()).expect("shutdown");
+    // on a loaded machine the ingest thread may still be in a resync (the
+    // rewrites overflowed the ring) past the shutdown's wait: say so, the
+    // figures above stand
+    if let Err(error) = runtime.block_on(sync.shutdown()) {
+        println!("  (shutdown: {error})");
+    }
 }
