@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`store`]: the [`Store`] readers load snapshots from, and its single
 //!   [`Publisher`]; revisions, epochs and the per-key "never go back" rule;
-//!   [`Dump`], a full read of one map as the writer diffs it.
+//!   [`Dump`], a full read of one map as the writer diffs it (its entries
+//!   flat, [`DumpEntries`], as the kernel returns them).
 //! - [`snapshot`]: immutable views of all maps at one revision.
 //! - `entries`, `flat` (private): one map's entries (a flat sorted base with
 //!   a hash index, plus an overlay of recent changes).
@@ -30,6 +31,7 @@ pub use mapsync_btf as btf;
 
 pub mod changelog;
 pub mod control;
+mod dumped;
 mod entries;
 pub mod error;
 pub mod event;
@@ -48,5 +50,5 @@ pub use error::SyncError;
 pub use event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 pub use map_info::{MapInfo, MapKind};
 pub use snapshot::{Entry, HandleError, MapHandle, MapView, Snapshot};
-pub use store::{Change, Dump, Publisher, Store};
+pub use store::{Change, Dump, DumpEntries, Publisher, Store};
 pub use subscribe::{KeyRange, SubscribeFilter, Subscription, WatchBatch};

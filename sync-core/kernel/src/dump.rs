@@ -7,14 +7,16 @@ use bytes::Bytes;
 
 use super::sys;
 use crate::error::KernelError;
-use mapsync_core::map_info::MapInfo;
-pub use mapsync_core::store::Dump;
+use mapsync_core::map_info::{MapInfo, MapKind};
+pub use mapsync_core::store::{Dump, DumpEntries};
 
-/// Entries per batch call to start with; doubled on ENOSPC (a hash bucket
-/// longer than the batch).
-const BATCH: u32 = 4096;
+/// Entries per batch call to start with (doubled on ENOSPC: a hash bucket
+/// longer than the batch). Large: each call costs a syscall, a bigger one
+/// only more room in the dump's buffers, which the whole map fills anyway.
+const BATCH: u32 = 64 * 1024;
 
-/// Reads every entry of the map.
+/// Reads every entry of the map, into one flat buffer of keys and one of
+/// values (no allocation per entry).
 pub fn dump(fd: BorrowedFd<'_>, info: &MapInfo) -> Result<Dump, KernelError> {
     let started_ns = sys::monotonic_ns();
     let entries = match dump_batched(fd, info) {
@@ -45,48 +47,94 @@ pub fn dump(fd: BorrowedFd<'_>, info: &MapInfo) -> Result<Dump, KernelError> {
     })
 }
 
-fn dump_batched(fd: BorrowedFd<'_>, info: &MapInfo) -> std::io::Result<Vec<(Bytes, Bytes, u64)>> {
-    let key_size = info.key_size as usize;
-    let value_size = info.value_bytes as usize;
-    let mut batch = BATCH.min(info.max_entries.max(1));
-    let mut entries = Vec::new();
-    let mut position: Option<[u8; 8]> = None;
-    loop {
-        let mut keys = vec![0u8; batch as usize * key_size];
-        let mut values = vec![0u8; batch as usize * value_size];
-        let mut out = [0u8; 8];
-        let observed_ns = sys::monotonic_ns();
-        let read = match sys::lookup_batch(
-            fd,
-            position.as_ref(),
-            &mut out,
-            &mut keys,
-            &mut values,
-            batch,
-        ) {
-            Ok(read) => read,
-            Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && batch < (1 << 20) => {
-                batch *= 2;
-                continue;
-            }
-            Err(error) => return Err(error),
-        };
-        for i in 0..read.count as usize {
-            entries.push((
-                Bytes::copy_from_slice(&keys[i * key_size..(i + 1) * key_size]),
-                Bytes::copy_from_slice(&values[i * value_size..(i + 1) * value_size]),
-                observed_ns,
-            ));
+/// Hash maps of at least this capacity are dumped by two threads, each
+/// reading half of the buckets: the kernel's walk of the buckets (a cache
+/// miss per element) is most of a dump's time.
+const SPLIT_FROM: u32 = 1 << 17;
+
+fn dump_batched(fd: BorrowedFd<'_>, info: &MapInfo) -> std::io::Result<DumpEntries> {
+    let hashed = matches!(
+        info.kind,
+        MapKind::Hash | MapKind::LruHash | MapKind::PercpuHash | MapKind::LruPercpuHash
+    );
+    if !hashed || info.max_entries < SPLIT_FROM {
+        return read_buckets(fd, info, None, None);
+    }
+    // a hash map's batch position is the next bucket's index (a u32), of
+    // `max_entries` rounded up to a power of two buckets
+    let split = info.max_entries.next_power_of_two() / 2;
+    let (low, high) = std::thread::scope(|scope| {
+        let high = std::thread::Builder::new()
+            .name("mapsync-dump".into())
+            .spawn_scoped(scope, || read_buckets(fd, info, Some(split), None));
+        let low = read_buckets(fd, info, None, Some(split));
+        let high = high.map(|thread| thread.join());
+        (low, high)
+    });
+    match (low?, high) {
+        (low, Ok(Ok(Ok(high)))) => Ok(low.merge_by_time(high)),
+        // the upper half could not be read apart: read it all here
+        (_, _) => {
+            tracing::debug!(map = %info.name, "split dump failed, reading it whole");
+            read_buckets(fd, info, None, None)
         }
-        if read.done {
-            return Ok(entries);
-        }
-        position = Some(out);
     }
 }
 
-fn dump_iterating(fd: BorrowedFd<'_>, info: &MapInfo) -> std::io::Result<Vec<(Bytes, Bytes, u64)>> {
-    let mut entries = Vec::new();
+/// Reads the map with batch lookups from bucket `from` (`None`: the start)
+/// to the end, or until the position reaches bucket `until`, where another
+/// reader started (the last batch may read past it: those keys are read
+/// twice, and the later read wins). A position that does not look like a
+/// bucket index (not increasing, past the last bucket) reads to the end.
+fn read_buckets(
+    fd: BorrowedFd<'_>,
+    info: &MapInfo,
+    from: Option<u32>,
+    mut until: Option<u32>,
+) -> std::io::Result<DumpEntries> {
+    let mut entries = DumpEntries::with_shape(info.key_size as usize, info.value_bytes as usize);
+    let buckets = info.max_entries.max(1).next_power_of_two();
+    // the buffers grow with what is read, not with the map's capacity (a
+    // large, mostly empty map costs what it holds)
+    let mut batch = BATCH.min(info.max_entries.max(1));
+    let mut position: Option<[u8; 8]> = from.map(|bucket| {
+        let mut token = [0u8; 8];
+        token[..4].copy_from_slice(&bucket.to_ne_bytes());
+        token
+    });
+    let mut last_bucket = from.unwrap_or(0);
+    loop {
+        let mut out = [0u8; 8];
+        let mut done = false;
+        let read = entries.read_into(batch as usize, sys::monotonic_ns(), |keys, values| {
+            let read = sys::lookup_batch(fd, position.as_ref(), &mut out, keys, values, batch)?;
+            done = read.done;
+            Ok::<_, std::io::Error>(read.count as usize)
+        });
+        match read {
+            Ok(_) if done => return Ok(entries),
+            Ok(_) => {
+                position = Some(out);
+                if let Some(stop) = until {
+                    let bucket = u32::from_ne_bytes(out[..4].try_into().expect("4 bytes"));
+                    if bucket <= last_bucket || bucket > buckets || out[4..] != [0; 4] {
+                        until = None;
+                    } else if bucket >= stop {
+                        return Ok(entries);
+                    }
+                    last_bucket = bucket;
+                }
+            }
+            Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && batch < (1 << 20) => {
+                batch *= 2;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn dump_iterating(fd: BorrowedFd<'_>, info: &MapInfo) -> std::io::Result<DumpEntries> {
+    let mut entries = DumpEntries::with_shape(info.key_size as usize, info.value_bytes as usize);
     let mut key = vec![0u8; info.key_size as usize];
     let mut next = vec![0u8; info.key_size as usize];
     let mut value = vec![0u8; info.value_bytes as usize];
@@ -106,11 +154,7 @@ fn dump_iterating(fd: BorrowedFd<'_>, info: &MapInfo) -> std::io::Result<Vec<(By
         let observed_ns = sys::monotonic_ns();
         // a key deleted between next-key and lookup is simply absent
         if sys::lookup(fd, &key, &mut value)? {
-            entries.push((
-                Bytes::copy_from_slice(&key),
-                Bytes::copy_from_slice(&value),
-                observed_ns,
-            ));
+            entries.push(&key, &value, observed_ns);
         }
     }
     Ok(entries)

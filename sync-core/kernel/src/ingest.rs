@@ -150,7 +150,7 @@ impl Ingest {
         dump: Dump,
     ) {
         self.writer
-            .add_map(map.info.clone(), dump.entries, dump.started_ns);
+            .add_dump(map.info.clone(), dump.entries, dump.started_ns);
         let name: Arc<str> = map.info.name.as_str().into();
         self.stats.add_map(&name, poll_interval);
         self.maps.insert(

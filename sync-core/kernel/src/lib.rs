@@ -79,4 +79,6 @@ pub use record::Record;
 pub use ring::RingConsumer;
 pub use stats::{HistogramSnapshot, StatsSnapshot, SyncStats};
 pub use switch::{SwitchError, SwitchShape};
-pub use sync::{DEFAULT_PIN_DIR, DEFAULT_RECONCILE_INTERVAL, MapSync, SHUTDOWN_WAIT, SyncConfig};
+pub use sync::{
+    DEFAULT_PIN_DIR, DEFAULT_RECONCILE_INTERVAL, MapSync, SHUTDOWN_WAIT, StartPhases, SyncConfig,
+};

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mapsync_ebpf::abi;
@@ -62,6 +62,23 @@ impl Default for SyncConfig {
     }
 }
 
+/// How long each phase of [`MapSync::start`] took (wall time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartPhases {
+    /// Checking and locking the pin directory, opening the maps.
+    pub open: Duration,
+    /// Loading and attaching the capture (the syscall trace, the ring) and
+    /// watching the maps.
+    pub capture: Duration,
+    /// The kernel dumps of every map.
+    pub dump: Duration,
+    /// Building the mirror's maps from the dumps.
+    pub build: Duration,
+    /// Applying what was captured during the dumps and re-reading the keys
+    /// written meanwhile, up to ready.
+    pub catch_up: Duration,
+}
+
 /// A running sync: the store and the task that feeds it.
 ///
 /// ```no_run
@@ -94,6 +111,8 @@ pub struct MapSync {
     commands: CommandHandle,
     /// The ingest task's result, once [`MapSync::stopped`] has seen it end.
     ended: Option<Result<(), KernelError>>,
+    /// How long start took, phase by phase.
+    phases: StartPhases,
 }
 
 impl MapSync {
@@ -104,6 +123,13 @@ impl MapSync {
     /// dumps them, re-reads keys written while the dumps ran, marks the
     /// store ready and spawns the ingest task.
     pub async fn start(config: SyncConfig) -> Result<MapSync, KernelError> {
+        let mut phases = StartPhases::default();
+        let mut phase_start = Instant::now();
+        let mut phase_end = |phase: &mut Duration| {
+            let now = Instant::now();
+            *phase += now - phase_start;
+            phase_start = now;
+        };
         // one instance per pin directory, checked before anything is loaded
         // (two would share the ring with separate read positions)
         pin_dir::check_bpffs(&config.pin_dir)?;
@@ -142,6 +168,7 @@ impl MapSync {
             }
             opened.push((map, spec.poll_interval, spec.source.clone()));
         }
+        phase_end(&mut phases.open);
         let (capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
         let seq_counters = sys::obj_get(&config.pin_dir.join(abi::SEQS_MAP)).map_err(|source| {
             KernelError::Host {
@@ -161,7 +188,9 @@ impl MapSync {
         let mut dumped = Vec::with_capacity(opened.len());
         for (map, poll_interval, source) in opened {
             ingest.capture.watch(&map.info)?;
+            phase_end(&mut phases.capture);
             let dump = dump::dump(map.fd.as_fd(), &map.info)?;
+            phase_end(&mut phases.dump);
             tracing::info!(
                 map = %map.info.name, id = map.info.id, kind = %map.info.kind,
                 entries = dump.entries.len(), "initial dump"
@@ -177,6 +206,7 @@ impl MapSync {
                 ingest.attach_switch(map_id, set);
             }
         }
+        phase_end(&mut phases.build);
         // apply what was captured while dumping, then re-read every key
         // written during its map's dump: the order of a record and the
         // dump's read of the same key is unknown, the kernel's value is not
@@ -204,6 +234,15 @@ impl MapSync {
         ingest.read_keys(touched.into_iter().collect())?;
         ingest.resync_pending()?;
         ingest.writer.set_ready();
+        phase_end(&mut phases.catch_up);
+        tracing::info!(
+            open_us = phases.open.as_micros() as u64,
+            capture_us = phases.capture.as_micros() as u64,
+            dump_us = phases.dump.as_micros() as u64,
+            build_us = phases.build.as_micros() as u64,
+            catch_up_us = phases.catch_up.as_micros() as u64,
+            "ready"
+        );
         let (stop, stopped) = oneshot::channel();
         let (commands, command_rx) = control::channel(COMMAND_QUEUE);
         let (ended_tx, ended_rx) = oneshot::channel();
@@ -249,7 +288,13 @@ impl MapSync {
             stop: Some(stop),
             commands,
             ended: None,
+            phases,
         })
+    }
+
+    /// How long [`MapSync::start`] took, phase by phase.
+    pub fn start_phases(&self) -> StartPhases {
+        self.phases
     }
 
     /// The mirror.
