@@ -196,13 +196,13 @@ impl Outbound {
         })
     }
 
-    /// The `EventBatch` message of watch `id` holding `events` (each one
-    /// `Event`, encoded).
-    pub(super) fn events(&self, id: u64, events: Vec<Bytes>, revision_continues: bool) -> Outgoing {
+    /// The `EventBatch` message of watch `id` holding `fields` (whole
+    /// `EventBatch.events` fields, encoded).
+    pub(super) fn events(&self, id: u64, fields: Vec<Bytes>, revision_continues: bool) -> Outgoing {
         Outgoing::Events(EncodedBatch {
             epoch: self.epoch,
             watch_id: id,
-            events,
+            fields,
             revision_continues,
         })
     }

@@ -8,14 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use mapsync_core::{ChangeEvent, Revision, Subscription, WatchBatch};
-use prost::Message;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::MissedTickBehavior;
 
-use super::encoded::SharedEncodings;
+use super::encoded::{self, Chunk, SharedEncodings};
 use super::outbound::{Admitted, Outbound};
 use super::wire::Outgoing;
 use crate::convert;
@@ -186,26 +184,31 @@ impl Watcher {
     /// Each event's encoding: live events of a watch that decodes nothing
     /// are shared with every other such watch (`encoded`); initial state
     /// (this watch's own) and decoded events are encoded here.
-    fn encode(&self, events: &[Arc<ChangeEvent>], live: bool) -> Vec<Encoded> {
-        let mut bytes = Vec::with_capacity(events.len());
-        if live && self.decoder.fills_nothing() {
-            for group in events.chunk_by(|a, b| a.revision == b.revision) {
+    fn encode(&self, events: &[Arc<ChangeEvent>], live: bool) -> Vec<Chunk> {
+        let mut chunks = Vec::new();
+        let cap = self.max_message_bytes;
+        for group in events.chunk_by(|a, b| a.revision == b.revision) {
+            let revision = group[0].revision;
+            if live && self.decoder.fills_nothing() {
                 self.shared
-                    .encode_revision(group, self.prev_value, &mut bytes);
+                    .encode_revision(group, self.prev_value, cap, &mut chunks);
+                continue;
             }
-        } else {
-            bytes.extend(events.iter().map(|event| {
-                Bytes::from(self.decoder.event(event, self.prev_value).encode_to_vec())
-            }));
+            let events = group
+                .iter()
+                .map(|event| self.decoder.event(event, self.prev_value));
+            let (fields, ranges) = encoded::frame_all(events);
+            if live {
+                encoded::push_ranges(revision, &fields, ranges, cap, &mut chunks);
+            } else {
+                // initial state: one state, any boundary will do, so one
+                // chunk per event
+                for range in ranges {
+                    encoded::push_ranges(revision, &fields, [range], 0, &mut chunks);
+                }
+            }
         }
-        events
-            .iter()
-            .zip(bytes)
-            .map(|(event, bytes)| Encoded {
-                revision: event.revision,
-                bytes,
-            })
-            .collect()
+        chunks
     }
 
     async fn send_batch(&mut self, batch: WatchBatch) -> Result<(), Ended> {
@@ -232,19 +235,26 @@ impl Watcher {
             initial_messages(events, self.max_message_bytes)
         };
         for message in messages {
-            let revisions: Vec<Revision> = match live {
-                true => message.events.iter().map(|event| event.revision).collect(),
+            let revisions: Vec<(Revision, usize)> = match live {
+                true => message
+                    .events
+                    .iter()
+                    .map(|chunk| (chunk.revision, chunk.events))
+                    .collect(),
                 false => Vec::new(),
             };
-            let events = message
+            let fields = message
                 .events
                 .into_iter()
-                .map(|event| event.bytes)
+                .map(|chunk| chunk.fields)
                 .collect();
-            let outgoing = self.out.events(self.id, events, message.continues);
+            let outgoing = self.out.events(self.id, fields, message.continues);
             self.send_outgoing(outgoing, complete).await?;
             if live {
-                self.out.stats().observe_sent(&self.store, revisions);
+                let each = revisions
+                    .into_iter()
+                    .flat_map(|(revision, events)| std::iter::repeat_n(revision, events));
+                self.out.stats().observe_sent(&self.store, each);
                 complete = message.through;
             }
         }
@@ -252,28 +262,21 @@ impl Watcher {
     }
 }
 
-/// One event's encoding and its revision.
-#[derive(Debug, Clone)]
-struct Encoded {
-    revision: Revision,
-    bytes: Bytes,
+/// The bytes a chunk adds to a message.
+fn event_size(chunk: &Chunk) -> usize {
+    chunk.fields.len()
 }
 
-/// The encoded size an event adds to a message (with its framing).
-fn event_size(event: &Encoded) -> usize {
-    event.bytes.len() + 8
-}
-
-/// One message's events, whether its last revision continues in the next
+/// One message's chunks of events, whether its last revision continues in the next
 /// message, and the revision the watch is complete up to once it is sent.
 #[derive(Debug)]
 struct Piece {
-    events: Vec<Encoded>,
+    events: Vec<Chunk>,
     continues: bool,
     through: Revision,
 }
 
-fn piece(events: Vec<Encoded>, continues: bool, through: Revision) -> Piece {
+fn piece(events: Vec<Chunk>, continues: bool, through: Revision) -> Piece {
     Piece {
         events,
         continues,
@@ -284,7 +287,7 @@ fn piece(events: Vec<Encoded>, continues: bool, through: Revision) -> Piece {
 /// Initial-state events as messages of at most `max_bytes` (a single larger
 /// event travels alone): they are one state, not revisions, so any boundary
 /// will do. The revision is 0 (nothing is complete before the end).
-fn initial_messages(events: Vec<Encoded>, max_bytes: usize) -> Vec<Piece> {
+fn initial_messages(events: Vec<Chunk>, max_bytes: usize) -> Vec<Piece> {
     let mut messages = Vec::new();
     let mut current = Vec::new();
     let mut bytes = 0;
@@ -309,9 +312,9 @@ fn initial_messages(events: Vec<Encoded>, max_bytes: usize) -> Vec<Piece> {
 /// a revision that alone exceeds the cap: that one is split across
 /// consecutive messages of its own, each but the last marked
 /// `revision_continues` (and complete only up to the revision before).
-fn live_messages(events: Vec<Encoded>, max_bytes: usize) -> Vec<Piece> {
+fn live_messages(events: Vec<Chunk>, max_bytes: usize) -> Vec<Piece> {
     let mut messages = Vec::new();
-    let mut current: Vec<Encoded> = Vec::new();
+    let mut current: Vec<Chunk> = Vec::new();
     let mut bytes = 0;
     let mut events = events.into_iter().peekable();
     while let Some(first) = events.next() {
@@ -356,8 +359,9 @@ fn live_messages(events: Vec<Encoded>, max_bytes: usize) -> Vec<Piece> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
-    fn event(revision: Revision, key: u8) -> Encoded {
+    fn event(revision: Revision, key: u8) -> Chunk {
         let event = pb::Event {
             revision,
             map: "m".into(),
@@ -366,9 +370,11 @@ mod tests {
             value: vec![0; 40].into(),
             ..Default::default()
         };
-        Encoded {
+        let (fields, _) = encoded::frame_all([event]);
+        Chunk {
             revision,
-            bytes: event.encode_to_vec().into(),
+            events: 1,
+            fields,
         }
     }
 
@@ -377,7 +383,7 @@ mod tests {
         messages
             .iter()
             .map(|piece| {
-                let revisions = piece.events.iter().map(|e| e.revision).collect();
+                let revisions = decoded(piece).events.iter().map(|e| e.revision).collect();
                 (revisions, piece.continues, piece.through)
             })
             .collect()
@@ -385,11 +391,11 @@ mod tests {
 
     /// The message as the client decodes it.
     fn decoded(piece: &Piece) -> pb::EventBatch {
-        let events = piece.events.iter().map(|e| e.bytes.clone()).collect();
+        let fields = piece.events.iter().map(|e| e.fields.clone()).collect();
         let outgoing = super::super::wire::Outgoing::Events(super::super::wire::EncodedBatch {
             epoch: 1,
             watch_id: 1,
-            events,
+            fields,
             revision_continues: piece.continues,
         });
         match outgoing.into_message().expect("decodes").kind {

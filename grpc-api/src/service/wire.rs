@@ -1,9 +1,10 @@
 //! What a Watch stream puts on the wire, and the codec that writes it.
 //!
-//! `repeated Event events` is, on the wire, the same as `repeated bytes`
-//! holding each event's encoding, so an [`Outgoing::Events`] message carries
-//! its events already encoded ([`Bytes`], shared between every watch that
-//! sends the same event with the same options, see `encoded`) and the codec
+//! `repeated Event events` is, on the wire, a run of length-delimited fields
+//! each holding one event's encoding, so an [`Outgoing::Events`] message
+//! carries those fields already encoded ([`Bytes`] chunks, typically one
+//! per revision, shared between every watch that sends the same events
+//! with the same options, see `encoded`) and the codec
 //! writes the `WatchResponse` around them by hand: byte for byte what prost
 //! writes for the generated `WatchResponse` holding the decoded events (the
 //! tests below compare the two). Clients decode it with the generated
@@ -50,29 +51,38 @@ pub enum Outgoing {
 }
 
 /// A `WatchResponse { epoch, watch_id, events: EventBatch { .. } }` whose
-/// events are each one `Event`'s protobuf encoding.
+/// events are already encoded as `EventBatch.events` fields (key, length,
+/// `Event`), in chunks of one or more whole fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedBatch {
     /// The server's epoch.
     pub epoch: u64,
     /// The watch the message is about.
     pub watch_id: u64,
-    /// Each one `pb::Event`, encoded.
-    pub events: Vec<Bytes>,
+    /// Whole `events` fields, in order ([`frame_event`]).
+    pub fields: Vec<Bytes>,
     /// `EventBatch.revision_continues`.
     pub revision_continues: bool,
+}
+
+/// Appends `event` to `buf` as one `EventBatch.events` field.
+pub fn frame_event(event: &pb::Event, buf: &mut Vec<u8>) {
+    let len = event.encoded_len();
+    buf.reserve(framed_len(len));
+    encode_key(BATCH_EVENTS, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+    event.encode_raw(buf);
+}
+
+/// The bytes of an `events` field holding an `Event` of `len` bytes.
+pub fn framed_len(len: usize) -> usize {
+    key_len(BATCH_EVENTS) + encoded_len_varint(len as u64) + len
 }
 
 impl EncodedBatch {
     /// The encoded length of the `EventBatch` (without its own key).
     fn batch_len(&self) -> usize {
-        let events: usize = self
-            .events
-            .iter()
-            .map(|event| {
-                key_len(BATCH_EVENTS) + encoded_len_varint(event.len() as u64) + event.len()
-            })
-            .sum();
+        let events: usize = self.fields.iter().map(Bytes::len).sum();
         events + usize::from(self.revision_continues) * (key_len(BATCH_REVISION_CONTINUES) + 1)
     }
 
@@ -90,10 +100,8 @@ impl EncodedBatch {
         varint_field(RESPONSE_WATCH_ID, self.watch_id, buf);
         encode_key(RESPONSE_EVENTS, WireType::LengthDelimited, buf);
         encode_varint(self.batch_len() as u64, buf);
-        for event in &self.events {
-            encode_key(BATCH_EVENTS, WireType::LengthDelimited, buf);
-            encode_varint(event.len() as u64, buf);
-            buf.put_slice(event);
+        for fields in &self.fields {
+            buf.put_slice(fields);
         }
         if self.revision_continues {
             encode_key(BATCH_REVISION_CONTINUES, WireType::Varint, buf);
@@ -101,20 +109,18 @@ impl EncodedBatch {
         }
     }
 
-    /// The same message as the generated type (decodes each event).
+    /// The same message as the generated type (decodes the events).
     fn decoded(&self) -> Result<pb::WatchResponse, prost::DecodeError> {
-        let events = self
-            .events
-            .iter()
-            .map(|event| pb::Event::decode(event.clone()))
-            .collect::<Result<_, _>>()?;
+        let mut batch = Vec::with_capacity(self.batch_len());
+        for fields in &self.fields {
+            batch.extend_from_slice(fields);
+        }
+        let mut batch = pb::EventBatch::decode(&batch[..])?;
+        batch.revision_continues = self.revision_continues;
         Ok(pb::WatchResponse {
             epoch: self.epoch,
             watch_id: self.watch_id,
-            kind: Some(pb::watch_response::Kind::Events(pb::EventBatch {
-                events,
-                revision_continues: self.revision_continues,
-            })),
+            kind: Some(pb::watch_response::Kind::Events(batch)),
         })
     }
 }
@@ -237,14 +243,25 @@ mod tests {
         }
     }
 
+    /// The events in chunks of one, two, three... fields.
     fn encoded(epoch: u64, id: u64, events: &[pb::Event], continues: bool) -> Outgoing {
+        let mut fields = Vec::new();
+        let mut rest = events;
+        let mut size = 1;
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(size.min(rest.len()));
+            let mut buf = Vec::new();
+            for event in chunk {
+                frame_event(event, &mut buf);
+            }
+            fields.push(Bytes::from(buf));
+            rest = after;
+            size += 1;
+        }
         Outgoing::Events(EncodedBatch {
             epoch,
             watch_id: id,
-            events: events
-                .iter()
-                .map(|e| Bytes::from(e.encode_to_vec()))
-                .collect(),
+            fields,
             revision_continues: continues,
         })
     }
