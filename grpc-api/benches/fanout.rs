@@ -89,11 +89,25 @@ fn main() {
     let mut rows = Vec::new();
     // `idle` as an argument: only the idle-memory figure
     let only_idle = std::env::args().any(|arg| arg == "idle");
-    for watchers in [1usize, 100, 1000].into_iter().filter(|_| !only_idle) {
+    // `watchers=N`: only the rows of N watchers; `flat` / `paced`: only
+    // that mode
+    let only_watchers: Option<usize> =
+        std::env::args().find_map(|arg| arg.strip_prefix("watchers=").and_then(|n| n.parse().ok()));
+    let only_mode = std::env::args().find(|arg| arg == "flat" || arg == "paced");
+    for watchers in [1usize, 100, 1000]
+        .into_iter()
+        .filter(|n| !only_idle && only_watchers.is_none_or(|only| only == *n))
+    {
         for (mode, name) in [
             (Mode::FlatOut, "flat out"),
             (Mode::Paced(100_000), "paced 100k/s"),
-        ] {
+        ]
+        .into_iter()
+        .filter(|(_, name)| {
+            only_mode
+                .as_deref()
+                .is_none_or(|only| name.starts_with(only))
+        }) {
             let mapsync = runtime.block_on(run(watchers, mode, name, Target::Mapsync));
             let bare = runtime.block_on(run(watchers, mode, name, Target::BareHub));
             for (what, row) in [("mapsync", &mapsync), ("bare hub", &bare)] {

@@ -95,6 +95,12 @@ impl Decoder {
         Self { maps }
     }
 
+    /// Whether this decoder fills nothing (decoding not asked, or no map has
+    /// BTF): its events are the plain ones every such watch shares.
+    pub fn fills_nothing(&self) -> bool {
+        self.maps.is_empty()
+    }
+
     /// JSON text of `key` of `map`; empty when not asked or untyped.
     pub fn key(&self, map: &str, key: &[u8]) -> String {
         self.maps

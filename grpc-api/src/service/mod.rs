@@ -7,6 +7,9 @@
 //!   the watches it multiplexes.
 //! - `watcher`: one task per watch, from a sync-core subscription to
 //!   batched messages, progress and cancellation.
+//! - [`wire`]: a Watch stream's messages as sent (events pre-encoded) and
+//!   the codec the Watch route is served with; `encoded`: live event
+//!   encodings shared between watches of the same form.
 //! - `outbound`: a stream's queue and response side; `budget`: the bytes
 //!   prepared for clients, per stream and server-wide; `trim`: returning
 //!   freed memory after streams close.
@@ -36,6 +39,7 @@ use budget::ServerBudget;
 
 pub mod auth;
 mod budget;
+mod encoded;
 mod outbound;
 mod oversize;
 pub mod read;
@@ -44,6 +48,7 @@ pub mod status;
 mod trim;
 pub mod watch;
 mod watcher;
+pub mod wire;
 pub mod write;
 pub mod write_status;
 
@@ -140,6 +145,8 @@ pub struct MapSyncService {
     status: Option<Arc<dyn StatusSource>>,
     /// Who may read and write which map.
     authz: Arc<crate::authz::Authorizer>,
+    /// Live watch events encoded once, shared between watches.
+    encodings: Arc<encoded::SharedEncodings>,
 }
 
 impl MapSyncService {
@@ -167,6 +174,7 @@ impl MapSyncService {
             writes: None,
             status: None,
             authz: crate::authz::Authorizer::open(),
+            encodings: Arc::default(),
         }
     }
 
@@ -201,10 +209,11 @@ impl MapSyncService {
     /// request over it is `RESOURCE_EXHAUSTED` on every call).
     pub fn into_server(self) -> MapSyncRouter {
         let max = self.limits.max_request_bytes;
+        let watch = self.clone();
         let server = pb::map_sync_server::MapSyncServer::new(self)
             .max_decoding_message_size(max)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
-        MapSyncRouter::new(server, max)
+        MapSyncRouter::new(server, watch, max)
     }
 
     fn ready_snapshot(&self) -> Result<Arc<Snapshot>, RequestError> {
@@ -212,6 +221,24 @@ impl MapSyncService {
             return Err(RequestError::NotReady);
         }
         Ok(self.store.snapshot())
+    }
+}
+
+/// A Watch stream as the generated service's messages.
+pub type DecodedWatchStream = futures::stream::Map<
+    WatchStream,
+    fn(Result<wire::Outgoing, Status>) -> Result<pb::WatchResponse, Status>,
+>;
+
+impl MapSyncService {
+    /// Opens a `Watch` stream for an authenticated caller (authentication
+    /// refused: its status).
+    fn open_watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<WatchStream, Status> {
+        let auth = self.authenticate(&request, "watch")?;
+        Ok(watch::open(self, request.into_inner(), auth))
     }
 }
 
@@ -252,14 +279,18 @@ impl pb::map_sync_server::MapSync for MapSyncService {
         Ok(Response::new(read::list(self, request).await?))
     }
 
-    type WatchStream = WatchStream;
+    type WatchStream = DecodedWatchStream;
 
+    /// Only for callers that serve the generated server themselves:
+    /// [`MapSyncService::into_server`] serves `Watch` through its own codec
+    /// ([`wire`]), which sends the shared event encodings as they are.
     async fn watch(
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let auth = self.authenticate(&request, "watch")?;
-        Ok(Response::new(watch::open(self, request.into_inner(), auth)))
+        let stream = self.open_watch(request)?;
+        let decode: fn(_) -> _ = |item: Result<wire::Outgoing, Status>| item?.into_message();
+        Ok(Response::new(futures::StreamExt::map(stream, decode)))
     }
 
     async fn put(

@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures::Stream;
-use prost::Message;
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::budget::{Charge, StreamBudget};
+use super::wire::{EncodedBatch, Outgoing};
 use crate::pb;
 use crate::pb::watch_response::Kind;
 
@@ -66,9 +67,13 @@ impl WatchStats {
 
     /// Counts the events of a live message just queued: how long ago each
     /// one's revision was published in `store`.
-    pub(super) fn observe_sent(&self, store: &mapsync_core::Store, revisions: &[u64]) {
+    pub(super) fn observe_sent(
+        &self,
+        store: &mapsync_core::Store,
+        revisions: impl IntoIterator<Item = u64>,
+    ) {
         for revision in revisions {
-            if let Some(ago) = store.since_published(*revision) {
+            if let Some(ago) = store.since_published(revision) {
                 self.send_propagation.observe_ns(ago.as_nanos() as u64);
             }
         }
@@ -112,7 +117,7 @@ impl Drop for Admitted {
 /// it boxed: tokio's channel allocates its slots in blocks of 32 up front,
 /// so an idle stream's queue costs 32 pointers rather than 32 messages.
 struct Queued {
-    message: Result<pb::WatchResponse, Status>,
+    message: Result<Outgoing, Status>,
     _charge: Option<Charge>,
     _counted: CountedMessage,
 }
@@ -179,11 +184,32 @@ impl Outbound {
     /// Queues a message about watch `id` once the budget and the queue have
     /// room; `Err` once the client is gone. Cancel-safe.
     pub(super) async fn send(&self, id: u64, kind: Kind) -> Result<(), ()> {
-        let message = pb::WatchResponse {
+        self.send_outgoing(self.message(id, kind)).await
+    }
+
+    /// The message about watch `id` saying `kind`.
+    pub(super) fn message(&self, id: u64, kind: Kind) -> Outgoing {
+        Outgoing::Message(pb::WatchResponse {
             epoch: self.epoch,
             watch_id: id,
             kind: Some(kind),
-        };
+        })
+    }
+
+    /// The `EventBatch` message of watch `id` holding `fields` (whole
+    /// `EventBatch.events` fields, encoded).
+    pub(super) fn events(&self, id: u64, fields: Vec<Bytes>, revision_continues: bool) -> Outgoing {
+        Outgoing::Events(EncodedBatch {
+            epoch: self.epoch,
+            watch_id: id,
+            fields,
+            revision_continues,
+        })
+    }
+
+    /// Queues `message` once the budget and the queue have room; `Err` once
+    /// the client is gone. Cancel-safe (the message is lost when canceled).
+    pub(super) async fn send_outgoing(&self, message: Outgoing) -> Result<(), ()> {
         let charge = self.budget.charge(message.encoded_len()).await;
         let permit = self.tx.reserve().await.map_err(|_| ())?;
         permit.send(Box::new(Queued {
@@ -222,7 +248,7 @@ pub struct WatchStream {
 }
 
 impl Stream for WatchStream {
-    type Item = Result<pb::WatchResponse, Status>;
+    type Item = Result<Outgoing, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.ended {

@@ -55,6 +55,7 @@ pub(super) fn open(
     );
     let stream = StreamState {
         store: service.store.clone(),
+        encodings: service.encodings.clone(),
         limits: service.limits,
         stats: service.stats.clone(),
         out,
@@ -109,6 +110,7 @@ struct WatchHandle {
 
 struct StreamState {
     store: Store,
+    encodings: Arc<super::encoded::SharedEncodings>,
     limits: Limits,
     stats: Arc<WatchStats>,
     out: Outbound,
@@ -270,6 +272,7 @@ impl StreamState {
             slow_consumer_timeout: self.limits.slow_consumer_timeout,
             admitted,
             store: self.store.clone(),
+            shared: self.encodings.clone(),
         };
         let span = tracing::info_span!("watch", id, maps = ?create.maps, start_revision = create.start_revision);
         let task = tokio::spawn(watcher.run().instrument(span));

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mapsync_core::{Revision, Subscription, WatchBatch};
-use prost::Message;
+use mapsync_core::{ChangeEvent, Revision, Subscription, WatchBatch};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::MissedTickBehavior;
 
+use super::encoded::{self, Chunk, SharedEncodings};
 use super::outbound::{Admitted, Outbound};
+use super::wire::Outgoing;
 use crate::convert;
 use crate::error::RequestError;
 use crate::pb;
@@ -58,6 +59,8 @@ pub(super) struct Watcher {
     pub(super) admitted: Admitted,
     /// The mirror, for when each sent revision was published.
     pub(super) store: mapsync_core::Store,
+    /// Live event encodings shared between watches.
+    pub(super) shared: Arc<SharedEncodings>,
 }
 
 impl Watcher {
@@ -164,13 +167,48 @@ impl Watcher {
     /// if there is no room for longer than the slow-consumer timeout (then
     /// the watch was complete up to `complete`).
     async fn send(&mut self, kind: Kind, complete: Revision) -> Result<(), Ended> {
+        let message = self.out.message(self.id, kind);
+        self.send_outgoing(message, complete).await
+    }
+
+    async fn send_outgoing(&mut self, message: Outgoing, complete: Revision) -> Result<(), Ended> {
         let timeout = tokio::time::sleep(self.slow_consumer_timeout);
         tokio::select! {
             biased;
             _ = &mut self.canceled => Err(Ended::Canceled { complete }),
-            sent = self.out.send(self.id, kind) => sent.map_err(|()| Ended::Finished),
+            sent = self.out.send_outgoing(message) => sent.map_err(|()| Ended::Finished),
             _ = timeout => Err(Ended::Slow { complete }),
         }
+    }
+
+    /// Each event's encoding: live events of a watch that decodes nothing
+    /// are shared with every other such watch (`encoded`); initial state
+    /// (this watch's own) and decoded events are encoded here.
+    fn encode(&self, events: &[Arc<ChangeEvent>], live: bool) -> Vec<Chunk> {
+        let mut chunks = Vec::new();
+        let cap = self.max_message_bytes;
+        for group in events.chunk_by(|a, b| a.revision == b.revision) {
+            let revision = group[0].revision;
+            if live && self.decoder.fills_nothing() {
+                self.shared
+                    .encode_revision(group, self.prev_value, cap, &mut chunks);
+                continue;
+            }
+            let events = group
+                .iter()
+                .map(|event| self.decoder.event(event, self.prev_value));
+            let (fields, ranges) = encoded::frame_all(events);
+            if live {
+                encoded::push_ranges(revision, &fields, ranges, cap, &mut chunks);
+            } else {
+                // initial state: one state, any boundary will do, so one
+                // chunk per event
+                for range in ranges {
+                    encoded::push_ranges(revision, &fields, [range], 0, &mut chunks);
+                }
+            }
+        }
+        chunks
     }
 
     async fn send_batch(&mut self, batch: WatchBatch) -> Result<(), Ended> {
@@ -190,53 +228,80 @@ impl Watcher {
             }
             WatchBatch::Events(events) => events,
         };
-        let events: Vec<pb::Event> = events
-            .iter()
-            .map(|event| self.decoder.event(event, self.prev_value))
-            .collect();
+        let events = self.encode(&events, live);
         let messages = if live {
             live_messages(events, self.max_message_bytes)
         } else {
             initial_messages(events, self.max_message_bytes)
         };
-        for (batch, done_through) in messages {
-            let revisions: Vec<Revision> = match live {
-                true => batch.events.iter().map(|event| event.revision).collect(),
+        for message in messages {
+            let revisions: Vec<(Revision, usize)> = match live {
+                true => message
+                    .events
+                    .iter()
+                    .map(|chunk| (chunk.revision, chunk.events))
+                    .collect(),
                 false => Vec::new(),
             };
-            self.send(Kind::Events(batch), complete).await?;
+            let fields = message
+                .events
+                .into_iter()
+                .map(|chunk| chunk.fields)
+                .collect();
+            let outgoing = self.out.events(self.id, fields, message.continues);
+            self.send_outgoing(outgoing, complete).await?;
             if live {
-                self.out.stats().observe_sent(&self.store, &revisions);
-                complete = done_through;
+                let each = revisions
+                    .into_iter()
+                    .flat_map(|(revision, events)| std::iter::repeat_n(revision, events));
+                self.out.stats().observe_sent(&self.store, each);
+                complete = message.through;
             }
         }
         Ok(())
     }
 }
 
-/// The encoded size an event adds to a message (with its framing).
-fn event_size(event: &pb::Event) -> usize {
-    event.encoded_len() + 8
+/// The bytes a chunk adds to a message.
+fn event_size(chunk: &Chunk) -> usize {
+    chunk.fields.len()
+}
+
+/// One message's chunks of events, whether its last revision continues in the next
+/// message, and the revision the watch is complete up to once it is sent.
+#[derive(Debug)]
+struct Piece {
+    events: Vec<Chunk>,
+    continues: bool,
+    through: Revision,
+}
+
+fn piece(events: Vec<Chunk>, continues: bool, through: Revision) -> Piece {
+    Piece {
+        events,
+        continues,
+        through,
+    }
 }
 
 /// Initial-state events as messages of at most `max_bytes` (a single larger
 /// event travels alone): they are one state, not revisions, so any boundary
 /// will do. The revision is 0 (nothing is complete before the end).
-fn initial_messages(events: Vec<pb::Event>, max_bytes: usize) -> Vec<(pb::EventBatch, Revision)> {
+fn initial_messages(events: Vec<Chunk>, max_bytes: usize) -> Vec<Piece> {
     let mut messages = Vec::new();
     let mut current = Vec::new();
     let mut bytes = 0;
     for event in events {
         let size = event_size(&event);
         if !current.is_empty() && bytes + size > max_bytes {
-            messages.push((batch(std::mem::take(&mut current), false), 0));
+            messages.push(piece(std::mem::take(&mut current), false, 0));
             bytes = 0;
         }
         bytes += size;
         current.push(event);
     }
     if !current.is_empty() {
-        messages.push((batch(current, false), 0));
+        messages.push(piece(current, false, 0));
     }
     messages
 }
@@ -247,9 +312,9 @@ fn initial_messages(events: Vec<pb::Event>, max_bytes: usize) -> Vec<(pb::EventB
 /// a revision that alone exceeds the cap: that one is split across
 /// consecutive messages of its own, each but the last marked
 /// `revision_continues` (and complete only up to the revision before).
-fn live_messages(events: Vec<pb::Event>, max_bytes: usize) -> Vec<(pb::EventBatch, Revision)> {
+fn live_messages(events: Vec<Chunk>, max_bytes: usize) -> Vec<Piece> {
     let mut messages = Vec::new();
-    let mut current: Vec<pb::Event> = Vec::new();
+    let mut current: Vec<Chunk> = Vec::new();
     let mut bytes = 0;
     let mut events = events.into_iter().peekable();
     while let Some(first) = events.next() {
@@ -261,7 +326,7 @@ fn live_messages(events: Vec<pb::Event>, max_bytes: usize) -> Vec<(pb::EventBatc
         let size: usize = group.iter().map(event_size).sum();
         if !current.is_empty() && bytes + size > max_bytes {
             let through = current.last().map_or(0, |e| e.revision);
-            messages.push((batch(std::mem::take(&mut current), false), through));
+            messages.push(piece(std::mem::take(&mut current), false, through));
             bytes = 0;
         }
         if size <= max_bytes || group.len() == 1 {
@@ -276,52 +341,67 @@ fn live_messages(events: Vec<pb::Event>, max_bytes: usize) -> Vec<(pb::EventBatc
             let size = event_size(&event);
             if !chunk.is_empty() && chunk_bytes + size > max_bytes {
                 let chunk = std::mem::take(&mut chunk);
-                messages.push((batch(chunk, true), revision - 1));
+                messages.push(piece(chunk, true, revision - 1));
                 chunk_bytes = 0;
             }
             chunk_bytes += size;
             chunk.push(event);
         }
-        messages.push((batch(chunk, false), revision));
+        messages.push(piece(chunk, false, revision));
     }
     if !current.is_empty() {
         let through = current.last().map_or(0, |e| e.revision);
-        messages.push((batch(current, false), through));
+        messages.push(piece(current, false, through));
     }
     messages
-}
-
-fn batch(events: Vec<pb::Event>, revision_continues: bool) -> pb::EventBatch {
-    pb::EventBatch {
-        events,
-        revision_continues,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
-    fn event(revision: Revision, key: u8) -> pb::Event {
-        pb::Event {
+    fn event(revision: Revision, key: u8) -> Chunk {
+        let event = pb::Event {
             revision,
             map: "m".into(),
             op: pb::Op::Put as i32,
             key: vec![key; 4].into(),
             value: vec![0; 40].into(),
             ..Default::default()
+        };
+        let (fields, _) = encoded::frame_all([event]);
+        Chunk {
+            revision,
+            events: 1,
+            fields,
         }
     }
 
     /// (revisions, continues, complete) per message.
-    fn shape(messages: &[(pb::EventBatch, Revision)]) -> Vec<(Vec<Revision>, bool, Revision)> {
+    fn shape(messages: &[Piece]) -> Vec<(Vec<Revision>, bool, Revision)> {
         messages
             .iter()
-            .map(|(batch, through)| {
-                let revisions = batch.events.iter().map(|e| e.revision).collect();
-                (revisions, batch.revision_continues, *through)
+            .map(|piece| {
+                let revisions = decoded(piece).events.iter().map(|e| e.revision).collect();
+                (revisions, piece.continues, piece.through)
             })
             .collect()
+    }
+
+    /// The message as the client decodes it.
+    fn decoded(piece: &Piece) -> pb::EventBatch {
+        let fields = piece.events.iter().map(|e| e.fields.clone()).collect();
+        let outgoing = super::super::wire::Outgoing::Events(super::super::wire::EncodedBatch {
+            epoch: 1,
+            watch_id: 1,
+            fields,
+            revision_continues: piece.continues,
+        });
+        match outgoing.into_message().expect("decodes").kind {
+            Some(Kind::Events(batch)) => batch,
+            other => panic!("expected events, got {other:?}"),
+        }
     }
 
     #[test]
@@ -347,7 +427,8 @@ mod tests {
                 (vec![4], false, 4),
             ]
         );
-        for (batch, _) in &messages {
+        for piece in &messages {
+            let batch = decoded(piece);
             assert!(batch.encoded_len() <= cap + 8 * batch.events.len());
         }
     }
@@ -378,6 +459,6 @@ mod tests {
         let events = (0..5).map(|k| event(7, k)).collect();
         let messages = initial_messages(events, 2 * size);
         assert_eq!(messages.len(), 3);
-        assert!(messages.iter().all(|(b, _)| !b.revision_continues));
+        assert!(messages.iter().all(|piece| !piece.continues));
     }
 }

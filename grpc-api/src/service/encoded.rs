@@ -1,0 +1,380 @@
+//! Live events encoded once and shared between watches, as whole
+//! `EventBatch.events` fields (one chunk per revision when a watch selects
+//! all of it).
+//!
+//! Every watch reading the same revision of the change log sees the same
+//! `Arc<ChangeEvent>`s, and watches that want the same form of an event
+//! (with or without its previous value, nothing decoded) send the same
+//! bytes. The first watch to reach a revision encodes its events and leaves
+//! them in a slot of this cache (one slot per revision and form, direct
+//! mapped); watches after it copy the `Bytes` handles. A slot remembers its
+//! events by `Weak` pointer, so it keeps no value alive and a match is the
+//! very same event, whatever a watch's filter left out: events a slot lacks
+//! (another filter chose them) are encoded by the watch that needs them.
+//!
+//! Bounded: at most [`SLOTS`] groups, together at most [`MAX_BYTES`] of
+//! encodings (a group that would pass it is not kept; watches with it then
+//! encode their own).
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use mapsync_core::{ChangeEvent, Revision};
+
+use super::wire;
+use crate::{convert, pb};
+
+/// Revision groups remembered (per form).
+pub const SLOTS: usize = 2048;
+/// Most bytes of encodings remembered at once, over all slots.
+pub const MAX_BYTES: usize = 16 << 20;
+
+/// The encodings of one revision's events, in one form.
+struct Group {
+    revision: Revision,
+    prev: bool,
+    /// Every event as an `EventBatch.events` field, one after the other.
+    fields: Bytes,
+    /// Each event and where its field is in `fields`.
+    events: Vec<(Weak<ChangeEvent>, Range<usize>)>,
+    used: Arc<AtomicUsize>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.fields.len(), Ordering::Relaxed);
+    }
+}
+
+impl Group {
+    fn is_stale(&self, revision: Revision) -> bool {
+        self.revision < revision
+            || self
+                .events
+                .first()
+                .is_none_or(|(event, _)| event.strong_count() == 0)
+    }
+
+    /// Whether `group` is every event of this one, in order.
+    fn is_all_of(&self, group: &[Arc<ChangeEvent>]) -> bool {
+        group.len() == self.events.len()
+            && group
+                .iter()
+                .zip(&self.events)
+                .all(|(event, (cached, _))| same(cached, event))
+    }
+}
+
+fn same(cached: &Weak<ChangeEvent>, event: &Arc<ChangeEvent>) -> bool {
+    std::ptr::eq(cached.as_ptr(), Arc::as_ptr(event))
+}
+
+/// Events of one revision as `EventBatch.events` fields, ready to send.
+#[derive(Debug, Clone)]
+pub(super) struct Chunk {
+    /// Their revision.
+    pub(super) revision: Revision,
+    /// How many events `fields` holds.
+    pub(super) events: usize,
+    /// The fields, whole.
+    pub(super) fields: Bytes,
+}
+
+/// The cache; one per service.
+pub(super) struct SharedEncodings {
+    slots: Box<[ArcSwapOption<Group>]>,
+    used: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for SharedEncodings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedEncodings")
+            .field("bytes", &self.used.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SharedEncodings {
+    fn default() -> Self {
+        Self {
+            slots: (0..SLOTS).map(|_| ArcSwapOption::empty()).collect(),
+            used: Arc::default(),
+        }
+    }
+}
+
+/// `events` framed one after the other, and where each one's field is.
+pub(super) fn frame_all(events: impl IntoIterator<Item = pb::Event>) -> (Bytes, Vec<Range<usize>>) {
+    let mut buf = Vec::new();
+    let mut ranges = Vec::new();
+    for event in events {
+        let start = buf.len();
+        wire::frame_event(&event, &mut buf);
+        ranges.push(start..buf.len());
+    }
+    (Bytes::from(buf), ranges)
+}
+
+/// Pushes the fields at `ranges` of `fields` (in order), merging adjacent
+/// ones into chunks of at most `split_above` bytes (a larger field alone).
+pub(super) fn push_ranges(
+    revision: Revision,
+    fields: &Bytes,
+    ranges: impl IntoIterator<Item = Range<usize>>,
+    split_above: usize,
+    out: &mut Vec<Chunk>,
+) {
+    let mut pending: Option<(Range<usize>, usize)> = None;
+    for range in ranges {
+        if let Some((current, events)) = &mut pending
+            && current.end == range.start
+            && range.end - current.start <= split_above
+        {
+            current.end = range.end;
+            *events += 1;
+            continue;
+        }
+        if let Some((current, events)) = pending.replace((range, 1)) {
+            out.push(Chunk {
+                revision,
+                events,
+                fields: fields.slice(current),
+            });
+        }
+    }
+    if let Some((current, events)) = pending {
+        out.push(Chunk {
+            revision,
+            events,
+            fields: fields.slice(current),
+        });
+    }
+}
+
+impl SharedEncodings {
+    /// Bytes of encodings held now.
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Appends `group` (events of one revision, in log order, as one watch
+    /// selected them) to `out` as framed fields, with previous values if
+    /// `prev`, in chunks of at most `split_above` bytes (a larger event
+    /// alone): shared when a watch before this one encoded them.
+    pub(super) fn encode_revision(
+        &self,
+        group: &[Arc<ChangeEvent>],
+        prev: bool,
+        split_above: usize,
+        out: &mut Vec<Chunk>,
+    ) {
+        let Some(first) = group.first() else { return };
+        let revision = first.revision;
+        let index = (revision.wrapping_mul(2) + u64::from(prev)) as usize % SLOTS;
+        let slot = &self.slots[index];
+        let cached = slot.load();
+        let cached = match cached.as_deref() {
+            Some(cached) if cached.revision == revision && cached.prev == prev => cached,
+            cached => {
+                let (fields, ranges) =
+                    frame_all(group.iter().map(|e| convert::event_with_prev(e, prev)));
+                push_ranges(revision, &fields, ranges.iter().cloned(), split_above, out);
+                if cached.is_none_or(|cached| cached.is_stale(revision)) {
+                    self.keep(slot, group, revision, prev, fields, ranges);
+                }
+                return;
+            }
+        };
+        if cached.is_all_of(group) {
+            let ranges = cached.events.iter().map(|(_, range)| range.clone());
+            push_ranges(revision, &cached.fields, ranges, split_above, out);
+            return;
+        }
+        // another selection of the same revision, in the same order: walk
+        // both, encoding what the slot lacks (adjacent shared fields merge)
+        let mut next = 0;
+        let mut shared: Vec<Range<usize>> = Vec::new();
+        for event in group {
+            let found = cached.events[next..]
+                .iter()
+                .position(|(them, _)| same(them, event));
+            match found {
+                Some(at) => {
+                    shared.push(cached.events[next + at].1.clone());
+                    next += at + 1;
+                }
+                None => {
+                    push_ranges(revision, &cached.fields, shared.drain(..), split_above, out);
+                    let (fields, ranges) = frame_all([convert::event_with_prev(event, prev)]);
+                    push_ranges(revision, &fields, ranges, split_above, out);
+                }
+            }
+        }
+        push_ranges(revision, &cached.fields, shared, split_above, out);
+    }
+
+    /// Keeps a revision's encodings in `slot`, within [`MAX_BYTES`].
+    fn keep(
+        &self,
+        slot: &ArcSwapOption<Group>,
+        group: &[Arc<ChangeEvent>],
+        revision: Revision,
+        prev: bool,
+        fields: Bytes,
+        ranges: Vec<Range<usize>>,
+    ) {
+        let bytes = fields.len();
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > MAX_BYTES {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            return;
+        }
+        let events = group.iter().map(Arc::downgrade).zip(ranges).collect();
+        slot.store(Some(Arc::new(Group {
+            revision,
+            prev,
+            fields,
+            events,
+            used: self.used.clone(),
+        })));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mapsync_core::{EventSource, Op};
+
+    fn event(revision: Revision, key: u8) -> Arc<ChangeEvent> {
+        Arc::new(ChangeEvent {
+            revision,
+            map: "m".into(),
+            op: Op::Put,
+            key: vec![key; 4].into(),
+            value: Some(vec![key; 16].into()),
+            source: EventSource::Trace,
+            prev_value: Some(vec![9; 16].into()),
+            prev_mod_revision: 1,
+        })
+    }
+
+    fn chunks(cache: &SharedEncodings, group: &[Arc<ChangeEvent>], prev: bool) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        cache.encode_revision(group, prev, 64 << 10, &mut out);
+        out
+    }
+
+    /// The events the chunks hold, as a client decodes them.
+    fn decoded(chunks: &[Chunk]) -> Vec<pb::Event> {
+        let mut batch = Vec::new();
+        for chunk in chunks {
+            batch.extend_from_slice(&chunk.fields);
+        }
+        let events = <pb::EventBatch as prost::Message>::decode(&batch[..])
+            .expect("decodes")
+            .events;
+        assert_eq!(chunks.iter().map(|c| c.events).sum::<usize>(), events.len());
+        events
+    }
+
+    fn want(group: &[Arc<ChangeEvent>], prev: bool) -> Vec<pb::Event> {
+        group
+            .iter()
+            .map(|e| convert::event_with_prev(e, prev))
+            .collect()
+    }
+
+    #[test]
+    fn a_second_watch_gets_the_same_bytes_without_encoding_again() {
+        let cache = SharedEncodings::default();
+        let group: Vec<_> = (0..5).map(|k| event(10, k)).collect();
+        let first = chunks(&cache, &group, false);
+        let second = chunks(&cache, &group, false);
+        assert_eq!(first.len(), 1, "one chunk for the whole revision");
+        assert_eq!(
+            first[0].fields.as_ptr(),
+            second[0].fields.as_ptr(),
+            "shared"
+        );
+        assert_eq!(decoded(&second), want(&group, false));
+    }
+
+    #[test]
+    fn a_watch_with_other_options_gets_its_own_encoding() {
+        let cache = SharedEncodings::default();
+        let group: Vec<_> = (0..3).map(|k| event(4, k)).collect();
+        let without = chunks(&cache, &group, false);
+        let with = chunks(&cache, &group, true);
+        assert_eq!(decoded(&without), want(&group, false));
+        assert_eq!(decoded(&with), want(&group, true));
+        assert_ne!(want(&group, false), want(&group, true));
+        // each form is shared with watches of the same form
+        let again = chunks(&cache, &group, true);
+        assert_eq!(again[0].fields.as_ptr(), with[0].fields.as_ptr());
+        let again = chunks(&cache, &group, false);
+        assert_eq!(again[0].fields.as_ptr(), without[0].fields.as_ptr());
+    }
+
+    #[test]
+    fn another_selection_of_a_revision_shares_what_it_can_and_encodes_the_rest() {
+        let cache = SharedEncodings::default();
+        let group: Vec<_> = (0..6).map(|k| event(8, k)).collect();
+        let odd: Vec<_> = group.iter().skip(1).step_by(2).cloned().collect();
+        let stored = chunks(&cache, &odd, false);
+        assert_eq!(decoded(&stored), want(&odd, false));
+        let all = chunks(&cache, &group, false);
+        assert_eq!(decoded(&all), want(&group, false));
+        assert_eq!(all.len(), 6, "shared fields are not adjacent here");
+        assert_eq!(all[1].fields.as_ptr(), stored[0].fields.as_ptr());
+        // a selection of the stored one: adjacent fields merge, shared
+        let two: Vec<_> = odd[1..].to_vec();
+        let some = chunks(&cache, &two, false);
+        assert_eq!(decoded(&some), want(&two, false));
+        assert_eq!(some.len(), 1);
+        // a different event of the same revision (another epoch's) is no hit
+        let other = vec![event(8, 1)];
+        let fresh = chunks(&cache, &other, false);
+        assert_eq!(decoded(&fresh), want(&other, false));
+        assert_ne!(fresh[0].fields.as_ptr(), stored[0].fields.as_ptr());
+    }
+
+    #[test]
+    fn chunks_stay_under_the_message_cap_a_larger_event_alone() {
+        let cache = SharedEncodings::default();
+        let group: Vec<_> = (0..10).map(|k| event(12, k)).collect();
+        let one = want(&group[..1], false);
+        let size = wire::framed_len(prost::Message::encoded_len(&one[0]));
+        for cap in [1, size, 3 * size, 100 * size] {
+            let mut out = Vec::new();
+            cache.encode_revision(&group, false, cap, &mut out);
+            assert_eq!(decoded(&out), want(&group, false));
+            assert!(
+                out.iter().all(|c| c.fields.len() <= cap.max(size)),
+                "cap {cap}"
+            );
+            assert_eq!(out.len(), 10usize.div_ceil((cap / size).clamp(1, 10)));
+        }
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_keeps_no_event_alive() {
+        let cache = SharedEncodings::default();
+        let group: Vec<_> = (0..4).map(|k| event(3, k)).collect();
+        let weak = Arc::downgrade(&group[0]);
+        let _ = chunks(&cache, &group, false);
+        assert!(cache.used() > 0);
+        drop(group);
+        assert!(weak.upgrade().is_none(), "only weak pointers are kept");
+        // an older revision does not push a newer one out; a newer one does
+        let newer = vec![event(3 + SLOTS as u64 / 2, 0)];
+        let _ = chunks(&cache, &newer, false);
+        let older = vec![event(3, 0)];
+        let _ = chunks(&cache, &older, false);
+        let used = cache.used();
+        assert!(used < 200, "one small group per slot, {used} bytes");
+    }
+}
