@@ -4,8 +4,9 @@
 //!   and copied whole into the next one (`entries/top.rs`);
 //! - up to [`LEVELS`] immutable runs of older changes, with delete markers,
 //!   shared by `Arc` (`entries/run.rs`); the table is folded into the
-//!   newest run when it fills, and a run past its level's size
-//!   ([`TOP_ENTRIES`] x [`RATIO`]^(level + 1)) into the next;
+//!   newest run when it fills (or when copying it has cost more than a
+//!   fold), and a run past its level's size into the next
+//!   ([`RUN_UNIT`] x [`RATIO`]^(level + 1));
 //! - the read-optimized flat base of everything else (`flat.rs`), into
 //!   which every level is merged once they hold more than
 //!   max([`MIN_OVERLAY`], base / 8) changes, or base / 32 when they only
@@ -95,9 +96,21 @@ pub const RATIO: usize = if cfg!(test) { 4 } else { 8 };
 /// copies also allocate and are freed on another thread).
 const FOLD_COPY_WEIGHT: usize = 1;
 
-/// Most changes run `level` holds before it is merged into the next one.
+/// Changes of the smallest fold the level sizes are scaled to: a full
+/// table is [`TOP_ENTRIES`], but a map published a change at a time folds
+/// tables of a few dozen ([`Entries::fold_if_copied_enough`]), and merging
+/// those into a newest run sized for full tables would cost ~4,000 records
+/// per fold.
+const RUN_UNIT: usize = if cfg!(test) {
+    TOP_ENTRIES
+} else {
+    TOP_ENTRIES / 8
+};
+
+/// Most changes run `level` holds before it is merged into the next one
+/// ([`RUN_UNIT`] x [`RATIO`]^(level + 1)).
 fn run_capacity(level: usize) -> usize {
-    TOP_ENTRIES * RATIO.pow(level as u32 + 1)
+    RUN_UNIT * RATIO.pow(level as u32 + 1)
 }
 
 /// The entries of one map.
