@@ -5,6 +5,9 @@ use std::sync::Arc;
 use crate::error::SyncError;
 use crate::event::{ChangeEvent, Revision};
 
+mod events;
+use events::Events;
+
 /// Bounds of the change log: the oldest changes are compacted once either
 /// is exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +29,11 @@ impl Default for LogLimits {
 }
 
 /// A contiguous run of the most recent changes, revisions
-/// `oldest()..=newest`, held in a persistent vector so that snapshots share it.
+/// `oldest()..=newest`, held in append-only chunks that snapshots share
+/// (`changelog/events.rs`).
 #[derive(Debug, Clone)]
 pub struct ChangeLog {
-    events: imbl::Vector<Arc<ChangeEvent>>,
+    events: Events,
     bytes: usize,
     /// Highest revision no longer in the log (0: nothing compacted yet).
     compacted: Revision,
@@ -40,7 +44,7 @@ impl ChangeLog {
     /// An empty log with the given bounds.
     pub fn new(limits: LogLimits) -> Self {
         Self {
-            events: imbl::Vector::new(),
+            events: Events::default(),
             bytes: 0,
             compacted: 0,
             limits,
@@ -145,29 +149,23 @@ impl ChangeLog {
             });
         }
         // revisions are sorted; several events may share one
-        let start = self
-            .events
-            .binary_search_by(|event| {
-                if event.revision < from {
-                    std::cmp::Ordering::Less
-                } else {
-                    std::cmp::Ordering::Greater
-                }
-            })
-            .unwrap_err();
-        let mut focus = self.events.focus();
+        let start = self.events.partition_point(|event| event.revision < from);
         let mut out = Vec::new();
         let mut index = start;
-        while index < self.events.len() {
-            let revision = focus.index(index).revision;
+        while let Some(first) = self.events.get(index) {
+            let revision = first.revision;
             let mut end = index;
-            while end < self.events.len() && focus.index(end).revision == revision {
+            while self
+                .events
+                .get(end)
+                .is_some_and(|event| event.revision == revision)
+            {
                 end += 1;
             }
             if !out.is_empty() && out.len() + (end - index) > max {
                 break;
             }
-            out.extend((index..end).map(|i| focus.index(i).clone()));
+            out.extend((index..end).filter_map(|i| self.events.get(i).cloned()));
             index = end;
             if out.len() >= max {
                 break;

@@ -4,8 +4,9 @@
 //!   and copied whole into the next one (`entries/top.rs`);
 //! - up to [`LEVELS`] immutable runs of older changes, with delete markers,
 //!   shared by `Arc` (`entries/run.rs`); the table is folded into the
-//!   newest run when it fills, and a run past its level's size
-//!   ([`TOP_ENTRIES`] x [`RATIO`]^(level + 1)) into the next;
+//!   newest run when it fills (or when copying it has cost more than a
+//!   fold), and a run past its level's size into the next
+//!   ([`RUN_UNIT`] x [`RATIO`]^(level + 1));
 //! - the read-optimized flat base of everything else (`flat.rs`), into
 //!   which every level is merged once they hold more than
 //!   max([`MIN_OVERLAY`], base / 8) changes, or base / 32 when they only
@@ -88,13 +89,32 @@ pub const LEVELS: usize = 4;
 /// Size ratio between consecutive levels.
 pub const RATIO: usize = if cfg!(test) { 4 } else { 8 };
 
-/// Most changes run `level` holds before it is merged into the next one.
+/// Table records copied (its slots, one copy per publish) that cost about
+/// as much as one record merged by a fold (a merge step, a hash and a push
+/// into a new run). 1 measured best in `benches/memory.rs` (single-change
+/// publishes on a 100,000-entry map: 2.5 us p50 with 1, 3.7 us with 8; the
+/// copies also allocate and are freed on another thread).
+const FOLD_COPY_WEIGHT: usize = 1;
+
+/// Changes of the smallest fold the level sizes are scaled to: a full
+/// table is [`TOP_ENTRIES`], but a map published a change at a time folds
+/// tables of a few dozen ([`Entries::fold_if_copied_enough`]), and merging
+/// those into a newest run sized for full tables would cost ~4,000 records
+/// per fold.
+const RUN_UNIT: usize = if cfg!(test) {
+    TOP_ENTRIES
+} else {
+    TOP_ENTRIES / 8
+};
+
+/// Most changes run `level` holds before it is merged into the next one
+/// ([`RUN_UNIT`] x [`RATIO`]^(level + 1)).
 fn run_capacity(level: usize) -> usize {
-    TOP_ENTRIES * RATIO.pow(level as u32 + 1)
+    RUN_UNIT * RATIO.pow(level as u32 + 1)
 }
 
 /// The entries of one map.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Entries {
     base: Arc<Base>,
     /// Runs of changes since the base, newest first (`None`: empty level).
@@ -106,6 +126,25 @@ pub(crate) struct Entries {
     /// not, every change is a new value of a base key, and a merge can
     /// rewrite a copy of the base in place: [`Base::with_values`]).
     reshaped: bool,
+    /// Table records copied by clones (one per publish) since the table
+    /// was last folded: see [`Entries::fold_if_copied_enough`].
+    top_copied: usize,
+}
+
+impl Clone for Entries {
+    /// A copy for the next snapshot: the runs and the base are shared, the
+    /// table is copied (and counted, so that many small publishes fold it
+    /// early rather than copy a large table each time).
+    fn clone(&self) -> Self {
+        Self {
+            base: Arc::clone(&self.base),
+            runs: self.runs.clone(),
+            top: self.top.clone(),
+            len: self.len,
+            reshaped: self.reshaped,
+            top_copied: self.top_copied + self.top.len(),
+        }
+    }
 }
 
 impl Entries {
@@ -192,6 +231,7 @@ impl Entries {
         if value.is_none() && !was {
             return;
         }
+        self.fold_if_copied_enough();
         self.top.set(key, value, mod_revision, observed_ns);
         self.reshaped |= !was || value.is_none();
         match (was, value.is_some()) {
@@ -200,6 +240,20 @@ impl Entries {
             _ => {}
         }
         if self.top.is_full() {
+            self.fold_top();
+        }
+    }
+
+    /// Folds the table once the copies of it made since the last fold cost
+    /// more than the fold itself (records of the table and the newest run,
+    /// each worth [`FOLD_COPY_WEIGHT`] copied records), the rent-or-buy
+    /// rule: a map published one change at a time keeps a table of about
+    /// sqrt(2 x weight x newest run) records instead of copying up to
+    /// [`TOP_ENTRIES`] per publish, and large batches (few copies per
+    /// change) still fold full tables.
+    fn fold_if_copied_enough(&mut self) {
+        let folded = self.top.len() + self.runs[0].as_ref().map_or(0, |run| run.len());
+        if !self.top.is_empty() && self.top_copied > FOLD_COPY_WEIGHT * folded {
             self.fold_top();
         }
     }
@@ -232,6 +286,7 @@ impl Entries {
         });
         self.runs[0] = Some(Arc::new(run));
         self.top.clear();
+        self.top_copied = 0;
         for level in 0..LEVELS - 1 {
             let Some(newer) = self.runs[level].take_if(|run| run.len() > run_capacity(level))
             else {

@@ -19,9 +19,15 @@
 //!   `Change`s are built beforehand from a cached map name and slices of one
 //!   shared buffer (what the decoder side can do without allocating);
 //! - `after churn`: the mirror after all of that (levels merged into new
-//!   bases along the way) with its change log.
+//!   bases along the way) with its change log;
+//! - `single-change publish`: a fresh store with one map of 100,000
+//!   entries, then 50,000 `Publisher::apply` calls of ONE put each (random
+//!   existing keys; the change log filled to its bound first, as in a
+//!   long-running mirror): microseconds per publish (CPU of the writer
+//!   thread, and the wall-time p50 / p99 of one call).
 //!
-//! Run: `cargo bench -p mapsync-kernel --bench memory`.
+//! Run: `cargo bench -p mapsync-kernel --bench memory` (`-- single`: the
+//! single-change publish figure alone).
 #![allow(
     clippy::print_stdout,
     reason = "a benchmark's job is to print its figures"
@@ -133,6 +139,11 @@ fn mb(bytes: usize) -> f64 {
 
 fn main() {
     let quick = std::env::args().all(|arg| arg != "--bench");
+    let publishes = if quick { 5_000 } else { 50_000 };
+    if std::env::args().any(|arg| arg == "single") {
+        single_publish_figures(publishes);
+        return;
+    }
     let n: u64 = if quick { 20_000 } else { 1_000_000 };
     let raw = n as usize * 24;
     println!(
@@ -242,6 +253,7 @@ fn main() {
     for (label, batch, changes) in scenarios {
         apply_figures(&mut writer, label, batch, changes);
     }
+    single_publish_figures(publishes);
     settle();
     let churned = live() - live0;
     println!(
@@ -281,5 +293,63 @@ fn apply_figures(writer: &mut Publisher, label: &str, batch: usize, changes: Vec
         calls as f64 / publishes as f64,
         total as f64 / cpu / 1e6,
         total as f64 / seconds / 1e6,
+    );
+}
+
+/// Publishes `publishes` single puts of random existing keys on a fresh
+/// store with one map of 100,000 entries (its change log first filled to
+/// its bound by as many single puts) and prints the cost of one publish.
+fn single_publish_figures(publishes: usize) {
+    const ENTRIES: u64 = 100_000;
+    let (store, mut writer) = Store::new(Default::default());
+    let dump: Vec<(Bytes, Bytes, u64)> = (0..ENTRIES)
+        .map(|i| {
+            let (k, v) = entry(i, 0);
+            (Bytes::copy_from_slice(&k), Bytes::copy_from_slice(&v), 1)
+        })
+        .collect();
+    let info = MapInfo::new(MAP, MapKind::Hash, 8, 16, ENTRIES as u32).with_id(1);
+    writer.add_map(info, dump, 0);
+    let name: Arc<str> = MAP.into();
+    let warm = mapsync_core::LogLimits::default().max_events;
+    let total = warm + publishes;
+    let buffer = Bytes::from(
+        (0..total as u64)
+            .flat_map(|i| {
+                let (k, v) = entry((i * 7919) % ENTRIES, i + 1);
+                k.into_iter().chain(v)
+            })
+            .collect::<Vec<u8>>(),
+    );
+    let change = |at: usize| Change {
+        map: name.clone(),
+        key: buffer.slice(at * 24..at * 24 + 8),
+        value: Some(buffer.slice(at * 24 + 8..at * 24 + 24)),
+        source: EventSource::Trace,
+        observed_ns: 2 + at as u64,
+    };
+    for at in 0..warm {
+        writer.apply([change(at)]);
+    }
+    let mut walls: Vec<Duration> = Vec::with_capacity(publishes);
+    let before = CALLS.load(Ordering::Relaxed);
+    let cpu0 = thread_cpu();
+    for at in warm..total {
+        let one = change(at);
+        let started = Instant::now();
+        writer.apply([one]);
+        walls.push(started.elapsed());
+    }
+    let cpu = thread_cpu().saturating_sub(cpu0).as_secs_f64();
+    let calls = CALLS.load(Ordering::Relaxed) - before;
+    assert_eq!(store.revision() as usize, ENTRIES as usize + total);
+    walls.sort_unstable();
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "single-change publish, 100,000-entry map, log of {warm} events: {:.2} us per publish (CPU of the writer thread), wall p50 {:.2} us, p99 {:.2} us, {:.1} allocations per publish",
+        cpu * 1e6 / publishes as f64,
+        micros(walls[publishes / 2]),
+        micros(walls[publishes * 99 / 100]),
+        calls as f64 / publishes as f64,
     );
 }

@@ -184,3 +184,34 @@ fn the_overlay_asks_for_a_merge_past_an_eighth_of_the_base() {
     assert!(!entries.needs_merge());
     assert_eq!(entries.len(), MIN_OVERLAY + 1);
 }
+
+#[test]
+fn one_change_per_copy_folds_the_table_once_copying_it_costs_more_than_a_fold() {
+    let mut entries = Entries::default();
+    // publishes of one change each: every change is made on a fresh copy
+    put(&mut entries, b"a", 1);
+    entries = entries.clone(); // 1 record copied
+    put(&mut entries, b"b", 2);
+    assert!(entries.runs[0].is_none(), "1 copied <= 1 + 0: no fold yet");
+    entries = entries.clone(); // 1 + 2 records copied
+    put(&mut entries, b"c", 3);
+    assert_eq!(
+        entries.runs[0].as_ref().map(|run| run.len()),
+        Some(2),
+        "3 copied > 2 in the table + 0 in the newest run: folded"
+    );
+    assert_eq!((entries.top.len(), entries.top_copied), (1, 0));
+    // one batch (no copy in between) fills the table before folding it
+    let mut batch = Entries::default();
+    for (revision, key) in (0..TOP_ENTRIES as u8).enumerate() {
+        assert!(batch.runs[0].is_none(), "folded early at {revision}");
+        put(&mut batch, &[key], revision as u64);
+    }
+    assert_eq!(
+        batch.runs[0].as_ref().map(|run| run.len()),
+        Some(TOP_ENTRIES)
+    );
+    for (key, revision) in [(b"a", 1), (b"b", 2), (b"c", 3)] {
+        assert_eq!(entries.get(key).map(|e| e.mod_revision), Some(revision));
+    }
+}

@@ -19,6 +19,8 @@ pub(crate) const TOP_ENTRIES: usize = if cfg!(test) { 4 } else { 512 };
 const BUCKETS: usize = 2 * TOP_ENTRIES.next_power_of_two();
 /// Key and value bytes the table holds before it is folded into a run.
 pub(crate) const TOP_BYTES: usize = if cfg!(test) { 64 } else { 32 << 10 };
+/// Fewest records a copy of the table has room for.
+const CLONE_ROOM: usize = 16;
 /// `value_len` of a key deleted by the table.
 const DELETED: u32 = u32::MAX;
 
@@ -46,21 +48,20 @@ pub(crate) struct Top {
 }
 
 impl Clone for Top {
-    /// A copy with room for a full table of records of the sizes seen so
-    /// far, so that filling it rarely reallocates (an empty table stays
-    /// unallocated).
+    /// A copy with room for as many records again (at least
+    /// [`CLONE_ROOM`]) of the sizes seen so far, so that filling it rarely
+    /// reallocates, yet a small table (a map published a change or a few
+    /// at a time) stays a small allocation; an empty table stays
+    /// unallocated.
     fn clone(&self) -> Self {
         if self.slots.is_empty() {
             return Self::default();
         }
-        let mut slots = Vec::with_capacity(TOP_ENTRIES);
+        let room = (2 * self.slots.len()).clamp(CLONE_ROOM.min(TOP_ENTRIES), TOP_ENTRIES);
+        let mut slots = Vec::with_capacity(room.max(self.slots.len()));
         slots.extend_from_slice(&self.slots);
         let per_slot = self.bytes.len().div_ceil(self.slots.len());
-        let mut bytes = Vec::with_capacity(
-            (per_slot * TOP_ENTRIES)
-                .min(TOP_BYTES)
-                .max(self.bytes.len()),
-        );
+        let mut bytes = Vec::with_capacity((per_slot * room).min(TOP_BYTES).max(self.bytes.len()));
         bytes.extend_from_slice(&self.bytes);
         Self {
             index: self.index.clone(),
