@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Server, map_arg, mapsync, pin};
-use mapsync_test_tls::TestCa;
 use mapsync_test_support::{self as support, PinDir};
+use mapsync_test_tls::TestCa;
 
 /// `mapsync list flows` against `endpoint` trusting `ca` (`None`: no TLS):
 /// whether it listed the map.
