@@ -28,7 +28,6 @@ run() { # title, cargo bench arguments...
     cargo bench -q -p mapsync-kernel -p mapsync-grpc --no-run 2>&1 | tail -n 2
     run "reads: snapshot vs bpf() and ArcSwap<HashMap>" -p mapsync-kernel --bench snapshot_read
     run "memory and apply: 1M entries, allocations per put" -p mapsync-kernel --bench memory
-    run "apply: one change per publish" -p mapsync-kernel --bench memory -- single
     run "start to ready and resync: 1M entries" -p mapsync-kernel --bench start_to_ready
     run "ingest: emit and trace vs a bare ring consumer" -p mapsync-kernel --bench ingest
     run "fan-out: watchers vs a bare tonic hub (same lag bound)" -p mapsync-grpc --bench fanout -- same-lag
