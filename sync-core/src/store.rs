@@ -473,12 +473,26 @@ impl Publisher {
         let current = self.store.snapshot();
         let mut next = (*current).clone();
         drop(current);
+        self.apply_at_next_revision(&mut next, changes);
+        let revision = next.revision;
+        self.publish(next);
+        revision
+    }
+
+    /// Applies `changes` to `next` at `next`'s next revision, all of them
+    /// at that one revision (the log keeps them together); `next.revision`
+    /// advances only if one took effect. Returns how many did.
+    fn apply_at_next_revision(
+        &mut self,
+        next: &mut Snapshot,
+        changes: impl IntoIterator<Item = Change>,
+    ) -> u64 {
         let revision = next.revision + 1;
         let events: Vec<_> = changes
             .into_iter()
             .filter_map(|change| {
                 apply_one(
-                    &mut next,
+                    next,
                     change,
                     revision,
                     &mut self.merged,
@@ -486,13 +500,12 @@ impl Publisher {
                 )
             })
             .collect();
+        let changed = events.len() as u64;
         if !events.is_empty() {
             next.revision = revision;
             next.log.push_revision(events);
         }
-        let revision = next.revision;
-        self.publish(next);
-        revision
+        changed
     }
 
     /// Publishes the atomic switch of a switchable map (`info.name`) to the
@@ -544,24 +557,7 @@ impl Publisher {
                 ));
             }
         }
-        let revision = next.revision + 1;
-        let events: Vec<_> = changes
-            .into_iter()
-            .filter_map(|change| {
-                apply_one(
-                    &mut next,
-                    change,
-                    revision,
-                    &mut self.merged,
-                    &mut self.prev_values,
-                )
-            })
-            .collect();
-        let changed = events.len() as u64;
-        if !events.is_empty() {
-            next.revision = revision;
-            next.log.push_revision(events);
-        }
+        let changed = self.apply_at_next_revision(&mut next, changes);
         if let Some(view) = next.maps.get_mut(&name) {
             view.info = Arc::new(info);
             view.version = version;
