@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::KernelError;
 
+/// How long [`PinDirLock::acquire`] retries a lock this process itself
+/// holds (see there) before it reports it as taken.
+pub const OWN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `BPF_FS_MAGIC`: `statfs.f_type` of bpffs.
 pub const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -122,32 +126,43 @@ impl PinDirLock {
                 source,
             })?
             .into();
-        // SAFETY: `dir` is an open fd owned by this function.
-        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            tracing::debug!(pin_dir = %pin_dir.display(), "pin directory locked");
-            return Ok(PinDirLock {
-                _dir: dir,
-                path: pin_dir.to_owned(),
+        let started = std::time::Instant::now();
+        loop {
+            // SAFETY: `dir` is an open fd owned by this function.
+            if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                tracing::debug!(pin_dir = %pin_dir.display(), "pin directory locked");
+                return Ok(PinDirLock {
+                    _dir: dir,
+                    path: pin_dir.to_owned(),
+                });
+            }
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(KernelError::Host {
+                    what: "locking the pin directory (flock)",
+                    source: error,
+                });
+            }
+            let holder = std::fs::metadata(pin_dir)
+                .ok()
+                .and_then(|meta| {
+                    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+                    flock_holder(&locks, meta.dev(), meta.ino())
+                })
+                .map_or(LockHolder::Unknown, LockHolder::Pid);
+            // Held by this very process: an instance just stopped here may
+            // not have released it yet, because a child this process is
+            // forking (any thread's `Command`) holds a copy of the fd until
+            // its exec closes it. Wait that out, briefly.
+            if holder == LockHolder::Pid(std::process::id()) && started.elapsed() < OWN_LOCK_WAIT {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+            return Err(KernelError::PinDirLocked {
+                pin_dir: pin_dir.to_owned(),
+                holder,
             });
         }
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(KernelError::Host {
-                what: "locking the pin directory (flock)",
-                source: error,
-            });
-        }
-        let holder = std::fs::metadata(pin_dir)
-            .ok()
-            .and_then(|meta| {
-                let locks = std::fs::read_to_string("/proc/locks").ok()?;
-                flock_holder(&locks, meta.dev(), meta.ino())
-            })
-            .map_or(LockHolder::Unknown, LockHolder::Pid);
-        Err(KernelError::PinDirLocked {
-            pin_dir: pin_dir.to_owned(),
-            holder,
-        })
     }
 
     /// The locked directory.
