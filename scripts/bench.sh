@@ -7,8 +7,15 @@
 # on 2 vCPUs. The whole output goes to stdout and to FILE
 # (default target/bench-figures.txt).
 #
-#   sudo scripts/bench.sh [FILE]
+#   scripts/bench.sh [FILE]          (as root, as on the project's VMs)
+#   sudo -E env "PATH=$PATH" scripts/bench.sh [FILE]
+#                                    (elsewhere: keeps cargo on the PATH;
+#                                    target/ then holds root-owned files)
 set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench.sh: the kernel benches load BPF programs: run it as root" >&2
+    exit 1
+fi
 cd "$(dirname "$0")/.."
 out=${1:-target/bench-figures.txt}
 mkdir -p "$(dirname "$out")"

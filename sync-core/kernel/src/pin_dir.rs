@@ -16,10 +16,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::KernelError;
 
-/// How long [`PinDirLock::acquire`] retries a lock this process itself
-/// holds (see there) before it reports it as taken.
-pub const OWN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// `BPF_FS_MAGIC`: `statfs.f_type` of bpffs.
 pub const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -107,8 +103,9 @@ fn fs_name(fs_type: i64) -> String {
 /// The exclusive lock of one pin directory, held while this value lives.
 #[derive(Debug)]
 pub struct PinDirLock {
-    /// The directory's fd carrying the flock; closing it unlocks.
-    _dir: OwnedFd,
+    /// The directory's fd carrying the flock; dropping the lock unlocks it
+    /// explicitly (see `Drop`).
+    dir: OwnedFd,
     path: PathBuf,
 }
 
@@ -126,48 +123,50 @@ impl PinDirLock {
                 source,
             })?
             .into();
-        let started = std::time::Instant::now();
-        loop {
-            // SAFETY: `dir` is an open fd owned by this function.
-            if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                tracing::debug!(pin_dir = %pin_dir.display(), "pin directory locked");
-                return Ok(PinDirLock {
-                    _dir: dir,
-                    path: pin_dir.to_owned(),
-                });
-            }
-            let error = io::Error::last_os_error();
-            if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(KernelError::Host {
-                    what: "locking the pin directory (flock)",
-                    source: error,
-                });
-            }
-            let holder = std::fs::metadata(pin_dir)
-                .ok()
-                .and_then(|meta| {
-                    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-                    flock_holder(&locks, meta.dev(), meta.ino())
-                })
-                .map_or(LockHolder::Unknown, LockHolder::Pid);
-            // Held by this very process: an instance just stopped here may
-            // not have released it yet, because a child this process is
-            // forking (any thread's `Command`) holds a copy of the fd until
-            // its exec closes it. Wait that out, briefly.
-            if holder == LockHolder::Pid(std::process::id()) && started.elapsed() < OWN_LOCK_WAIT {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                continue;
-            }
-            return Err(KernelError::PinDirLocked {
-                pin_dir: pin_dir.to_owned(),
-                holder,
+        // SAFETY: `dir` is an open fd owned by this function.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            tracing::debug!(pin_dir = %pin_dir.display(), "pin directory locked");
+            return Ok(PinDirLock {
+                dir,
+                path: pin_dir.to_owned(),
             });
         }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(KernelError::Host {
+                what: "locking the pin directory (flock)",
+                source: error,
+            });
+        }
+        let holder = std::fs::metadata(pin_dir)
+            .ok()
+            .and_then(|meta| {
+                let locks = std::fs::read_to_string("/proc/locks").ok()?;
+                flock_holder(&locks, meta.dev(), meta.ino())
+            })
+            .map_or(LockHolder::Unknown, LockHolder::Pid);
+        Err(KernelError::PinDirLocked {
+            pin_dir: pin_dir.to_owned(),
+            holder,
+        })
     }
 
     /// The locked directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for PinDirLock {
+    /// Unlocks before the fd closes. A flock belongs to the open file, and
+    /// closing our fd does not release it while a copy lives on: a child
+    /// another thread is forking holds one until its exec closes it
+    /// (`O_CLOEXEC`). `LOCK_UN` releases it for every copy at once, so an
+    /// instance started right after this one stopped finds the directory
+    /// free.
+    fn drop(&mut self) {
+        // SAFETY: `self.dir` is an open fd owned by this value.
+        unsafe { libc::flock(self.dir.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
@@ -216,6 +215,26 @@ mod tests {
         // a major and minor past two hex digits
         let wide = "1: FLOCK  ADVISORY  WRITE 42 103:1f:7 0 EOF\n";
         assert_eq!(flock_holder(wide, libc::makedev(0x103, 0x1f), 7), Some(42));
+    }
+
+    #[test]
+    fn a_dropped_lock_is_free_at_once_even_while_a_copy_of_its_fd_lives() {
+        let dir =
+            std::env::temp_dir().join(format!("mapsync-pin-lock-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let first = PinDirLock::acquire(&dir).expect("first lock");
+        match PinDirLock::acquire(&dir) {
+            Err(KernelError::PinDirLocked { holder, .. }) => {
+                assert_eq!(holder, LockHolder::Pid(std::process::id()))
+            }
+            other => panic!("a second lock in one process must be refused, got {other:?}"),
+        }
+        // what a child being forked holds until its exec: a copy of the fd
+        let copy = first.dir.try_clone().expect("dup");
+        drop(first);
+        let again = PinDirLock::acquire(&dir).expect("the lock is free once its holder is dropped");
+        drop((again, copy));
+        std::fs::remove_dir(&dir).expect("remove temp dir");
     }
 
     #[test]

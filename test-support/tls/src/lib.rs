@@ -3,6 +3,8 @@
 //! of `mapsync-test-support`) so that tests without a BPF toolchain, the
 //! Rust client's, can use it.
 
+#![deny(missing_docs)]
+
 use std::path::{Path, PathBuf};
 
 /// A certificate authority made by the test.
