@@ -27,8 +27,9 @@
 //!   thread, and the wall-time p50 / p99 of one call).
 //!
 //! Run: `cargo bench -p mapsync-kernel --bench memory` (`-- single`: the
-//! single-change publish figure alone; `-- sites`: that figure and where
-//! the allocations of a single-change publish come from, `memory/sites.rs`).
+//! single-change publish figure alone; `-- sites`: that figure, and where
+//! the allocations of a single-change publish and of a publish of 4,096
+//! puts come from, `memory/sites.rs`).
 #![allow(
     clippy::print_stdout,
     reason = "a benchmark's job is to print its figures"
@@ -80,7 +81,7 @@ static ALLOCATOR: Counting = Counting;
 
 const MAP: &str = "flows";
 
-/// Single-change publishes whose allocation sites `-- sites` records.
+/// Publishes whose allocation sites `-- sites` records, per workload.
 const SITE_RUNS: usize = 20;
 /// How many publishes to record the allocation sites of (`-- sites` only).
 static SITES_OF: AtomicUsize = AtomicUsize::new(0);
@@ -209,7 +210,8 @@ fn main() {
     if std::env::args().any(|arg| arg == "sites") {
         SITES_OF.store(SITE_RUNS, Ordering::Relaxed);
         single_publish_figures(publishes);
-        sites::report(SITE_RUNS);
+        sites::report("single-change publishes", SITE_RUNS);
+        batch_sites(if quick { 20_000 } else { 1_000_000 });
         return;
     }
     let n: u64 = if quick { 20_000 } else { 1_000_000 };
@@ -330,6 +332,26 @@ fn apply_figures(writer: &mut Publisher, label: &str, batch: usize, changes: Vec
         total as f64 / cpu / 1e6,
         total as f64 / seconds / 1e6,
     );
+}
+
+/// `-- sites` for publishes of 4,096 puts of random existing keys to a map
+/// of `n` entries: 20 batches, then [`SITE_RUNS`] recorded ones.
+fn batch_sites(n: u64) {
+    const BATCH: usize = 4096;
+    let (_store, mut writer) = store_of(n);
+    let name: Arc<str> = MAP.into();
+    let total = (20 + SITE_RUNS) * BATCH;
+    let keys = (0..total as u64).map(|i| ((i * 7919) % n, Some(1)));
+    let mut queued = changes(&name, keys, &mut 1).into_iter();
+    for batch in 0..20 + SITE_RUNS {
+        let changes: Vec<Change> = queued.by_ref().take(BATCH).collect();
+        if batch < 20 {
+            writer.apply(changes);
+        } else {
+            sites::record(|| writer.apply(changes));
+        }
+    }
+    sites::report("publishes of 4,096 puts of random existing keys", SITE_RUNS);
 }
 
 /// Publishes `publishes` single puts of random existing keys on a fresh

@@ -71,7 +71,7 @@ fn is_ours(function: &str) -> bool {
 /// (the innermost frame outside the allocator and the standard library)
 /// and the two innermost frames of mapsync's own code (or `imbl`) that led
 /// there (function names only), most frequent first.
-pub fn report(runs: usize) {
+pub fn report(what: &str, runs: usize) {
     let sites = std::mem::take(&mut *SITES.lock().expect("not poisoned"));
     let mut groups: BTreeMap<String, usize> = BTreeMap::new();
     for trace in &sites {
@@ -94,7 +94,7 @@ pub fn report(runs: usize) {
     let mut groups: Vec<_> = groups.into_iter().collect();
     groups.sort_by_key(|group| std::cmp::Reverse(group.1));
     println!(
-        "allocation sites of {runs} single-change publishes: {} allocations ({:.1} per publish)",
+        "allocation sites of {runs} {what}: {} allocations ({:.1} per publish)",
         sites.len(),
         sites.len() as f64 / runs as f64
     );
