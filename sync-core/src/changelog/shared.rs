@@ -237,6 +237,16 @@ mod tests {
     }
 
     #[test]
+    fn a_handle_is_two_words_and_its_chunk_is_one_allocation_of_slots() {
+        assert_eq!(
+            std::mem::size_of::<SharedEvent>(),
+            2 * std::mem::size_of::<usize>()
+        );
+        // what a chunk of the log costs per event (the bound the docs quote)
+        assert!(std::mem::size_of::<OnceLock<ChangeEvent>>() <= 144);
+    }
+
+    #[test]
     fn a_weak_event_names_one_event_and_keeps_none_alive() {
         let batch = SharedEvent::batch(vec![event(1), event(2)]);
         let weak = batch[1].downgrade();
