@@ -1,12 +1,12 @@
 //! The bounded log of recent changes that subscribers resume from.
 
-use std::sync::Arc;
-
 use crate::error::SyncError;
 use crate::event::{ChangeEvent, Revision};
 
 mod events;
+mod shared;
 use events::Events;
+pub use shared::{SharedEvent, WeakEvent};
 
 /// Bounds of the change log: the oldest changes are compacted once either
 /// is exceeded.
@@ -29,8 +29,8 @@ impl Default for LogLimits {
 }
 
 /// A contiguous run of the most recent changes, revisions
-/// `oldest()..=newest`, held in append-only chunks that snapshots share
-/// (`changelog/events.rs`).
+/// `oldest()..=newest`, held by value in append-only chunks that snapshots
+/// share (`changelog/events.rs`); reads hand out [`SharedEvent`]s.
 #[derive(Debug, Clone)]
 pub struct ChangeLog {
     events: Events,
@@ -84,7 +84,7 @@ impl ChangeLog {
         self.compacted = self.compacted.max(revision);
     }
 
-    pub(crate) fn push(&mut self, event: Arc<ChangeEvent>) {
+    pub(crate) fn push(&mut self, event: ChangeEvent) {
         self.bytes += event.approx_bytes();
         self.events.push_back(event);
         self.trim();
@@ -92,7 +92,7 @@ impl ChangeLog {
 
     /// Appends the events of one revision (a write request's change set)
     /// together, so that trimming never keeps half of it.
-    pub(crate) fn push_revision(&mut self, events: Vec<Arc<ChangeEvent>>) {
+    pub(crate) fn push_revision(&mut self, events: Vec<ChangeEvent>) {
         for event in events {
             self.bytes += event.approx_bytes();
             self.events.push_back(event);
@@ -120,14 +120,13 @@ impl ChangeLog {
         let Some(revision) = self.events.front().map(|event| event.revision) else {
             return;
         };
-        while self
+        while let Some(event) = self
             .events
             .front()
-            .is_some_and(|event| event.revision == revision)
+            .filter(|event| event.revision == revision)
         {
-            if let Some(event) = self.events.pop_front() {
-                self.bytes -= event.approx_bytes();
-            }
+            self.bytes -= event.approx_bytes();
+            self.events.pop_front();
         }
         self.compacted = revision;
     }
@@ -136,12 +135,9 @@ impl ChangeLog {
     /// the first revision (all its events, however many), then further
     /// revisions while the total stays within `max` events. `from` may be one
     /// past the newest revision (nothing yet); older than [`Self::oldest`] is
-    /// [`SyncError::Compacted`].
-    pub fn read_from(
-        &self,
-        from: Revision,
-        max: usize,
-    ) -> Result<Vec<Arc<ChangeEvent>>, SyncError> {
+    /// [`SyncError::Compacted`]. Each [`SharedEvent`] is a reference to the
+    /// log's own copy (no allocation per event).
+    pub fn read_from(&self, from: Revision, max: usize) -> Result<Vec<SharedEvent>, SyncError> {
         if from < self.oldest() {
             return Err(SyncError::Compacted {
                 requested: from,
@@ -165,7 +161,7 @@ impl ChangeLog {
             if !out.is_empty() && out.len() + (end - index) > max {
                 break;
             }
-            out.extend((index..end).filter_map(|i| self.events.get(i).cloned()));
+            out.extend((index..end).filter_map(|i| self.events.shared(i)));
             index = end;
             if out.len() >= max {
                 break;
@@ -181,8 +177,8 @@ mod tests {
     use crate::event::{EventSource, Op};
     use bytes::Bytes;
 
-    fn event(revision: Revision, value_len: usize) -> Arc<ChangeEvent> {
-        Arc::new(ChangeEvent {
+    fn event(revision: Revision, value_len: usize) -> ChangeEvent {
+        ChangeEvent {
             revision,
             map: "m".into(),
             op: Op::Put,
@@ -191,7 +187,7 @@ mod tests {
             source: EventSource::Trace,
             prev_value: None,
             prev_mod_revision: 0,
-        })
+        }
     }
 
     #[test]
@@ -258,7 +254,7 @@ mod tests {
         assert!(log.read_from(40, 5).is_err());
     }
 
-    fn revisions(events: &[Arc<ChangeEvent>]) -> Vec<Revision> {
+    fn revisions(events: &[SharedEvent]) -> Vec<Revision> {
         events.iter().map(|e| e.revision).collect()
     }
 

@@ -673,7 +673,7 @@ fn apply_one(
     revision: Revision,
     merged: &mut bool,
     prev_values: &mut PrevValues,
-) -> Option<Arc<ChangeEvent>> {
+) -> Option<ChangeEvent> {
     let view = next.maps.get_mut(&change.map)?;
     apply_to_view(view, change, revision, merged, prev_values)
 }
@@ -685,7 +685,7 @@ fn apply_to_view(
     revision: Revision,
     merged: &mut bool,
     prev_values: &mut PrevValues,
-) -> Option<Arc<ChangeEvent>> {
+) -> Option<ChangeEvent> {
     let existing = view.entries.get(&change.key[..]);
     let newest_known = match existing {
         Some(entry) => entry.observed_ns,
@@ -742,7 +742,7 @@ fn apply_to_view(
         view.entries.merge();
         *merged = true;
     }
-    Some(Arc::new(ChangeEvent {
+    Some(ChangeEvent {
         revision,
         map: change.map,
         op,
@@ -751,7 +751,7 @@ fn apply_to_view(
         source: change.source,
         prev_value,
         prev_mod_revision,
-    }))
+    })
 }
 
 #[cfg(test)]

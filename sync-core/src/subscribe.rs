@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::watch;
 
+use crate::changelog::SharedEvent;
 use crate::error::SyncError;
 use crate::event::{ChangeEvent, EventSource, Op, Revision};
 use crate::snapshot::Snapshot;
@@ -119,7 +120,9 @@ impl SubscribeFilter {
 pub enum WatchBatch {
     /// Changes (or, before [`WatchBatch::InitialStateDone`], entries of the
     /// initial state with source [`EventSource::Initial`]) in revision order.
-    Events(Vec<Arc<ChangeEvent>>),
+    /// Live changes are the change log's own events, shared; each batch of
+    /// the initial state is one allocation of its own.
+    Events(Vec<SharedEvent>),
     /// The initial state, as of `revision`, is complete; live changes from
     /// `revision + 1` follow.
     InitialStateDone {
@@ -266,7 +269,7 @@ async fn step(
                         continue;
                     }
                     bytes += key.len() + entry.value.len();
-                    batch.push(Arc::new(ChangeEvent {
+                    batch.push(ChangeEvent {
                         revision: entry.mod_revision,
                         map: name.clone(),
                         op: Op::Put,
@@ -275,7 +278,7 @@ async fn step(
                         source: EventSource::Initial,
                         prev_value: None,
                         prev_mod_revision: 0,
-                    }));
+                    });
                 }
                 if let Some(key) = last {
                     after = Some(Bytes::copy_from_slice(key));
@@ -297,7 +300,7 @@ async fn step(
                 map_index,
                 after,
             };
-            Some((Ok(WatchBatch::Events(batch)), next))
+            Some((Ok(WatchBatch::Events(SharedEvent::batch(batch))), next))
         }
         Phase::Live { mut next } => loop {
             if revisions

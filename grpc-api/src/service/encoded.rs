@@ -3,13 +3,13 @@
 //! all of it).
 //!
 //! Every watch reading the same revision of the change log sees the same
-//! `Arc<ChangeEvent>`s, and watches that want the same form of an event
+//! events (`SharedEvent`s of the log's own chunks), and watches that want the same form of an event
 //! (with or without its previous value, nothing decoded) send the same
 //! bytes. The first watch to reach a revision encodes its events and leaves
 //! them in a slot of this cache (one slot per revision and form, direct
 //! mapped); watches after it copy the `Bytes` handles. A slot remembers its
-//! events by `Weak` pointer, so it keeps no value alive and a match is the
-//! very same event, whatever a watch's filter left out: events a slot lacks
+//! events as `WeakEvent`s (chunk pointer and slot), so it keeps no value
+//! alive and a match is the very same event, whatever a watch's filter left out: events a slot lacks
 //! (another filter chose them) are encoded by the watch that needs them.
 //!
 //! Bounded: at most [`SLOTS`] groups, together at most [`MAX_BYTES`] of
@@ -17,12 +17,12 @@
 //! encode their own).
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use mapsync_core::{ChangeEvent, Revision};
+use mapsync_core::{Revision, SharedEvent, WeakEvent};
 
 use super::wire;
 use crate::{convert, pb};
@@ -39,7 +39,7 @@ struct Group {
     /// Every event as an `EventBatch.events` field, one after the other.
     fields: Bytes,
     /// Each event and where its field is in `fields`.
-    events: Vec<(Weak<ChangeEvent>, Range<usize>)>,
+    events: Vec<(WeakEvent, Range<usize>)>,
     used: Arc<AtomicUsize>,
 }
 
@@ -51,25 +51,17 @@ impl Drop for Group {
 
 impl Group {
     fn is_stale(&self, revision: Revision) -> bool {
-        self.revision < revision
-            || self
-                .events
-                .first()
-                .is_none_or(|(event, _)| event.strong_count() == 0)
+        self.revision < revision || self.events.first().is_none_or(|(event, _)| event.is_gone())
     }
 
     /// Whether `group` is every event of this one, in order.
-    fn is_all_of(&self, group: &[Arc<ChangeEvent>]) -> bool {
+    fn is_all_of(&self, group: &[SharedEvent]) -> bool {
         group.len() == self.events.len()
             && group
                 .iter()
                 .zip(&self.events)
-                .all(|(event, (cached, _))| same(cached, event))
+                .all(|(event, (cached, _))| cached.is(event))
     }
-}
-
-fn same(cached: &Weak<ChangeEvent>, event: &Arc<ChangeEvent>) -> bool {
-    std::ptr::eq(cached.as_ptr(), Arc::as_ptr(event))
 }
 
 /// Events of one revision as `EventBatch.events` fields, ready to send.
@@ -167,7 +159,7 @@ impl SharedEncodings {
     /// alone): shared when a watch before this one encoded them.
     pub(super) fn encode_revision(
         &self,
-        group: &[Arc<ChangeEvent>],
+        group: &[SharedEvent],
         prev: bool,
         split_above: usize,
         out: &mut Vec<Chunk>,
@@ -201,7 +193,7 @@ impl SharedEncodings {
         for event in group {
             let found = cached.events[next..]
                 .iter()
-                .position(|(them, _)| same(them, event));
+                .position(|(them, _)| them.is(event));
             match found {
                 Some(at) => {
                     shared.push(cached.events[next + at].1.clone());
@@ -221,7 +213,7 @@ impl SharedEncodings {
     fn keep(
         &self,
         slot: &ArcSwapOption<Group>,
-        group: &[Arc<ChangeEvent>],
+        group: &[SharedEvent],
         revision: Revision,
         prev: bool,
         fields: Bytes,
@@ -233,7 +225,11 @@ impl SharedEncodings {
             self.used.fetch_sub(bytes, Ordering::Relaxed);
             return;
         }
-        let events = group.iter().map(Arc::downgrade).zip(ranges).collect();
+        let events = group
+            .iter()
+            .map(SharedEvent::downgrade)
+            .zip(ranges)
+            .collect();
         slot.store(Some(Arc::new(Group {
             revision,
             prev,
@@ -247,10 +243,10 @@ impl SharedEncodings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mapsync_core::{EventSource, Op};
+    use mapsync_core::{Change, ChangeEvent, EventSource, LogLimits, MapInfo, MapKind, Op, Store};
 
-    fn event(revision: Revision, key: u8) -> Arc<ChangeEvent> {
-        Arc::new(ChangeEvent {
+    fn event(revision: Revision, key: u8) -> ChangeEvent {
+        ChangeEvent {
             revision,
             map: "m".into(),
             op: Op::Put,
@@ -259,10 +255,17 @@ mod tests {
             source: EventSource::Trace,
             prev_value: Some(vec![9; 16].into()),
             prev_mod_revision: 1,
-        })
+        }
     }
 
-    fn chunks(cache: &SharedEncodings, group: &[Arc<ChangeEvent>], prev: bool) -> Vec<Chunk> {
+    /// An empty cache and `events` events of `revision` (keys 0, 1, ...),
+    /// held in one chunk as the change log holds them.
+    fn cache_and_group(revision: Revision, events: u8) -> (SharedEncodings, Vec<SharedEvent>) {
+        let group = (0..events).map(|k| event(revision, k)).collect();
+        (SharedEncodings::default(), SharedEvent::batch(group))
+    }
+
+    fn chunks(cache: &SharedEncodings, group: &[SharedEvent], prev: bool) -> Vec<Chunk> {
         let mut out = Vec::new();
         cache.encode_revision(group, prev, 64 << 10, &mut out);
         out
@@ -281,7 +284,7 @@ mod tests {
         events
     }
 
-    fn want(group: &[Arc<ChangeEvent>], prev: bool) -> Vec<pb::Event> {
+    fn want(group: &[SharedEvent], prev: bool) -> Vec<pb::Event> {
         group
             .iter()
             .map(|e| convert::event_with_prev(e, prev))
@@ -290,8 +293,7 @@ mod tests {
 
     #[test]
     fn a_second_watch_gets_the_same_bytes_without_encoding_again() {
-        let cache = SharedEncodings::default();
-        let group: Vec<_> = (0..5).map(|k| event(10, k)).collect();
+        let (cache, group) = cache_and_group(10, 5);
         let first = chunks(&cache, &group, false);
         let second = chunks(&cache, &group, false);
         assert_eq!(first.len(), 1, "one chunk for the whole revision");
@@ -305,8 +307,7 @@ mod tests {
 
     #[test]
     fn a_watch_with_other_options_gets_its_own_encoding() {
-        let cache = SharedEncodings::default();
-        let group: Vec<_> = (0..3).map(|k| event(4, k)).collect();
+        let (cache, group) = cache_and_group(4, 3);
         let without = chunks(&cache, &group, false);
         let with = chunks(&cache, &group, true);
         assert_eq!(decoded(&without), want(&group, false));
@@ -321,8 +322,7 @@ mod tests {
 
     #[test]
     fn another_selection_of_a_revision_shares_what_it_can_and_encodes_the_rest() {
-        let cache = SharedEncodings::default();
-        let group: Vec<_> = (0..6).map(|k| event(8, k)).collect();
+        let (cache, group) = cache_and_group(8, 6);
         let odd: Vec<_> = group.iter().skip(1).step_by(2).cloned().collect();
         let stored = chunks(&cache, &odd, false);
         assert_eq!(decoded(&stored), want(&odd, false));
@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(decoded(&some), want(&two, false));
         assert_eq!(some.len(), 1);
         // a different event of the same revision (another epoch's) is no hit
-        let other = vec![event(8, 1)];
+        let other = vec![SharedEvent::new(event(8, 1))];
         let fresh = chunks(&cache, &other, false);
         assert_eq!(decoded(&fresh), want(&other, false));
         assert_ne!(fresh[0].fields.as_ptr(), stored[0].fields.as_ptr());
@@ -344,8 +344,7 @@ mod tests {
 
     #[test]
     fn chunks_stay_under_the_message_cap_a_larger_event_alone() {
-        let cache = SharedEncodings::default();
-        let group: Vec<_> = (0..10).map(|k| event(12, k)).collect();
+        let (cache, group) = cache_and_group(12, 10);
         let one = want(&group[..1], false);
         let size = wire::framed_len(prost::Message::encoded_len(&one[0]));
         for cap in [1, size, 3 * size, 100 * size] {
@@ -362,19 +361,65 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded_and_keeps_no_event_alive() {
-        let cache = SharedEncodings::default();
-        let group: Vec<_> = (0..4).map(|k| event(3, k)).collect();
-        let weak = Arc::downgrade(&group[0]);
+        let (cache, group) = cache_and_group(3, 4);
+        let weak = group[0].downgrade();
         let _ = chunks(&cache, &group, false);
         assert!(cache.used() > 0);
         drop(group);
-        assert!(weak.upgrade().is_none(), "only weak pointers are kept");
+        assert!(weak.is_gone(), "only weak names are kept");
         // an older revision does not push a newer one out; a newer one does
-        let newer = vec![event(3 + SLOTS as u64 / 2, 0)];
+        let newer = SharedEvent::batch(vec![event(3 + SLOTS as u64 / 2, 0)]);
         let _ = chunks(&cache, &newer, false);
-        let older = vec![event(3, 0)];
+        let older = SharedEvent::batch(vec![event(3, 0)]);
         let _ = chunks(&cache, &older, false);
         let used = cache.used();
         assert!(used < 200, "one small group per slot, {used} bytes");
+    }
+
+    /// Events of the change log of a store whose one map "m" took `puts`
+    /// puts (revisions 1..=puts), read as a watch would.
+    fn logged(puts: u8) -> Vec<SharedEvent> {
+        let (store, mut writer) = Store::new(LogLimits::default());
+        writer.add_map(
+            MapInfo::new("m", MapKind::Hash, 1, 1, 64).with_id(1),
+            vec![],
+            0,
+        );
+        for key in 0..puts {
+            writer.apply([Change::put(
+                "m",
+                vec![key],
+                vec![key],
+                EventSource::Trace,
+                1,
+            )]);
+        }
+        store
+            .load()
+            .log()
+            .read_from(1, usize::MAX)
+            .expect("in the log")
+    }
+
+    #[test]
+    fn a_logged_event_matches_itself_and_not_the_same_slot_of_another_log() {
+        let cache = SharedEncodings::default();
+        let first = logged(3);
+        // two reads of one log hand out the same events: shared
+        let stored = chunks(&cache, &first[1..2], false);
+        let again = chunks(&cache, &first[1..2], false);
+        assert_eq!(again[0].fields.as_ptr(), stored[0].fields.as_ptr());
+        // the same revision and slot of another log's chunk (equal
+        // contents, as a restarted store would log) is another event,
+        // also once the first log's chunk is gone and its memory reused
+        let second = logged(3);
+        assert_eq!(first[1], second[1], "equal contents");
+        let other = chunks(&cache, &second[1..2], false);
+        assert_ne!(other[0].fields.as_ptr(), stored[0].fields.as_ptr());
+        drop(first);
+        let third = logged(3);
+        let other = chunks(&cache, &third[1..2], false);
+        assert_ne!(other[0].fields.as_ptr(), stored[0].fields.as_ptr());
+        assert_eq!(decoded(&other), want(&third[1..2], false));
     }
 }

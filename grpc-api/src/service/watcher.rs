@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mapsync_core::{ChangeEvent, Revision, Subscription, WatchBatch};
+use mapsync_core::{Revision, SharedEvent, Subscription, WatchBatch};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::MissedTickBehavior;
 
@@ -184,7 +184,7 @@ impl Watcher {
     /// Each event's encoding: live events of a watch that decodes nothing
     /// are shared with every other such watch (`encoded`); initial state
     /// (this watch's own) and decoded events are encoded here.
-    fn encode(&self, events: &[Arc<ChangeEvent>], live: bool) -> Vec<Chunk> {
+    fn encode(&self, events: &[SharedEvent], live: bool) -> Vec<Chunk> {
         let mut chunks = Vec::new();
         let cap = self.max_message_bytes;
         for group in events.chunk_by(|a, b| a.revision == b.revision) {

@@ -27,7 +27,9 @@
 //!   thread, and the wall-time p50 / p99 of one call).
 //!
 //! Run: `cargo bench -p mapsync-kernel --bench memory` (`-- single`: the
-//! single-change publish figure alone).
+//! single-change publish figure alone; `-- sites`: that figure, and where
+//! the allocations of a single-change publish and of a publish of 4,096
+//! puts come from, `memory/sites.rs`).
 #![allow(
     clippy::print_stdout,
     reason = "a benchmark's job is to print its figures"
@@ -42,6 +44,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mapsync_core::{Change, EventSource, MapInfo, MapKind, Publisher, Store};
 
+#[path = "memory/sites.rs"]
+mod sites;
+
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -52,6 +57,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size(), Ordering::Relaxed);
         CALLS.fetch_add(1, Ordering::Relaxed);
+        sites::on_alloc();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -64,6 +70,7 @@ unsafe impl GlobalAlloc for Counting {
         LIVE.fetch_add(new_size, Ordering::Relaxed);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         CALLS.fetch_add(1, Ordering::Relaxed);
+        sites::on_alloc();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -73,6 +80,11 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 const MAP: &str = "flows";
+
+/// Publishes whose allocation sites `-- sites` records, per workload.
+const SITE_RUNS: usize = 20;
+/// How many publishes to record the allocation sites of (`-- sites` only).
+static SITES_OF: AtomicUsize = AtomicUsize::new(0);
 
 fn rss() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
@@ -137,11 +149,69 @@ fn mb(bytes: usize) -> f64 {
     bytes as f64 / 1e6
 }
 
+/// A store with the one map [`MAP`] of `n` entries (generation 0), added
+/// from a dump built here.
+fn store_of(n: u64) -> (Store, Publisher) {
+    let (store, mut writer) = Store::new(Default::default());
+    let dump: Vec<(Bytes, Bytes, u64)> = (0..n)
+        .map(|i| {
+            let (k, v) = entry(i, 0);
+            (Bytes::copy_from_slice(&k), Bytes::copy_from_slice(&v), 1)
+        })
+        .collect();
+    let info = MapInfo::new(MAP, MapKind::Hash, 8, 16, n as u32).with_id(1);
+    writer.add_map(info, dump, 0);
+    (store, writer)
+}
+
+/// Changes to [`MAP`], one per `(key, generation)` (a put of that
+/// generation's value, or a delete for `None`), observed one after the
+/// other from `clock` on: keys and values are slices of one shared buffer
+/// and the map name one cached `Arc`, what the decoder side can do without
+/// allocating.
+fn changes(
+    name: &Arc<str>,
+    keys: impl Iterator<Item = (u64, Option<u64>)>,
+    clock: &mut u64,
+) -> Vec<Change> {
+    let pairs: Vec<(u64, Option<u64>)> = keys.collect();
+    let buffer = Bytes::from(
+        pairs
+            .iter()
+            .flat_map(|(i, generation)| {
+                let (k, v) = entry(*i, generation.unwrap_or(0));
+                k.into_iter().chain(v)
+            })
+            .collect::<Vec<u8>>(),
+    );
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(at, (_, generation))| {
+            *clock += 1;
+            Change {
+                map: name.clone(),
+                key: buffer.slice(at * 24..at * 24 + 8),
+                value: generation.map(|_| buffer.slice(at * 24 + 8..at * 24 + 24)),
+                source: EventSource::Trace,
+                observed_ns: *clock,
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let quick = std::env::args().all(|arg| arg != "--bench");
     let publishes = if quick { 5_000 } else { 50_000 };
     if std::env::args().any(|arg| arg == "single") {
         single_publish_figures(publishes);
+        return;
+    }
+    if std::env::args().any(|arg| arg == "sites") {
+        SITES_OF.store(SITE_RUNS, Ordering::Relaxed);
+        single_publish_figures(publishes);
+        sites::report("single-change publishes", SITE_RUNS);
+        batch_sites(if quick { 20_000 } else { 1_000_000 });
         return;
     }
     let n: u64 = if quick { 20_000 } else { 1_000_000 };
@@ -152,15 +222,7 @@ fn main() {
     );
 
     let (live0, rss0) = (live(), rss());
-    let (store, mut writer) = Store::new(Default::default());
-    let dump: Vec<(Bytes, Bytes, u64)> = (0..n)
-        .map(|i| {
-            let (k, v) = entry(i, 0);
-            (Bytes::copy_from_slice(&k), Bytes::copy_from_slice(&v), 1)
-        })
-        .collect();
-    let info = MapInfo::new(MAP, MapKind::Hash, 8, 16, n as u32).with_id(1);
-    writer.add_map(info, dump, 0);
+    let (store, mut writer) = store_of(n);
     settle();
     let (mirror_live, mirror_rss) = (live() - live0, rss().saturating_sub(rss0));
     let base = store.load().map(MAP).expect("added").base_bytes();
@@ -189,32 +251,8 @@ fn main() {
     let name: Arc<str> = MAP.into();
     let puts = (n / 2) as usize;
     let mut clock = 2u64;
-    let mut prepare = |keys: &mut dyn Iterator<Item = (u64, Option<u64>)>| -> Vec<Change> {
-        let pairs: Vec<(u64, Option<u64>)> = keys.collect();
-        let buffer = Bytes::from(
-            pairs
-                .iter()
-                .flat_map(|(i, generation)| {
-                    let (k, v) = entry(*i, generation.unwrap_or(0));
-                    k.into_iter().chain(v)
-                })
-                .collect::<Vec<u8>>(),
-        );
-        pairs
-            .iter()
-            .enumerate()
-            .map(|(at, (_, generation))| {
-                clock += 1;
-                Change {
-                    map: name.clone(),
-                    key: buffer.slice(at * 24..at * 24 + 8),
-                    value: generation.map(|_| buffer.slice(at * 24 + 8..at * 24 + 24)),
-                    source: EventSource::Trace,
-                    observed_ns: clock,
-                }
-            })
-            .collect()
-    };
+    let mut prepare =
+        |keys: &mut dyn Iterator<Item = (u64, Option<u64>)>| changes(&name, keys, &mut clock);
     let random = |seed: u64| (0..puts as u64).map(move |i| ((i * 7919 + seed) % n, Some(seed)));
     let hot = |seed: u64| (0..puts as u64).map(move |i| ((i * 7919) % 1000, Some(seed)));
     let scenarios: Vec<(&str, usize, Vec<Change>)> = vec![
@@ -296,46 +334,51 @@ fn apply_figures(writer: &mut Publisher, label: &str, batch: usize, changes: Vec
     );
 }
 
+/// `-- sites` for publishes of 4,096 puts of random existing keys to a map
+/// of `n` entries: 20 batches, then [`SITE_RUNS`] recorded ones.
+fn batch_sites(n: u64) {
+    const BATCH: usize = 4096;
+    let (_store, mut writer) = store_of(n);
+    let name: Arc<str> = MAP.into();
+    let total = (20 + SITE_RUNS) * BATCH;
+    let keys = (0..total as u64).map(|i| ((i * 7919) % n, Some(1)));
+    let mut queued = changes(&name, keys, &mut 1).into_iter();
+    for batch in 0..20 + SITE_RUNS {
+        let changes: Vec<Change> = queued.by_ref().take(BATCH).collect();
+        if batch < 20 {
+            writer.apply(changes);
+        } else {
+            sites::record(|| writer.apply(changes));
+        }
+    }
+    sites::report("publishes of 4,096 puts of random existing keys", SITE_RUNS);
+}
+
 /// Publishes `publishes` single puts of random existing keys on a fresh
 /// store with one map of 100,000 entries (its change log first filled to
 /// its bound by as many single puts) and prints the cost of one publish.
 fn single_publish_figures(publishes: usize) {
     const ENTRIES: u64 = 100_000;
-    let (store, mut writer) = Store::new(Default::default());
-    let dump: Vec<(Bytes, Bytes, u64)> = (0..ENTRIES)
-        .map(|i| {
-            let (k, v) = entry(i, 0);
-            (Bytes::copy_from_slice(&k), Bytes::copy_from_slice(&v), 1)
-        })
-        .collect();
-    let info = MapInfo::new(MAP, MapKind::Hash, 8, 16, ENTRIES as u32).with_id(1);
-    writer.add_map(info, dump, 0);
+    let (store, mut writer) = store_of(ENTRIES);
     let name: Arc<str> = MAP.into();
     let warm = mapsync_core::LogLimits::default().max_events;
     let total = warm + publishes;
-    let buffer = Bytes::from(
-        (0..total as u64)
-            .flat_map(|i| {
-                let (k, v) = entry((i * 7919) % ENTRIES, i + 1);
-                k.into_iter().chain(v)
-            })
-            .collect::<Vec<u8>>(),
-    );
-    let change = |at: usize| Change {
-        map: name.clone(),
-        key: buffer.slice(at * 24..at * 24 + 8),
-        value: Some(buffer.slice(at * 24 + 8..at * 24 + 24)),
-        source: EventSource::Trace,
-        observed_ns: 2 + at as u64,
-    };
-    for at in 0..warm {
-        writer.apply([change(at)]);
+    let keys = (0..total as u64).map(|i| ((i * 7919) % ENTRIES, Some(i + 1)));
+    let mut queued = changes(&name, keys, &mut 1).into_iter();
+    // `-- sites`: the last single-change publishes of the warm-up are
+    // recorded (the measured ones below are not)
+    let recorded = SITES_OF.load(Ordering::Relaxed);
+    for (at, one) in queued.by_ref().take(warm).enumerate() {
+        if at + recorded >= warm {
+            sites::record(|| writer.apply([one]));
+        } else {
+            writer.apply([one]);
+        }
     }
     let mut walls: Vec<Duration> = Vec::with_capacity(publishes);
     let before = CALLS.load(Ordering::Relaxed);
     let cpu0 = thread_cpu();
-    for at in warm..total {
-        let one = change(at);
+    for one in queued {
         let started = Instant::now();
         writer.apply([one]);
         walls.push(started.elapsed());

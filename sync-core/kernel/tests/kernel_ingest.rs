@@ -48,10 +48,7 @@ async fn start(pins: &PinDir, map: &Path, ring_bytes: u32) -> MapSync {
 }
 
 /// The next `n` events of the subscription, or panics after the deadline.
-async fn next_events(
-    sub: &mut Subscription,
-    n: usize,
-) -> Vec<std::sync::Arc<mapsync_core::ChangeEvent>> {
+async fn next_events(sub: &mut Subscription, n: usize) -> Vec<mapsync_core::SharedEvent> {
     let deadline = Instant::now() + DEADLINE;
     let mut events = Vec::with_capacity(n);
     while events.len() < n {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mapsync_core::{ChangeEvent, EventSource, Op, SubscribeFilter, Subscription, WatchBatch};
+use mapsync_core::{EventSource, Op, SharedEvent, SubscribeFilter, Subscription, WatchBatch};
 use mapsync_kernel::pin_dir::LockHolder;
 use mapsync_kernel::{KernelError, MapSpec, MapSync, SyncConfig};
 use mapsync_kernel::{open, sys};
@@ -82,8 +82,8 @@ fn map_id(pin: &Path) -> u32 {
 /// Events of the subscription until `done` says the collected ones suffice.
 async fn events_until(
     sub: &mut Subscription,
-    mut done: impl FnMut(&[Arc<ChangeEvent>]) -> bool,
-) -> Vec<Arc<ChangeEvent>> {
+    mut done: impl FnMut(&[SharedEvent]) -> bool,
+) -> Vec<SharedEvent> {
     let mut seen = Vec::new();
     while !done(&seen) {
         let item = tokio::time::timeout(Duration::from_secs(10), sub.next())

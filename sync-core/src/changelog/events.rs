@@ -2,34 +2,26 @@
 //! copy of the log.
 //!
 //! A log copied into the next snapshot shares its chunks; an event is
-//! appended by filling the next empty slot of the last chunk, which the
-//! older copies never read (they stop at their own length). So an append
-//! copies nothing and allocates only a new chunk every [`CHUNK`] events,
-//! where a persistent vector copies its tail node (and the `Arc` of every
-//! event in it) on each append to a shared log. Dropping the oldest events
-//! moves a start offset and releases a chunk once all of it is dropped.
+//! appended by moving it into the next empty slot of the last chunk, which
+//! the older copies never read (they stop at their own length). So an
+//! append copies nothing and allocates only a new chunk every [`CHUNK`]
+//! events (the events are held by value: no allocation per event), where a
+//! persistent vector copies its tail node on each append to a shared log.
+//! Dropping the oldest events moves a start offset and releases a chunk
+//! once all of it is dropped (and no [`SharedEvent`] of it is held).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
+use super::shared::{EventChunk, SharedEvent};
 use crate::event::ChangeEvent;
 
 /// Events per chunk.
 const CHUNK: usize = if cfg!(test) { 4 } else { 256 };
 
-/// A fixed run of slots, each set once.
-#[derive(Debug)]
-struct Chunk(Box<[OnceLock<Arc<ChangeEvent>>]>);
-
-impl Chunk {
-    fn new() -> Self {
-        Self((0..CHUNK).map(|_| OnceLock::new()).collect())
-    }
-}
-
 /// The events of one copy of the log, oldest first.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Events {
-    chunks: imbl::Vector<Arc<Chunk>>,
+    chunks: imbl::Vector<Arc<EventChunk>>,
     /// Events of the first chunk already dropped.
     head: usize,
     len: usize,
@@ -46,57 +38,74 @@ impl Events {
         self.len == 0
     }
 
-    /// The event at `index` (0: the oldest), if within the log.
-    pub(super) fn get(&self, index: usize) -> Option<&Arc<ChangeEvent>> {
+    /// Chunk and slot of the event at `index` (0: the oldest), if within
+    /// the log.
+    fn locate(&self, index: usize) -> Option<(&Arc<EventChunk>, usize)> {
         if index >= self.len {
             return None;
         }
         let at = self.head + index;
-        self.chunks[at / CHUNK].0[at % CHUNK].get()
+        Some((&self.chunks[at / CHUNK], at % CHUNK))
+    }
+
+    /// The event at `index` (0: the oldest), if within the log.
+    pub(super) fn get(&self, index: usize) -> Option<&ChangeEvent> {
+        let (chunk, slot) = self.locate(index)?;
+        chunk.get(slot)
+    }
+
+    /// A shared handle to the event at `index`, if within the log.
+    pub(super) fn shared(&self, index: usize) -> Option<SharedEvent> {
+        let (chunk, slot) = self.locate(index)?;
+        SharedEvent::at(chunk, slot)
     }
 
     /// The oldest event.
-    pub(super) fn front(&self) -> Option<&Arc<ChangeEvent>> {
+    pub(super) fn front(&self) -> Option<&ChangeEvent> {
         self.get(0)
     }
 
     /// The newest event.
-    pub(super) fn back(&self) -> Option<&Arc<ChangeEvent>> {
+    pub(super) fn back(&self) -> Option<&ChangeEvent> {
         self.get(self.len.checked_sub(1)?)
     }
 
     /// Appends `event`.
-    pub(super) fn push_back(&mut self, event: Arc<ChangeEvent>) {
+    pub(super) fn push_back(&mut self, event: ChangeEvent) {
         let at = self.head + self.len;
         let (chunk, slot) = (at / CHUNK, at % CHUNK);
         if chunk == self.chunks.len() {
-            self.chunks.push_back(Arc::new(Chunk::new()));
+            self.chunks.push_back(Arc::new(EventChunk::empty(CHUNK)));
         }
-        if let Err(event) = self.chunks[chunk].0[slot].set(event) {
+        if let Some(event) = self.chunks[chunk].set(slot, event) {
             // another copy of this log (one that was not published) filled
-            // the slot first: this copy takes a chunk of its own
-            let fresh = Chunk::new();
-            for (from, to) in self.chunks[chunk].0[..slot].iter().zip(fresh.0.iter()) {
-                if let Some(older) = from.get() {
-                    let _ = to.set(Arc::clone(older));
+            // the slot first: this copy takes a chunk of its own, with
+            // copies of the events before the slot (reference counts, no
+            // bytes copied)
+            let fresh = EventChunk::empty(CHUNK);
+            for older in 0..slot {
+                if let Some(older_event) = self.chunks[chunk].get(older) {
+                    let _ = fresh.set(older, older_event.clone());
                 }
             }
-            let _ = fresh.0[slot].set(event);
+            let _ = fresh.set(slot, event);
             self.chunks.set(chunk, Arc::new(fresh));
         }
         self.len += 1;
     }
 
-    /// Removes and returns the oldest event.
-    pub(super) fn pop_front(&mut self) -> Option<Arc<ChangeEvent>> {
-        let event = Arc::clone(self.front()?);
+    /// Drops the oldest event; false if there is none.
+    pub(super) fn pop_front(&mut self) -> bool {
+        if self.len == 0 {
+            return false;
+        }
         self.head += 1;
         self.len -= 1;
         if self.head == CHUNK {
             self.chunks.pop_front();
             self.head = 0;
         }
-        Some(event)
+        true
     }
 
     /// Index of the first event for which `is_before` is false (events are
@@ -120,17 +129,17 @@ mod tests {
     use crate::event::{EventSource, Op};
     use bytes::Bytes;
 
-    fn event(revision: u64) -> Arc<ChangeEvent> {
-        Arc::new(ChangeEvent {
+    fn event(revision: u64) -> ChangeEvent {
+        ChangeEvent {
             revision,
             map: "m".into(),
             op: Op::Put,
             key: Bytes::from_static(b"k"),
-            value: None,
+            value: Some(Bytes::from(revision.to_be_bytes().to_vec())),
             source: EventSource::Trace,
             prev_value: None,
             prev_mod_revision: 0,
-        })
+        }
     }
 
     fn revisions(events: &Events) -> Vec<u64> {
@@ -158,16 +167,60 @@ mod tests {
         assert_eq!(other.len(), 7);
         // dropping from the front releases whole chunks
         for revision in 1..=5 {
-            assert_eq!(log.pop_front().map(|e| e.revision), Some(revision));
+            assert_eq!(log.front().map(|e| e.revision), Some(revision));
+            assert!(log.pop_front());
         }
         assert_eq!((log.chunks.len(), log.head), (1, 1));
         assert_eq!(revisions(&log), vec![6, 7]);
         assert_eq!(revisions(&older), (1..=6).collect::<Vec<_>>());
         assert_eq!(log.partition_point(|e| e.revision < 7), 1);
         assert_eq!(log.partition_point(|e| e.revision < 100), 2);
-        while log.pop_front().is_some() {}
+        while log.pop_front() {}
         assert!(log.front().is_none() && log.back().is_none());
         log.push_back(event(8));
         assert_eq!(revisions(&log), vec![8]);
+    }
+
+    #[test]
+    fn a_shared_event_outlives_the_log_dropping_its_chunk() {
+        let mut log = Events::default();
+        for revision in 1..=CHUNK as u64 + 1 {
+            log.push_back(event(revision));
+        }
+        let first = log.shared(0).expect("within");
+        let last = log.shared(CHUNK).expect("within");
+        assert!(log.shared(CHUNK + 1).is_none());
+        let weak = first.downgrade();
+        for _ in 0..CHUNK {
+            assert!(log.pop_front());
+        }
+        assert_eq!(log.chunks.len(), 1, "the first chunk left the log");
+        // the handle still reads its event, value bytes and all
+        assert_eq!(first.revision, 1);
+        assert_eq!(first.value.as_deref(), Some(&1u64.to_be_bytes()[..]));
+        assert!(!weak.is_gone() && weak.is(&first));
+        drop(first);
+        assert!(weak.is_gone(), "the last handle released the chunk");
+        assert_eq!(last.revision, CHUNK as u64 + 1);
+        assert!(log.shared(0).expect("within").is_same(&last));
+    }
+
+    #[test]
+    fn a_copy_that_takes_its_own_chunk_holds_other_events_than_the_first() {
+        let mut log = Events::default();
+        log.push_back(event(1));
+        let older = log.clone();
+        log.push_back(event(2));
+        let mut other = older.clone();
+        other.push_back(event(20));
+        // the slot of 20 is the slot of 2 in another chunk: not the same
+        let (two, twenty) = (log.shared(1).expect("2"), other.shared(1).expect("20"));
+        assert!(!two.is_same(&twenty));
+        assert!(!two.downgrade().is(&twenty));
+        assert_eq!((two.revision, twenty.revision), (2, 20));
+        // the events before it are copies in the new chunk: equal, not same
+        let (one, one_copy) = (log.shared(0).expect("1"), other.shared(0).expect("1"));
+        assert_eq!(one, one_copy);
+        assert!(!one.is_same(&one_copy));
     }
 }

@@ -4,12 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use mapsync_core::control::{Outcome, Put, Refusal};
-use mapsync_core::{ChangeEvent, CommandError, Store, Subscription, WatchBatch};
+use mapsync_core::{CommandError, SharedEvent, Store, Subscription, WatchBatch};
 use mapsync_kernel::{MapSpec, MapSync, SyncConfig};
 use mapsync_test_support::PinDir;
 
@@ -79,7 +78,7 @@ pub fn invalid(result: Result<Outcome, CommandError>) -> String {
 }
 
 /// Every event arriving on `sub` within `window`.
-pub async fn events_within(sub: &mut Subscription, window: Duration) -> Vec<Vec<Arc<ChangeEvent>>> {
+pub async fn events_within(sub: &mut Subscription, window: Duration) -> Vec<Vec<SharedEvent>> {
     let mut batches = Vec::new();
     let deadline = tokio::time::Instant::now() + window;
     while let Ok(next) = tokio::time::timeout_at(deadline, sub.next()).await {
@@ -98,7 +97,7 @@ pub async fn events_settled(
     sub: &mut Subscription,
     expected: usize,
     settle: Duration,
-) -> Vec<Vec<Arc<ChangeEvent>>> {
+) -> Vec<Vec<SharedEvent>> {
     let mut batches = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while batches.iter().map(Vec::len).sum::<usize>() < expected {
