@@ -37,6 +37,9 @@ pub struct ChangeLog {
     bytes: usize,
     /// Highest revision no longer in the log (0: nothing compacted yet).
     compacted: Revision,
+    /// Bytes of the events dropped from the front that the first chunk
+    /// still holds (a chunk is released only once all of it is dropped).
+    dropped_held: usize,
     limits: LogLimits,
 }
 
@@ -47,6 +50,7 @@ impl ChangeLog {
             events: Events::default(),
             bytes: 0,
             compacted: 0,
+            dropped_held: 0,
             limits,
         }
     }
@@ -82,6 +86,7 @@ impl ChangeLog {
             self.pop_front();
         }
         self.compacted = self.compacted.max(revision);
+        self.release_dropped();
     }
 
     pub(crate) fn push(&mut self, event: ChangeEvent) {
@@ -109,9 +114,21 @@ impl ChangeLog {
                 return;
             };
             if front.revision == back.revision {
-                return;
+                break;
             }
             self.pop_front();
+        }
+        self.release_dropped();
+    }
+
+    /// Lets the dropped events the first chunk still holds go once they
+    /// are more than a sixteenth of the byte bound (small events never get
+    /// there: a chunk of them is released whole, soon): without this, up to
+    /// a chunk's worth of large dropped events would stay beyond the bound.
+    fn release_dropped(&mut self) {
+        if self.dropped_held > self.limits.max_bytes / 16 {
+            self.events.release_dropped_head();
+            self.dropped_held = 0;
         }
     }
 
@@ -125,8 +142,15 @@ impl ChangeLog {
             .front()
             .filter(|event| event.revision == revision)
         {
-            self.bytes -= event.approx_bytes();
+            let bytes = event.approx_bytes();
+            self.bytes -= bytes;
             self.events.pop_front();
+            // a chunk released whole takes its dropped events with it
+            self.dropped_held = if self.events.head() == 0 {
+                0
+            } else {
+                self.dropped_held + bytes
+            };
         }
         self.compacted = revision;
     }
@@ -216,6 +240,35 @@ mod tests {
             }) => {}
             other => panic!("expected compacted, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn dropped_large_events_are_freed_though_their_chunk_stays() {
+        let one = event(1, 1000).approx_bytes();
+        let limits = LogLimits {
+            max_events: 100,
+            max_bytes: 4 * one,
+        };
+        let mut log = ChangeLog::new(limits);
+        let older = log.clone();
+        for revision in 1..=21 {
+            log.push(event(revision, 1000));
+            let held = log.events.held_bytes();
+            assert!(
+                held <= limits.max_bytes + limits.max_bytes / 16 + one,
+                "revision {revision}: the chunks hold {held} bytes, the bound is {}",
+                limits.max_bytes
+            );
+        }
+        assert_eq!(log.oldest(), 18);
+        let read: Vec<_> = log
+            .read_from(18, 10)
+            .expect("in range")
+            .iter()
+            .map(|e| e.revision)
+            .collect();
+        assert_eq!(read, vec![18, 19, 20, 21]);
+        assert!(older.is_empty());
     }
 
     #[test]

@@ -108,6 +108,44 @@ impl Events {
         true
     }
 
+    /// Events of the first chunk already dropped (0 after the chunk was
+    /// released).
+    pub(super) fn head(&self) -> usize {
+        self.head
+    }
+
+    /// Puts a copy of the first chunk in its place holding only the events
+    /// still in the log (at the same slots; the copies share their bytes), so
+    /// the events dropped from it are freed now rather than when the whole
+    /// chunk is dropped. Other copies of the log and [`SharedEvent`]s keep
+    /// the old chunk as it was.
+    pub(super) fn release_dropped_head(&mut self) {
+        let Some(first) = self.chunks.front() else {
+            return;
+        };
+        if self.head == 0 {
+            return;
+        }
+        let fresh = EventChunk::empty(CHUNK);
+        for slot in self.head..CHUNK.min(self.head + self.len) {
+            if let Some(event) = first.get(slot) {
+                let _ = fresh.set(slot, event.clone());
+            }
+        }
+        self.chunks.set(0, Arc::new(fresh));
+    }
+
+    /// Bytes of every event the chunks hold, dropped or not (tests of the
+    /// byte bound).
+    #[cfg(test)]
+    pub(super) fn held_bytes(&self) -> usize {
+        self.chunks
+            .iter()
+            .flat_map(|chunk| (0..CHUNK).filter_map(|slot| chunk.get(slot)))
+            .map(ChangeEvent::approx_bytes)
+            .sum()
+    }
+
     /// Index of the first event for which `is_before` is false (events are
     /// partitioned: `is_before` holds for a prefix).
     pub(super) fn partition_point(&self, is_before: impl Fn(&ChangeEvent) -> bool) -> usize {
