@@ -6,7 +6,7 @@ use crate::event::{ChangeEvent, Revision};
 mod events;
 mod shared;
 use events::Events;
-pub use shared::{SharedEvent, WeakEvent};
+pub use shared::{EventIdentity, SharedEvent, WeakEvent};
 
 /// Bounds of the change log: the oldest changes are compacted once either
 /// is exceeded.

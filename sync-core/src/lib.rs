@@ -44,7 +44,7 @@ pub mod status;
 pub mod store;
 pub mod subscribe;
 
-pub use changelog::{ChangeLog, LogLimits, SharedEvent, WeakEvent};
+pub use changelog::{ChangeLog, EventIdentity, LogLimits, SharedEvent, WeakEvent};
 pub use control::{Command, CommandError, CommandHandle};
 pub use error::SyncError;
 pub use event::{ChangeEvent, Epoch, EventSource, Op, Revision};

@@ -13,16 +13,21 @@
 //! (another filter chose them) are encoded by the watch that needs them.
 //!
 //! Bounded: at most [`SLOTS`] groups, together at most [`MAX_BYTES`] of
-//! encodings (a group that would pass it is not kept; watches with it then
-//! encode their own).
+//! encodings and their bookkeeping (a group that would pass it is not kept;
+//! watches with it then encode their own). A watch that shares under a
+//! quarter of a group's bytes gets a copy of them, not slices: a slice keeps
+//! the whole group's buffer alive while its message waits to be sent, past
+//! what the stream's budget counts. Another selection of a large group finds
+//! its events through an index, not a scan.
 
+use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use mapsync_core::{Revision, SharedEvent, WeakEvent};
+use mapsync_core::{EventIdentity, Revision, SharedEvent, WeakEvent};
 
 use super::wire;
 use crate::{convert, pb};
@@ -31,6 +36,18 @@ use crate::{convert, pb};
 pub const SLOTS: usize = 2048;
 /// Most bytes of encodings remembered at once, over all slots.
 pub const MAX_BYTES: usize = 16 << 20;
+/// A watch with another selection of a slot's revision finds its events in
+/// a slot of up to this many events by a scan, in a larger one by an index
+/// of the slot's events (built once, by the first such watch): two
+/// selections sharing little of a large revision (a switch, a transaction)
+/// would make a scan quadratic in the revision's size.
+const SCAN_UP_TO: usize = 64;
+
+#[cfg(test)]
+thread_local! {
+    /// Event compares made by this thread's `encode_revision` calls.
+    static COMPARES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// The encodings of one revision's events, in one form.
 struct Group {
@@ -40,18 +57,58 @@ struct Group {
     fields: Bytes,
     /// Each event and where its field is in `fields`.
     events: Vec<(WeakEvent, Range<usize>)>,
+    /// Position in `events` of each event, for slots of more than
+    /// [`SCAN_UP_TO`] events, built when first needed.
+    index: OnceLock<HashMap<EventIdentity, usize>>,
+    /// What this group counts in the cache's bound ([`charge`]).
+    charged: usize,
     used: Arc<AtomicUsize>,
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.used.fetch_sub(self.fields.len(), Ordering::Relaxed);
+        self.used.fetch_sub(self.charged, Ordering::Relaxed);
     }
+}
+
+/// What a group of `events` events encoded as `fields` bytes counts in the
+/// cache's bound: the bytes, each event's name and range, and (as if it
+/// were built) the index's entry, at a hash map's load.
+fn charge(fields: usize, events: usize) -> usize {
+    let per_event = std::mem::size_of::<(WeakEvent, Range<usize>)>()
+        + 2 * std::mem::size_of::<(EventIdentity, usize)>();
+    fields + events * per_event
 }
 
 impl Group {
     fn is_stale(&self, revision: Revision) -> bool {
         self.revision < revision || self.events.first().is_none_or(|(event, _)| event.is_gone())
+    }
+
+    /// Position in `events` of `event`, looking from `next` on (a slot's
+    /// events and a watch's selection are both in log order).
+    fn find(&self, event: &SharedEvent, next: usize) -> Option<usize> {
+        if self.events.len() <= SCAN_UP_TO {
+            #[cfg(test)]
+            COMPARES.with(|compares| compares.set(compares.get() + self.events.len() - next));
+            return self.events[next..]
+                .iter()
+                .position(|(them, _)| them.is(event))
+                .map(|at| next + at);
+        }
+        #[cfg(test)]
+        COMPARES.with(|compares| compares.set(compares.get() + 1));
+        let index = self.index.get_or_init(|| {
+            self.events
+                .iter()
+                .enumerate()
+                .map(|(at, (event, _))| (event.identity(), at))
+                .collect()
+        });
+        index
+            .get(&event.identity())
+            .copied()
+            .filter(|&at| at >= next)
     }
 
     /// Whether `group` is every event of this one, in order.
@@ -146,6 +203,25 @@ pub(super) fn push_ranges(
     }
 }
 
+/// Copies out the slices of `fields` in `chunks` when together they are
+/// under a quarter of it: a slice keeps the whole buffer alive while its
+/// message is queued, and the stream's budget counts only the slice.
+fn unpin_small_shares(fields: &Bytes, chunks: &mut [Chunk]) {
+    let within = fields.as_ptr_range();
+    let is_share = |chunk: &Chunk| within.contains(&chunk.fields.as_ptr());
+    let shared: usize = chunks
+        .iter()
+        .filter(|chunk| is_share(chunk))
+        .map(|chunk| chunk.fields.len())
+        .sum();
+    if shared * 4 >= fields.len() {
+        return;
+    }
+    for chunk in chunks.iter_mut().filter(|chunk| is_share(chunk)) {
+        chunk.fields = Bytes::copy_from_slice(&chunk.fields);
+    }
+}
+
 impl SharedEncodings {
     /// Bytes of encodings held now.
     #[cfg(test)]
@@ -188,16 +264,15 @@ impl SharedEncodings {
         }
         // another selection of the same revision, in the same order: walk
         // both, encoding what the slot lacks (adjacent shared fields merge)
+        let first_out = out.len();
         let mut next = 0;
         let mut shared: Vec<Range<usize>> = Vec::new();
         for event in group {
-            let found = cached.events[next..]
-                .iter()
-                .position(|(them, _)| them.is(event));
+            let found = cached.find(event, next);
             match found {
                 Some(at) => {
-                    shared.push(cached.events[next + at].1.clone());
-                    next += at + 1;
+                    shared.push(cached.events[at].1.clone());
+                    next = at + 1;
                 }
                 None => {
                     push_ranges(revision, &cached.fields, shared.drain(..), split_above, out);
@@ -207,6 +282,7 @@ impl SharedEncodings {
             }
         }
         push_ranges(revision, &cached.fields, shared, split_above, out);
+        unpin_small_shares(&cached.fields, &mut out[first_out..]);
     }
 
     /// Keeps a revision's encodings in `slot`, within [`MAX_BYTES`].
@@ -219,7 +295,7 @@ impl SharedEncodings {
         fields: Bytes,
         ranges: Vec<Range<usize>>,
     ) {
-        let bytes = fields.len();
+        let bytes = charge(fields.len(), group.len());
         let before = self.used.fetch_add(bytes, Ordering::Relaxed);
         if before + bytes > MAX_BYTES {
             self.used.fetch_sub(bytes, Ordering::Relaxed);
@@ -235,6 +311,8 @@ impl SharedEncodings {
             prev,
             fields,
             events,
+            index: OnceLock::new(),
+            charged: bytes,
             used: self.used.clone(),
         })));
     }
@@ -340,6 +418,47 @@ mod tests {
         let fresh = chunks(&cache, &other, false);
         assert_eq!(decoded(&fresh), want(&other, false));
         assert_ne!(fresh[0].fields.as_ptr(), stored[0].fields.as_ptr());
+    }
+
+    #[test]
+    fn two_selections_sharing_nothing_of_a_large_revision_cost_a_bounded_scan() {
+        let (cache, group) = cache_and_group(20, 0);
+        drop(group);
+        let events = 10_000;
+        let group = SharedEvent::batch(
+            (0..events)
+                .map(|k| ChangeEvent {
+                    key: (k as u32).to_be_bytes().to_vec().into(),
+                    ..event(20, 0)
+                })
+                .collect(),
+        );
+        let evens: Vec<_> = group.iter().step_by(2).cloned().collect();
+        let odds: Vec<_> = group.iter().skip(1).step_by(2).cloned().collect();
+        let _ = chunks(&cache, &evens, false);
+        COMPARES.with(|compares| compares.set(0));
+        let out = chunks(&cache, &odds, false);
+        assert_eq!(decoded(&out), want(&odds, false));
+        let compares = COMPARES.with(|compares| compares.get());
+        assert!(
+            compares <= odds.len(),
+            "{compares} compares for {} events",
+            odds.len()
+        );
+        // a selection of most of the slot shares its bytes, found by the
+        // index; a small one gets a copy (a slice would keep the whole
+        // slot's buffer alive while it waits to be sent)
+        let stored = chunks(&cache, &evens, false);
+        let within = stored[0].fields.as_ptr()..stored[stored.len() - 1].fields.as_ptr_range().end;
+        let most: Vec<_> = evens[..4000].to_vec();
+        let shared = chunks(&cache, &most, false);
+        assert_eq!(decoded(&shared), want(&most, false));
+        assert!(shared.iter().all(|c| within.contains(&c.fields.as_ptr())));
+        let few: Vec<_> = evens[100..200].to_vec();
+        let copied = chunks(&cache, &few, false);
+        assert_eq!(decoded(&copied), want(&few, false));
+        assert_eq!(copied.len(), 1, "one run");
+        assert!(!within.contains(&copied[0].fields.as_ptr()));
     }
 
     #[test]

@@ -133,7 +133,14 @@ impl SharedEvent {
         Arc::ptr_eq(&self.chunk, &other.chunk) && self.slot == other.slot
     }
 
-    /// A name of this event that does not keep it alive.
+    /// Which logged event this is, as a value to hash or compare: equal for
+    /// handles of the same event, and unique among the events whose chunks
+    /// are still allocated (a [`WeakEvent`] keeps its chunk's allocation).
+    pub fn identity(&self) -> EventIdentity {
+        EventIdentity(Arc::as_ptr(&self.chunk) as usize, self.slot)
+    }
+
+    /// A name of this very event that does not keep it alive.
     pub fn downgrade(&self) -> WeakEvent {
         WeakEvent {
             chunk: Arc::downgrade(&self.chunk),
@@ -193,7 +200,18 @@ pub struct WeakEvent {
     slot: u32,
 }
 
+/// The identity of one logged event ([`SharedEvent::identity`],
+/// [`WeakEvent::identity`]): its chunk's address and its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventIdentity(usize, u32);
+
 impl WeakEvent {
+    /// The identity of the event this was made from; while this lives, no
+    /// other event has it.
+    pub fn identity(&self) -> EventIdentity {
+        EventIdentity(self.chunk.as_ptr() as usize, self.slot)
+    }
+
     /// Whether `event` is the event this was made from.
     pub fn is(&self, event: &SharedEvent) -> bool {
         std::ptr::eq(self.chunk.as_ptr(), Arc::as_ptr(&event.chunk)) && self.slot == event.slot
