@@ -4,7 +4,11 @@
 //! 16-byte values), fills it with batch updates, then measures, in one run:
 //!
 //! - `dump`: the kernel dump alone (`mapsync_kernel::dump::dump`, batched
-//!   lookups), the floor under everything else;
+//!   lookups, what a resync takes), the reference the rates are given
+//!   against;
+//! - `walk dump`: the dump start takes for a hash map
+//!   (`dump::walk::dump_walking`: one `bpf_for_each_map_elem` into an
+//!   mmapable array), the floor under start;
 //! - `store build`: `Publisher::add_dump` of that dump on a bare store, and
 //!   on its own the sort it starts with (`DumpEntries::sorted`);
 //! - `diff (unchanged)`: `Publisher::apply_dump` of a second dump on that
@@ -141,6 +145,16 @@ fn main() {
     dumps.sort();
     let dump_rate = entries as f64 / dumps[0].as_secs_f64();
     report("dump (kernel, reference)", entries, &mut dumps, dump_rate);
+    let (mut walks, mut walk_cpu) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (started, cpu) = (Instant::now(), thread_cpu());
+        let walked =
+            dump::walk::dump_walking(map.fd.as_fd(), &map.info, pins.path()).expect("walk dump");
+        walks.push(started.elapsed());
+        walk_cpu.push(thread_cpu() - cpu);
+        assert_eq!(walked.len() as u64, entries, "each entry once");
+    }
+    report("walk dump (start's)", entries, &mut walks, dump_rate);
     report("store build (add_dump)", entries, &mut builds, dump_rate);
     report("  of which the sort", entries, &mut sorts, dump_rate);
     report("diff (apply_dump, same)", entries, &mut diffs, dump_rate);
@@ -149,12 +163,14 @@ fn main() {
         times[0].as_secs_f64()
     };
     let (dump_cpu, build_cpu) = (best(&mut dump_cpu), best(&mut build_cpu));
+    let walk_cpu = best(&mut walk_cpu);
     let (sort_cpu, diff_cpu) = (best(&mut sort_cpu), best(&mut diff_cpu));
     let rate = |seconds: f64| entries as f64 / seconds / 1e6;
     println!(
-        "  thread CPU time, best: dump {:.1} ms ({:.2} M entries/s), store build {:.1} ms ({:.2} M/s; sort {:.1} ms), both {:.2} M entries/s; diff {:.1} ms ({:.2} M/s)",
+        "  thread CPU time, best: dump {:.1} ms ({:.2} M entries/s; a walk {:.1} ms), store build {:.1} ms ({:.2} M/s; sort {:.1} ms), both {:.2} M entries/s; diff {:.1} ms ({:.2} M/s)",
         dump_cpu * 1e3,
         rate(dump_cpu),
+        walk_cpu * 1e3,
         build_cpu * 1e3,
         rate(build_cpu),
         sort_cpu * 1e3,
@@ -197,10 +213,11 @@ fn main() {
     let (_, phases) = phases[0];
     let ms = |phase: Duration| phase.as_secs_f64() * 1e3;
     println!(
-        "  phases of the best: open {:.1} ms, capture (load + attach + watch) {:.1} ms, dump {:.1} ms, build {:.1} ms, catch-up {:.1} ms",
+        "  phases of the best: open {:.1} ms, capture (load + attach + watch) {:.1} ms, dump {:.1} ms ({} map(s) walked), build {:.1} ms, catch-up {:.1} ms",
         ms(phases.open),
         ms(phases.capture),
         ms(phases.dump),
+        phases.walks,
         ms(phases.build),
         ms(phases.catch_up)
     );

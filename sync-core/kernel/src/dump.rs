@@ -1,5 +1,6 @@
 //! Full dumps of a map: `BPF_MAP_LOOKUP_BATCH`, with next-key iteration as
-//! the fallback where batch lookups are not supported.
+//! the fallback where batch lookups are not supported; at start, hash maps
+//! are first tried with one walk of the kernel's buckets ([`walk`]).
 
 use std::os::fd::BorrowedFd;
 
@@ -9,6 +10,36 @@ use super::sys;
 use crate::error::KernelError;
 use mapsync_core::map_info::{MapInfo, MapKind};
 pub use mapsync_core::store::{Dump, DumpEntries};
+
+pub mod walk;
+
+/// The initial dump of a map: a [`walk`] where the map allows it (`true`
+/// with the dump: exact only if nothing wrote the map meanwhile, see
+/// [`walk`]), else [`dump`]. `scratch` is a bpffs directory for the walk's
+/// pins of a moment.
+pub fn dump_at_start(
+    fd: BorrowedFd<'_>,
+    info: &MapInfo,
+    scratch: &std::path::Path,
+) -> Result<(Dump, bool), KernelError> {
+    if walk::walkable(info) {
+        let started_ns = sys::monotonic_ns();
+        match walk::dump_walking(fd, info, scratch) {
+            Ok(entries) => {
+                let dump = Dump {
+                    entries,
+                    started_ns,
+                    ended_ns: sys::monotonic_ns(),
+                };
+                return Ok((dump, true));
+            }
+            Err(error) => {
+                tracing::debug!(map = %info.name, %error, "walk dump not used, batch lookups instead");
+            }
+        }
+    }
+    Ok((dump(fd, info)?, false))
+}
 
 /// Entries per batch call to start with (doubled on ENOSPC: a hash bucket
 /// longer than the batch). Large: each call costs a syscall, a bigger one

@@ -1,0 +1,230 @@
+//! The walk dump of a hash map (`ebpf/src/bpf/dump.bpf.c`): one
+//! `bpf_for_each_map_elem` over the map, run once with `BPF_PROG_TEST_RUN`,
+//! copies every entry into an mmapable array that user space then reads.
+//!
+//! Against `BPF_MAP_LOOKUP_BATCH` it saves the bucket lock, the second walk
+//! of each bucket and two `copy_to_user` per bucket: about twice as fast per
+//! entry, in one syscall. What it gives up: the walk holds no bucket lock,
+//! and a hash map reuses a deleted or replaced element at once, so an entry
+//! written *during* the walk can make it miss others of its bucket. The
+//! caller ([`crate::MapSync::start`]) therefore re-dumps with the batch
+//! lookups a walked map that the capture saw written during its walk.
+//!
+//! It runs with preemption off (the test run of a raw tracepoint) for about
+//! 0.2 us per entry, so maps above [`WALK_ENTRIES_MAX`] are never walked.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aya::EbpfLoader;
+use aya::programs::{RawTracePoint, RawTracePointRunOptions, TestRun};
+
+use super::sys;
+use mapsync_core::map_info::{MapInfo, MapKind};
+use mapsync_core::store::DumpEntries;
+
+/// The largest key and value the walk's copy handles (`dump.bpf.c`).
+const KEY_MAX: u32 = 64;
+const VALUE_MAX: u32 = 1024;
+/// Maps of a larger capacity are dumped with batch lookups: the walk runs
+/// with preemption off, and at this size takes about 3-4 s.
+pub const WALK_ENTRIES_MAX: u32 = 1 << 24;
+
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+const PROGRAM: &str = "mapsync_dump";
+
+/// Whether [`dump_walking`] can dump this map: a hash or LRU hash (one
+/// value per entry) of small keys and values and at most
+/// [`WALK_ENTRIES_MAX`] entries.
+pub fn walkable(info: &MapInfo) -> bool {
+    matches!(info.kind, MapKind::Hash | MapKind::LruHash)
+        && (1..=KEY_MAX).contains(&info.key_size)
+        && (1..=VALUE_MAX).contains(&info.value_size)
+        && info.value_bytes == info.value_size
+        && (1..=WALK_ENTRIES_MAX).contains(&info.max_entries)
+}
+
+/// Why a walk was not used (the caller falls back on batch lookups).
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// The map is not [`walkable`].
+    #[error("not a map the walk dumps")]
+    NotWalkable,
+    /// A syscall failed (array create, pin, mmap).
+    #[error("{op}: {source}")]
+    Syscall {
+        /// The call.
+        op: &'static str,
+        /// Its error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The walk program did not load or run.
+    #[error("the walk program: {0}")]
+    Program(String),
+    /// The map held more entries than the array (it changed during the walk).
+    #[error("the walk found more entries than the map's capacity")]
+    Overflow,
+}
+
+fn syscall(op: &'static str) -> impl FnOnce(std::io::Error) -> WalkError {
+    move |source| WalkError::Syscall { op, source }
+}
+
+/// Pins that are removed when dropped.
+struct Pins(Vec<PathBuf>);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A read-only shared mapping of the records array.
+struct Mapped {
+    at: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn new(fd: BorrowedFd<'_>, len: usize) -> Result<Self, WalkError> {
+        // SAFETY: a new mapping at an address the kernel picks, of an fd
+        // that stays open while it is used; checked for failure.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return Err(syscall("mmap of the walk's array")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(Self { at, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes mapped at `at` until dropped; the
+        // program that writes them has finished.
+        unsafe { std::slice::from_raw_parts(self.at.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe {
+            libc::munmap(self.at, self.len);
+        }
+    }
+}
+
+/// Dumps a [`walkable`] map by one walk of the kernel's buckets. `scratch`
+/// is a bpffs directory where the map and the array are pinned for the
+/// moment of the program's load (aya takes maps by pin path). Every entry
+/// gets the time just before the walk as its observed time.
+pub fn dump_walking(
+    fd: BorrowedFd<'_>,
+    info: &MapInfo,
+    scratch: &Path,
+) -> Result<DumpEntries, WalkError> {
+    if !walkable(info) {
+        return Err(WalkError::NotWalkable);
+    }
+    let (key_size, value_size) = (info.key_size, info.value_size);
+    let value_at = key_size.next_multiple_of(8);
+    let stride = value_at + value_size.next_multiple_of(8);
+    let capacity = info.max_entries;
+    let out = sys::map_create(&sys::MapCreate {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: stride,
+        max_entries: capacity,
+        map_flags: BPF_F_MMAPABLE,
+        inner_map_fd: None,
+        name: "mapsync_dump".into(),
+        btf: None,
+    })
+    .map_err(syscall("BPF_MAP_CREATE of the walk's array"))?;
+    let ebpf = load(fd, out.as_fd(), info, scratch)?;
+    let program: &RawTracePoint = ebpf
+        .program(PROGRAM)
+        .ok_or_else(|| WalkError::Program("missing from the object".into()))?
+        .try_into()
+        .map_err(|error: aya::programs::ProgramError| WalkError::Program(error.to_string()))?;
+    let page = 4096;
+    let len = (stride as usize * capacity as usize).next_multiple_of(page);
+    let mapped = Mapped::new(out.as_fd(), len)?;
+    let observed_ns = sys::monotonic_ns();
+    let ran = program
+        .test_run(RawTracePointRunOptions::new())
+        .map_err(|error| WalkError::Program(error.to_string()))?;
+    let count = ran.return_value as usize;
+    if count > capacity as usize {
+        return Err(WalkError::Overflow);
+    }
+    let (key_size, value_size) = (key_size as usize, value_size as usize);
+    let (value_at, stride) = (value_at as usize, stride as usize);
+    let mut entries = DumpEntries::with_shape(key_size, value_size);
+    let records = &mapped.bytes()[..count * stride];
+    let _ = entries.read_into(count, observed_ns, |keys, values| {
+        let records = records.chunks_exact(stride);
+        let keys = keys.chunks_exact_mut(key_size);
+        let values = values.chunks_exact_mut(value_size);
+        for ((record, key), value) in records.zip(keys).zip(values) {
+            key.copy_from_slice(&record[..key_size]);
+            value.copy_from_slice(&record[value_at..value_at + value_size]);
+        }
+        Ok::<_, std::convert::Infallible>(count)
+    });
+    Ok(entries)
+}
+
+/// Loads the walk program for this map and array: both pinned in
+/// `scratch` just for the load (removed before it returns).
+fn load(
+    map: BorrowedFd<'_>,
+    out: BorrowedFd<'_>,
+    info: &MapInfo,
+    scratch: &Path,
+) -> Result<aya::Ebpf, WalkError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // (bpffs refuses names with a dot)
+    let stem = format!("mapsync_dump_{}_{n}", std::process::id());
+    let (map_pin, out_pin) = (
+        scratch.join(format!("{stem}_map")),
+        scratch.join(format!("{stem}_out")),
+    );
+    let pins = Pins(vec![map_pin.clone(), out_pin.clone()]);
+    sys::obj_pin(map, &map_pin).map_err(syscall("BPF_OBJ_PIN of the map to walk"))?;
+    sys::obj_pin(out, &out_pin).map_err(syscall("BPF_OBJ_PIN of the walk's array"))?;
+    let mut ebpf = EbpfLoader::new()
+        // no CO-RE in this object: the kernel's BTF is not needed
+        .btf(None)
+        .override_global("dump_key_size", &info.key_size, true)
+        .override_global("dump_value_size", &info.value_size, true)
+        .map_pin_path("dump_src", map_pin.as_path())
+        .map_pin_path("dump_out", out_pin.as_path())
+        .load(mapsync_ebpf::DUMP_OBJECT)
+        .map_err(|error| WalkError::Program(error.to_string()))?;
+    drop(pins);
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| WalkError::Program("missing from the object".into()))?
+        .try_into()
+        .map_err(|error: aya::programs::ProgramError| WalkError::Program(error.to_string()))?;
+    program
+        .load()
+        .map_err(|error| WalkError::Program(error.to_string()))?;
+    Ok(ebpf)
+}
