@@ -13,18 +13,17 @@ pub use mapsync_core::store::{Dump, DumpEntries};
 
 pub mod walk;
 
-/// The initial dump of a map: a [`walk`] where the map allows it (`true`
-/// with the dump: exact only if nothing wrote the map meanwhile, see
-/// [`walk`]), else [`dump`]. `scratch` is a bpffs directory for the walk's
-/// pins of a moment.
+/// The initial dump of a map: its [`walk`] if one was prepared and runs
+/// (`true` with the dump: exact only if nothing wrote the map meanwhile,
+/// see [`walk`]), else [`dump`].
 pub fn dump_at_start(
     fd: BorrowedFd<'_>,
     info: &MapInfo,
-    scratch: &std::path::Path,
+    walk: Option<walk::PreparedWalk>,
 ) -> Result<(Dump, bool), KernelError> {
-    if walk::walkable(info) {
+    if let Some(walk) = walk {
         let started_ns = sys::monotonic_ns();
-        match walk::dump_walking(fd, info, scratch) {
+        match walk.run() {
             Ok(entries) => {
                 let dump = Dump {
                     entries,
@@ -34,7 +33,7 @@ pub fn dump_at_start(
                 return Ok((dump, true));
             }
             Err(error) => {
-                tracing::debug!(map = %info.name, %error, "walk dump not used, batch lookups instead");
+                tracing::debug!(map = %info.name, %error, "walk dump failed, batch lookups instead");
             }
         }
     }

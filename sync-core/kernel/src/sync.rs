@@ -47,6 +47,42 @@ pub struct SyncConfig {
     pub reconcile_interval: Option<Duration>,
 }
 
+/// Prepares the walk dumps of the maps that allow one ([`dump::walk`]) on
+/// a thread of their own, while the caller loads the capture: both parse
+/// the kernel's BTF. `None` if there is no such map (or no thread).
+fn prepare_walks(
+    opened: &[(open::OpenMap, Option<Duration>, crate::MapSource)],
+    scratch: &std::path::Path,
+) -> Option<std::thread::JoinHandle<HashMap<u32, dump::walk::PreparedWalk>>> {
+    let maps: Vec<_> = opened
+        .iter()
+        .filter(|(map, ..)| dump::walk::walkable(&map.info))
+        .filter_map(|(map, ..)| Some((map.fd.try_clone().ok()?, map.info.clone())))
+        .collect();
+    if maps.is_empty() {
+        return None;
+    }
+    let scratch = scratch.to_path_buf();
+    let prepare = move || {
+        let mut prepared = HashMap::new();
+        for (fd, info) in maps {
+            match dump::walk::prepare(fd.as_fd(), &info, &scratch) {
+                Ok(walk) => {
+                    prepared.insert(info.id, walk);
+                }
+                Err(error) => {
+                    tracing::debug!(map = %info.name, %error, "no walk dump, batch lookups instead");
+                }
+            }
+        }
+        prepared
+    };
+    std::thread::Builder::new()
+        .name("mapsync-walk".into())
+        .spawn(prepare)
+        .ok()
+}
+
 /// How long start waits after a walk dump for the records of writes made
 /// during it (stamped at their syscall's exit) to reach the ring.
 const WALK_SETTLE: Duration = Duration::from_millis(2);
@@ -176,6 +212,7 @@ impl MapSync {
             opened.push((map, spec.poll_interval, spec.source.clone()));
         }
         phase_end(&mut phases.open);
+        let preparing = prepare_walks(&opened, &config.pin_dir);
         let (capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
         let seq_counters = sys::obj_get(&config.pin_dir.join(abi::SEQS_MAP)).map_err(|source| {
             KernelError::Host {
@@ -192,13 +229,17 @@ impl MapSync {
         let mut ingest = Ingest::new(capture, ring, writer, stats.clone(), seq_counters)?;
         // capture first, then dump: a write made during the dump is either
         // in the dump or in the ring (DESIGN, "never stale", property 3)
+        let mut prepared = preparing
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or_default();
         let mut dumped = Vec::with_capacity(opened.len());
         // maps dumped by a walk, with when their walk began
         let mut walks: HashMap<u32, u64> = HashMap::new();
         for (map, poll_interval, source) in opened {
             ingest.capture.watch(&map.info)?;
             phase_end(&mut phases.capture);
-            let (dump, walked) = dump::dump_at_start(map.fd.as_fd(), &map.info, &config.pin_dir)?;
+            let walk = prepared.remove(&map.info.id);
+            let (dump, walked) = dump::dump_at_start(map.fd.as_fd(), &map.info, walk)?;
             phase_end(&mut phases.dump);
             tracing::info!(
                 map = %map.info.name, id = map.info.id, kind = %map.info.kind,

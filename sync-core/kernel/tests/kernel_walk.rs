@@ -125,8 +125,11 @@ fn maps_the_walk_does_not_take_are_dumped_by_batch_lookups() {
             walk::dump_walking(map.fd.as_fd(), &map.info, pins.path()),
             Err(WalkError::NotWalkable)
         ));
-        let (dumped, walked) =
-            dump::dump_at_start(map.fd.as_fd(), &map.info, pins.path()).expect("dump");
+        assert!(matches!(
+            walk::prepare(map.fd.as_fd(), &map.info, pins.path()),
+            Err(WalkError::NotWalkable)
+        ));
+        let (dumped, walked) = dump::dump_at_start(map.fd.as_fd(), &map.info, None).expect("dump");
         assert!(!walked, "{kind}");
         assert_eq!(read(&dumped.entries), support::dump(&pin), "{kind}");
     }

@@ -13,7 +13,7 @@
 //! It runs with preemption off (the test run of a raw tracepoint) for about
 //! 0.2 us per entry, so maps above [`WALK_ENTRIES_MAX`] are never walked.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -128,27 +128,56 @@ impl Drop for Mapped {
     }
 }
 
-/// Dumps a [`walkable`] map by one walk of the kernel's buckets. `scratch`
-/// is a bpffs directory where the map and the array are pinned for the
-/// moment of the program's load (aya takes maps by pin path). Every entry
-/// gets the time just before the walk as its observed time.
+/// Dumps a [`walkable`] map by one walk of the kernel's buckets
+/// ([`prepare`], then [`PreparedWalk::run`]). `scratch` is a bpffs
+/// directory where the map and the array are pinned for the moment of the
+/// program's load (aya takes maps by pin path). Every entry gets the time
+/// just before the walk as its observed time.
 pub fn dump_walking(
     fd: BorrowedFd<'_>,
     info: &MapInfo,
     scratch: &Path,
 ) -> Result<DumpEntries, WalkError> {
+    prepare(fd, info, scratch)?.run()
+}
+
+/// A walk ready to run: its array created and its program loaded for one
+/// map (some 10-40 ms, most of it aya parsing the kernel's BTF, which
+/// start does beside the capture's load).
+pub struct PreparedWalk {
+    ebpf: aya::Ebpf,
+    out: OwnedFd,
+    key_size: usize,
+    value_size: usize,
+    capacity: u32,
+}
+
+impl std::fmt::Debug for PreparedWalk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedWalk")
+            .field("key_size", &self.key_size)
+            .field("value_size", &self.value_size)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+/// Creates the array and loads the walk program for a [`walkable`] map
+/// (see [`dump_walking`]); the walk itself is [`PreparedWalk::run`].
+pub fn prepare(
+    fd: BorrowedFd<'_>,
+    info: &MapInfo,
+    scratch: &Path,
+) -> Result<PreparedWalk, WalkError> {
     if !walkable(info) {
         return Err(WalkError::NotWalkable);
     }
-    let (key_size, value_size) = (info.key_size, info.value_size);
-    let value_at = key_size.next_multiple_of(8);
-    let stride = value_at + value_size.next_multiple_of(8);
-    let capacity = info.max_entries;
+    let stride = record_stride(info.key_size as usize, info.value_size as usize);
     let out = sys::map_create(&sys::MapCreate {
         map_type: BPF_MAP_TYPE_ARRAY,
         key_size: 4,
-        value_size: stride,
-        max_entries: capacity,
+        value_size: stride as u32,
+        max_entries: info.max_entries,
         map_flags: BPF_F_MMAPABLE,
         inner_map_fd: None,
         name: "mapsync_dump".into(),
@@ -156,37 +185,60 @@ pub fn dump_walking(
     })
     .map_err(syscall("BPF_MAP_CREATE of the walk's array"))?;
     let ebpf = load(fd, out.as_fd(), info, scratch)?;
-    let program: &RawTracePoint = ebpf
-        .program(PROGRAM)
-        .ok_or_else(|| WalkError::Program("missing from the object".into()))?
-        .try_into()
-        .map_err(|error: aya::programs::ProgramError| WalkError::Program(error.to_string()))?;
-    let page = 4096;
-    let len = (stride as usize * capacity as usize).next_multiple_of(page);
-    let mapped = Mapped::new(out.as_fd(), len)?;
-    let observed_ns = sys::monotonic_ns();
-    let ran = program
-        .test_run(RawTracePointRunOptions::new())
-        .map_err(|error| WalkError::Program(error.to_string()))?;
-    let count = ran.return_value as usize;
-    if count > capacity as usize {
-        return Err(WalkError::Overflow);
-    }
-    let (key_size, value_size) = (key_size as usize, value_size as usize);
-    let (value_at, stride) = (value_at as usize, stride as usize);
-    let mut entries = DumpEntries::with_shape(key_size, value_size);
-    let records = &mapped.bytes()[..count * stride];
-    let _ = entries.read_into(count, observed_ns, |keys, values| {
-        let records = records.chunks_exact(stride);
-        let keys = keys.chunks_exact_mut(key_size);
-        let values = values.chunks_exact_mut(value_size);
-        for ((record, key), value) in records.zip(keys).zip(values) {
-            key.copy_from_slice(&record[..key_size]);
-            value.copy_from_slice(&record[value_at..value_at + value_size]);
+    Ok(PreparedWalk {
+        ebpf,
+        out,
+        key_size: info.key_size as usize,
+        value_size: info.value_size as usize,
+        capacity: info.max_entries,
+    })
+}
+
+/// Bytes of one record in the walk's array: the key and the value, each
+/// rounded up to 8 (`dump.bpf.c`).
+fn record_stride(key_size: usize, value_size: usize) -> usize {
+    key_size.next_multiple_of(8) + value_size.next_multiple_of(8)
+}
+
+impl PreparedWalk {
+    /// Walks the map once and returns its entries, all with the time just
+    /// before the walk. [`WalkError::Overflow`] if the map held more
+    /// entries than its capacity meanwhile.
+    pub fn run(self) -> Result<DumpEntries, WalkError> {
+        let program: &RawTracePoint = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| WalkError::Program("missing from the object".into()))?
+            .try_into()
+            .map_err(|error: aya::programs::ProgramError| WalkError::Program(error.to_string()))?;
+        let (key_size, value_size) = (self.key_size, self.value_size);
+        let value_at = key_size.next_multiple_of(8);
+        let stride = record_stride(key_size, value_size);
+        let page = 4096;
+        let len = (stride * self.capacity as usize).next_multiple_of(page);
+        let mapped = Mapped::new(self.out.as_fd(), len)?;
+        let observed_ns = sys::monotonic_ns();
+        let ran = program
+            .test_run(RawTracePointRunOptions::new())
+            .map_err(|error| WalkError::Program(error.to_string()))?;
+        let count = ran.return_value as usize;
+        if count > self.capacity as usize {
+            return Err(WalkError::Overflow);
         }
-        Ok::<_, std::convert::Infallible>(count)
-    });
-    Ok(entries)
+        let mut entries = DumpEntries::with_shape(key_size, value_size);
+        let records = &mapped.bytes()[..count * stride];
+        let _ = entries.read_into(count, observed_ns, |keys, values| {
+            let records = records.chunks_exact(stride);
+            let keys = keys.chunks_exact_mut(key_size);
+            let values = values.chunks_exact_mut(value_size);
+            for ((record, key), value) in records.zip(keys).zip(values) {
+                key.copy_from_slice(&record[..key_size]);
+                value.copy_from_slice(&record[value_at..value_at + value_size]);
+            }
+            Ok::<_, std::convert::Infallible>(count)
+        });
+        Ok(entries)
+    }
 }
 
 /// Loads the walk program for this map and array: both pinned in
