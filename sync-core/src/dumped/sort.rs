@@ -52,22 +52,24 @@ impl DumpEntries {
     /// travel together through the sort, so that nothing after it reads the
     /// dump's buffers in hash order (a cache and TLB miss per entry).
     fn packed_sort(&self) -> Vec<u8> {
-        let stride = packed_stride(self.value_size);
+        let (key_size, value_size) = (self.key_size, self.value_size);
+        let stride = packed_stride(value_size);
         let n = self.flat_len();
-        let threads = sort_threads(n);
         let mut records = vec![0u8; n * stride];
-        // each thread packs a range of the entries
-        let per_thread = n.div_ceil(threads).max(1) * stride;
-        if threads == 1 {
-            self.pack(0, &mut records);
-        } else {
-            std::thread::scope(|scope| {
-                for (part, out) in records.chunks_mut(per_thread).enumerate() {
-                    scope.spawn(move || self.pack(part * per_thread / stride, out));
-                }
-            });
+        let mut start = 0;
+        let mut out = records.chunks_exact_mut(stride);
+        for &(end, observed_ns) in &self.reads {
+            for i in start..end {
+                let record = out.next().expect("one record per entry");
+                // the key zero-padded to 8 bytes: its big-endian prefix
+                record[..key_size].copy_from_slice(self.key(i));
+                record[8..PACKED_VALUE_AT].copy_from_slice(&observed_ns.to_ne_bytes());
+                record[PACKED_VALUE_AT..PACKED_VALUE_AT + value_size]
+                    .copy_from_slice(self.value(i));
+            }
+            start = end;
         }
-        let mut records = radix_sort_records(records, stride, threads);
+        let mut records = radix_sort_records(records, stride);
         // of equal keys, now adjacent and oldest first, keep the last
         let mut kept = 0;
         for at in 0..n {
@@ -83,23 +85,6 @@ impl DumpEntries {
         }
         records.truncate(kept * stride);
         records
-    }
-
-    /// Packs the flat entries from `first` on into `out` (whole records):
-    /// the key zero-padded to 8 bytes (its big-endian prefix), the time of
-    /// the read that returned it, the value.
-    fn pack(&self, first: usize, out: &mut [u8]) {
-        let (key_size, value_size) = (self.key_size, self.value_size);
-        let stride = packed_stride(value_size);
-        let mut read = self.reads.partition_point(|(end, _)| *end <= first);
-        for (i, record) in (first..).zip(out.chunks_exact_mut(stride)) {
-            while self.reads[read].0 <= i {
-                read += 1;
-            }
-            record[..key_size].copy_from_slice(self.key(i));
-            record[8..PACKED_VALUE_AT].copy_from_slice(&self.reads[read].1.to_ne_bytes());
-            record[PACKED_VALUE_AT..PACKED_VALUE_AT + value_size].copy_from_slice(self.value(i));
-        }
     }
 
     /// Of equal keys, adjacent in `order` and oldest first, keeps the last.
@@ -190,24 +175,13 @@ fn packed_stride(value_size: usize) -> usize {
     PACKED_VALUE_AT + value_size.div_ceil(8) * 8
 }
 
-/// Dumps of at least this many entries are sorted by more than one thread.
-const PARALLEL_FROM: usize = 1 << 16;
-
-/// Threads to sort `n` entries with: the machine's, up to 4, for large dumps.
-fn sort_threads(n: usize) -> usize {
-    if n < PARALLEL_FROM {
-        return 1;
-    }
-    std::thread::available_parallelism().map_or(1, |cpus| cpus.get().min(4))
-}
-
 /// [`radix_sort_fixed`] for records of `stride` bytes, a multiple of 8
 /// from 16 to `packed_stride(PACKED_VALUE_MAX)`.
-fn radix_sort_records(records: Vec<u8>, stride: usize, threads: usize) -> Vec<u8> {
+fn radix_sort_records(records: Vec<u8>, stride: usize) -> Vec<u8> {
     macro_rules! by_stride {
         ($($words:literal),*) => {
             match stride / 8 {
-                $($words => radix_sort_fixed::<{ $words * 8 }>(records, threads),)*
+                $($words => radix_sort_fixed::<{ $words * 8 }>(records),)*
                 _ => unreachable!("packed records are 16 to 80 bytes"),
             }
         };
@@ -215,123 +189,43 @@ fn radix_sort_records(records: Vec<u8>, stride: usize, threads: usize) -> Vec<u8
     by_stride!(2, 3, 4, 5, 6, 7, 8, 9, 10)
 }
 
-fn prefix_of<const S: usize>(record: &[u8; S]) -> u64 {
-    u64::from_be_bytes(record[..8].try_into().expect("8 bytes"))
-}
-
-/// Per digit (8 bits each, least significant first), how many of `records`
-/// have each value.
-fn histograms<const S: usize>(records: &[[u8; S]]) -> [[usize; 256]; 8] {
+/// A stable least-significant-digit radix sort of records of `S` bytes by
+/// their first 8 bytes read as a big-endian number, 8 bits per pass,
+/// skipping a pass whose digit is the same in every record.
+fn radix_sort_fixed<const S: usize>(mut from: Vec<u8>) -> Vec<u8> {
+    let n = from.len() / S;
+    let prefix_of = |record: &[u8; S]| u64::from_be_bytes(record[..8].try_into().expect("8 bytes"));
     let mut counts = [[0usize; 256]; 8];
-    for record in records {
+    for record in from.as_chunks::<S>().0 {
         let p = prefix_of(record);
         for (digit, count) in counts.iter_mut().enumerate() {
             count[(p >> (digit * 8)) as usize & 0xff] += 1;
         }
     }
-    counts
-}
-
-/// Moves `part`'s records into `regions` by the digit at `shift`, in order.
-fn scatter<const S: usize>(part: &[[u8; S]], mut regions: Vec<&mut [[u8; S]]>, shift: usize) {
-    let mut next = [0usize; 256];
-    for record in part {
-        let bucket = (prefix_of(record) >> shift) as usize & 0xff;
-        regions[bucket][next[bucket]] = *record;
-        next[bucket] += 1;
-    }
-}
-
-/// A stable least-significant-digit radix sort of records of `S` bytes by
-/// their first 8 bytes read as a big-endian number, 8 bits per pass,
-/// skipping a pass whose digit is the same in every record.
-///
-/// With `threads` > 1, each pass is split: every thread counts and moves
-/// one contiguous part of the records into its own regions of the output,
-/// which are ordered bucket by bucket, then part by part (so the sort stays
-/// stable).
-fn radix_sort_fixed<const S: usize>(mut from: Vec<u8>, threads: usize) -> Vec<u8> {
-    let n = from.len() / S;
-    let threads = threads.clamp(1, n.max(1));
-    let per_part = n.div_ceil(threads).max(1);
-    let totals = {
-        let parts: Vec<&[[u8; S]]> = from.as_chunks::<S>().0.chunks(per_part).collect();
-        let mut totals = [[0usize; 256]; 8];
-        for part in counted(&parts, |part| histograms(part)) {
-            for (total, count) in totals.iter_mut().zip(part) {
-                for (t, c) in total.iter_mut().zip(count) {
-                    *t += c;
-                }
-            }
-        }
-        totals
-    };
     let mut to = Vec::new();
-    for (digit, total) in totals.iter().enumerate() {
-        if total.contains(&n) {
+    for (digit, count) in counts.iter().enumerate() {
+        if count.contains(&n) {
             continue;
         }
         if to.is_empty() {
             to = vec![0u8; from.len()];
         }
-        let shift = digit * 8;
-        let parts: Vec<&[[u8; S]]> = from.as_chunks::<S>().0.chunks(per_part).collect();
-        let counts: Vec<[usize; 256]> = if parts.len() == 1 {
-            vec![*total]
-        } else {
-            counted(&parts, |part| {
-                let mut count = [0usize; 256];
-                for record in part.iter() {
-                    count[(prefix_of(record) >> shift) as usize & 0xff] += 1;
-                }
-                count
-            })
-        };
-        let mut regions: Vec<Vec<&mut [[u8; S]]>> =
-            parts.iter().map(|_| Vec::with_capacity(256)).collect();
-        let mut rest = to.as_chunks_mut::<S>().0;
-        for bucket in 0..256 {
-            for (part, count) in regions.iter_mut().zip(&counts) {
-                let (region, tail) = std::mem::take(&mut rest).split_at_mut(count[bucket]);
-                part.push(region);
-                rest = tail;
-            }
+        let mut next = [0usize; 256];
+        let mut sum = 0;
+        for (slot, c) in next.iter_mut().zip(count) {
+            *slot = sum;
+            sum += c;
         }
-        if parts.len() == 1 {
-            let regions = regions.pop().expect("one part");
-            scatter(parts[0], regions, shift);
-        } else {
-            std::thread::scope(|scope| {
-                for (part, regions) in parts.iter().zip(regions) {
-                    scope.spawn(move || scatter(part, regions, shift));
-                }
-            });
+        let shift = digit * 8;
+        let out = to.as_chunks_mut::<S>().0;
+        for record in from.as_chunks::<S>().0 {
+            let bucket = (prefix_of(record) >> shift) as usize & 0xff;
+            out[next[bucket]] = *record;
+            next[bucket] += 1;
         }
         std::mem::swap(&mut from, &mut to);
     }
     from
-}
-
-/// `count` of every part, each part on its own thread (the first on this one).
-fn counted<T: Send, P: Sync>(parts: &[P], count: impl Fn(&P) -> T + Sync) -> Vec<T> {
-    match parts {
-        [] => Vec::new(),
-        [only] => vec![count(only)],
-        [first, others @ ..] => std::thread::scope(|scope| {
-            let count = &count;
-            let others: Vec<_> = others
-                .iter()
-                .map(|part| scope.spawn(move || count(part)))
-                .collect();
-            let mut all = vec![count(first)];
-            all.extend(
-                others
-                    .into_iter()
-                    .map(|thread| thread.join().expect("a counting thread")),
-            );
-            all
-        }),
-    }
 }
 
 /// The first 8 bytes of `key` as a big-endian number (zero-padded): its
@@ -377,46 +271,4 @@ fn radix_sort(items: impl Iterator<Item = (u64, u32)>, n: usize) -> Vec<(u64, u3
         std::mem::swap(&mut from, &mut to);
     }
     from
-}
-
-#[cfg(test)]
-mod parallel_tests {
-    use super::radix_sort_fixed;
-
-    /// Records of 16 bytes: a key prefix from a small alphabet (many equal
-    /// keys) and the record's position, to check stability.
-    fn records(n: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed;
-        let mut bytes = Vec::with_capacity(n * 16);
-        for i in 0..n as u64 {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            let key = (state >> 40) % 1_000 * 0x0101_0001;
-            bytes.extend_from_slice(&key.to_be_bytes());
-            bytes.extend_from_slice(&i.to_be_bytes());
-        }
-        bytes
-    }
-
-    #[test]
-    fn a_sort_split_between_threads_is_the_one_thread_sort() {
-        for (n, seed) in [(0usize, 1u64), (1, 2), (7, 3), (1_000, 4), (50_001, 5)] {
-            let one = radix_sort_fixed::<16>(records(n, seed), 1);
-            let keys: Vec<&[u8]> = one.chunks(16).map(|r| &r[..8]).collect();
-            assert!(keys.windows(2).all(|w| w[0] <= w[1]), "in key order");
-            // of equal keys, the earlier record first
-            assert!(
-                one.chunks(16)
-                    .collect::<Vec<_>>()
-                    .windows(2)
-                    .all(|w| w[0][..8] != w[1][..8] || w[0][8..] < w[1][8..]),
-                "stable"
-            );
-            for threads in 2..=5 {
-                let split = radix_sort_fixed::<16>(records(n, seed), threads);
-                assert!(split == one, "{n} records, {threads} threads");
-            }
-        }
-    }
 }
