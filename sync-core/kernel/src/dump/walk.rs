@@ -31,19 +31,27 @@ const VALUE_MAX: u32 = 1024;
 /// with preemption off, and at this size takes about 3-4 s.
 pub const WALK_ENTRIES_MAX: u32 = 1 << 24;
 
+/// The largest array a walk creates (the map's capacity times a record,
+/// in kernel memory for the length of the dump, whatever the map holds):
+/// larger maps are dumped with batch lookups, whose buffers grow with what
+/// they read.
+pub const WALK_BYTES_MAX: u64 = 256 << 20;
+
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const PROGRAM: &str = "mapsync_dump";
 
 /// Whether [`dump_walking`] can dump this map: a hash or LRU hash (one
-/// value per entry) of small keys and values and at most
-/// [`WALK_ENTRIES_MAX`] entries.
+/// value per entry) of small keys and values, at most [`WALK_ENTRIES_MAX`]
+/// entries and at most [`WALK_BYTES_MAX`] of records at full capacity.
 pub fn walkable(info: &MapInfo) -> bool {
+    let stride = record_stride(info.key_size as usize, info.value_size as usize) as u64;
     matches!(info.kind, MapKind::Hash | MapKind::LruHash)
         && (1..=KEY_MAX).contains(&info.key_size)
         && (1..=VALUE_MAX).contains(&info.value_size)
         && info.value_bytes == info.value_size
         && (1..=WALK_ENTRIES_MAX).contains(&info.max_entries)
+        && stride * u64::from(info.max_entries) <= WALK_BYTES_MAX
 }
 
 /// Why a walk was not used (the caller falls back on batch lookups).
@@ -279,4 +287,41 @@ fn load(
         .load()
         .map_err(|error| WalkError::Program(error.to_string()))?;
     Ok(ebpf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(kind: MapKind, key_size: u32, value_size: u32, max_entries: u32) -> MapInfo {
+        MapInfo {
+            name: "m".into(),
+            id: 1,
+            kernel_name: "m".into(),
+            kind,
+            key_size,
+            value_size,
+            max_entries,
+            value_bytes: value_size,
+            types: None,
+            switchable: false,
+        }
+    }
+
+    #[test]
+    fn only_hash_maps_of_bounded_size_are_walked() {
+        assert!(walkable(&info(MapKind::Hash, 8, 16, 1 << 20)));
+        assert!(walkable(&info(MapKind::LruHash, 64, 1024, 1000)));
+        assert!(!walkable(&info(MapKind::Array, 4, 8, 1000)));
+        assert!(!walkable(&info(MapKind::PercpuHash, 4, 8, 1000)));
+        assert!(!walkable(&info(MapKind::Hash, 65, 8, 1000)), "key too long");
+        assert!(
+            !walkable(&info(MapKind::Hash, 8, 1025, 1000)),
+            "value too long"
+        );
+        assert!(!walkable(&info(MapKind::Hash, 4, 4, WALK_ENTRIES_MAX + 1)));
+        // 1 Mi records of 1,032 bytes: a 1 GiB array whatever the map holds
+        assert!(!walkable(&info(MapKind::Hash, 8, 1024, 1 << 20)));
+        assert!(walkable(&info(MapKind::Hash, 8, 1024, 200_000)));
+    }
 }
