@@ -69,8 +69,8 @@ fn fill(pin: &std::path::Path, entries: u64, step: u64, generation: u64) {
     }
 }
 
-/// CPU time of the whole process, every thread (the dump, the sort and
-/// the build use several): on a shared machine, wall time is also the
+/// CPU time of the whole process, every thread (the batch dump and a start
+/// use several): on a shared machine, wall time is also the
 /// other tenants' time. Nothing else of this process runs while the
 /// figures that use it are taken (no sync is started yet).
 fn process_cpu() -> Duration {
