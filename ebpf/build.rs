@@ -15,7 +15,7 @@ const PACKAGES: &str = "apt-get install -y clang llvm libbpf-dev bpftool";
 
 /// The programs mapsync itself loads; the rest of `src/bpf/` is built only
 /// for the `demo` feature.
-const LIBRARY_OBJECTS: &[&str] = &["trace.bpf.c"];
+const LIBRARY_OBJECTS: &[&str] = &["trace.bpf.c", "dump.bpf.c"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

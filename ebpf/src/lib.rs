@@ -5,6 +5,7 @@
 //! - `include/mapsync.h`: the ABI (record layout, limits, shared maps) and the
 //!   *emit* helpers `mapsync_update()` / `mapsync_delete()` for users' programs.
 //! - `src/bpf/trace.bpf.c`: the *syscall trace* source ([`TRACE_OBJECT`]).
+//! - `src/bpf/dump.bpf.c`: the walk dump of hash maps ([`DUMP_OBJECT`]).
 //! - `src/bpf/demo.bpf.c`: the demo writer (`DEMO_OBJECT`, feature `demo`).
 //! - `src/bpf/typed.bpf.c`: maps whose keys and values carry BTF, for typed
 //!   output and its tests (`TYPED_OBJECT`, feature `demo`).
@@ -14,8 +15,8 @@
 //!   tests and benches (`SWITCHTEST_OBJECT`, feature `demo`).
 //!
 //! The demo and typed objects are for the CLI's `demo` command and tests:
-//! without the `demo` feature they are neither built nor embedded (only the trace object
-//! ships in a library build).
+//! without the `demo` feature they are neither built nor embedded (only the trace and dump objects
+//! ship in a library build).
 //! - [`abi`]: the Rust mirror of `mapsync.h`, with compile-time size checks.
 //!
 //! The objects are compiled with `clang -target bpf -g -O2` against a
@@ -55,6 +56,13 @@ macro_rules! embed_object {
 /// calls are not traced: mapsync's own writer), and the shared maps of
 /// `mapsync.h`.
 pub static TRACE_OBJECT: &[u8] = embed_object!("trace.bpf.o");
+
+/// The walk-dump object: the raw tracepoint program `mapsync_dump` (run
+/// with `BPF_PROG_TEST_RUN`, never attached) walks the hash map loaded in
+/// place of `dump_src` with `bpf_for_each_map_elem` and copies each entry
+/// into the mmapable array loaded in place of `dump_out`; the `.rodata`
+/// globals `dump_key_size` and `dump_value_size` are set to the map's sizes.
+pub static DUMP_OBJECT: &[u8] = embed_object!("dump.bpf.o");
 
 /// The demo object: XDP programs `demo_count` (count packets per IPv4 source
 /// into the hash map `demo_pkts`, through `mapsync_update()`) and

@@ -4,7 +4,11 @@
 //! 16-byte values), fills it with batch updates, then measures, in one run:
 //!
 //! - `dump`: the kernel dump alone (`mapsync_kernel::dump::dump`, batched
-//!   lookups), the floor under everything else;
+//!   lookups, what a resync takes), the reference the rates are given
+//!   against;
+//! - `walk dump`: the dump start takes for a hash map
+//!   (`dump::walk::dump_walking`: one `bpf_for_each_map_elem` into an
+//!   mmapable array), the floor under start;
 //! - `store build`: `Publisher::add_dump` of that dump on a bare store, and
 //!   on its own the sort it starts with (`DumpEntries::sorted`);
 //! - `diff (unchanged)`: `Publisher::apply_dump` of a second dump on that
@@ -65,16 +69,18 @@ fn fill(pin: &std::path::Path, entries: u64, step: u64, generation: u64) {
     }
 }
 
-/// CPU time of the calling thread: on a shared machine, wall time is also
-/// the other tenants' time.
-fn thread_cpu() -> Duration {
+/// CPU time of the whole process, every thread (the batch dump and a start
+/// use several): on a shared machine, wall time is also the
+/// other tenants' time. Nothing else of this process runs while the
+/// figures that use it are taken (no sync is started yet).
+fn process_cpu() -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `now` is a valid timespec to write to.
     unsafe {
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now);
+        libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now);
     }
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
@@ -113,34 +119,44 @@ fn main() {
     let (mut dump_cpu, mut sort_cpu, mut build_cpu, mut diff_cpu) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        let (started, cpu) = (Instant::now(), thread_cpu());
+        let (started, cpu) = (Instant::now(), process_cpu());
         let dumped = dump::dump(map.fd.as_fd(), &map.info).expect("dump");
         dumps.push(started.elapsed());
-        dump_cpu.push(thread_cpu() - cpu);
+        dump_cpu.push(process_cpu() - cpu);
         // two threads read a large map, each half of its buckets, and
         // where they meet a key may be read twice
         assert!(dumped.entries.len() as u64 >= entries);
-        let (started, cpu) = (Instant::now(), thread_cpu());
+        let (started, cpu) = (Instant::now(), process_cpu());
         let distinct = dumped.entries.sorted().len() as u64;
         sorts.push(started.elapsed());
-        sort_cpu.push(thread_cpu() - cpu);
+        sort_cpu.push(process_cpu() - cpu);
         assert_eq!(distinct, entries);
         let (store, mut writer) = Store::new(Default::default());
-        let (started, cpu) = (Instant::now(), thread_cpu());
+        let (started, cpu) = (Instant::now(), process_cpu());
         writer.add_dump(map.info.clone(), dumped.entries, dumped.started_ns);
         builds.push(started.elapsed());
-        build_cpu.push(thread_cpu() - cpu);
+        build_cpu.push(process_cpu() - cpu);
         assert_eq!(store.load().map(MAP).expect("added").len() as u64, entries);
         let again = dump::dump(map.fd.as_fd(), &map.info).expect("dump");
-        let (before, started, cpu) = (store.revision(), Instant::now(), thread_cpu());
+        let (before, started, cpu) = (store.revision(), Instant::now(), process_cpu());
         let after = writer.apply_dump(MAP, again, EventSource::Resync);
         diffs.push(started.elapsed());
-        diff_cpu.push(thread_cpu() - cpu);
+        diff_cpu.push(process_cpu() - cpu);
         assert_eq!(after, before, "nothing changed, no event");
     }
     dumps.sort();
     let dump_rate = entries as f64 / dumps[0].as_secs_f64();
     report("dump (kernel, reference)", entries, &mut dumps, dump_rate);
+    let (mut walks, mut walk_cpu) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (started, cpu) = (Instant::now(), process_cpu());
+        let walked =
+            dump::walk::dump_walking(map.fd.as_fd(), &map.info, pins.path()).expect("walk dump");
+        walks.push(started.elapsed());
+        walk_cpu.push(process_cpu() - cpu);
+        assert_eq!(walked.len() as u64, entries, "each entry once");
+    }
+    report("walk dump (start's)", entries, &mut walks, dump_rate);
     report("store build (add_dump)", entries, &mut builds, dump_rate);
     report("  of which the sort", entries, &mut sorts, dump_rate);
     report("diff (apply_dump, same)", entries, &mut diffs, dump_rate);
@@ -149,16 +165,19 @@ fn main() {
         times[0].as_secs_f64()
     };
     let (dump_cpu, build_cpu) = (best(&mut dump_cpu), best(&mut build_cpu));
+    let walk_cpu = best(&mut walk_cpu);
     let (sort_cpu, diff_cpu) = (best(&mut sort_cpu), best(&mut diff_cpu));
     let rate = |seconds: f64| entries as f64 / seconds / 1e6;
     println!(
-        "  thread CPU time, best: dump {:.1} ms ({:.2} M entries/s), store build {:.1} ms ({:.2} M/s; sort {:.1} ms), both {:.2} M entries/s; diff {:.1} ms ({:.2} M/s)",
+        "  CPU time (all threads), best: batch dump {:.1} ms ({:.2} M entries/s), walk dump {:.1} ms ({:.2} M/s), store build {:.1} ms ({:.2} M/s; sort {:.1} ms), walk + build {:.2} M entries/s; diff {:.1} ms ({:.2} M/s)",
         dump_cpu * 1e3,
         rate(dump_cpu),
+        walk_cpu * 1e3,
+        rate(walk_cpu),
         build_cpu * 1e3,
         rate(build_cpu),
         sort_cpu * 1e3,
-        rate(dump_cpu + build_cpu),
+        rate(walk_cpu + build_cpu),
         diff_cpu * 1e3,
         rate(diff_cpu),
     );
@@ -169,10 +188,12 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let mut starts = Vec::new();
+    let mut start_cpu = Vec::new();
     let mut phases = Vec::new();
     let mut last = None;
     for run in 0..runs {
-        let started = Instant::now();
+        // the previous run's sync is idle meanwhile (nothing writes)
+        let (started, cpu) = (Instant::now(), process_cpu());
         let sync = runtime
             .block_on(MapSync::start(SyncConfig {
                 maps: vec![MapSpec::pin(None, &pin)],
@@ -183,6 +204,7 @@ fn main() {
             .expect("start the sync");
         runtime.block_on(sync.store().wait_ready());
         starts.push(started.elapsed());
+        start_cpu.push(process_cpu() - cpu);
         phases.push((started.elapsed(), sync.start_phases()));
         let held = sync.store().load().map(MAP).expect("mirrored").len() as u64;
         assert_eq!(held, entries, "ready with every entry");
@@ -193,14 +215,21 @@ fn main() {
         }
     }
     report("start to ready (MapSync)", entries, &mut starts, dump_rate);
+    let start_cpu = best(&mut start_cpu);
+    println!(
+        "  CPU time of a start (all threads), best: {:.1} ms ({:.2} M entries per CPU-second)",
+        start_cpu * 1e3,
+        rate(start_cpu)
+    );
     phases.sort_by_key(|(took, _)| *took);
     let (_, phases) = phases[0];
     let ms = |phase: Duration| phase.as_secs_f64() * 1e3;
     println!(
-        "  phases of the best: open {:.1} ms, capture (load + attach + watch) {:.1} ms, dump {:.1} ms, build {:.1} ms, catch-up {:.1} ms",
+        "  phases of the best: open {:.1} ms, capture (load + attach + watch) {:.1} ms, dump {:.1} ms ({} map(s) walked), build {:.1} ms, catch-up {:.1} ms",
         ms(phases.open),
         ms(phases.capture),
         ms(phases.dump),
+        phases.walks,
         ms(phases.build),
         ms(phases.catch_up)
     );

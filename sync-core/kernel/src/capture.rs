@@ -10,12 +10,15 @@ use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::TracePoint;
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::{Ebpf, EbpfLoader};
 use mapsync_ebpf::abi::{self, WatchEntry};
 
 use super::ring::{self, RingConsumer};
 use crate::error::KernelError;
 use mapsync_core::map_info::MapInfo;
+
+/// Where the running kernel's BTF is read from (aya's `Btf::from_sys_fs`).
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Name of the trace object's private map naming the thread it ignores
 /// (`struct mapsync_quiet` in `trace.bpf.c`; not pinned).
@@ -73,12 +76,17 @@ impl Capture {
             Some(actual) => actual,
             None => ring_bytes,
         };
-        let btf = Btf::from_sys_fs().map_err(|error| KernelError::Host {
-            what: "reading kernel BTF at /sys/kernel/btf/vmlinux",
-            source: std::io::Error::other(error),
-        })?;
+        // the loader parses the kernel's BTF itself (`EbpfLoader::new`, some
+        // 20 ms): parsing it here as well would double that, so only check
+        // that it is there, for a clear error
+        let vmlinux = Path::new(VMLINUX_BTF);
+        if let Err(source) = std::fs::metadata(vmlinux) {
+            return Err(KernelError::Host {
+                what: "reading kernel BTF at /sys/kernel/btf/vmlinux",
+                source,
+            });
+        }
         let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
             .default_map_pin_directory(pin_dir)
             .map_max_entries(abi::EVENTS_MAP, ring_bytes)
             .load(mapsync_ebpf::TRACE_OBJECT)?;

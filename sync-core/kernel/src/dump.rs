@@ -1,5 +1,6 @@
 //! Full dumps of a map: `BPF_MAP_LOOKUP_BATCH`, with next-key iteration as
-//! the fallback where batch lookups are not supported.
+//! the fallback where batch lookups are not supported; at start, hash maps
+//! are first tried with one walk of the kernel's buckets ([`walk`]).
 
 use std::os::fd::BorrowedFd;
 
@@ -9,6 +10,35 @@ use super::sys;
 use crate::error::KernelError;
 use mapsync_core::map_info::{MapInfo, MapKind};
 pub use mapsync_core::store::{Dump, DumpEntries};
+
+pub mod walk;
+
+/// The initial dump of a map: its [`walk`] if one was prepared and runs
+/// (`true` with the dump: exact only if nothing wrote the map meanwhile,
+/// see [`walk`]), else [`dump`].
+pub fn dump_at_start(
+    fd: BorrowedFd<'_>,
+    info: &MapInfo,
+    walk: Option<walk::PreparedWalk>,
+) -> Result<(Dump, bool), KernelError> {
+    if let Some(walk) = walk {
+        let started_ns = sys::monotonic_ns();
+        match walk.run() {
+            Ok(entries) => {
+                let dump = Dump {
+                    entries,
+                    started_ns,
+                    ended_ns: sys::monotonic_ns(),
+                };
+                return Ok((dump, true));
+            }
+            Err(error) => {
+                tracing::debug!(map = %info.name, %error, "walk dump failed, batch lookups instead");
+            }
+        }
+    }
+    Ok((dump(fd, info)?, false))
+}
 
 /// Entries per batch call to start with (doubled on ENOSPC: a hash bucket
 /// longer than the batch). Large: each call costs a syscall, a bigger one

@@ -5,7 +5,8 @@
 //! - [`sys`]: raw `bpf()` commands (lookups, batch lookups, pins, map info).
 //! - [`open`]: opening maps by pin path or id.
 //! - [`dump`]: full dumps with `BPF_MAP_LOOKUP_BATCH` (iteration as
-//!   fallback), returned as the mirror's [`Dump`](mapsync_core::store::Dump).
+//!   fallback), returned as the mirror's [`Dump`](mapsync_core::store::Dump);
+//!   at start, hash maps are walked once instead ([`dump::walk`]).
 //! - [`capture`]: the syscall-trace programs and the shared ring.
 //! - [`ring`]: mapsync's consumer of the shared ring buffer, sized from the
 //!   kernel, with every position and record length checked.

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::error::KernelError;
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, Repair};
 use crate::pin_dir::{self, PinDirLock};
 use crate::stats::{StatsSnapshot, SyncStats};
 use crate::{Capture, MapSpec, dump, open, sys};
@@ -47,6 +47,46 @@ pub struct SyncConfig {
     pub reconcile_interval: Option<Duration>,
 }
 
+/// Prepares the walk dumps of the maps that allow one ([`dump::walk`]) on
+/// a thread of their own, while the caller loads the capture: both parse
+/// the kernel's BTF. `None` if there is no such map (or no thread).
+fn prepare_walks(
+    opened: &[(open::OpenMap, Option<Duration>, crate::MapSource)],
+    scratch: &std::path::Path,
+) -> Option<std::thread::JoinHandle<HashMap<u32, dump::walk::PreparedWalk>>> {
+    let maps: Vec<_> = opened
+        .iter()
+        .filter(|(map, ..)| dump::walk::walkable(&map.info))
+        .filter_map(|(map, ..)| Some((map.fd.try_clone().ok()?, map.info.clone())))
+        .collect();
+    if maps.is_empty() {
+        return None;
+    }
+    let scratch = scratch.to_path_buf();
+    let prepare = move || {
+        let mut prepared = HashMap::new();
+        for (fd, info) in maps {
+            match dump::walk::prepare(fd.as_fd(), &info, &scratch) {
+                Ok(walk) => {
+                    prepared.insert(info.id, walk);
+                }
+                Err(error) => {
+                    tracing::debug!(map = %info.name, %error, "no walk dump, batch lookups instead");
+                }
+            }
+        }
+        prepared
+    };
+    std::thread::Builder::new()
+        .name("mapsync-walk".into())
+        .spawn(prepare)
+        .ok()
+}
+
+/// How long start waits after a walk dump for the records of writes made
+/// during it (stamped at their syscall's exit) to reach the ring.
+const WALK_SETTLE: Duration = Duration::from_millis(2);
+
 /// Default period of the reconcile.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -77,6 +117,9 @@ pub struct StartPhases {
     /// Applying what was captured during the dumps and re-reading the keys
     /// written meanwhile, up to ready.
     pub catch_up: Duration,
+    /// How many maps were dumped by a walk ([`crate::dump::walk`]); the
+    /// others by batch lookups.
+    pub walks: usize,
 }
 
 /// A running sync: the store and the task that feeds it.
@@ -169,6 +212,7 @@ impl MapSync {
             opened.push((map, spec.poll_interval, spec.source.clone()));
         }
         phase_end(&mut phases.open);
+        let preparing = prepare_walks(&opened, &config.pin_dir);
         let (capture, ring) = Capture::load(&config.pin_dir, config.ring_bytes)?;
         let seq_counters = sys::obj_get(&config.pin_dir.join(abi::SEQS_MAP)).map_err(|source| {
             KernelError::Host {
@@ -185,16 +229,25 @@ impl MapSync {
         let mut ingest = Ingest::new(capture, ring, writer, stats.clone(), seq_counters)?;
         // capture first, then dump: a write made during the dump is either
         // in the dump or in the ring (DESIGN, "never stale", property 3)
+        let mut prepared = preparing
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or_default();
         let mut dumped = Vec::with_capacity(opened.len());
+        // maps dumped by a walk, with when their walk began
+        let mut walks: HashMap<u32, u64> = HashMap::new();
         for (map, poll_interval, source) in opened {
             ingest.capture.watch(&map.info)?;
             phase_end(&mut phases.capture);
-            let dump = dump::dump(map.fd.as_fd(), &map.info)?;
+            let walk = prepared.remove(&map.info.id);
+            let (dump, walked) = dump::dump_at_start(map.fd.as_fd(), &map.info, walk)?;
             phase_end(&mut phases.dump);
             tracing::info!(
                 map = %map.info.name, id = map.info.id, kind = %map.info.kind,
-                entries = dump.entries.len(), "initial dump"
+                entries = dump.entries.len(), walked, "initial dump"
             );
+            if walked {
+                walks.insert(map.info.id, dump.started_ns);
+            }
             dumped.push((map, poll_interval, source, dump));
         }
         let mut windows = HashMap::new();
@@ -206,12 +259,34 @@ impl MapSync {
                 ingest.attach_switch(map_id, set);
             }
         }
+        phases.walks = walks.len();
         phase_end(&mut phases.build);
         // apply what was captured while dumping, then re-read every key
         // written during its map's dump: the order of a record and the
         // dump's read of the same key is unknown, the kernel's value is not
         let dumps_ended = windows.values().map(|(_, end)| *end).max().unwrap_or(0);
-        let records = ingest.drain_until(dumps_ended)?;
+        // a write is stamped at its syscall's exit, just after it changed
+        // the map: a walked map's writes during its walk may be stamped
+        // just after it ended
+        let settle = if walks.is_empty() {
+            0
+        } else {
+            std::thread::sleep(WALK_SETTLE);
+            WALK_SETTLE.as_nanos() as u64
+        };
+        let records = ingest.drain_until(dumps_ended + settle)?;
+        // a walk holds no bucket lock, and the kernel reuses a replaced or
+        // deleted element at once: a map written during its walk may lack
+        // entries nobody wrote, so it is dumped again with the batch lookups
+        let rewalk: std::collections::BTreeSet<u32> = records
+            .iter()
+            .filter(|record| {
+                walks
+                    .get(&record.header.map_id)
+                    .is_some_and(|started| record.header.ts_ns >= *started)
+            })
+            .map(|record| record.header.map_id)
+            .collect();
         let touched: HashSet<(u32, Bytes, EventSource)> = records
             .iter()
             .filter(|record| {
@@ -232,6 +307,9 @@ impl MapSync {
             "re-reading keys written during the dumps"
         );
         ingest.read_keys(touched.into_iter().collect())?;
+        for map_id in rewalk {
+            ingest.resync(map_id, Repair::Resync("written during its walk dump"))?;
+        }
         ingest.resync_pending()?;
         ingest.writer.set_ready();
         phase_end(&mut phases.catch_up);

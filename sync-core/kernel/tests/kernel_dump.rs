@@ -42,6 +42,34 @@ fn entries(n: u32, key_size: usize) -> Entries {
         .collect()
 }
 
+/// The entries of a dump as a map (a key read twice: its later read).
+fn read(entries: &dump::DumpEntries) -> Entries {
+    entries
+        .iter()
+        .map(|(key, value, _)| (key.to_vec(), value.to_vec()))
+        .collect()
+}
+
+/// The entries of a dump in the order `sorted` gives, one per key.
+fn sorted(entries: &dump::DumpEntries) -> Vec<(Vec<u8>, Vec<u8>)> {
+    entries
+        .sorted()
+        .iter()
+        .map(|(key, value, _)| (key.to_vec(), value.to_vec()))
+        .collect()
+}
+
+/// What the mirror holds of `map`.
+fn mirrored(store: &Store, map: &str) -> Entries {
+    store
+        .snapshot()
+        .map(map)
+        .expect("mirrored")
+        .iter()
+        .map(|(key, entry)| (key.to_vec(), entry.value.to_vec()))
+        .collect()
+}
+
 fn dumped(pin: &std::path::Path) -> (mapsync_core::Dump, mapsync_core::MapInfo) {
     let map = open::open(&MapSpec::pin(None, pin)).expect("open the map");
     (
@@ -64,24 +92,14 @@ fn a_flat_dump_of_a_hash_map_is_what_bpftool_reads() {
         let (dump, _) = dumped(&pin);
         assert_eq!(dump.entries.len(), n as usize);
         assert!(dump.started_ns <= dump.ended_ns);
-        let read: Entries = dump
-            .entries
-            .iter()
-            .map(|(key, value, observed_ns)| {
-                assert!((dump.started_ns..=dump.ended_ns).contains(&observed_ns));
-                (key.to_vec(), value.to_vec())
-            })
-            .collect();
-        assert_eq!(read, support::dump(&pin), "keys of {key_size} bytes");
-        assert_eq!(read, want);
+        for (_, _, observed_ns) in dump.entries.iter() {
+            assert!((dump.started_ns..=dump.ended_ns).contains(&observed_ns));
+        }
+        let got = read(&dump.entries);
+        assert_eq!(got, support::dump(&pin), "keys of {key_size} bytes");
+        assert_eq!(got, want);
         // in bytewise key order (the kernel returns hash order), each once
-        let sorted: Vec<(Vec<u8>, Vec<u8>)> = dump
-            .entries
-            .sorted()
-            .iter()
-            .map(|(key, value, _)| (key.to_vec(), value.to_vec()))
-            .collect();
-        assert_eq!(sorted, want.into_iter().collect::<Vec<_>>());
+        assert_eq!(sorted(&dump.entries), want.into_iter().collect::<Vec<_>>());
     }
 }
 
@@ -96,14 +114,10 @@ fn an_array_dump_holds_every_index() {
     let map = open::open(&MapSpec::pin(None, &pin)).expect("open the map");
     sys::update(map.fd.as_fd(), &7u32.to_ne_bytes(), &[9; 8], 0).expect("write slot 7");
     let (dump, _) = dumped(&pin);
-    let read: Entries = dump
-        .entries
-        .iter()
-        .map(|(key, value, _)| (key.to_vec(), value.to_vec()))
-        .collect();
-    assert_eq!(read.len(), 1000);
-    assert_eq!(read, support::dump(&pin));
-    assert_eq!(read[&7u32.to_ne_bytes().to_vec()], vec![9; 8]);
+    let got = read(&dump.entries);
+    assert_eq!(got.len(), 1000);
+    assert_eq!(got, support::dump(&pin));
+    assert_eq!(got[&7u32.to_ne_bytes().to_vec()], vec![9; 8]);
 }
 
 #[test]
@@ -122,14 +136,14 @@ fn a_mirror_built_from_a_large_dump_then_diffed_holds_the_kernel_map() {
     writer.add_dump(info, dump.entries, dump.started_ns);
     let snapshot = store.snapshot();
     let view = snapshot.map("flows").expect("added");
-    let mirrored: Vec<(Vec<u8>, Vec<u8>, u64)> = view
+    let with_revisions: Vec<(Vec<u8>, Vec<u8>, u64)> = view
         .iter()
         .map(|(key, entry)| (key.to_vec(), entry.value.to_vec(), entry.mod_revision))
         .collect();
     // every entry, in key order, taking revisions 1..=n in that order
-    assert_eq!(mirrored.len(), want.len());
+    assert_eq!(with_revisions.len(), want.len());
     for (n, ((key, value, revision), (want_key, want_value))) in
-        mirrored.iter().zip(&want).enumerate()
+        with_revisions.iter().zip(&want).enumerate()
     {
         assert_eq!((key, value), (want_key, want_value));
         assert_eq!(*revision, n as u64 + 1);
@@ -183,14 +197,7 @@ fn a_mirror_built_from_a_large_dump_then_diffed_holds_the_kernel_map() {
         .collect();
     assert_eq!(events.len(), expected.len(), "each change once");
     assert_eq!(seen, expected, "exactly what changed");
-    let mirrored: Entries = store
-        .snapshot()
-        .map("flows")
-        .expect("mirrored")
-        .iter()
-        .map(|(key, entry)| (key.to_vec(), entry.value.to_vec()))
-        .collect();
-    assert_eq!(mirrored, want);
+    assert_eq!(mirrored(&store, "flows"), want);
 
     // and a second resync of the same kernel state changes nothing
     let (dump, _) = dumped(&pin);
@@ -219,14 +226,8 @@ fn a_large_hash_map_read_by_two_threads_is_read_whole() {
         );
         assert!((dump.started_ns..=dump.ended_ns).contains(&observed_ns));
     }
-    let sorted: Vec<(Vec<u8>, Vec<u8>)> = dump
-        .entries
-        .sorted()
-        .iter()
-        .map(|(key, value, _)| (key.to_vec(), value.to_vec()))
-        .collect();
     assert_eq!(
-        sorted,
+        sorted(&dump.entries),
         want.into_iter().collect::<Vec<_>>(),
         "every key once"
     );

@@ -114,6 +114,34 @@ fn a_large_dump_of_8_byte_keys_sorts_by_bytes() {
     assert_eq!(twice, 500, "the later read of a key read twice wins");
 }
 
+#[test]
+fn a_large_dump_of_many_reads_sorts_like_the_reference() {
+    // 12 reads of different times, many keys read in two of them
+    let mut dump = DumpEntries::with_shape(4, 12);
+    let mut entries = Vec::new();
+    for read in 0..12u32 {
+        let at = 100 + u64::from(read);
+        let keys: Vec<u32> = (0..10_000u32)
+            .map(|i| ((u64::from(i * 12 + read) * 2_654_435) % 100_003) as u32)
+            .collect();
+        dump.read_into(keys.len(), at, |out_keys, out_values| {
+            for (n, key) in keys.iter().enumerate() {
+                out_keys[n * 4..n * 4 + 4].copy_from_slice(&key.to_le_bytes());
+                out_values[n * 12..n * 12 + 4].copy_from_slice(&read.to_le_bytes());
+            }
+            Ok::<_, ()>(keys.len())
+        })
+        .expect("read");
+        for key in keys {
+            let mut value = vec![0u8; 12];
+            value[..4].copy_from_slice(&read.to_le_bytes());
+            entries.push((key.to_le_bytes().to_vec(), value, at));
+        }
+    }
+    assert_eq!(dump.len(), 120_000);
+    assert_eq!(sorted(&dump), expected(&entries));
+}
+
 proptest::proptest! {
     #[test]
     fn sorted_is_the_newest_read_of_each_key_in_key_order(
