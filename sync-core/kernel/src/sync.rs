@@ -47,6 +47,18 @@ pub struct SyncConfig {
     pub reconcile_interval: Option<Duration>,
 }
 
+/// Whether a map is dumped by a walk at start: one the walk can dump
+/// ([`dump::walk::walkable`]) and whose every write the capture sees, so
+/// that a write during the walk, the one thing that can make it miss an
+/// entry, sends the map to the batch lookups. Not an LRU map (the kernel
+/// recycles its elements on inserts no hook sees) and not a map with a poll
+/// interval (its configuration says it changes unseen).
+fn walk_at_start(info: &mapsync_core::map_info::MapInfo, poll: Option<Duration>) -> bool {
+    poll.is_none()
+        && info.kind == mapsync_core::map_info::MapKind::Hash
+        && dump::walk::walkable(info)
+}
+
 /// Prepares the walk dumps of the maps that allow one ([`dump::walk`]) on
 /// a thread of their own, while the caller loads the capture: both parse
 /// the kernel's BTF. `None` if there is no such map (or no thread).
@@ -56,7 +68,7 @@ fn prepare_walks(
 ) -> Option<std::thread::JoinHandle<HashMap<u32, dump::walk::PreparedWalk>>> {
     let maps: Vec<_> = opened
         .iter()
-        .filter(|(map, ..)| dump::walk::walkable(&map.info))
+        .filter(|(map, poll, _)| walk_at_start(&map.info, *poll))
         .filter_map(|(map, ..)| Some((map.fd.try_clone().ok()?, map.info.clone())))
         .collect();
     if maps.is_empty() {

@@ -162,6 +162,33 @@ async fn a_quiet_start_walks_once_and_mirrors_the_map() {
 }
 
 #[tokio::test]
+async fn maps_with_writers_no_hook_sees_are_not_walked_at_start() {
+    if !support::require_kernel() {
+        return;
+    }
+    let pins = PinDir::new("walk-unseen");
+    let want = entries(2_000, 8, 16);
+    // an LRU map (elements recycled by inserts of its programs), and a hash
+    // map configured with a poll interval (changed where no hook sees)
+    let lru = pins.join("lru");
+    support::create_map(&lru, "lru_hash", 8, 16, 4_000, "lru");
+    let polled = pins.join("polled");
+    support::create_map(&polled, "hash", 8, 16, 4_000, "polled");
+    for pin in [&lru, &polled] {
+        fill(pin, &want);
+    }
+    let mut config = config(&pins, &lru);
+    config
+        .maps
+        .push(MapSpec::pin(None, &polled).polled(Duration::from_secs(3600)));
+    let sync = MapSync::start(config).await.expect("start");
+    assert_eq!(sync.start_phases().walks, 0, "both dumped by batch lookups");
+    assert_eq!(mirror(sync.store(), "lru"), want);
+    assert_eq!(mirror(sync.store(), "polled"), want);
+    sync.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
 async fn a_start_beside_writers_dumps_again_and_converges() {
     if !support::require_kernel() {
         return;
