@@ -66,6 +66,10 @@ fn prepare_walks(
     opened: &[(open::OpenMap, Option<Duration>, crate::MapSource)],
     scratch: &std::path::Path,
 ) -> Option<std::thread::JoinHandle<HashMap<u32, dump::walk::PreparedWalk>>> {
+    let left = dump::walk::remove_leftover_pins(scratch);
+    if left > 0 {
+        tracing::info!(pins = left, "removed pins an interrupted walk dump left");
+    }
     let maps: Vec<_> = opened
         .iter()
         .filter(|(map, poll, _)| walk_at_start(&map.info, *poll))

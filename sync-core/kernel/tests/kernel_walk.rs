@@ -154,7 +154,14 @@ async fn a_quiet_start_walks_once_and_mirrors_the_map() {
     support::create_map(&pin, "hash", 8, 16, 60_000, "flows");
     let want = entries(50_000, 8, 16);
     fill(&pin, &want);
+    // what a start killed during a walk's load leaves: a pin of the map
+    let capture = pins.join("capture");
+    std::fs::create_dir_all(&capture).expect("pin dir");
+    let left = capture.join("mapsync_dump_1_0_map");
+    let map = open::open(&MapSpec::pin(None, &pin)).expect("open");
+    sys::obj_pin(map.fd.as_fd(), &left).expect("pin");
     let sync = MapSync::start(config(&pins, &pin)).await.expect("start");
+    assert!(!left.exists(), "the leftover pin is removed");
     assert_eq!(sync.start_phases().walks, 1, "dumped by a walk");
     assert_eq!(mirror(sync.store(), "flows"), want);
     assert_eq!(sync.stats().resyncs, 0, "nothing written: no second dump");

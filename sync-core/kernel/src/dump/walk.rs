@@ -249,6 +249,26 @@ impl PreparedWalk {
     }
 }
 
+/// Removes the pins a walk's load left in `scratch` when its process was
+/// killed between pinning and unpinning (a pin of a user's map would keep
+/// that map alive); the caller holds the pin directory's lock, so no walk
+/// is loading there. Gives how many were removed.
+pub fn remove_leftover_pins(scratch: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("mapsync_dump_")
+        })
+        .filter(|entry| std::fs::remove_file(entry.path()).is_ok())
+        .count()
+}
+
 /// Loads the walk program for this map and array: both pinned in
 /// `scratch` just for the load (removed before it returns).
 fn load(
