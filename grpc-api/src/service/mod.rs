@@ -5,8 +5,9 @@
 //!   past one, after an optional wait for `min_revision`.
 //! - [`watch`]: the bidirectional `Watch` stream: requests, limits, and
 //!   the watches it multiplexes.
-//! - `watcher`: one task per watch, from a sync-core subscription to
-//!   batched messages, progress and cancellation.
+//! - `watcher`: one watch, from a sync-core subscription to batched
+//!   messages, progress and cancellation; `watches`: a stream's watches,
+//!   polled by its response stream (no task per watch).
 //! - [`wire`]: a Watch stream's messages as sent (events pre-encoded) and
 //!   the codec the Watch route is served with; `encoded`: live event
 //!   encodings shared between watches of the same form.
@@ -48,6 +49,7 @@ pub mod status;
 mod trim;
 pub mod watch;
 mod watcher;
+mod watches;
 pub mod wire;
 pub mod write;
 pub mod write_status;
@@ -147,6 +149,8 @@ pub struct MapSyncService {
     authz: Arc<crate::authz::Authorizer>,
     /// Live watch events encoded once, shared between watches.
     encodings: Arc<encoded::SharedEncodings>,
+    /// Polls the watches of streams whose transport stopped asking.
+    sweeper: Arc<watches::Sweeper>,
 }
 
 impl MapSyncService {
@@ -175,6 +179,7 @@ impl MapSyncService {
             status: None,
             authz: crate::authz::Authorizer::open(),
             encodings: Arc::default(),
+            sweeper: Arc::default(),
         }
     }
 

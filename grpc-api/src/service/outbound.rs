@@ -1,6 +1,7 @@
 //! One Watch stream's outbound side: the bounded queue its watches send
 //! into (messages are charged to the byte budget until the transport takes
-//! them), the response stream tonic reads, and the live counters.
+//! them), the response stream tonic reads (which polls the watches, see
+//! `watches`), and the live counters.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::budget::{Charge, StreamBudget};
+use super::watches::WatchSet;
 use super::wire::{EncodedBatch, Outgoing};
 use crate::pb;
 use crate::pb::watch_response::Kind;
@@ -66,15 +68,18 @@ impl WatchStats {
     }
 
     /// Counts the events of a live message just queued: how long ago each
-    /// one's revision was published in `store`.
+    /// one's revision was published in `store`. `revisions` gives each
+    /// revision of the message once, with its number of events: one clock
+    /// read and one histogram update per revision, not per event.
     pub(super) fn observe_sent(
         &self,
         store: &mapsync_core::Store,
-        revisions: impl IntoIterator<Item = u64>,
+        revisions: impl IntoIterator<Item = (u64, usize)>,
     ) {
-        for revision in revisions {
+        for (revision, events) in revisions {
             if let Some(ago) = store.since_published(revision) {
-                self.send_propagation.observe_ns(ago.as_nanos() as u64);
+                self.send_propagation
+                    .observe_ns_times(ago.as_nanos() as u64, events as u64);
             }
         }
     }
@@ -157,17 +162,19 @@ impl std::fmt::Debug for Queued {
 
 impl Outbound {
     /// A queue of `slots` messages charged to `budget`, and its response
-    /// stream.
+    /// stream, which polls the stream's `watches` for its messages.
     pub(super) fn channel(
         slots: usize,
         budget: Arc<StreamBudget>,
         stats: Arc<WatchStats>,
         epoch: u64,
+        watches: Arc<WatchSet>,
     ) -> (Outbound, WatchStream) {
         let (tx, rx) = mpsc::channel(slots);
         let ending = Arc::new(Mutex::new(None));
         let stream = WatchStream {
             rx,
+            watches,
             ending: ending.clone(),
             ended: false,
         };
@@ -239,10 +246,12 @@ impl Outbound {
 }
 
 /// The response side of a `Watch` stream: the queued messages, then the
-/// ending status if one was set.
+/// ending status if one was set. Polling it polls the stream's watches
+/// (`watches`), which fill the queue.
 #[derive(Debug)]
 pub struct WatchStream {
     rx: mpsc::Receiver<Box<Queued>>,
+    watches: Arc<WatchSet>,
     ending: Arc<Mutex<Option<Status>>>,
     ended: bool,
 }
@@ -250,16 +259,18 @@ pub struct WatchStream {
 impl Stream for WatchStream {
     type Item = Result<Outgoing, Status>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.ended {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
             return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
+        let WatchStream { rx, watches, .. } = this;
+        match watches.poll_for_response(cx, |cx| rx.poll_recv(cx)) {
             // the charge and the count are released as the message is taken
             Poll::Ready(Some(queued)) => Poll::Ready(Some(queued.message)),
             Poll::Ready(None) => {
-                self.ended = true;
-                let ending = self.ending.lock().expect("not poisoned").take();
+                this.ended = true;
+                let ending = this.ending.lock().expect("not poisoned").take();
                 Poll::Ready(ending.map(Err))
             }
             Poll::Pending => Poll::Pending,
