@@ -267,6 +267,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_release_wakes_every_server_waiter_it_makes_room_for() {
+        let server = Arc::new(ServerBudget::new(100, Arc::default()));
+        let big = StreamBudget::new(server.clone(), 1000);
+        let held = big.charge(80).await;
+        let streams: Vec<_> = (0..2)
+            .map(|_| StreamBudget::new(server.clone(), 1000))
+            .collect();
+        let mut firsts = Vec::new();
+        for stream in &streams {
+            // a stream's first message always goes
+            firsts.push(stream.charge(10).await);
+        }
+        assert_eq!(server.used(), 100);
+        let waiting: Vec<_> = streams
+            .iter()
+            .map(|stream| {
+                let stream = stream.clone();
+                tokio::spawn(async move { stream.charge(10).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(waiting.iter().all(|task| !task.is_finished()), "no room");
+        // one release, room for both: one is woken and passes the wakeup on
+        drop(held);
+        for task in waiting {
+            let charge = tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("woken")
+                .expect("task");
+            firsts.push(charge);
+        }
+        assert_eq!(server.used(), 40);
+        drop(firsts);
+        assert_eq!(server.used(), 0);
+    }
+
+    #[tokio::test]
     async fn an_empty_stream_always_gets_one_message_even_past_the_server_budget() {
         let server = Arc::new(ServerBudget::new(100, Arc::default()));
         let slow = StreamBudget::new(server.clone(), 100);
