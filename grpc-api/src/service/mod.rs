@@ -5,9 +5,8 @@
 //!   past one, after an optional wait for `min_revision`.
 //! - [`watch`]: the bidirectional `Watch` stream: requests, limits, and
 //!   the watches it multiplexes.
-//! - `watcher`: one watch, from a sync-core subscription to batched
-//!   messages, progress and cancellation; `watches`: a stream's watches,
-//!   polled by its response stream (no task per watch).
+//! - `watcher`: one task per watch, from a sync-core subscription to
+//!   batched messages, progress and cancellation.
 //! - [`wire`]: a Watch stream's messages as sent (events pre-encoded) and
 //!   the codec the Watch route is served with; `encoded`: live event
 //!   encodings shared between watches of the same form.
@@ -49,7 +48,6 @@ pub mod status;
 mod trim;
 pub mod watch;
 mod watcher;
-mod watches;
 pub mod wire;
 pub mod write;
 pub mod write_status;
@@ -149,8 +147,6 @@ pub struct MapSyncService {
     authz: Arc<crate::authz::Authorizer>,
     /// Live watch events encoded once, shared between watches.
     encodings: Arc<encoded::SharedEncodings>,
-    /// Polls the watches of streams whose transport stopped asking.
-    sweeper: Arc<watches::Sweeper>,
 }
 
 impl MapSyncService {
@@ -179,7 +175,6 @@ impl MapSyncService {
             status: None,
             authz: crate::authz::Authorizer::open(),
             encodings: Arc::default(),
-            sweeper: Arc::default(),
         }
     }
 

@@ -1,7 +1,6 @@
 //! One Watch stream's outbound side: the bounded queue its watches send
 //! into (messages are charged to the byte budget until the transport takes
-//! them), the response stream tonic reads (which polls the watches, see
-//! `watches`), and the live counters.
+//! them), the response stream tonic reads, and the live counters.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +13,6 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::budget::{Charge, StreamBudget};
-use super::watches::WatchSet;
 use super::wire::{EncodedBatch, Outgoing};
 use crate::pb;
 use crate::pb::watch_response::Kind;
@@ -162,19 +160,17 @@ impl std::fmt::Debug for Queued {
 
 impl Outbound {
     /// A queue of `slots` messages charged to `budget`, and its response
-    /// stream, which polls the stream's `watches` for its messages.
+    /// stream.
     pub(super) fn channel(
         slots: usize,
         budget: Arc<StreamBudget>,
         stats: Arc<WatchStats>,
         epoch: u64,
-        watches: Arc<WatchSet>,
     ) -> (Outbound, WatchStream) {
         let (tx, rx) = mpsc::channel(slots);
         let ending = Arc::new(Mutex::new(None));
         let stream = WatchStream {
             rx,
-            watches,
             ending: ending.clone(),
             ended: false,
         };
@@ -246,12 +242,10 @@ impl Outbound {
 }
 
 /// The response side of a `Watch` stream: the queued messages, then the
-/// ending status if one was set. Polling it polls the stream's watches
-/// (`watches`), which fill the queue.
+/// ending status if one was set.
 #[derive(Debug)]
 pub struct WatchStream {
     rx: mpsc::Receiver<Box<Queued>>,
-    watches: Arc<WatchSet>,
     ending: Arc<Mutex<Option<Status>>>,
     ended: bool,
 }
@@ -259,18 +253,16 @@ pub struct WatchStream {
 impl Stream for WatchStream {
     type Item = Result<Outgoing, Status>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.ended {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
             return Poll::Ready(None);
         }
-        let WatchStream { rx, watches, .. } = this;
-        match watches.poll_for_response(cx, |cx| rx.poll_recv(cx)) {
+        match self.rx.poll_recv(cx) {
             // the charge and the count are released as the message is taken
             Poll::Ready(Some(queued)) => Poll::Ready(Some(queued.message)),
             Poll::Ready(None) => {
-                this.ended = true;
-                let ending = this.ending.lock().expect("not poisoned").take();
+                self.ended = true;
+                let ending = self.ending.lock().expect("not poisoned").take();
                 Poll::Ready(ending.map(Err))
             }
             Poll::Pending => Poll::Pending,

@@ -1,9 +1,8 @@
 //! The bidirectional `Watch` stream: one task per stream reads the client's
-//! requests (create, cancel, progress) and adds each watch (`watcher`) to
-//! the stream's set of watches (`watches`), which the response stream
-//! polls (no task per watch). Every watch sends into the stream's one
-//! bounded queue (`outbound`), charged to the stream's and the server's
-//! byte budget (`budget`), so a client that stops reading holds at most
+//! requests (create, cancel, progress) and starts one task per watch
+//! (`watcher`). Every watch sends into the stream's one bounded queue
+//! (`outbound`), charged to the stream's and the server's byte budget
+//! (`budget`), so a client that stops reading holds at most
 //! [`super::Limits::stream_budget_bytes`] (and `stream_buffer` messages)
 //! plus one batch per watch; each watch's subscription is a cursor into the
 //! shared change log, so a lagging watch never slows ingest or other
@@ -20,11 +19,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use futures::future::{AbortHandle, Abortable};
 use mapsync_core::Store;
 use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
 use tonic::{Code, Status, Streaming};
 use tracing::Instrument;
 
@@ -33,7 +32,6 @@ use super::budget::StreamBudget;
 use super::outbound::{Outbound, WatchStats, WatchStream};
 use super::refusals::{REFUSAL_BURST, REFUSALS_PER_SECOND, RefusalBucket};
 use super::watcher::{Ended, Watcher};
-use super::watches::WatchSet;
 use super::{Limits, MapSyncService};
 use crate::authz::{Access, AuthError};
 use crate::convert;
@@ -49,13 +47,11 @@ pub(super) fn open(
     auth: Authed,
 ) -> WatchStream {
     let budget = StreamBudget::new(service.budget.clone(), service.limits.stream_budget_bytes);
-    let watches = service.sweeper.watch_set();
     let (out, responses) = Outbound::channel(
         service.limits.stream_buffer,
         budget,
         service.stats.clone(),
         service.store.epoch().0,
-        watches.clone(),
     );
     let stream = StreamState {
         store: service.store.clone(),
@@ -63,7 +59,6 @@ pub(super) fn open(
         limits: service.limits,
         stats: service.stats.clone(),
         out,
-        set: watches,
         watches: HashMap::new(),
         next_id: 1,
         refusals: RefusalBucket::new(),
@@ -107,22 +102,10 @@ fn inbound_error(status: Status, max_request_bytes: usize) -> Status {
     }
 }
 
-/// What the request side keeps of one watch.
 struct WatchHandle {
     cancel: oneshot::Sender<()>,
     progress: Arc<Notify>,
-    /// Drops the watch's future at its next poll.
-    abort: AbortHandle,
-    /// How the watch ended (`Err` if it was aborted).
-    ended: oneshot::Receiver<Ended>,
-    /// It ended on its own.
-    finished: Arc<AtomicBool>,
-}
-
-impl WatchHandle {
-    fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
-    }
+    task: JoinHandle<Ended>,
 }
 
 struct StreamState {
@@ -131,8 +114,6 @@ struct StreamState {
     limits: Limits,
     stats: Arc<WatchStats>,
     out: Outbound,
-    /// The watches' futures, polled by the response stream.
-    set: Arc<WatchSet>,
     watches: HashMap<u64, WatchHandle>,
     next_id: u64,
     refusals: RefusalBucket,
@@ -193,7 +174,7 @@ impl StreamState {
 
     fn abort_all(&mut self) {
         for (_, handle) in self.watches.drain() {
-            handle.abort.abort();
+            handle.task.abort();
         }
     }
 
@@ -223,13 +204,13 @@ impl StreamState {
     /// Forgets watches whose task has ended on its own (they sent their
     /// `Canceled`).
     fn prune(&mut self) {
-        self.watches.retain(|_, handle| !handle.is_finished());
+        self.watches.retain(|_, handle| !handle.task.is_finished());
     }
 
     fn is_open(&self, id: u64) -> bool {
         self.watches
             .get(&id)
-            .is_some_and(|handle| !handle.is_finished())
+            .is_some_and(|handle| !handle.task.is_finished())
     }
 
     async fn create(&mut self, create: pb::WatchCreateRequest) -> Result<(), Gone> {
@@ -294,26 +275,14 @@ impl StreamState {
             shared: self.encodings.clone(),
         };
         let span = tracing::info_span!("watch", id, maps = ?create.maps, start_revision = create.start_revision);
-        let (abort, registration) = AbortHandle::new_pair();
-        let (report, ended) = oneshot::channel();
-        let finished = Arc::new(AtomicBool::new(false));
-        let done = finished.clone();
-        let watch = async move {
-            let ended = watcher.run().await;
-            done.store(true, Ordering::Release);
-            let _ = report.send(ended);
-        };
-        self.set
-            .push(Abortable::new(watch, registration).instrument(span));
+        let task = tokio::spawn(watcher.run().instrument(span));
         self.next_id = self.next_id.max(id).wrapping_add(1);
         self.watches.insert(
             id,
             WatchHandle {
                 cancel,
                 progress,
-                abort,
-                ended,
-                finished,
+                task,
             },
         );
         Ok(())
@@ -364,12 +333,7 @@ impl StreamState {
             return self.refuse(id, RequestError::UnknownWatch { id }).await;
         };
         let _ = handle.cancel.send(());
-        let ended = tokio::select! {
-            ended = handle.ended => ended,
-            // the watches are dropped with the response stream
-            _ = self.out.closed() => return Err(Gone::Client),
-        };
-        match ended {
+        match handle.task.await {
             Ok(Ended::Canceled { complete }) => {
                 let canceled = convert::canceled_by_client(complete);
                 self.send(id, Kind::Canceled(canceled)).await
@@ -389,7 +353,7 @@ impl StreamState {
             return Ok(());
         }
         match self.watches.get(&id) {
-            Some(handle) if !handle.is_finished() => {
+            Some(handle) if !handle.task.is_finished() => {
                 handle.progress.notify_one();
                 Ok(())
             }
