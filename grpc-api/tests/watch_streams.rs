@@ -1,6 +1,6 @@
-//! Several watches on one Watch stream: the response stream polls them
-//! itself (no task per watch), so these check that it does so fairly and
-//! that one watch's cancel leaves the others streaming.
+//! Several watches on one Watch stream: they share its queue and budget, so
+//! these check that a flooded watch does not starve a quiet one and that
+//! one watch's cancel leaves the others streaming.
 
 mod common;
 
