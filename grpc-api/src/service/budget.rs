@@ -148,7 +148,12 @@ impl StreamBudget {
                 Err(refused) => refused,
             };
             if refused == Refused::Stream {
-                // (dropping an unpolled `server_room` passes its wakeup on)
+                if on_server {
+                    // its own stream is the limit now: drop the place among
+                    // the server's waiters (passing on a wakeup it got), so
+                    // a stream whose client does not read holds none
+                    continue;
+                }
                 stream_room.await;
                 continue;
             }
