@@ -115,11 +115,20 @@ impl StreamBudget {
 
     /// Charges `bytes` once both budgets have room. Cancel-safe: nothing is
     /// charged unless the `Charge` is returned.
+    ///
+    /// A charge the stream's own budget refused waits for a release on the
+    /// stream. One the server's budget refused waits for that too (its
+    /// stream alone again always has room) or for a release anywhere, which
+    /// wakes one such waiter at a time (`notify_one`, first come first
+    /// served): a waiter that then gets its room passes the wakeup on while
+    /// room is left, so a release wakes as many as it makes room for, not
+    /// every waiting stream on the server.
     pub(super) async fn charge(self: &Arc<Self>, bytes: usize) -> Charge {
         // the common case, without registering as a waiter
-        if let Some(charge) = self.try_charge(bytes) {
-            return charge;
-        }
+        let mut refused = match self.try_charge(bytes) {
+            Ok(charge) => return charge,
+            Err(refused) => refused,
+        };
         // counted before the wakeups are enabled and the room re-checked: a
         // release either sees the count (and wakes us) or happened before
         // the re-check (which then finds its room)
@@ -129,25 +138,59 @@ impl StreamBudget {
             let server_room = self.server.room.notified();
             tokio::pin!(stream_room, server_room);
             stream_room.as_mut().enable();
-            server_room.as_mut().enable();
-            if let Some(charge) = self.try_charge(bytes) {
-                return charge;
+            let on_server = refused == Refused::Server;
+            if on_server {
+                server_room.as_mut().enable();
             }
-            tokio::select! {
-                _ = stream_room => {}
-                _ = server_room => {}
+            refused = match self.try_charge(bytes) {
+                // a wakeup `server_room` got meanwhile is passed on as it drops
+                Ok(charge) => return charge,
+                Err(refused) => refused,
+            };
+            if refused == Refused::Stream {
+                if on_server {
+                    // its own stream is the limit now: drop the place among
+                    // the server's waiters (passing on a wakeup it got), so
+                    // a stream whose client does not read holds none
+                    continue;
+                }
+                stream_room.await;
+                continue;
+            }
+            if !on_server {
+                // refused by the server this time: wait for its room too
+                continue;
+            }
+            let by_server = tokio::select! {
+                _ = stream_room => false,
+                _ = server_room, if on_server => true,
+            };
+            match self.try_charge(bytes) {
+                Ok(charge) => {
+                    if by_server {
+                        self.server.pass_room();
+                    }
+                    return charge;
+                }
+                Err(again) => {
+                    if by_server && again == Refused::Stream {
+                        // the server's room is for another stream
+                        self.server.pass_room();
+                    }
+                    refused = again;
+                }
             }
         }
     }
 
-    fn try_charge(self: &Arc<Self>, bytes: usize) -> Option<Charge> {
+    fn try_charge(self: &Arc<Self>, bytes: usize) -> Result<Charge, Refused> {
         let limit = self.limit;
         let before = self
             .used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
                 (used == 0 || used.saturating_add(bytes) <= limit).then(|| used + bytes)
             })
-            .ok()?;
+            .map_err(|_| Refused::Stream)?;
         let first = before == 0;
         let server_limit = self.server.limit;
         let server =
@@ -161,9 +204,9 @@ impl StreamBudget {
             // would have let this through), and their release wakes anyone
             // this brief charge turned away
             self.used.fetch_sub(bytes, Ordering::AcqRel);
-            return None;
+            return Err(Refused::Server);
         }
-        Some(Charge {
+        Ok(Charge {
             budget: self.clone(),
             bytes,
         })
@@ -176,7 +219,26 @@ impl StreamBudget {
             self.room.notify_waiters();
         }
         if self.server.waiting.load(Ordering::SeqCst) > 0 {
-            self.server.room.notify_waiters();
+            // one waiter; it passes the wakeup on if room is left
+            self.server.room.notify_one();
+        }
+    }
+}
+
+/// Which budget turned a charge away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    Stream,
+    Server,
+}
+
+impl ServerBudget {
+    /// Wakes the next waiter for server room if there is room left.
+    fn pass_room(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0
+            && self.counter().load(Ordering::SeqCst) < self.limit
+        {
+            self.room.notify_one();
         }
     }
 }
@@ -207,6 +269,43 @@ mod tests {
         assert_eq!((stream.used(), server.used()), (50, 50));
         drop((second, third));
         assert_eq!((stream.used(), server.used()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_release_wakes_every_server_waiter_it_makes_room_for() {
+        let server = Arc::new(ServerBudget::new(100, Arc::default()));
+        let big = StreamBudget::new(server.clone(), 1000);
+        let held = big.charge(80).await;
+        let streams: Vec<_> = (0..2)
+            .map(|_| StreamBudget::new(server.clone(), 1000))
+            .collect();
+        let mut firsts = Vec::new();
+        for stream in &streams {
+            // a stream's first message always goes
+            firsts.push(stream.charge(10).await);
+        }
+        assert_eq!(server.used(), 100);
+        let waiting: Vec<_> = streams
+            .iter()
+            .map(|stream| {
+                let stream = stream.clone();
+                tokio::spawn(async move { stream.charge(10).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(waiting.iter().all(|task| !task.is_finished()), "no room");
+        // one release, room for both: one is woken and passes the wakeup on
+        drop(held);
+        for task in waiting {
+            let charge = tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("woken")
+                .expect("task");
+            firsts.push(charge);
+        }
+        assert_eq!(server.used(), 40);
+        drop(firsts);
+        assert_eq!(server.used(), 0);
     }
 
     #[tokio::test]

@@ -66,15 +66,18 @@ impl WatchStats {
     }
 
     /// Counts the events of a live message just queued: how long ago each
-    /// one's revision was published in `store`.
+    /// one's revision was published in `store`. `revisions` gives each
+    /// revision of the message once, with its number of events: one clock
+    /// read and one histogram update per revision, not per event.
     pub(super) fn observe_sent(
         &self,
         store: &mapsync_core::Store,
-        revisions: impl IntoIterator<Item = u64>,
+        revisions: impl IntoIterator<Item = (u64, usize)>,
     ) {
-        for revision in revisions {
+        for (revision, events) in revisions {
             if let Some(ago) = store.since_published(revision) {
-                self.send_propagation.observe_ns(ago.as_nanos() as u64);
+                self.send_propagation
+                    .observe_ns_times(ago.as_nanos() as u64, events as u64);
             }
         }
     }

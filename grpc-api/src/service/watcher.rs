@@ -234,27 +234,28 @@ impl Watcher {
         } else {
             initial_messages(events, self.max_message_bytes)
         };
+        let mut revisions: Vec<(Revision, usize)> = Vec::new();
         for message in messages {
-            let revisions: Vec<(Revision, usize)> = match live {
-                true => message
-                    .events
-                    .iter()
-                    .map(|chunk| (chunk.revision, chunk.events))
-                    .collect(),
-                false => Vec::new(),
-            };
-            let fields = message
-                .events
-                .into_iter()
-                .map(|chunk| chunk.fields)
-                .collect();
+            revisions.clear();
+            let mut fields = Vec::with_capacity(message.events.len());
+            for chunk in message.events {
+                if live {
+                    // chunks of one revision are adjacent: counted together
+                    match revisions.last_mut() {
+                        Some((revision, events)) if *revision == chunk.revision => {
+                            *events += chunk.events;
+                        }
+                        _ => revisions.push((chunk.revision, chunk.events)),
+                    }
+                }
+                fields.push(chunk.fields);
+            }
             let outgoing = self.out.events(self.id, fields, message.continues);
             self.send_outgoing(outgoing, complete).await?;
             if live {
-                let each = revisions
-                    .into_iter()
-                    .flat_map(|(revision, events)| std::iter::repeat_n(revision, events));
-                self.out.stats().observe_sent(&self.store, each);
+                self.out
+                    .stats()
+                    .observe_sent(&self.store, revisions.iter().copied());
                 complete = message.through;
             }
         }
