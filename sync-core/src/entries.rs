@@ -113,6 +113,24 @@ fn run_capacity(level: usize) -> usize {
     RUN_UNIT * RATIO.pow(level as u32 + 1)
 }
 
+/// Levels below the table that a reused copy of a map's entries no longer
+/// holds ([`Entries::catch_up`]), kept only to be dropped elsewhere.
+#[derive(Debug)]
+pub(crate) struct Levels {
+    #[allow(dead_code, reason = "held only to be dropped")]
+    base: Arc<Base>,
+    #[allow(dead_code, reason = "held only to be dropped")]
+    runs: [Option<Arc<Run>>; LEVELS],
+}
+
+impl Levels {
+    /// Whether these levels held a base other than `now`'s (a replaced
+    /// base: a large allocation, worth freeing soon).
+    pub(crate) fn held_another_base(&self, now: &Entries) -> bool {
+        !Arc::ptr_eq(&self.base, &now.base)
+    }
+}
+
 /// The entries of one map.
 #[derive(Debug, Default)]
 pub(crate) struct Entries {
@@ -242,6 +260,52 @@ impl Entries {
         if self.top.is_full() {
             self.fold_top();
         }
+    }
+
+    /// Brings this copy, an older version of `from` whose changes since are
+    /// `keys` (each key at least once; repeats are harmless), up to date
+    /// with `from`: when both still share their levels below the table
+    /// (no fold or merge in between), only those keys are copied into the
+    /// table; otherwise the table is copied whole into this one's buffers
+    /// and the levels are taken from `from`. Either way no copy is counted
+    /// against the table ([`Self::fold_if_copied_enough`]): this is what
+    /// makes a one-change publish cost its change, not its table. Returns
+    /// the levels replaced (to be dropped off the writer's thread).
+    pub(crate) fn catch_up<'k>(
+        &mut self,
+        from: &Entries,
+        keys: impl ExactSizeIterator<Item = &'k [u8]>,
+    ) -> Option<Levels> {
+        let same_levels = Arc::ptr_eq(&self.base, &from.base)
+            && self
+                .runs
+                .iter()
+                .zip(&from.runs)
+                .all(|(mine, theirs)| match (mine, theirs) {
+                    (Some(mine), Some(theirs)) => Arc::ptr_eq(mine, theirs),
+                    (None, None) => true,
+                    _ => false,
+                });
+        // a key by key copy costs a lookup and a set each: past the
+        // table's size, copying the table is cheaper
+        let by_key = same_levels && keys.len() <= from.top.len();
+        let copied = by_key
+            && keys
+                .into_iter()
+                .all(|key| self.top.copy_change(key, &from.top));
+        let replaced = if copied {
+            None
+        } else {
+            self.top.clone_from(&from.top);
+            let base = std::mem::replace(&mut self.base, Arc::clone(&from.base));
+            let runs = std::mem::replace(&mut self.runs, from.runs.clone());
+            (!same_levels).then_some(Levels { base, runs })
+        };
+        self.len = from.len;
+        self.reshaped = from.reshaped;
+        self.top_copied = from.top_copied;
+        debug_assert_eq!(self.top.len(), from.top.len(), "same keys changed");
+        replaced
     }
 
     /// Folds the table once the copies of it made since the last fold cost

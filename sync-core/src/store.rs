@@ -14,7 +14,7 @@ pub use crate::dumped::{DumpEntries, SortedDump};
 use crate::entries::Entries;
 use crate::event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 use crate::map_info::MapInfo;
-use crate::snapshot::{MapView, Snapshot};
+use crate::snapshot::{Delta, Garbage, MapView, Snapshot};
 
 /// A handle on the mirror of every map one mapsync instance follows. Cheap to
 /// clone; all clones see the same data.
@@ -77,6 +77,8 @@ impl Store {
             merged: false,
             busy: false,
             prev_values: PrevValues::default(),
+            spare: None,
+            delta: Delta::default(),
         };
         (store, writer)
     }
@@ -156,10 +158,10 @@ impl Store {
     /// Publishes `snapshot` and returns the one it replaced (for the
     /// writer to retire off its thread).
     #[must_use = "the replaced snapshot goes to the reclaimer"]
-    fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+    fn publish(&self, snapshot: Arc<Snapshot>) -> Arc<Snapshot> {
         let revision = snapshot.revision;
         let before = self.revision();
-        let replaced = self.inner.current.swap(Arc::new(snapshot));
+        let replaced = self.inner.current.swap(snapshot);
         self.inner.published.record(before, revision);
         self.inner.revision.send_if_modified(|current| {
             let advanced = *current != revision;
@@ -174,6 +176,7 @@ impl Store {
 #[derive(Debug)]
 enum Retired {
     Snapshots(#[allow(dead_code, reason = "held only to be dropped")] Vec<Arc<Snapshot>>),
+    Parts(#[allow(dead_code, reason = "held only to be dropped")] Vec<Garbage>),
     Dump(#[allow(dead_code, reason = "held only to be dropped")] DumpEntries),
 }
 
@@ -190,6 +193,8 @@ const RECLAIM_BATCH: usize = 64;
 struct Reclaimer {
     sender: Option<std::sync::mpsc::SyncSender<Retired>>,
     pending: Vec<Arc<Snapshot>>,
+    /// Parts of reused snapshots (`snapshot/catch_up.rs`) queued likewise.
+    parts: Vec<Garbage>,
 }
 
 impl Reclaimer {
@@ -204,6 +209,17 @@ impl Reclaimer {
         Self {
             sender: spawned.ok().map(|_| sender),
             pending: Vec::with_capacity(RECLAIM_BATCH),
+            parts: Vec::new(),
+        }
+    }
+
+    /// Queues a part a reused snapshot let go of, as
+    /// [`Self::retire_snapshot`] does a snapshot.
+    fn retire_part(&mut self, part: Garbage, now: bool) {
+        self.parts.push(part);
+        if now || self.parts.len() >= RECLAIM_BATCH {
+            let batch = std::mem::take(&mut self.parts);
+            self.retire(Retired::Parts(batch));
         }
     }
 
@@ -298,6 +314,12 @@ pub struct Publisher {
     busy: bool,
     /// Where the change events' copies of replaced values are cut from.
     prev_values: PrevValues,
+    /// The snapshot the last [`Publisher::apply`] replaced, to be brought
+    /// up to date and reused by the next one (`snapshot/catch_up.rs`);
+    /// `None` after any other publish.
+    spare: Option<Arc<Snapshot>>,
+    /// What the current snapshot changed beyond `spare`.
+    delta: Delta,
 }
 
 impl Publisher {
@@ -306,13 +328,55 @@ impl Publisher {
         &self.store
     }
 
+    /// Publishes `next`, made by a path that does not record a [`Delta`]:
+    /// the spare cannot be brought up to date from it and is retired.
     fn publish(&mut self, next: Snapshot) {
+        if let Some(spare) = self.spare.take() {
+            self.reclaimer.retire_snapshot(spare, false);
+        }
+        self.publish_arc(Arc::new(next));
+    }
+
+    fn publish_arc(&mut self, next: Arc<Snapshot>) -> Arc<Snapshot> {
         // an apply that changed nothing still publishes (tombstones), but
         // only a new revision means the mirror is not quiet
         self.busy |= next.revision != self.store.revision();
-        let replaced = self.store.publish(next);
-        let merged = std::mem::take(&mut self.merged);
-        self.reclaimer.retire_snapshot(replaced, merged);
+        self.store.publish(next)
+    }
+
+    /// Publishes `next`, whose changes beyond the current snapshot are in
+    /// `self.delta`, and keeps the replaced snapshot as the spare, unless a
+    /// base was replaced (the old one is freed soon rather than kept).
+    fn publish_reusable(&mut self, next: Arc<Snapshot>) {
+        let replaced = self.publish_arc(next);
+        if std::mem::take(&mut self.merged) {
+            self.reclaimer.retire_snapshot(replaced, true);
+        } else {
+            self.spare = Some(replaced);
+        }
+    }
+
+    /// A snapshot equal to the current one, for [`Publisher::apply`] to
+    /// change and publish: the spare brought up to date when no reader
+    /// holds it, else a copy of the current one. Clears `self.delta` for
+    /// the changes about to be made.
+    fn next_snapshot(&mut self) -> Arc<Snapshot> {
+        let current = self.store.snapshot();
+        if let Some(mut spare) = self.spare.take() {
+            let reclaimer = &mut self.reclaimer;
+            let caught_up = Arc::get_mut(&mut spare).is_some_and(|reused| {
+                reused.catch_up(&current, &mut self.delta, |part, now| {
+                    reclaimer.retire_part(part, now);
+                })
+            });
+            if caught_up {
+                self.delta.clear();
+                return spare;
+            }
+            self.reclaimer.retire_snapshot(spare, false);
+        }
+        self.delta.clear();
+        Arc::new((*current).clone())
     }
 
     /// Adds (or replaces) a map with its initial entries, each taking the
@@ -424,26 +488,27 @@ impl Publisher {
     /// before what the mirror holds for its key are skipped. Returns the
     /// published revision.
     pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) -> Revision {
-        let current = self.store.snapshot();
-        let mut next = (*current).clone();
-        drop(current);
+        let mut reused = self.next_snapshot();
+        let next = Arc::get_mut(&mut reused).expect("a snapshot no reader has seen");
         let Snapshot {
             maps,
             log,
             revision: next_revision,
             ..
-        } = &mut next;
+        } = next;
         let mut changes = changes.into_iter().peekable();
         // one map lookup per run of changes to the same map (batches
         // mostly hold one map's)
         while let Some(first) = changes.next() {
-            let Some(view) = maps.get_mut(&first.map) else {
+            let Some((slot, view)) = maps.slot_mut(&first.map) else {
                 continue;
             };
+            self.delta.touch(slot);
             let name = first.map.clone();
             let mut change = Some(first);
             while let Some(this) = change {
                 let revision = *next_revision + 1;
+                let key = this.key.clone();
                 if let Some(event) = apply_to_view(
                     view,
                     this,
@@ -452,6 +517,7 @@ impl Publisher {
                     &mut self.prev_values,
                 ) {
                     *next_revision = revision;
+                    self.delta.changed(slot, key);
                     log.push(event);
                 }
                 change = changes.next_if(|next| Arc::ptr_eq(&next.map, &name) || next.map == name);
@@ -459,7 +525,7 @@ impl Publisher {
         }
         let revision = next.revision;
         // publish even without a new revision: tombstones may have changed
-        self.publish(next);
+        self.publish_reusable(reused);
         revision
     }
 
