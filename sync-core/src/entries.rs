@@ -96,6 +96,15 @@ pub const RATIO: usize = if cfg!(test) { 4 } else { 8 };
 /// copies also allocate and are freed on another thread).
 const FOLD_COPY_WEIGHT: usize = 1;
 
+/// Table records copied whole (`memcpy`) that cost about as much as one
+/// key copied by itself (a lookup and a set), when a reused snapshot's
+/// table is brought up to date ([`Entries::catch_up`]).
+const KEY_COPY_WEIGHT: usize = if cfg!(test) { 1 } else { 16 };
+
+/// Most changed keys of one publish worth recording for
+/// [`Entries::catch_up`]: past them the table is copied whole anyway.
+pub(crate) const CATCH_UP_KEYS: usize = TOP_ENTRIES / KEY_COPY_WEIGHT;
+
 /// Changes of the smallest fold the level sizes are scaled to: a full
 /// table is [`TOP_ENTRIES`], but a map published a change at a time folds
 /// tables of a few dozen ([`Entries::fold_if_copied_enough`]), and merging
@@ -263,7 +272,8 @@ impl Entries {
     }
 
     /// Brings this copy, an older version of `from` whose changes since are
-    /// `keys` (each key at least once; repeats are harmless), up to date
+    /// `keys` (each key at least once; repeats are harmless; `None`: not
+    /// recorded, too many), up to date
     /// with `from`: when both still share their levels below the table
     /// (no fold or merge in between), only those keys are copied into the
     /// table; otherwise the table is copied whole into this one's buffers
@@ -274,7 +284,7 @@ impl Entries {
     pub(crate) fn catch_up<'k>(
         &mut self,
         from: &Entries,
-        keys: impl ExactSizeIterator<Item = &'k [u8]>,
+        keys: Option<impl ExactSizeIterator<Item = &'k [u8]>>,
     ) -> Option<Levels> {
         let same_levels = Arc::ptr_eq(&self.base, &from.base)
             && self
@@ -286,13 +296,12 @@ impl Entries {
                     (None, None) => true,
                     _ => false,
                 });
-        // a key by key copy costs a lookup and a set each: past the
-        // table's size, copying the table is cheaper
-        let by_key = same_levels && keys.len() <= from.top.len();
-        let copied = by_key
-            && keys
-                .into_iter()
-                .all(|key| self.top.copy_change(key, &from.top));
+        // a key by key copy costs a lookup and a set each, a copy of the
+        // whole table a few `memcpy`s: by key only for few keys
+        let keys =
+            keys.filter(|keys| same_levels && keys.len() * KEY_COPY_WEIGHT <= from.top.len());
+        let copied =
+            keys.is_some_and(|mut keys| keys.all(|key| self.top.copy_change(key, &from.top)));
         let replaced = if copied {
             None
         } else {

@@ -508,7 +508,7 @@ impl Publisher {
             let mut change = Some(first);
             while let Some(this) = change {
                 let revision = *next_revision + 1;
-                let key = this.key.clone();
+                let key = self.delta.wants_keys().then(|| this.key.clone());
                 if let Some(event) = apply_to_view(
                     view,
                     this,
@@ -517,7 +517,9 @@ impl Publisher {
                     &mut self.prev_values,
                 ) {
                     *next_revision = revision;
-                    self.delta.changed(slot, key);
+                    if let Some(key) = key {
+                        self.delta.changed(slot, key);
+                    }
                     log.push(event);
                 }
                 change = changes.next_if(|next| Arc::ptr_eq(&next.map, &name) || next.map == name);

@@ -15,11 +15,7 @@ use bytes::Bytes;
 
 use super::{MapView, Snapshot};
 use crate::changelog::ChangeLog;
-use crate::entries::Levels;
-
-/// Keys recorded per publish beyond which the buffer is given back (one
-/// huge batch does not keep its size for the store's life).
-const KEEP_KEYS: usize = 1 << 16;
+use crate::entries::{CATCH_UP_KEYS, Levels};
 
 /// What the current snapshot changed beyond the one it replaced: the maps
 /// (slots) its publish touched and every key it changed in them.
@@ -27,19 +23,23 @@ const KEEP_KEYS: usize = 1 << 16;
 pub(crate) struct Delta {
     /// Slots of the maps touched (changed keys or only tombstones).
     slots: Vec<u32>,
-    /// Slot and key of every change applied.
+    /// Slot and key of every change applied, up to [`CATCH_UP_KEYS`].
     keys: Vec<(u32, Bytes)>,
+    /// Whether there were more (the tables are then copied whole).
+    overflowed: bool,
 }
 
 impl Delta {
     /// Forgets everything recorded (for the next publish).
     pub(crate) fn clear(&mut self) {
         self.slots.clear();
-        if self.keys.capacity() > KEEP_KEYS {
-            self.keys = Vec::new();
-        } else {
-            self.keys.clear();
-        }
+        self.keys.clear();
+        self.overflowed = false;
+    }
+
+    /// Whether a changed key is still worth recording ([`Self::changed`]).
+    pub(crate) fn wants_keys(&self) -> bool {
+        !self.overflowed
     }
 
     /// Records that the map in `slot` was touched.
@@ -51,7 +51,12 @@ impl Delta {
 
     /// Records that `key` of the map in `slot` (touched) was changed.
     pub(crate) fn changed(&mut self, slot: u32, key: Bytes) {
-        self.keys.push((slot, key));
+        if self.keys.len() < CATCH_UP_KEYS {
+            self.keys.push((slot, key));
+        } else {
+            self.overflowed = true;
+            self.keys.clear();
+        }
     }
 }
 
@@ -94,7 +99,8 @@ impl Snapshot {
             };
             let start = delta.keys.partition_point(|(at, _)| at < slot);
             let end = delta.keys.partition_point(|(at, _)| at <= slot);
-            let keys = delta.keys[start..end].iter().map(|(_, key)| &key[..]);
+            let keys =
+                (!delta.overflowed).then(|| delta.keys[start..end].iter().map(|(_, key)| &key[..]));
             if let Some(levels) = to.catch_up(from, keys) {
                 let now = levels.held_another_base(&to.entries);
                 retire(Garbage::Levels(levels), now);
@@ -117,7 +123,7 @@ impl MapView {
     fn catch_up<'k>(
         &mut self,
         from: &MapView,
-        keys: impl ExactSizeIterator<Item = &'k [u8]>,
+        keys: Option<impl ExactSizeIterator<Item = &'k [u8]>>,
     ) -> Option<Levels> {
         if !std::sync::Arc::ptr_eq(&self.info, &from.info) {
             self.info = from.info.clone();
