@@ -186,6 +186,13 @@ const RECLAIM_QUEUE: usize = 64;
 /// Replaced snapshots handed over together (one wakeup of the reclaimer
 /// per this many publishes, not one per publish).
 const RECLAIM_BATCH: usize = 64;
+/// Parts of reused snapshots handed over together: the levels a fold
+/// replaced count as a snapshot; the old copies of the change log (one per
+/// publish once the log is full, each pinning at most the few events
+/// compacted since it was current) count 1/16th, so that a mirror
+/// published a change at a time wakes the reclaimer every ~1,000
+/// publishes, not every 64.
+const RECLAIM_PARTS: usize = 16 * RECLAIM_BATCH;
 
 /// A thread that frees replaced snapshots (with the overlay nodes and bases
 /// only they held) and consumed dumps, so that the ingest thread does not.
@@ -195,6 +202,8 @@ struct Reclaimer {
     pending: Vec<Arc<Snapshot>>,
     /// Parts of reused snapshots (`snapshot/catch_up.rs`) queued likewise.
     parts: Vec<Garbage>,
+    /// Weight of `parts` (see [`RECLAIM_PARTS`]).
+    parts_weight: usize,
 }
 
 impl Reclaimer {
@@ -210,14 +219,20 @@ impl Reclaimer {
             sender: spawned.ok().map(|_| sender),
             pending: Vec::with_capacity(RECLAIM_BATCH),
             parts: Vec::new(),
+            parts_weight: 0,
         }
     }
 
     /// Queues a part a reused snapshot let go of, as
     /// [`Self::retire_snapshot`] does a snapshot.
     fn retire_part(&mut self, part: Garbage, now: bool) {
+        self.parts_weight += match part {
+            Garbage::Levels(_) => RECLAIM_PARTS / RECLAIM_BATCH,
+            Garbage::Log(_) => 1,
+        };
         self.parts.push(part);
-        if now || self.parts.len() >= RECLAIM_BATCH {
+        if now || self.parts_weight >= RECLAIM_PARTS {
+            self.parts_weight = 0;
             let batch = std::mem::take(&mut self.parts);
             self.retire(Retired::Parts(batch));
         }
