@@ -1,7 +1,8 @@
 //! The entries of one mirrored map, in levels (newest first):
 //!
 //! - a small flat hash table of the latest changes, owned by the snapshot
-//!   and copied whole into the next one (`entries/top.rs`);
+//!   and copied whole into the next one, or brought up to date key by key
+//!   in a reused older snapshot ([`Entries::catch_up`]) (`entries/top.rs`);
 //! - up to [`LEVELS`] immutable runs of older changes, with delete markers,
 //!   shared by `Arc` (`entries/run.rs`); the table is folded into the
 //!   newest run when it fills (or when copying it has cost more than a
