@@ -235,3 +235,77 @@ fn single_change_publishes_alternate_between_two_snapshots() {
     assert_eq!(view.get(&[1]), Some(&[49][..]));
     assert_eq!(view.get(&[2]), Some(&[47][..]));
 }
+
+/// Readers on other threads load snapshots (borrowed and kept) while the
+/// writer publishes one change at a time, reusing snapshots: every snapshot
+/// a reader holds must stay exactly the state of its revision for as long
+/// as it is held (a reused snapshot changed under a reader would fail it).
+#[test]
+fn snapshots_held_by_reader_threads_never_change_under_them() {
+    const KEYS: u64 = 8;
+    const PUBLISHES: u64 = 20_000;
+    let (store, mut writer) = Store::new(LogLimits::default());
+    let info = MapInfo::new("a", MapKind::Hash, 1, 8, 64).with_id(1);
+    writer.add_map(info, Vec::new(), 0);
+    assert_eq!(store.revision(), 0);
+    // at revision r, key k holds the newest i <= r with i % KEYS == k
+    let check = |snapshot: &Snapshot| {
+        let revision = snapshot.revision();
+        let view = snapshot.map("a").expect("mirrored");
+        for k in 0..KEYS {
+            let newest = (1..=revision).rev().find(|i| i % KEYS == k);
+            let got = view.entry(&[k as u8]).map(|e| {
+                (
+                    u64::from_le_bytes(e.value.try_into().expect("8 bytes")),
+                    e.mod_revision,
+                )
+            });
+            assert_eq!(
+                got,
+                newest.map(|i| (i, i)),
+                "key {k} at revision {revision}"
+            );
+        }
+    };
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|reader| {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut checked = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if reader == 0 {
+                        let guard = store.load();
+                        check(&guard);
+                        std::hint::spin_loop();
+                        check(&guard);
+                    } else {
+                        let kept = store.snapshot();
+                        check(&kept);
+                        std::thread::yield_now();
+                        check(&kept);
+                    }
+                    checked += 1;
+                }
+                checked
+            })
+        })
+        .collect();
+    for i in 1..=PUBLISHES {
+        writer.apply([Change::put(
+            "a",
+            vec![(i % KEYS) as u8],
+            i.to_le_bytes().to_vec(),
+            EventSource::Trace,
+            i,
+        )]);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        let checked = reader
+            .join()
+            .expect("a reader saw a snapshot change under it");
+        assert!(checked > 0, "each reader checked snapshots");
+    }
+    check(&store.load());
+}
