@@ -186,13 +186,15 @@ const RECLAIM_QUEUE: usize = 64;
 /// Replaced snapshots handed over together (one wakeup of the reclaimer
 /// per this many publishes, not one per publish).
 const RECLAIM_BATCH: usize = 64;
-/// Parts of reused snapshots handed over together: the levels a fold
-/// replaced count as a snapshot; the old copies of the change log (one per
-/// publish once the log is full, each pinning at most the few events
-/// compacted since it was current) count 1/16th, so that a mirror
-/// published a change at a time wakes the reclaimer every ~1,000
-/// publishes, not every 64.
+/// Parts of reused snapshots handed over together: the old copies of the
+/// change log (one per publish once the log is full, each pinning at most
+/// the few events compacted since it was current) count 1, so that a
+/// mirror published a change at a time wakes the reclaimer every ~1,000
+/// publishes, not every 64; the levels a fold replaced (up to a few
+/// thousand records each) count 1/[`RECLAIM_LEVELS`] of the batch.
 const RECLAIM_PARTS: usize = 16 * RECLAIM_BATCH;
+/// Most replaced levels of folds queued for the reclaimer at a time.
+const RECLAIM_LEVELS: usize = 8;
 
 /// A thread that frees replaced snapshots (with the overlay nodes and bases
 /// only they held) and consumed dumps, so that the ingest thread does not.
@@ -227,7 +229,7 @@ impl Reclaimer {
     /// [`Self::retire_snapshot`] does a snapshot.
     fn retire_part(&mut self, part: Garbage, now: bool) {
         self.parts_weight += match part {
-            Garbage::Levels(_) => RECLAIM_PARTS / RECLAIM_BATCH,
+            Garbage::Levels(_) => RECLAIM_PARTS / RECLAIM_LEVELS,
             Garbage::Log(_) => 1,
         };
         self.parts.push(part);
