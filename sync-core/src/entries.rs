@@ -1,7 +1,8 @@
 //! The entries of one mirrored map, in levels (newest first):
 //!
 //! - a small flat hash table of the latest changes, owned by the snapshot
-//!   and copied whole into the next one (`entries/top.rs`);
+//!   and copied whole into the next one, or brought up to date key by key
+//!   in a reused older snapshot ([`Entries::catch_up`]) (`entries/top.rs`);
 //! - up to [`LEVELS`] immutable runs of older changes, with delete markers,
 //!   shared by `Arc` (`entries/run.rs`); the table is folded into the
 //!   newest run when it fills (or when copying it has cost more than a
@@ -96,6 +97,15 @@ pub const RATIO: usize = if cfg!(test) { 4 } else { 8 };
 /// copies also allocate and are freed on another thread).
 const FOLD_COPY_WEIGHT: usize = 1;
 
+/// Table records copied whole (`memcpy`) that cost about as much as one
+/// key copied by itself (a lookup and a set), when a reused snapshot's
+/// table is brought up to date ([`Entries::catch_up`]).
+const KEY_COPY_WEIGHT: usize = if cfg!(test) { 1 } else { 16 };
+
+/// Most changed keys of one publish worth recording for
+/// [`Entries::catch_up`]: past them the table is copied whole anyway.
+pub(crate) const CATCH_UP_KEYS: usize = TOP_ENTRIES / KEY_COPY_WEIGHT;
+
 /// Changes of the smallest fold the level sizes are scaled to: a full
 /// table is [`TOP_ENTRIES`], but a map published a change at a time folds
 /// tables of a few dozen ([`Entries::fold_if_copied_enough`]), and merging
@@ -111,6 +121,24 @@ const RUN_UNIT: usize = if cfg!(test) {
 /// ([`RUN_UNIT`] x [`RATIO`]^(level + 1)).
 fn run_capacity(level: usize) -> usize {
     RUN_UNIT * RATIO.pow(level as u32 + 1)
+}
+
+/// Levels below the table that a reused copy of a map's entries no longer
+/// holds ([`Entries::catch_up`]), kept only to be dropped elsewhere.
+#[derive(Debug)]
+pub(crate) struct Levels {
+    #[allow(dead_code, reason = "held only to be dropped")]
+    base: Arc<Base>,
+    #[allow(dead_code, reason = "held only to be dropped")]
+    runs: [Option<Arc<Run>>; LEVELS],
+}
+
+impl Levels {
+    /// Whether these levels held a base other than `now`'s (a replaced
+    /// base: a large allocation, worth freeing soon).
+    pub(crate) fn held_another_base(&self, now: &Entries) -> bool {
+        !Arc::ptr_eq(&self.base, &now.base)
+    }
 }
 
 /// The entries of one map.
@@ -242,6 +270,52 @@ impl Entries {
         if self.top.is_full() {
             self.fold_top();
         }
+    }
+
+    /// Brings this copy, an older version of `from` whose changes since are
+    /// `keys` (each key at least once; repeats are harmless; `None`: not
+    /// recorded, too many), up to date
+    /// with `from`: when both still share their levels below the table
+    /// (no fold or merge in between), only those keys are copied into the
+    /// table; otherwise the table is copied whole into this one's buffers
+    /// and the levels are taken from `from`. Either way no copy is counted
+    /// against the table ([`Self::fold_if_copied_enough`]): this is what
+    /// makes a one-change publish cost its change, not its table. Returns
+    /// the levels replaced (to be dropped off the writer's thread).
+    pub(crate) fn catch_up<'k>(
+        &mut self,
+        from: &Entries,
+        keys: Option<impl ExactSizeIterator<Item = &'k [u8]>>,
+    ) -> Option<Levels> {
+        let same_levels = Arc::ptr_eq(&self.base, &from.base)
+            && self
+                .runs
+                .iter()
+                .zip(&from.runs)
+                .all(|(mine, theirs)| match (mine, theirs) {
+                    (Some(mine), Some(theirs)) => Arc::ptr_eq(mine, theirs),
+                    (None, None) => true,
+                    _ => false,
+                });
+        // a key by key copy costs a lookup and a set each, a copy of the
+        // whole table a few `memcpy`s: by key only for few keys
+        let keys =
+            keys.filter(|keys| same_levels && keys.len() * KEY_COPY_WEIGHT <= from.top.len());
+        let copied =
+            keys.is_some_and(|mut keys| keys.all(|key| self.top.copy_change(key, &from.top)));
+        let replaced = if copied {
+            None
+        } else {
+            self.top.clone_from(&from.top);
+            let base = std::mem::replace(&mut self.base, Arc::clone(&from.base));
+            let runs = std::mem::replace(&mut self.runs, from.runs.clone());
+            (!same_levels).then_some(Levels { base, runs })
+        };
+        self.len = from.len;
+        self.reshaped = from.reshaped;
+        self.top_copied = from.top_copied;
+        debug_assert_eq!(self.top.len(), from.top.len(), "same keys changed");
+        replaced
     }
 
     /// Folds the table once the copies of it made since the last fold cost

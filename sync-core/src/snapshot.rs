@@ -19,7 +19,9 @@ use crate::error::SyncError;
 use crate::event::{Epoch, Revision};
 use crate::map_info::MapInfo;
 
+mod catch_up;
 mod maps;
+pub(crate) use catch_up::{Delta, Garbage};
 pub(crate) use maps::Maps;
 pub use maps::{HandleError, MapHandle};
 

@@ -14,7 +14,7 @@ pub use crate::dumped::{DumpEntries, SortedDump};
 use crate::entries::Entries;
 use crate::event::{ChangeEvent, Epoch, EventSource, Op, Revision};
 use crate::map_info::MapInfo;
-use crate::snapshot::{MapView, Snapshot};
+use crate::snapshot::{Delta, Garbage, MapView, Snapshot};
 
 /// A handle on the mirror of every map one mapsync instance follows. Cheap to
 /// clone; all clones see the same data.
@@ -77,6 +77,8 @@ impl Store {
             merged: false,
             busy: false,
             prev_values: PrevValues::default(),
+            spare: None,
+            delta: Delta::default(),
         };
         (store, writer)
     }
@@ -156,10 +158,10 @@ impl Store {
     /// Publishes `snapshot` and returns the one it replaced (for the
     /// writer to retire off its thread).
     #[must_use = "the replaced snapshot goes to the reclaimer"]
-    fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+    fn publish(&self, snapshot: Arc<Snapshot>) -> Arc<Snapshot> {
         let revision = snapshot.revision;
         let before = self.revision();
-        let replaced = self.inner.current.swap(Arc::new(snapshot));
+        let replaced = self.inner.current.swap(snapshot);
         self.inner.published.record(before, revision);
         self.inner.revision.send_if_modified(|current| {
             let advanced = *current != revision;
@@ -174,6 +176,7 @@ impl Store {
 #[derive(Debug)]
 enum Retired {
     Snapshots(#[allow(dead_code, reason = "held only to be dropped")] Vec<Arc<Snapshot>>),
+    Parts(#[allow(dead_code, reason = "held only to be dropped")] Vec<Garbage>),
     Dump(#[allow(dead_code, reason = "held only to be dropped")] DumpEntries),
 }
 
@@ -183,6 +186,15 @@ const RECLAIM_QUEUE: usize = 64;
 /// Replaced snapshots handed over together (one wakeup of the reclaimer
 /// per this many publishes, not one per publish).
 const RECLAIM_BATCH: usize = 64;
+/// Parts of reused snapshots handed over together: the old copies of the
+/// change log (one per publish once the log is full, each pinning at most
+/// the few events compacted since it was current) count 1, so that a
+/// mirror published a change at a time wakes the reclaimer every ~1,000
+/// publishes, not every 64; the levels a fold replaced (up to a few
+/// thousand records each) count 1/[`RECLAIM_LEVELS`] of the batch.
+const RECLAIM_PARTS: usize = 16 * RECLAIM_BATCH;
+/// Most replaced levels of folds queued for the reclaimer at a time.
+const RECLAIM_LEVELS: usize = 8;
 
 /// A thread that frees replaced snapshots (with the overlay nodes and bases
 /// only they held) and consumed dumps, so that the ingest thread does not.
@@ -190,6 +202,10 @@ const RECLAIM_BATCH: usize = 64;
 struct Reclaimer {
     sender: Option<std::sync::mpsc::SyncSender<Retired>>,
     pending: Vec<Arc<Snapshot>>,
+    /// Parts of reused snapshots (`snapshot/catch_up.rs`) queued likewise.
+    parts: Vec<Garbage>,
+    /// Weight of `parts` (see [`RECLAIM_PARTS`]).
+    parts_weight: usize,
 }
 
 impl Reclaimer {
@@ -204,6 +220,23 @@ impl Reclaimer {
         Self {
             sender: spawned.ok().map(|_| sender),
             pending: Vec::with_capacity(RECLAIM_BATCH),
+            parts: Vec::new(),
+            parts_weight: 0,
+        }
+    }
+
+    /// Queues a part a reused snapshot let go of, as
+    /// [`Self::retire_snapshot`] does a snapshot.
+    fn retire_part(&mut self, part: Garbage, now: bool) {
+        self.parts_weight += match part {
+            Garbage::Levels(_) => RECLAIM_PARTS / RECLAIM_LEVELS,
+            Garbage::Log(_) => 1,
+        };
+        self.parts.push(part);
+        if now || self.parts_weight >= RECLAIM_PARTS {
+            self.parts_weight = 0;
+            let batch = std::mem::take(&mut self.parts);
+            self.retire(Retired::Parts(batch));
         }
     }
 
@@ -298,6 +331,12 @@ pub struct Publisher {
     busy: bool,
     /// Where the change events' copies of replaced values are cut from.
     prev_values: PrevValues,
+    /// The snapshot the last [`Publisher::apply`] replaced, to be brought
+    /// up to date and reused by the next one (`snapshot/catch_up.rs`);
+    /// `None` after any other publish.
+    spare: Option<Arc<Snapshot>>,
+    /// What the current snapshot changed beyond `spare`.
+    delta: Delta,
 }
 
 impl Publisher {
@@ -306,13 +345,55 @@ impl Publisher {
         &self.store
     }
 
+    /// Publishes `next`, made by a path that does not record a [`Delta`]:
+    /// the spare cannot be brought up to date from it and is retired.
     fn publish(&mut self, next: Snapshot) {
+        if let Some(spare) = self.spare.take() {
+            self.reclaimer.retire_snapshot(spare, false);
+        }
+        self.publish_arc(Arc::new(next));
+    }
+
+    fn publish_arc(&mut self, next: Arc<Snapshot>) -> Arc<Snapshot> {
         // an apply that changed nothing still publishes (tombstones), but
         // only a new revision means the mirror is not quiet
         self.busy |= next.revision != self.store.revision();
-        let replaced = self.store.publish(next);
-        let merged = std::mem::take(&mut self.merged);
-        self.reclaimer.retire_snapshot(replaced, merged);
+        self.store.publish(next)
+    }
+
+    /// Publishes `next`, whose changes beyond the current snapshot are in
+    /// `self.delta`, and keeps the replaced snapshot as the spare, unless a
+    /// base was replaced (the old one is freed soon rather than kept).
+    fn publish_reusable(&mut self, next: Arc<Snapshot>) {
+        let replaced = self.publish_arc(next);
+        if std::mem::take(&mut self.merged) {
+            self.reclaimer.retire_snapshot(replaced, true);
+        } else {
+            self.spare = Some(replaced);
+        }
+    }
+
+    /// A snapshot equal to the current one, for [`Publisher::apply`] to
+    /// change and publish: the spare brought up to date when no reader
+    /// holds it, else a copy of the current one. Clears `self.delta` for
+    /// the changes about to be made.
+    fn next_snapshot(&mut self) -> Arc<Snapshot> {
+        let current = self.store.snapshot();
+        if let Some(mut spare) = self.spare.take() {
+            let reclaimer = &mut self.reclaimer;
+            let caught_up = Arc::get_mut(&mut spare).is_some_and(|reused| {
+                reused.catch_up(&current, &mut self.delta, |part, now| {
+                    reclaimer.retire_part(part, now);
+                })
+            });
+            if caught_up {
+                self.delta.clear();
+                return spare;
+            }
+            self.reclaimer.retire_snapshot(spare, false);
+        }
+        self.delta.clear();
+        Arc::new((*current).clone())
     }
 
     /// Adds (or replaces) a map with its initial entries, each taking the
@@ -424,26 +505,27 @@ impl Publisher {
     /// before what the mirror holds for its key are skipped. Returns the
     /// published revision.
     pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) -> Revision {
-        let current = self.store.snapshot();
-        let mut next = (*current).clone();
-        drop(current);
+        let mut reused = self.next_snapshot();
+        let next = Arc::get_mut(&mut reused).expect("a snapshot no reader has seen");
         let Snapshot {
             maps,
             log,
             revision: next_revision,
             ..
-        } = &mut next;
+        } = next;
         let mut changes = changes.into_iter().peekable();
         // one map lookup per run of changes to the same map (batches
         // mostly hold one map's)
         while let Some(first) = changes.next() {
-            let Some(view) = maps.get_mut(&first.map) else {
+            let Some((slot, view)) = maps.slot_mut(&first.map) else {
                 continue;
             };
+            self.delta.touch(slot);
             let name = first.map.clone();
             let mut change = Some(first);
             while let Some(this) = change {
                 let revision = *next_revision + 1;
+                let key = self.delta.wants_keys().then(|| this.key.clone());
                 if let Some(event) = apply_to_view(
                     view,
                     this,
@@ -452,6 +534,9 @@ impl Publisher {
                     &mut self.prev_values,
                 ) {
                     *next_revision = revision;
+                    if let Some(key) = key {
+                        self.delta.changed(slot, key);
+                    }
                     log.push(event);
                 }
                 change = changes.next_if(|next| Arc::ptr_eq(&next.map, &name) || next.map == name);
@@ -459,7 +544,7 @@ impl Publisher {
         }
         let revision = next.revision;
         // publish even without a new revision: tombstones may have changed
-        self.publish(next);
+        self.publish_reusable(reused);
         revision
     }
 

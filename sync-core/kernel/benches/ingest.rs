@@ -582,14 +582,16 @@ fn trace_rows(runtime: &Runtime, sizes: &Sizes, rows: &mut Vec<Row>) {
     ));
     for ((label, samples, pause), bare) in latency_runs.iter().zip(bare_visible) {
         let phases = sync.stats_handle().phases();
+        let wakeups = visible::reclaimer_wakeups();
         let samples = visible::latency(*samples, *pause, || store.load().revision(), update);
+        let wakeups = visible::reclaimer_wakeups() - wakeups;
         rows.push(Row::latency(
             format!("write -> visible in the mirror, trace (1 update syscall), {label}"),
             samples,
             bare,
         ));
         rows.push(phases_row(
-            "ingest phases of the run above (one record per batch)".into(),
+            format!("ingest phases of the run above (one record per batch; the reclaimer thread woke {wakeups} times)"),
             &sync,
             phases,
             None,

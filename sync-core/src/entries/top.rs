@@ -69,6 +69,19 @@ impl Clone for Top {
             bytes,
         }
     }
+
+    /// A copy of `source` in this table's buffers (no allocation once they
+    /// are large enough): how a reused snapshot's table is brought up to
+    /// date when a fold or a merge changed its map's levels.
+    fn clone_from(&mut self, source: &Self) {
+        if source.slots.is_empty() {
+            self.clear();
+            return;
+        }
+        self.index.clone_from(&source.index);
+        self.slots.clone_from(&source.slots);
+        self.bytes.clone_from(&source.bytes);
+    }
 }
 
 fn to_u32(n: usize) -> u32 {
@@ -190,6 +203,28 @@ impl Top {
             }
         }
         was
+    }
+
+    /// Sets `key` here as `source` has it changed (`false`, and nothing
+    /// done, if `source` holds no change of `key`): one key of a reused
+    /// snapshot's table brought up to date.
+    pub(crate) fn copy_change(&mut self, key: &[u8], source: &Top) -> bool {
+        match source.lookup(key) {
+            Some(Some(entry)) => {
+                self.set(
+                    key,
+                    Some(entry.value),
+                    entry.mod_revision,
+                    entry.observed_ns,
+                );
+                true
+            }
+            Some(None) => {
+                self.set(key, None, 0, 0);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The table's changes, in no particular order.

@@ -120,6 +120,42 @@ impl Maps {
         self.slots[slot].view.as_mut()
     }
 
+    /// The slot of the map called `name` and the map, to change, if
+    /// mirrored.
+    pub(crate) fn slot_mut<Q>(&mut self, name: &Q) -> Option<(u32, &mut MapView)>
+    where
+        Arc<str>: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let slot = self.slot(name)?;
+        let view = self.slots[slot].view.as_mut()?;
+        Some((slot as u32, view))
+    }
+
+    /// The map in slot `slot`, if mirrored.
+    pub(crate) fn at(&self, slot: u32) -> Option<&MapView> {
+        self.slots.get(slot as usize)?.view.as_ref()
+    }
+
+    /// The map in slot `slot`, to change, if mirrored.
+    pub(crate) fn at_mut(&mut self, slot: u32) -> Option<&mut MapView> {
+        self.slots.get_mut(slot as usize)?.view.as_mut()
+    }
+
+    /// Whether `other` has the same slots (the same store, no map added
+    /// or removed in between): what a reused snapshot's maps need to be
+    /// brought up to date slot by slot.
+    pub(crate) fn same_layout(&self, other: &Maps) -> bool {
+        self.store == other.store
+            && Arc::ptr_eq(&self.by_name, &other.by_name)
+            && self.slots.len() == other.slots.len()
+            && self
+                .slots
+                .iter()
+                .zip(&other.slots)
+                .all(|(mine, theirs)| mine.view.is_some() == theirs.view.is_some())
+    }
+
     /// Sets the map called `name`, returning the one it replaces.
     pub(crate) fn insert(&mut self, name: Arc<str>, view: MapView) -> Option<MapView> {
         match self.slot(&*name) {

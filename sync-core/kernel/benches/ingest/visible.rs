@@ -37,3 +37,27 @@ pub fn latency(
     }
     latencies
 }
+
+/// Times the reclaimer threads of this process (`mapsync-reclaim`, the
+/// store's thread that frees replaced snapshots) went to sleep so far
+/// (`voluntary_ctxt_switches`): each is a wakeup that competed for a CPU
+/// with the ingest thread or the measuring one.
+pub fn reclaimer_wakeups() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim() == "mapsync-reclaim")
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|count| count.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
