@@ -109,6 +109,13 @@ impl DumpEntries {
         observed_ns: u64,
         read: impl FnOnce(&mut [u8], &mut [u8]) -> Result<usize, E>,
     ) -> Result<usize, E> {
+        // entries read after one of another shape go to `others`, which
+        // iterate after the flat ones: reads must come first to keep the
+        // read order ("the later read wins")
+        debug_assert!(
+            self.others.is_empty(),
+            "read_into after an entry of another shape"
+        );
         let (keys_at, values_at) = (self.keys.len(), self.values.len());
         self.keys.resize(keys_at + count * self.key_size, 0);
         self.values.resize(values_at + count * self.value_size, 0);

@@ -70,15 +70,11 @@ impl<'a> From<Record<'a>> for Entry<'a> {
     }
 }
 
-/// Keys of up to this many bytes were stored inline by the former overlay;
-/// every level now stores keys of any length inline (kept for
-/// compatibility).
-pub const INLINE_KEY_BYTES: usize = 30;
-
-/// Values of up to this many bytes were stored inline by the former
-/// overlay; every level now stores values of any length inline (kept for
-/// compatibility).
-pub const INLINE_VALUE_BYTES: usize = 30;
+#[cfg(test)]
+thread_local! {
+    /// Merges of this thread that rewrote a copy of the base in place.
+    pub(crate) static IN_PLACE_MERGES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// Fewest changes held above the base that trigger a merge (below this the
 /// merge cost of a large base would dominate).
@@ -451,6 +447,8 @@ impl Entries {
                 .chain(top)
                 .map(|(key, entry)| (key, entry.value, entry.mod_revision, entry.observed_ns));
             if let Some(base) = self.base.with_values(changes) {
+                #[cfg(test)]
+                IN_PLACE_MERGES.with(|merges| merges.set(merges.get() + 1));
                 *self = Self::from_base(base);
                 return;
             }

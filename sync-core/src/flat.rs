@@ -109,6 +109,28 @@ const TAGGED_BELOW: usize = 1 << 24;
 /// The position bits of a tagged bucket.
 const POSITION_BITS: u32 = (1 << 24) - 1;
 
+/// The first 8 bytes of `key` as a big-endian number, zero-padded: its
+/// order is the keys' bytewise order, and for keys of one length up to 8
+/// bytes equal prefixes are equal keys (the dump's radix sort, key order).
+pub(crate) fn key_prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+/// Bytewise order of two keys. An 8-byte key (the common BPF key) compares
+/// as one big-endian word, keys of one shorter length as their
+/// [`key_prefix`]es, not by a `memcmp` call. The one key order of the
+/// mirror: levels, the dump's sort, a resync's diff.
+pub(crate) fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    match (<[u8; 8]>::try_from(a), <[u8; 8]>::try_from(b)) {
+        (Ok(a), Ok(b)) => u64::from_be_bytes(a).cmp(&u64::from_be_bytes(b)),
+        _ if a.len() == b.len() && a.len() < 8 => key_prefix(a).cmp(&key_prefix(b)),
+        _ => a.cmp(b),
+    }
+}
+
 /// The bucket value for record `i` with key hash `hash` in a base of `len`.
 fn bucket_value(i: usize, hash: u64, len: usize) -> u32 {
     let position = i as u32 + 1;

@@ -1,12 +1,13 @@
 //! Immutable, consistent views of every mirrored map at one revision.
 //!
 //! A [`Snapshot`] is what readers load from the store's `ArcSwap`: no lock,
-//! no syscall. Each map's entries are a flat, sorted, hash-indexed base
-//! shared by every snapshot since it was built, plus a small persistent
-//! overlay of the changes since (see `entries.rs`, `flat.rs`), so a writer
-//! publishing one change shares all untouched structure with the previous
-//! snapshot: publishing costs O(log m) for an overlay of m changes, and the
-//! occasional merge of the overlay into a new base O(map size).
+//! no syscall. Each map's entries are levels (`entries.rs`): a flat top
+//! table of the newest changes (at most 512 keys, each snapshot its own
+//! copy), immutable sorted runs shared between snapshots, and a flat,
+//! hash-indexed base (`flat.rs`) shared by every snapshot since it was
+//! built. A one-change publish brings the snapshot its last publish
+//! replaced up to date when no reader holds it (`snapshot/catch_up.rs`);
+//! the occasional merge of the runs into a new base costs O(map size).
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use bytes::Bytes;
 
 use crate::changelog::ChangeLog;
 use crate::entries::Entries;
-pub use crate::entries::{Entry, INLINE_KEY_BYTES, INLINE_VALUE_BYTES};
+pub use crate::entries::Entry;
 use crate::error::SyncError;
 use crate::event::{Epoch, Revision};
 use crate::map_info::MapInfo;

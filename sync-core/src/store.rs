@@ -13,6 +13,7 @@ use crate::changelog::{ChangeLog, LogLimits};
 pub use crate::dumped::{DumpEntries, SortedDump};
 use crate::entries::Entries;
 use crate::event::{ChangeEvent, Epoch, EventSource, Op, Revision};
+use crate::flat::key_order;
 use crate::map_info::MapInfo;
 use crate::snapshot::{Delta, Garbage, MapView, Snapshot};
 
@@ -711,21 +712,6 @@ impl Publisher {
             self.publish(next);
         }
         revision
-    }
-}
-
-/// Bytewise order of two keys; keys of one length up to 8 bytes (every BPF
-/// map's keys are of one length) compare as two numbers, not by `memcmp`.
-fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    if a.len() == b.len() && a.len() <= 8 {
-        let widen = |key: &[u8]| {
-            let mut bytes = [0u8; 8];
-            bytes[..key.len()].copy_from_slice(key);
-            u64::from_be_bytes(bytes)
-        };
-        widen(a).cmp(&widen(b))
-    } else {
-        a.cmp(b)
     }
 }
 

@@ -40,10 +40,34 @@ pub fn dump_at_start(
     Ok((dump(fd, info)?, false))
 }
 
-/// Entries per batch call to start with (doubled on ENOSPC: a hash bucket
-/// longer than the batch). Large: each call costs a syscall, a bigger one
-/// only more room in the dump's buffers, which the whole map fills anyway.
+/// Most entries per batch call. Large: each call costs a syscall, a bigger
+/// one only more room in the dump's buffers, which the whole map fills
+/// anyway.
 const BATCH: u32 = 64 * 1024;
+
+/// Most bytes of keys and values one batch call makes room for: the buffers
+/// are sized (and zeroed) for a whole batch before the call, so for large
+/// per-CPU values (a 64-byte value on 128 CPUs is 8 KiB an entry) the entry
+/// count alone would make a nearly empty map cost hundreds of MiB per dump.
+const BATCH_BYTES: u64 = 8 << 20;
+
+/// The most a batch grows to on ENOSPC (a hash bucket longer than the
+/// batch), in bytes of keys and values.
+const BATCH_BYTES_MAX: u64 = 256 << 20;
+
+/// Entries of the first batch call for `info`'s map: at most [`BATCH`], the
+/// map's capacity and [`BATCH_BYTES`] of entries, at least one.
+fn first_batch(info: &MapInfo) -> u32 {
+    let entry = u64::from(info.key_size) + u64::from(info.value_bytes);
+    let by_bytes = (BATCH_BYTES / entry.max(1)).clamp(1, u64::from(BATCH)) as u32;
+    by_bytes.min(info.max_entries.max(1))
+}
+
+/// Whether a batch of `batch` entries may double on ENOSPC.
+fn may_grow(info: &MapInfo, batch: u32) -> bool {
+    let entry = u64::from(info.key_size) + u64::from(info.value_bytes);
+    batch < (1 << 20) && u64::from(batch) * 2 * entry <= BATCH_BYTES_MAX
+}
 
 /// Reads every entry of the map, into one flat buffer of keys and one of
 /// values (no allocation per entry).
@@ -124,9 +148,8 @@ fn read_buckets(
 ) -> std::io::Result<DumpEntries> {
     let mut entries = DumpEntries::with_shape(info.key_size as usize, info.value_bytes as usize);
     let buckets = info.max_entries.max(1).next_power_of_two();
-    // the buffers grow with what is read, not with the map's capacity (a
-    // large, mostly empty map costs what it holds)
-    let mut batch = BATCH.min(info.max_entries.max(1));
+    // each call makes room for a whole batch; the batch is bounded in bytes
+    let mut batch = first_batch(info);
     let mut position: Option<[u8; 8]> = from.map(|bucket| {
         let mut token = [0u8; 8];
         token[..4].copy_from_slice(&bucket.to_ne_bytes());
@@ -155,7 +178,7 @@ fn read_buckets(
                     last_bucket = bucket;
                 }
             }
-            Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && batch < (1 << 20) => {
+            Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && may_grow(info, batch) => {
                 batch *= 2;
             }
             Err(error) => return Err(error),
@@ -203,4 +226,36 @@ pub fn read_key(
         source,
     })?;
     Ok((found.then(|| Bytes::from(value)), observed_ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_bounded_in_bytes_as_well_as_entries() {
+        // 24-byte entries: the entry bound
+        let small = MapInfo::new("m", MapKind::Hash, 8, 16, 1 << 20);
+        assert_eq!(first_batch(&small), BATCH);
+        // a small map: its capacity
+        assert_eq!(
+            first_batch(&MapInfo::new("m", MapKind::Hash, 8, 16, 100)),
+            100
+        );
+        // a 64-byte per-CPU value on 128 CPUs: 8 KiB an entry, 8 MiB a batch
+        let per_cpu = MapInfo::new("m", MapKind::PercpuHash, 8, 64, 1 << 20).with_value_bytes(8192);
+        let batch = first_batch(&per_cpu);
+        assert_eq!(batch, 1023);
+        assert!(u64::from(batch) * (8 + 8192) <= BATCH_BYTES);
+        // growing on ENOSPC stops at the byte bound
+        let mut grown = batch;
+        while may_grow(&per_cpu, grown) {
+            grown *= 2;
+        }
+        assert!(u64::from(grown) * (8 + 8192) <= BATCH_BYTES_MAX);
+        assert!(u64::from(grown) * 2 * (8 + 8192) > BATCH_BYTES_MAX);
+        // an entry larger than the whole bound still gets a batch of one
+        let huge = MapInfo::new("m", MapKind::Hash, 8, 1 << 20, 64).with_value_bytes(64 << 20);
+        assert_eq!(first_batch(&huge), 1);
+    }
 }

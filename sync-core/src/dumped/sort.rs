@@ -3,6 +3,7 @@
 //! along for short keys and small values.
 
 use super::DumpEntries;
+use crate::flat::key_prefix;
 
 impl DumpEntries {
     /// The entries in key order (bytewise), one per key: of a key read more
@@ -14,7 +15,10 @@ impl DumpEntries {
         let sorted = if flat_in_order && self.key_size <= 8 && self.value_size <= PACKED_VALUE_MAX {
             Sorted::Packed(self.packed_sort())
         } else if flat_in_order {
-            let by_prefix = radix_sort((0..n as u32).map(|i| (prefix(self.key(i as usize)), i)), n);
+            let by_prefix = radix_sort(
+                (0..n as u32).map(|i| (key_prefix(self.key(i as usize)), i)),
+                n,
+            );
             let mut order: Vec<u32> = by_prefix.iter().map(|(_, i)| *i).collect();
             if self.key_size > 8 {
                 // equal prefixes: order by the whole key, stably (the
@@ -226,16 +230,6 @@ fn radix_sort_fixed<const S: usize>(mut from: Vec<u8>) -> Vec<u8> {
         std::mem::swap(&mut from, &mut to);
     }
     from
-}
-
-/// The first 8 bytes of `key` as a big-endian number (zero-padded): its
-/// order is the keys' bytewise order, and for keys of one length up to 8
-/// bytes, equal prefixes are equal keys.
-fn prefix(key: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
-    bytes[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(bytes)
 }
 
 /// A stable least-significant-digit radix sort of `n` (prefix, position)

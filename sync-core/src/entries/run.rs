@@ -9,7 +9,7 @@
 //! than once per publish.
 
 use crate::entries::Entry;
-use crate::flat::{Base, BaseBuilder};
+use crate::flat::{Base, BaseBuilder, key_order};
 
 /// One key's change in key order: `Some` set, `None` deleted.
 pub(crate) type Change<'a> = (&'a [u8], Option<Entry<'a>>);
@@ -57,15 +57,6 @@ impl<'a> Stream<'a> {
             }
             Self::Listed(listed) => listed.next(),
         }
-    }
-}
-
-/// Bytewise key order, with 8-byte keys (the common BPF key) compared as
-/// one big-endian word instead of a `memcmp` call.
-pub(crate) fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    match (<[u8; 8]>::try_from(a), <[u8; 8]>::try_from(b)) {
-        (Ok(a), Ok(b)) => u64::from_be_bytes(a).cmp(&u64::from_be_bytes(b)),
-        _ => a.cmp(b),
     }
 }
 
@@ -175,7 +166,7 @@ impl<'a> Iterator for Merged<'a> {
         let mut first: Option<(usize, &'a [u8])> = None;
         for (i, stream) in self.streams.iter().enumerate() {
             if let Some(key) = stream.peek_key()
-                && first.is_none_or(|(_, least)| key_cmp(key, least).is_lt())
+                && first.is_none_or(|(_, least)| key_order(key, least).is_lt())
             {
                 first = Some((i, key));
             }
@@ -185,7 +176,7 @@ impl<'a> Iterator for Merged<'a> {
         for stream in &mut self.streams[winner + 1..] {
             if stream
                 .peek_key()
-                .is_some_and(|other| key_cmp(other, key).is_eq())
+                .is_some_and(|other| key_order(other, key).is_eq())
             {
                 stream.skip();
             }
@@ -208,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn key_order_is_bytewise_for_words_and_other_lengths() {
+    fn key_order_is_bytewise_for_words_and_other_lengths_and_keeps_its_prefix() {
         let keys: [&[u8]; 7] = [
             &[0, 0, 0, 0, 0, 0, 0, 1],
             &[1, 0, 0, 0, 0, 0, 0, 0],
@@ -220,7 +211,8 @@ mod tests {
         ];
         for a in keys {
             for b in keys {
-                assert_eq!(key_cmp(a, b), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(key_order(a, b), a.cmp(b), "{a:?} vs {b:?}");
+                assert!(crate::flat::key_prefix(a) <= crate::flat::key_prefix(b) || a > b);
             }
         }
     }

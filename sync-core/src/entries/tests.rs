@@ -145,7 +145,13 @@ fn a_merge_of_new_values_only_rewrites_a_copy_of_the_base() {
         .iter_after(None)
         .map(|(k, e)| (k.to_vec(), e.value.to_vec(), e.mod_revision))
         .collect();
+    let in_place = IN_PLACE_MERGES.with(|merges| merges.get());
     entries.merge();
+    assert_eq!(
+        IN_PLACE_MERGES.with(|merges| merges.get()),
+        in_place + 1,
+        "rewritten in place"
+    );
     assert!(!entries.has_overlay());
     let after: Vec<_> = entries
         .iter_after(None)
@@ -164,12 +170,50 @@ fn a_merge_of_new_values_only_rewrites_a_copy_of_the_base() {
     );
     // a value of another length cannot be rewritten in place: rebuilt
     entries.insert(&keys[0], b"longer value", 99, 99);
+    let in_place = IN_PLACE_MERGES.with(|merges| merges.get());
     entries.merge();
+    assert_eq!(
+        IN_PLACE_MERGES.with(|merges| merges.get()),
+        in_place,
+        "rebuilt"
+    );
     assert_eq!(
         entries.get(&keys[0]).map(|e| e.value),
         Some(&b"longer value"[..])
     );
     assert_eq!(entries.len(), keys.len());
+}
+
+#[test]
+fn new_values_merge_past_a_32nd_of_a_large_base_new_keys_past_an_eighth() {
+    let n = 64 * MIN_OVERLAY as u64;
+    let base = || {
+        let keys: Vec<[u8; 8]> = (0..n).map(|k| (2 * k).to_be_bytes()).collect();
+        Entries::from_sorted(
+            keys.len(),
+            keys.iter().map(|k| (&k[..], &[0u8; 8][..], 1, 1)),
+        )
+    };
+    let (a_32nd, an_eighth) = (n / 32, n / 8);
+    // new values of existing (even) keys
+    let mut values = base();
+    for k in 0..a_32nd {
+        put(&mut values, &(2 * k).to_be_bytes(), k + 2);
+    }
+    assert!(!values.needs_merge(), "{a_32nd} new values: not yet");
+    put(&mut values, &(2 * a_32nd).to_be_bytes(), 1);
+    assert!(values.needs_merge(), "past a 32nd");
+    // new (odd) keys: an eighth
+    let mut keys = base();
+    for k in 0..an_eighth {
+        put(&mut keys, &(2 * k + 1).to_be_bytes(), k + 2);
+        if k == a_32nd {
+            assert!(!keys.needs_merge(), "new keys past a 32nd: not yet");
+        }
+    }
+    assert!(!keys.needs_merge(), "{an_eighth} new keys: not yet");
+    put(&mut keys, &(2 * an_eighth + 1).to_be_bytes(), 1);
+    assert!(keys.needs_merge(), "past an eighth");
 }
 
 #[test]

@@ -10,8 +10,8 @@
 //! immutable run (`run.rs`) and clears it.
 
 use crate::entries::Entry;
-use crate::entries::run::key_cmp;
 use crate::flat::hash_key;
+use crate::flat::key_order;
 
 /// Most keys the table holds before it is folded into a run.
 pub(crate) const TOP_ENTRIES: usize = if cfg!(test) { 4 } else { 512 };
@@ -244,7 +244,7 @@ impl Top {
             .iter()
             .filter(|slot| after.is_none_or(|after| self.key(slot) > after))
             .collect();
-        order.sort_unstable_by(|a, b| key_cmp(self.key(a), self.key(b)));
+        order.sort_unstable_by(|a, b| key_order(self.key(a), self.key(b)));
         order
             .into_iter()
             .map(|slot| (self.key(slot), self.change(slot)))
