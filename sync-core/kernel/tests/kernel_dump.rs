@@ -9,23 +9,15 @@ use std::os::fd::AsFd;
 
 use mapsync_core::{EventSource, Op, Store};
 use mapsync_kernel::{MapSpec, dump, open, sys};
+mod dump_support;
+use dump_support::{Entries, fill, read};
+
 use mapsync_test_support::{self as support, PinDir};
 
 /// More entries than one batch call returns (64 Ki): the dump takes two.
 const MANY: u32 = 70_000;
 /// A map this large is dumped by two threads, each over half the buckets.
 const SPLIT: u32 = 1 << 18;
-
-type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
-
-fn fill(pin: &std::path::Path, entries: &Entries) {
-    let map = open::open(&MapSpec::pin(None, pin)).expect("open the map");
-    let keys: Vec<u8> = entries.keys().flatten().copied().collect();
-    let values: Vec<u8> = entries.values().flatten().copied().collect();
-    let (done, result) = sys::update_batch(map.fd.as_fd(), &keys, &values, entries.len() as u32);
-    result.expect("batch update");
-    assert_eq!(done as usize, entries.len());
-}
 
 /// `n` entries with keys of `key_size` bytes (a counter, native order,
 /// zero-padded) and 16-byte values derived from it.
@@ -39,14 +31,6 @@ fn entries(n: u32, key_size: usize) -> Entries {
             value[8..12].copy_from_slice(&(!i).to_ne_bytes());
             (key, value.to_vec())
         })
-        .collect()
-}
-
-/// The entries of a dump as a map (a key read twice: its later read).
-fn read(entries: &dump::DumpEntries) -> Entries {
-    entries
-        .iter()
-        .map(|(key, value, _)| (key.to_vec(), value.to_vec()))
         .collect()
 }
 

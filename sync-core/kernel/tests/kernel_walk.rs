@@ -4,7 +4,6 @@
 //! it: quiet (no second dump) and beside writers (dumped again, exactly,
 //! and the mirror converges on the kernel's map).
 
-use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,9 +11,10 @@ use std::time::Duration;
 
 use mapsync_kernel::dump::walk::{self, WalkError};
 use mapsync_kernel::{MapSpec, MapSync, SyncConfig, dump, open, sys};
-use mapsync_test_support::{self as support, PinDir, mirror, wait_until};
+mod dump_support;
+use dump_support::{Entries, fill, read};
 
-type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
+use mapsync_test_support::{self as support, PinDir, mirror, wait_until};
 
 /// How long a test waits for the mirror to show what it expects.
 const WAIT: Duration = Duration::from_secs(10);
@@ -33,22 +33,6 @@ fn entries(n: u32, key_size: usize, value_size: usize) -> Entries {
                 .collect();
             (key, value)
         })
-        .collect()
-}
-
-fn fill(pin: &std::path::Path, entries: &Entries) {
-    let map = open::open(&MapSpec::pin(None, pin)).expect("open the map");
-    let keys: Vec<u8> = entries.keys().flatten().copied().collect();
-    let values: Vec<u8> = entries.values().flatten().copied().collect();
-    let (done, result) = sys::update_batch(map.fd.as_fd(), &keys, &values, entries.len() as u32);
-    result.expect("batch update");
-    assert_eq!(done as usize, entries.len());
-}
-
-fn read(entries: &dump::DumpEntries) -> Entries {
-    entries
-        .iter()
-        .map(|(key, value, _)| (key.to_vec(), value.to_vec()))
         .collect()
 }
 
