@@ -314,18 +314,7 @@ mod tests {
     use super::*;
 
     fn info(kind: MapKind, key_size: u32, value_size: u32, max_entries: u32) -> MapInfo {
-        MapInfo {
-            name: "m".into(),
-            id: 1,
-            kernel_name: "m".into(),
-            kind,
-            key_size,
-            value_size,
-            max_entries,
-            value_bytes: value_size,
-            types: None,
-            switchable: false,
-        }
+        MapInfo::new("m", kind, key_size, value_size, max_entries).with_id(1)
     }
 
     #[test]
